@@ -1,0 +1,241 @@
+//! `estimator`: convert the shared public data into routing records, and evaluate the baseline
+//! quality estimator on a held-back split.
+
+use clap::{Parser, Subcommand};
+use estimator::convert::{dcrouter, routellm};
+use estimator::records::{common_models, read_records, write_records};
+use estimator::{Catalog, KnnConfig, KnnEstimator, Record};
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+#[derive(Parser)]
+#[command(name = "estimator", version, about = "llmroute estimator: routing-record converters and the quality/cost estimator")]
+struct Cli {
+    #[command(subcommand)]
+    cmd: Cmd,
+}
+
+#[derive(Subcommand)]
+enum Cmd {
+    /// Convert public routing data into routing records (JSONL; `.gz` output is compressed).
+    Convert {
+        #[command(subcommand)]
+        source: Source,
+    },
+    /// Train on a seeded split and print per-model AUC and Brier on the held-back part.
+    Eval {
+        /// Routing records (.jsonl or .jsonl.gz).
+        #[arg(long)]
+        records: PathBuf,
+        /// Catalog YAML (prices); optional when every outcome carries cost_usd.
+        #[arg(long)]
+        catalog: Option<PathBuf>,
+        #[arg(long, default_value_t = 0.7)]
+        train_frac: f64,
+        #[arg(long, default_value_t = 1)]
+        seed: u64,
+        /// Neighbours per query.
+        #[arg(long, default_value_t = 25)]
+        k: usize,
+        /// Ignore the records' task labels (no per-task priors).
+        #[arg(long)]
+        no_task_hint: bool,
+        /// Print JSON instead of a table.
+        #[arg(long)]
+        json: bool,
+    },
+}
+
+#[derive(Subcommand)]
+enum Source {
+    /// shared/data/llmrouter-dcrouter (prices from its model_prices.csv).
+    Dcrouter {
+        /// The llmrouter-dcrouter folder.
+        #[arg(long)]
+        input: PathBuf,
+        #[arg(long)]
+        out: PathBuf,
+        /// Also write the catalog (prices) as YAML here.
+        #[arg(long)]
+        catalog_out: Option<PathBuf>,
+        /// Output tokens assumed per answer (the data has none).
+        #[arg(long, default_value_t = 256)]
+        output_tokens: u32,
+        /// Keep only every record with probability FRAC (seeded), for a compact subset.
+        #[arg(long)]
+        sample: Option<f64>,
+        #[arg(long, default_value_t = 1)]
+        seed: u64,
+    },
+    /// shared/data/routellm (prices from --catalog, e.g. deploy/catalogs/routellm.yaml).
+    Routellm {
+        /// The routellm folder.
+        #[arg(long)]
+        input: PathBuf,
+        #[arg(long)]
+        catalog: PathBuf,
+        #[arg(long)]
+        out: PathBuf,
+        /// Parts to convert, comma-separated: mmlu, gsm8k, mt_bench.
+        #[arg(long, default_value = "mmlu,gsm8k,mt_bench")]
+        parts: String,
+        /// Keep only every record with probability FRAC (seeded), for a compact subset.
+        #[arg(long)]
+        sample: Option<f64>,
+        #[arg(long, default_value_t = 1)]
+        seed: u64,
+    },
+}
+
+fn sample(records: Vec<Record>, frac: Option<f64>, seed: u64) -> Result<Vec<Record>, String> {
+    let Some(f) = frac else { return Ok(records) };
+    if !(f > 0.0 && f <= 1.0) {
+        return Err(format!("--sample {f}: expected a fraction in (0, 1]"));
+    }
+    let (keep, _) = estimator::split::train_test(records.len(), f, seed);
+    let mut keep = keep;
+    keep.sort_unstable();
+    Ok(keep.into_iter().map(|i| records[i].clone()).collect())
+}
+
+fn run(cli: Cli) -> Result<(), String> {
+    match cli.cmd {
+        Cmd::Convert { source } => convert(source),
+        Cmd::Eval { records, catalog, train_frac, seed, k, no_task_hint, json } => {
+            eval(records, catalog, train_frac, seed, k, !no_task_hint, json)
+        }
+    }
+}
+
+fn convert(source: Source) -> Result<(), String> {
+    let (records, report, out, seed, frac) = match source {
+        Source::Dcrouter { input, out, catalog_out, output_tokens, sample, seed } => {
+            let (records, report, catalog) = dcrouter::convert(&input, output_tokens).map_err(|e| e.to_string())?;
+            if let Some(p) = catalog_out {
+                let yaml = serde_yaml::to_string(&catalog).map_err(|e| e.to_string())?;
+                std::fs::write(&p, yaml).map_err(|e| format!("{}: {e}", p.display()))?;
+            }
+            (records, report, out, seed, sample)
+        }
+        Source::Routellm { input, catalog, out, parts, sample, seed } => {
+            let catalog = Catalog::load(&catalog).map_err(|e| e.to_string())?;
+            let mut p = routellm::Parts { mmlu: false, gsm8k: false, mt_bench: false };
+            for part in parts.split(',').map(str::trim) {
+                match part {
+                    "mmlu" => p.mmlu = true,
+                    "gsm8k" => p.gsm8k = true,
+                    "mt_bench" => p.mt_bench = true,
+                    other => return Err(format!("--parts: unknown part `{other}` (mmlu, gsm8k, mt_bench)")),
+                }
+            }
+            let (records, report) = routellm::convert(&input, &catalog, p).map_err(|e| e.to_string())?;
+            (records, report, out, seed, sample)
+        }
+    };
+    let records = sample(records, frac, seed)?;
+    write_records(&out, &records).map_err(|e| e.to_string())?;
+    eprintln!(
+        "read {} rows; wrote {} records to {} (duplicates dropped {}, contaminated dropped {})",
+        report.rows_read,
+        records.len(),
+        out.display(),
+        report.duplicates_dropped,
+        report.contaminated_dropped
+    );
+    Ok(())
+}
+
+fn eval(
+    path: PathBuf,
+    catalog: Option<PathBuf>,
+    train_frac: f64,
+    seed: u64,
+    k: usize,
+    use_task: bool,
+    json: bool,
+) -> Result<(), String> {
+    if !(train_frac > 0.0 && train_frac < 1.0) {
+        return Err(format!("--train-frac {train_frac}: expected a fraction in (0, 1)"));
+    }
+    let catalog = catalog.map(|p| Catalog::load(&p)).transpose().map_err(|e| e.to_string())?;
+    let records = read_records(&path).map_err(|e| e.to_string())?;
+    let (models, partial) = common_models(&records);
+    if models.is_empty() {
+        return Err("no model has outcomes in every record".into());
+    }
+    let records: Vec<&Record> = records.iter().filter(|r| models.iter().all(|m| r.outcomes.contains_key(m))).collect();
+    if partial > 0 {
+        eprintln!("note: {partial} records lack some model; using the {} models every record has", models.len());
+    }
+    let (train_idx, test_idx) = estimator::split::train_test(records.len(), train_frac, seed);
+    let train: Vec<&Record> = train_idx.iter().map(|&i| records[i]).collect();
+    let test: Vec<&Record> = test_idx.iter().map(|&i| records[i]).collect();
+    let cfg = KnnConfig { k, use_task, ..KnnConfig::default() };
+    let t0 = std::time::Instant::now();
+    let est = KnnEstimator::train(&train, &models, catalog.as_ref(), cfg).map_err(|e| e.to_string())?;
+    let t_train = t0.elapsed().as_secs_f64();
+    let t1 = std::time::Instant::now();
+    let preds: Vec<_> = test.iter().map(|r| est.predict(&r.prompt, r.task.as_deref())).collect();
+    let t_pred = t1.elapsed().as_secs_f64();
+    let mut rows = Vec::new();
+    for (j, m) in models.iter().enumerate() {
+        let y: Vec<f64> = test.iter().map(|r| r.outcomes[m].score).collect();
+        let mu: Vec<f64> = preds.iter().map(|p| p.mu[j]).collect();
+        let labels: Vec<bool> = y.iter().map(|s| *s >= 0.5).collect();
+        let train_mean = train.iter().map(|r| r.outcomes[m].score).sum::<f64>() / train.len() as f64;
+        let base = vec![train_mean; y.len()];
+        rows.push(serde_json::json!({
+            "model": m,
+            "test_accuracy": y.iter().sum::<f64>() / y.len() as f64,
+            "auc": estimator::metrics::auc(&labels, &mu),
+            "brier": estimator::metrics::brier(&y, &mu),
+            "brier_constant": estimator::metrics::brier(&y, &base),
+            "mean_sigma": preds.iter().map(|p| p.sigma[j]).sum::<f64>() / preds.len() as f64,
+        }));
+    }
+    let argmax_acc = test
+        .iter()
+        .zip(&preds)
+        .map(|(r, p)| {
+            let j = (0..models.len()).max_by(|&a, &b| p.mu[a].total_cmp(&p.mu[b])).unwrap_or(0);
+            r.outcomes[&models[j]].score
+        })
+        .sum::<f64>()
+        / test.len() as f64;
+    let oracle = test.iter().map(|r| models.iter().map(|m| r.outcomes[m].score).fold(0.0, f64::max)).sum::<f64>() / test.len() as f64;
+    let out = serde_json::json!({
+        "records": records.len(), "n_train": train.len(), "n_test": test.len(), "k": k, "task_hint": use_task,
+        "models": rows, "argmax_mu_accuracy": argmax_acc, "oracle_accuracy": oracle,
+        "train_s": t_train, "predict_per_s": test.len() as f64 / t_pred.max(1e-9),
+    });
+    if json {
+        println!("{}", serde_json::to_string_pretty(&out).map_err(|e| e.to_string())?);
+        return Ok(());
+    }
+    println!("records {} (train {}, test {}), k = {k}, task hint {}", records.len(), train.len(), test.len(), use_task);
+    println!("{:<36} {:>8} {:>7} {:>7} {:>9} {:>7}", "model", "test acc", "AUC", "Brier", "Brier(c)", "mean σ");
+    for r in &rows {
+        println!(
+            "{:<36} {:>8.3} {:>7} {:>7.4} {:>9.4} {:>7.4}",
+            r["model"].as_str().unwrap_or(""),
+            r["test_accuracy"].as_f64().unwrap_or(0.0),
+            r["auc"].as_f64().map_or("n/a".to_string(), |a| format!("{a:.3}")),
+            r["brier"].as_f64().unwrap_or(0.0),
+            r["brier_constant"].as_f64().unwrap_or(0.0),
+            r["mean_sigma"].as_f64().unwrap_or(0.0),
+        );
+    }
+    println!("argmax-μ accuracy {argmax_acc:.3} (oracle {oracle:.3}); train {t_train:.2} s, predict {:.0} prompts/s", test.len() as f64 / t_pred.max(1e-9));
+    Ok(())
+}
+
+fn main() -> ExitCode {
+    tracing_subscriber::fmt().with_env_filter(tracing_subscriber::EnvFilter::from_default_env()).with_writer(std::io::stderr).init();
+    match run(Cli::parse()) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("error: {e}");
+            ExitCode::FAILURE
+        }
+    }
+}

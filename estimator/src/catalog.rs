@@ -1,0 +1,174 @@
+//! The model catalog: prices, capacities and backends. Parsed into a raw struct, then checked
+//! into a validated one; a bad file is rejected with a message naming the field.
+
+use crate::error::{Error, Result};
+use serde::{Deserialize, Serialize};
+use std::collections::BTreeSet;
+use std::path::Path;
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawCatalog {
+    name: Option<String>,
+    #[serde(default)]
+    note: Option<String>,
+    models: Option<Vec<RawModel>>,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawModel {
+    name: Option<String>,
+    backend: Option<String>,
+    price_in_per_mtok: Option<f64>,
+    price_out_per_mtok: Option<f64>,
+    #[serde(default)]
+    price_source: Option<String>,
+    #[serde(default)]
+    max_concurrency: Option<u32>,
+    #[serde(default)]
+    kv_tokens: Option<u64>,
+    #[serde(default)]
+    default_output_tokens: Option<u32>,
+    #[serde(default)]
+    parent: Option<String>,
+    #[serde(default)]
+    recipe: Option<String>,
+}
+
+/// A validated catalog entry.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct ModelEntry {
+    pub name: String,
+    /// `replay` or an OpenAI-compatible base URL.
+    pub backend: String,
+    pub price_in_per_mtok: f64,
+    pub price_out_per_mtok: f64,
+    pub price_source: Option<String>,
+    pub max_concurrency: u32,
+    /// KV-cache tokens one instance holds; `None` = not a binding limit.
+    pub kv_tokens: Option<u64>,
+    /// Output tokens assumed when neither the record nor the estimator knows better.
+    pub default_output_tokens: u32,
+    pub parent: Option<String>,
+    pub recipe: Option<String>,
+}
+
+impl ModelEntry {
+    pub fn cost(&self, input_tokens: f64, output_tokens: f64) -> f64 {
+        (self.price_in_per_mtok * input_tokens + self.price_out_per_mtok * output_tokens) / 1e6
+    }
+}
+
+/// A validated catalog.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct Catalog {
+    pub name: String,
+    pub note: Option<String>,
+    pub models: Vec<ModelEntry>,
+}
+
+fn field_err(path: &Path, field: String, msg: impl Into<String>) -> Error {
+    Error::Catalog { path: path.into(), field, msg: msg.into() }
+}
+
+impl Catalog {
+    pub fn load(path: &Path) -> Result<Catalog> {
+        let text = std::fs::read_to_string(path).map_err(|e| Error::io(path, e))?;
+        Self::parse(&text, path)
+    }
+
+    /// Parses and validates catalog YAML; `path` is only used in error messages.
+    pub fn parse(text: &str, path: &Path) -> Result<Catalog> {
+        let raw: RawCatalog = serde_yaml::from_str(text)
+            .map_err(|e| field_err(path, "(document)".into(), e.to_string()))?;
+        let name = raw.name.ok_or_else(|| field_err(path, "name".into(), "missing"))?;
+        let raw_models = raw.models.ok_or_else(|| field_err(path, "models".into(), "missing"))?;
+        if raw_models.is_empty() {
+            return Err(field_err(path, "models".into(), "empty: list at least one model"));
+        }
+        let mut seen = BTreeSet::new();
+        let mut models = Vec::with_capacity(raw_models.len());
+        for (i, m) in raw_models.into_iter().enumerate() {
+            let f = |k: &str| format!("models[{i}].{k}");
+            let name = m.name.filter(|s| !s.trim().is_empty()).ok_or_else(|| {
+                field_err(path, f("name"), "missing or empty")
+            })?;
+            if !seen.insert(name.clone()) {
+                return Err(field_err(path, f("name"), format!("duplicate model `{name}`")));
+            }
+            let backend = m.backend.unwrap_or_else(|| "replay".into());
+            if backend != "replay"
+                && !(backend.starts_with("http://") || backend.starts_with("https://"))
+            {
+                return Err(field_err(
+                    path,
+                    f("backend"),
+                    format!("`{backend}`: expected `replay` or an http(s) base URL"),
+                ));
+            }
+            let price = |v: Option<f64>, k: &str| -> Result<f64> {
+                let v = v.ok_or_else(|| field_err(path, f(k), "missing"))?;
+                if !(v.is_finite() && v >= 0.0) {
+                    return Err(field_err(path, f(k), format!("{v} is not a non-negative number")));
+                }
+                Ok(v)
+            };
+            let price_in_per_mtok = price(m.price_in_per_mtok, "price_in_per_mtok")?;
+            let price_out_per_mtok = price(m.price_out_per_mtok, "price_out_per_mtok")?;
+            let max_concurrency = m.max_concurrency.unwrap_or(64);
+            if max_concurrency == 0 {
+                return Err(field_err(path, f("max_concurrency"), "must be at least 1"));
+            }
+            if m.kv_tokens == Some(0) {
+                return Err(field_err(path, f("kv_tokens"), "must be at least 1 (omit for no limit)"));
+            }
+            models.push(ModelEntry {
+                name,
+                backend,
+                price_in_per_mtok,
+                price_out_per_mtok,
+                price_source: m.price_source,
+                max_concurrency,
+                kv_tokens: m.kv_tokens,
+                default_output_tokens: m.default_output_tokens.unwrap_or(256),
+                parent: m.parent,
+                recipe: m.recipe,
+            });
+        }
+        Ok(Catalog { name, note: raw.note, models })
+    }
+
+    pub fn get(&self, name: &str) -> Option<&ModelEntry> {
+        self.models.iter().find(|m| m.name == name)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const GOOD: &str = "name: t\nmodels:\n  - name: a\n    price_in_per_mtok: 1\n    price_out_per_mtok: 2\n";
+
+    #[test]
+    fn parses_and_costs() {
+        let c = Catalog::parse(GOOD, Path::new("c.yaml")).unwrap();
+        assert_eq!(c.models[0].backend, "replay");
+        assert!((c.models[0].cost(1e6, 1e6) - 3.0).abs() < 1e-12);
+    }
+
+    #[test]
+    fn errors_name_the_field() {
+        let bad = GOOD.replace("price_out_per_mtok: 2", "price_out_per_mtok: -2");
+        let e = Catalog::parse(&bad, Path::new("c.yaml")).unwrap_err().to_string();
+        assert!(e.contains("models[0].price_out_per_mtok"), "{e}");
+        let bad = GOOD.replace("price_in_per_mtok: 1\n", "");
+        let e = Catalog::parse(&bad, Path::new("c.yaml")).unwrap_err().to_string();
+        assert!(e.contains("models[0].price_in_per_mtok") && e.contains("missing"), "{e}");
+        let bad = format!("{GOOD}  - name: a\n    price_in_per_mtok: 1\n    price_out_per_mtok: 1\n");
+        let e = Catalog::parse(&bad, Path::new("c.yaml")).unwrap_err().to_string();
+        assert!(e.contains("models[1].name") && e.contains("duplicate"), "{e}");
+        let e = Catalog::parse("name: x\nmodelz: []\n", Path::new("c.yaml")).unwrap_err().to_string();
+        assert!(e.contains("modelz"), "{e}");
+    }
+}

@@ -1,0 +1,334 @@
+//! The baseline estimator: cosine kNN over hashed TF-IDF features with a Beta posterior per model.
+//!
+//! For a query, the k most similar training queries vote with weight = cosine similarity:
+//! α = s₀·p + Σ w·score, β = s₀·(1 − p) + Σ w·(1 − score), where p is the per-task prior mean
+//! (when a task hint is known) or the model's overall mean, and s₀ the prior strength.
+//! μ = α / (α + β) and σ = sqrt(μ(1 − μ) / (α + β + 1)) (the posterior's standard deviation).
+//! Output tokens are the similarity-weighted neighbour mean; cost = price_in · input tokens
+//! (known from the prompt) + price_out · predicted output tokens.
+
+use crate::catalog::Catalog;
+use crate::error::{Error, Result};
+use crate::features::{term_counts, Idf, SparseVec};
+use crate::records::Record;
+use std::collections::HashMap;
+
+#[derive(Debug, Clone)]
+pub struct KnnConfig {
+    /// Neighbours per query.
+    pub k: usize,
+    /// Prior strength s₀ (pseudo-observations).
+    pub prior_strength: f64,
+    /// Use the record's task as a hint for the prior.
+    pub use_task: bool,
+    /// Features in more than this fraction of training documents are ignored for retrieval.
+    pub max_df_frac: f32,
+}
+
+impl Default for KnnConfig {
+    fn default() -> Self {
+        KnnConfig { k: 25, prior_strength: 2.0, use_task: true, max_df_frac: 0.5 }
+    }
+}
+
+/// Per-model prediction for one query (vectors indexed like `KnnEstimator::models`).
+#[derive(Debug, Clone, PartialEq)]
+pub struct Prediction {
+    pub mu: Vec<f64>,
+    pub sigma: Vec<f64>,
+    pub output_tokens: Vec<f64>,
+    pub cost: Vec<f64>,
+}
+
+/// Per-token prices of one model, in USD.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct TokenPrices {
+    pub input: f64,
+    pub output: f64,
+}
+
+struct TrainDoc {
+    scores: Vec<f64>,
+    output_tokens: Vec<Option<f64>>,
+}
+
+pub struct KnnEstimator {
+    pub models: Vec<String>,
+    pub config: KnnConfig,
+    pub prices: Vec<TokenPrices>,
+    idf: Idf,
+    postings: HashMap<u32, Vec<(u32, f32)>>,
+    max_df: u32,
+    docs: Vec<TrainDoc>,
+    global_mean: Vec<f64>,
+    task_mean: HashMap<String, Vec<f64>>,
+    mean_output_tokens: Vec<f64>,
+}
+
+/// The realized cost of `model` on `record`: the recorded `cost_usd`, else catalog prices × tokens.
+pub fn outcome_cost(record: &Record, model: &str, catalog: Option<&Catalog>) -> Result<f64> {
+    let o = record.outcomes.get(model).ok_or_else(|| {
+        Error::Invalid(format!("record {} has no outcome for model {model}", record.id))
+    })?;
+    if let Some(c) = o.cost_usd {
+        return Ok(c);
+    }
+    let entry = catalog.and_then(|c| c.get(model)).ok_or_else(|| {
+        Error::Invalid(format!(
+            "record {}: model {model} has no cost_usd and no catalog price (pass --catalog)",
+            record.id
+        ))
+    })?;
+    let input = o.input_tokens.unwrap_or_else(|| crate::estimate_tokens(&record.prompt));
+    let output = o.output_tokens.unwrap_or(entry.default_output_tokens);
+    Ok(entry.cost(input as f64, output as f64))
+}
+
+/// Per-token prices: from the catalog when it lists the model, else fitted by least squares on
+/// the training records' (input tokens, output tokens) → cost_usd.
+fn token_prices(records: &[&Record], model: &str, catalog: Option<&Catalog>) -> Result<TokenPrices> {
+    if let Some(e) = catalog.and_then(|c| c.get(model)) {
+        return Ok(TokenPrices { input: e.price_in_per_mtok / 1e6, output: e.price_out_per_mtok / 1e6 });
+    }
+    let (mut sii, mut sio, mut soo, mut sic, mut soc) = (0.0, 0.0, 0.0, 0.0, 0.0);
+    let mut n = 0;
+    for r in records {
+        let o = &r.outcomes[model];
+        let Some(c) = o.cost_usd else { continue };
+        let i = o.input_tokens.unwrap_or_else(|| crate::estimate_tokens(&r.prompt)) as f64;
+        let t = o.output_tokens.unwrap_or(0) as f64;
+        sii += i * i;
+        sio += i * t;
+        soo += t * t;
+        sic += i * c;
+        soc += t * c;
+        n += 1;
+    }
+    if n == 0 {
+        return Err(Error::Invalid(format!(
+            "model {model}: no cost_usd in the records and no catalog entry; pass --catalog"
+        )));
+    }
+    let det = sii * soo - sio * sio;
+    if det.abs() > 1e-9 * (sii * soo).max(1.0) {
+        let input = (sic * soo - soc * sio) / det;
+        let output = (soc * sii - sic * sio) / det;
+        if input >= 0.0 && output >= 0.0 {
+            return Ok(TokenPrices { input, output });
+        }
+    }
+    // Degenerate (e.g. constant output length): charge everything per input token.
+    Ok(TokenPrices { input: if sii > 0.0 { sic / sii } else { 0.0 }, output: 0.0 })
+}
+
+impl KnnEstimator {
+    /// Trains on `records` (each must have an outcome for every model in `models`).
+    pub fn train(
+        records: &[&Record],
+        models: &[String],
+        catalog: Option<&Catalog>,
+        config: KnnConfig,
+    ) -> Result<KnnEstimator> {
+        if records.is_empty() {
+            return Err(Error::Invalid("no training records".into()));
+        }
+        if config.k == 0 {
+            return Err(Error::Invalid("k must be at least 1".into()));
+        }
+        for r in records {
+            if let Some(m) = models.iter().find(|m| !r.outcomes.contains_key(m.as_str())) {
+                return Err(Error::Invalid(format!("training record {} lacks model {m}", r.id)));
+            }
+        }
+        let counts: Vec<_> = records.iter().map(|r| term_counts(&r.prompt)).collect();
+        let idf = Idf::fit(&counts);
+        let mut postings: HashMap<u32, Vec<(u32, f32)>> = HashMap::new();
+        for (d, c) in counts.iter().enumerate() {
+            for (f, w) in idf.transform(c) {
+                postings.entry(f).or_default().push((d as u32, w));
+            }
+        }
+        let mm = models.len();
+        let docs: Vec<TrainDoc> = records
+            .iter()
+            .map(|r| TrainDoc {
+                scores: models.iter().map(|m| r.outcomes[m].score).collect(),
+                output_tokens: models.iter().map(|m| r.outcomes[m].output_tokens.map(f64::from)).collect(),
+            })
+            .collect();
+        let mut global_mean = vec![0.0; mm];
+        for d in &docs {
+            for (g, s) in global_mean.iter_mut().zip(&d.scores) {
+                *g += s / docs.len() as f64;
+            }
+        }
+        let mut task_sum: HashMap<String, (Vec<f64>, f64)> = HashMap::new();
+        for (r, d) in records.iter().zip(&docs) {
+            if let Some(t) = &r.task {
+                let e = task_sum.entry(t.clone()).or_insert_with(|| (vec![0.0; mm], 0.0));
+                for (a, s) in e.0.iter_mut().zip(&d.scores) {
+                    *a += s;
+                }
+                e.1 += 1.0;
+            }
+        }
+        // Task means shrunk toward the global mean with 5 pseudo-observations.
+        let task_mean = task_sum
+            .into_iter()
+            .map(|(t, (sum, n))| {
+                let m = sum.iter().zip(&global_mean).map(|(s, g)| (s + 5.0 * g) / (n + 5.0)).collect();
+                (t, m)
+            })
+            .collect();
+        let mean_output_tokens = (0..mm)
+            .map(|j| {
+                let v: Vec<f64> = docs.iter().filter_map(|d| d.output_tokens[j]).collect();
+                let default = catalog
+                    .and_then(|c| c.get(&models[j]))
+                    .map_or(256.0, |e| e.default_output_tokens as f64);
+                if v.is_empty() { default } else { v.iter().sum::<f64>() / v.len() as f64 }
+            })
+            .collect();
+        let prices = models.iter().map(|m| token_prices(records, m, catalog)).collect::<Result<_>>()?;
+        let max_df = ((config.max_df_frac * records.len() as f32).ceil() as u32).max(1);
+        Ok(KnnEstimator {
+            models: models.to_vec(),
+            config,
+            prices,
+            idf,
+            postings,
+            max_df,
+            docs,
+            global_mean,
+            task_mean,
+            mean_output_tokens,
+        })
+    }
+
+    pub fn n_train(&self) -> usize {
+        self.docs.len()
+    }
+
+    fn vectorize(&self, prompt: &str) -> SparseVec {
+        self.idf.transform(&term_counts(prompt))
+    }
+
+    /// The k nearest training documents (index, cosine), best first, skipping `exclude`.
+    fn neighbours(&self, v: &SparseVec, exclude: Option<usize>) -> Vec<(usize, f32)> {
+        let mut acc = vec![0f32; self.docs.len()];
+        let mut touched: Vec<u32> = Vec::with_capacity(1024);
+        for (f, w) in v {
+            if let Some(post) = self.postings.get(f) {
+                if post.len() as u32 > self.max_df {
+                    continue;
+                }
+                for (d, wd) in post {
+                    let a = &mut acc[*d as usize];
+                    if *a == 0.0 {
+                        touched.push(*d);
+                    }
+                    *a += w * wd;
+                }
+            }
+        }
+        let mut hits: Vec<(usize, f32)> = touched
+            .into_iter()
+            .map(|d| (d as usize, acc[d as usize]))
+            .filter(|(d, s)| *s > 0.0 && Some(*d) != exclude)
+            .collect();
+        let k = self.config.k.min(hits.len());
+        if k < hits.len() {
+            hits.select_nth_unstable_by(k, |a, b| b.1.total_cmp(&a.1));
+            hits.truncate(k);
+        }
+        hits.sort_by(|a, b| b.1.total_cmp(&a.1).then(a.0.cmp(&b.0)));
+        hits
+    }
+
+    /// Predicts μ, σ, output tokens and cost per model for one prompt.
+    pub fn predict(&self, prompt: &str, task: Option<&str>) -> Prediction {
+        self.predict_excluding(prompt, task, None)
+    }
+
+    /// As `predict`, but never uses training document `exclude` (leave-one-out predictions on
+    /// the training split, for calibrating knobs without looking at the test split).
+    pub fn predict_excluding(&self, prompt: &str, task: Option<&str>, exclude: Option<usize>) -> Prediction {
+        let v = self.vectorize(prompt);
+        let nb = self.neighbours(&v, exclude);
+        let prior = task
+            .filter(|_| self.config.use_task)
+            .and_then(|t| self.task_mean.get(t))
+            .unwrap_or(&self.global_mean);
+        let s0 = self.config.prior_strength;
+        let input_tokens = crate::estimate_tokens(prompt) as f64;
+        let mm = self.models.len();
+        let mut p = Prediction {
+            mu: vec![0.0; mm],
+            sigma: vec![0.0; mm],
+            output_tokens: vec![0.0; mm],
+            cost: vec![0.0; mm],
+        };
+        for j in 0..mm {
+            let mut a = s0 * prior[j];
+            let mut b = s0 * (1.0 - prior[j]);
+            let (mut tw, mut tsum) = (0.0, 0.0);
+            for &(d, s) in &nb {
+                let w = s as f64;
+                let doc = &self.docs[d];
+                a += w * doc.scores[j];
+                b += w * (1.0 - doc.scores[j]);
+                if let Some(t) = doc.output_tokens[j] {
+                    tw += w;
+                    tsum += w * t;
+                }
+            }
+            let n = (a + b).max(1e-9);
+            let mu = (a / n).clamp(0.0, 1.0);
+            p.mu[j] = mu;
+            p.sigma[j] = (mu * (1.0 - mu) / (n + 1.0)).sqrt();
+            // Neighbour mean shrunk toward the model's mean with one pseudo-observation.
+            let out = (tsum + self.mean_output_tokens[j]) / (tw + 1.0);
+            p.output_tokens[j] = out;
+            p.cost[j] = self.prices[j].input * input_tokens + self.prices[j].output * out;
+        }
+        p
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::records::Outcome;
+    use std::collections::BTreeMap;
+
+    fn rec(id: usize, prompt: &str, task: &str, a: f64, b: f64) -> Record {
+        let mut outcomes = BTreeMap::new();
+        let o = |s: f64, c: f64| Outcome { score: s, cost_usd: Some(c), input_tokens: Some(10), output_tokens: Some(20) };
+        outcomes.insert("a".into(), o(a, 1e-6 * 10.0 + 2e-6 * 20.0));
+        outcomes.insert("b".into(), o(b, 5e-6 * 10.0 + 5e-6 * 20.0));
+        Record { id: id.to_string(), task: Some(task.into()), prompt: prompt.into(), outcomes }
+    }
+
+    #[test]
+    fn neighbours_drive_mu_and_prices_are_fitted() {
+        let mut recs = Vec::new();
+        for i in 0..40 {
+            recs.push(rec(i, &format!("integrate the polynomial x^{i} dx calculus"), "math", 0.0, 1.0));
+            recs.push(rec(100 + i, &format!("who wrote the novel number {i} in french literature"), "lit", 1.0, 1.0));
+        }
+        let refs: Vec<&Record> = recs.iter().collect();
+        let models = vec!["a".to_string(), "b".to_string()];
+        let est = KnnEstimator::train(&refs, &models, None, KnnConfig::default()).unwrap();
+        let p = est.predict("integrate the polynomial x^77 dx calculus", None);
+        assert!(p.mu[0] < 0.2 && p.mu[1] > 0.8, "{p:?}");
+        assert!(p.sigma.iter().all(|s| *s > 0.0 && *s < 0.2));
+        let q = est.predict("who wrote the novel number 99 in french literature", Some("lit"));
+        assert!(q.mu[0] > 0.8, "{q:?}");
+        // Least-squares price fit is degenerate here (constant tokens) but cost stays close.
+        assert!((p.output_tokens[0] - 20.0).abs() < 1e-6);
+        assert!(p.cost[1] > p.cost[0]);
+        // Leave-one-out never returns the excluded document itself.
+        let loo = est.predict_excluding(&recs[0].prompt, None, Some(0));
+        assert!(loo.mu[0] < 0.3);
+    }
+}
