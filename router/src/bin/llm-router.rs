@@ -1,1 +1,187 @@
-fn main(){}
+//! `llm-router`: the llmroute router's command line.
+
+use clap::{Parser, Subcommand};
+use router::eval::batching::Batching;
+use router::eval::{report, run_eval, EvalConfig};
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+#[derive(Parser)]
+#[command(name = "llm-router", version, about = "llmroute: batch LLM routing under a hard cost budget")]
+struct Cli {
+    #[command(subcommand)]
+    cmd: Cmd,
+}
+
+#[derive(Subcommand)]
+enum Cmd {
+    /// Evaluate assigners on recorded outcomes at equal realized spend, with bootstrap intervals.
+    ///
+    /// The estimator is trained on the train split and predicts the test split; each assigner's
+    /// knob (budget per query, λ, or threshold) is calibrated on the train split so its realized
+    /// mean cost hits c_min + F·(c_max − c_min) for each --spend F, then run on test batches.
+    Eval(EvalArgs),
+    /// Benchmark `fast` against HiGHS (time percentiles, objective gap) on random instances.
+    BenchSolver {
+        /// Batch sizes.
+        #[arg(long, value_delimiter = ',', default_value = "64,256,1024")]
+        n: Vec<usize>,
+        /// Model counts.
+        #[arg(long, value_delimiter = ',', default_value = "2,9,11")]
+        m: Vec<usize>,
+        /// Timed `fast` solves per cell.
+        #[arg(long, default_value_t = 200)]
+        reps: usize,
+        /// HiGHS time limit per solve, seconds.
+        #[arg(long, default_value_t = 60.0)]
+        highs_time_limit: f64,
+        #[arg(long, default_value_t = 1)]
+        seed: u64,
+        /// Write the rows as JSON here too.
+        #[arg(long)]
+        json: Option<PathBuf>,
+    },
+}
+
+#[derive(clap::Args)]
+struct EvalArgs {
+    /// Routing records (.jsonl or .jsonl.gz).
+    #[arg(long)]
+    records: PathBuf,
+    /// Catalog YAML; optional when every outcome carries cost_usd.
+    #[arg(long)]
+    catalog: Option<PathBuf>,
+    /// Assigners: fast, mip, oracle, per-query-price, per-query-threshold, single:MODEL, random.
+    #[arg(long, value_delimiter = ',', default_value = "fast,mip,per-query-price,per-query-threshold,oracle")]
+    assigners: Vec<String>,
+    /// Target spends F in [0, 1]: mean cost c_min + F·(c_max − c_min).
+    #[arg(long, value_delimiter = ',', default_value = "0.05,0.1,0.2,0.5")]
+    spend: Vec<f64>,
+    #[arg(long, default_value_t = 64)]
+    batch_size: usize,
+    #[arg(long, value_enum, default_value = "random")]
+    batching: Batching,
+    /// Limit every model to ⌈F·batch⌉ queries per batch.
+    #[arg(long)]
+    capacity_frac: Option<f64>,
+    /// Bertsimas–Sim Γ for the batch assigners (0 = nominal).
+    #[arg(long, default_value_t = 0.0)]
+    gamma: f64,
+    /// Add N(0, S) to the predicted μ of test queries.
+    #[arg(long, default_value_t = 0.0)]
+    estimator_noise: f64,
+    #[arg(long, default_value_t = 0.7)]
+    train_frac: f64,
+    #[arg(long, default_value_t = 1)]
+    seed: u64,
+    /// Bootstrap resamples for the accuracy intervals.
+    #[arg(long, default_value_t = 200)]
+    bootstrap: usize,
+    /// Turn the budget ledger off (each batch gets budget × n, no carry-over, no margin).
+    #[arg(long)]
+    no_ledger: bool,
+    /// Knob values per assigner in the test sweep (matched costs, AIQ, plot).
+    #[arg(long, default_value_t = 12)]
+    sweep_points: usize,
+    /// kNN neighbours.
+    #[arg(long, default_value_t = 25)]
+    k: usize,
+    /// Ignore the records' task labels.
+    #[arg(long)]
+    no_task_hint: bool,
+    /// HiGHS time limit per batch for `mip`, seconds.
+    #[arg(long, default_value_t = 10.0)]
+    mip_time_limit: f64,
+    /// HiGHS relative gap for `mip`.
+    #[arg(long, default_value_t = 1e-4)]
+    mip_gap: f64,
+    #[arg(long, value_enum, default_value = "table")]
+    format: Format,
+    /// Write the cost–accuracy plot (SVG) here.
+    #[arg(long)]
+    plot: Option<PathBuf>,
+    /// Also write the JSON report here (whatever --format says).
+    #[arg(long)]
+    json_out: Option<PathBuf>,
+}
+
+#[derive(Clone, Copy, clap::ValueEnum)]
+enum Format {
+    Json,
+    Table,
+}
+
+fn eval(a: EvalArgs) -> Result<(), String> {
+    let cfg = EvalConfig {
+        records: a.records,
+        catalog: a.catalog,
+        assigners: a.assigners,
+        spend: a.spend,
+        batch_size: a.batch_size,
+        batching: a.batching,
+        capacity_frac: a.capacity_frac,
+        gamma: a.gamma,
+        estimator_noise: a.estimator_noise,
+        train_frac: a.train_frac,
+        seed: a.seed,
+        bootstrap: a.bootstrap,
+        ledger: !a.no_ledger,
+        sweep_points: a.sweep_points,
+        knn: estimator::KnnConfig { k: a.k, use_task: !a.no_task_hint, ..Default::default() },
+        mip_time_limit_s: a.mip_time_limit,
+        mip_rel_gap: a.mip_gap,
+    };
+    let r = run_eval(&cfg).map_err(|e| e.to_string())?;
+    let json = serde_json::to_string_pretty(&r).map_err(|e| e.to_string())?;
+    if let Some(p) = &a.json_out {
+        std::fs::write(p, &json).map_err(|e| format!("{}: {e}", p.display()))?;
+    }
+    if let Some(p) = &a.plot {
+        report::plot(&r, p).map_err(|e| e.to_string())?;
+        eprintln!("plot written to {}", p.display());
+    }
+    match a.format {
+        Format::Json => println!("{json}"),
+        Format::Table => print!("{}", report::table(&r)),
+    }
+    Ok(())
+}
+
+fn run(cli: Cli) -> Result<(), String> {
+    match cli.cmd {
+        Cmd::Eval(a) => eval(a),
+        Cmd::BenchSolver { n, m, reps, highs_time_limit, seed, json } => {
+            if n.iter().chain(&m).any(|&x| x == 0) {
+                return Err("--n and --m must be positive".into());
+            }
+            let rows = router::bench::bench_solver(&n, &m, reps, highs_time_limit, seed).map_err(|e| e.to_string())?;
+            println!("{:>5} {:>3} {:<8} {:>12} {:>12} {:>11} {:<11} {:>10} {:>12}", "n", "m", "mode", "fast p50 ms", "fast p99 ms", "HiGHS ms", "HiGHS", "gap %", "gap bound %");
+            for r in &rows {
+                println!(
+                    "{:>5} {:>3} {:<8} {:>12.4} {:>12.4} {:>11.1} {:<11} {:>10.4} {:>12}",
+                    r.n, r.m, r.mode, r.fast_p50_ms, r.fast_p99_ms, r.highs_ms, r.highs_status, r.gap_pct,
+                    r.gap_to_bound_pct.map_or("-".into(), |g| format!("{g:.4}"))
+                );
+            }
+            if let Some(p) = json {
+                let s = serde_json::to_string_pretty(&rows).map_err(|e| e.to_string())?;
+                std::fs::write(&p, s).map_err(|e| format!("{}: {e}", p.display()))?;
+            }
+            Ok(())
+        }
+    }
+}
+
+fn main() -> ExitCode {
+    tracing_subscriber::fmt()
+        .with_env_filter(tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "info".into()))
+        .with_writer(std::io::stderr)
+        .init();
+    match run(Cli::parse()) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("error: {e}");
+            ExitCode::FAILURE
+        }
+    }
+}

@@ -1,0 +1,220 @@
+use crate::{Result, RouterError};
+
+/// One batch: n queries × m models, row-major `i * m + j`.
+#[derive(Debug, Clone)]
+pub struct Problem {
+    pub n: usize,
+    pub m: usize,
+    /// Predicted quality μ[i][j] in [0, 1].
+    pub mu: Vec<f64>,
+    /// Uncertainty σ[i][j] ≥ 0 of μ.
+    pub sigma: Vec<f64>,
+    /// Predicted cost c[i][j] ≥ 0 (USD).
+    pub cost: Vec<f64>,
+    /// KV tokens the query would hold on model j (input + expected output).
+    pub tokens: Vec<f64>,
+    /// Tenant policy: may query i go to model j.
+    pub allowed: Vec<bool>,
+    /// Σ c·x ≤ budget.
+    pub budget: f64,
+    /// Σ_i x[i][j] ≤ slots[j]; `usize::MAX` = unbounded.
+    pub slots: Vec<usize>,
+    /// Σ_i tokens[i][j]·x[i][j] ≤ kv_free[j]; `f64::INFINITY` = unbounded.
+    pub kv_free: Vec<f64>,
+    /// Bertsimas–Sim budget of uncertainty: how many queries' μ may fall by σ (0 = nominal).
+    pub gamma: f64,
+}
+
+/// How an assignment came about.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
+pub enum SolveStatus {
+    /// Proven optimal (within the solver's gap).
+    Optimal,
+    /// Feasible, not proven optimal (heuristic, or a solver stopped by its time limit).
+    Feasible,
+    /// No assignment satisfies budget and capacity: the cheapest assignment the capacities
+    /// allow is returned (the ledger then carries any overspend).
+    Relaxed,
+}
+
+#[derive(Debug, Clone)]
+pub struct Assignment {
+    /// The chosen model per query.
+    pub choice: Vec<usize>,
+    /// The (robust) objective of `choice`.
+    pub objective: f64,
+    /// An upper bound on the optimum when the assigner proves one.
+    pub bound: Option<f64>,
+    pub status: SolveStatus,
+}
+
+impl Problem {
+    /// An unconstrained problem (infinite budget, no capacity limits, all models allowed).
+    pub fn new(n: usize, m: usize) -> Problem {
+        Problem {
+            n,
+            m,
+            mu: vec![0.0; n * m],
+            sigma: vec![0.0; n * m],
+            cost: vec![0.0; n * m],
+            tokens: vec![0.0; n * m],
+            allowed: vec![true; n * m],
+            budget: f64::INFINITY,
+            slots: vec![usize::MAX; m],
+            kv_free: vec![f64::INFINITY; m],
+            gamma: 0.0,
+        }
+    }
+
+    #[inline]
+    pub fn at(&self, i: usize, j: usize) -> usize {
+        i * self.m + j
+    }
+
+    /// Checks shapes and values; every query needs at least one allowed model.
+    pub fn validate(&self) -> Result<()> {
+        let nm = self.n * self.m;
+        if self.m == 0 {
+            return Err(RouterError::Invalid("problem has no models".into()));
+        }
+        for (name, len) in [
+            ("mu", self.mu.len()),
+            ("sigma", self.sigma.len()),
+            ("cost", self.cost.len()),
+            ("tokens", self.tokens.len()),
+            ("allowed", self.allowed.len()),
+        ] {
+            if len != nm {
+                return Err(RouterError::Invalid(format!("{name} has {len} entries, expected {nm}")));
+            }
+        }
+        if self.slots.len() != self.m || self.kv_free.len() != self.m {
+            return Err(RouterError::Invalid("slots / kv_free need one entry per model".into()));
+        }
+        let finite = |v: &[f64], name: &str| -> Result<()> {
+            match v.iter().position(|x| !x.is_finite()) {
+                Some(k) => Err(RouterError::Invalid(format!("{name}[{}][{}] is not finite", k / self.m, k % self.m))),
+                None => Ok(()),
+            }
+        };
+        finite(&self.mu, "mu")?;
+        finite(&self.sigma, "sigma")?;
+        finite(&self.cost, "cost")?;
+        finite(&self.tokens, "tokens")?;
+        if self.sigma.iter().any(|s| *s < 0.0) || self.cost.iter().any(|c| *c < 0.0) {
+            return Err(RouterError::Invalid("sigma and cost must be non-negative".into()));
+        }
+        if self.budget.is_nan() || !(self.gamma.is_finite() && self.gamma >= 0.0) {
+            return Err(RouterError::Invalid("budget must be a number and gamma ≥ 0".into()));
+        }
+        for i in 0..self.n {
+            if !(0..self.m).any(|j| self.allowed[self.at(i, j)]) {
+                return Err(RouterError::Invalid(format!("query {i} has no allowed model")));
+            }
+        }
+        Ok(())
+    }
+
+    pub fn cost_of(&self, choice: &[usize]) -> f64 {
+        choice.iter().enumerate().map(|(i, &j)| self.cost[self.at(i, j)]).sum()
+    }
+
+    /// The Bertsimas–Sim protection of a choice: the largest total σ over any ⌊Γ⌋ queries plus
+    /// the fractional part of Γ times the next largest.
+    pub fn protection(&self, choice: &[usize]) -> f64 {
+        if self.gamma <= 0.0 {
+            return 0.0;
+        }
+        let mut s: Vec<f64> = choice.iter().enumerate().map(|(i, &j)| self.sigma[self.at(i, j)]).collect();
+        s.sort_unstable_by(|a, b| b.total_cmp(a));
+        let whole = (self.gamma.floor() as usize).min(s.len());
+        let mut p: f64 = s[..whole].iter().sum();
+        if whole < s.len() {
+            p += (self.gamma - self.gamma.floor()) * s[whole];
+        }
+        p
+    }
+
+    /// Σ μ of the choice minus its protection: the robust objective every assigner maximizes.
+    pub fn objective(&self, choice: &[usize]) -> f64 {
+        let nominal: f64 = choice.iter().enumerate().map(|(i, &j)| self.mu[self.at(i, j)]).sum();
+        nominal - self.protection(choice)
+    }
+
+    /// Checks the hard constraints with a small relative tolerance; the first violation found.
+    pub fn violation(&self, choice: &[usize]) -> Option<String> {
+        if choice.len() != self.n {
+            return Some(format!("{} choices for {} queries", choice.len(), self.n));
+        }
+        let mut count = vec![0usize; self.m];
+        let mut kv = vec![0.0; self.m];
+        for (i, &j) in choice.iter().enumerate() {
+            if j >= self.m || !self.allowed[self.at(i, j)] {
+                return Some(format!("query {i} sent to model {j}, which it may not use"));
+            }
+            count[j] += 1;
+            kv[j] += self.tokens[self.at(i, j)];
+        }
+        let cost = self.cost_of(choice);
+        if cost > self.budget * (1.0 + 1e-9) + 1e-12 {
+            return Some(format!("cost {cost} above budget {}", self.budget));
+        }
+        for j in 0..self.m {
+            if count[j] > self.slots[j] {
+                return Some(format!("model {j}: {} queries for {} slots", count[j], self.slots[j]));
+            }
+            if kv[j] > self.kv_free[j] * (1.0 + 1e-9) {
+                return Some(format!("model {j}: {} KV tokens for {} free", kv[j], self.kv_free[j]));
+            }
+        }
+        None
+    }
+}
+
+/// The cheapest assignment the capacities allow (greedy: each query, most constrained first,
+/// to its cheapest allowed model that still has room). Used when the budget cannot be met.
+pub fn min_cost_assignment(p: &Problem) -> Vec<usize> {
+    let mut count = vec![0usize; p.m];
+    let mut kv = vec![0.0; p.m];
+    let mut order: Vec<usize> = (0..p.n).collect();
+    order.sort_by_key(|&i| (0..p.m).filter(|&j| p.allowed[p.at(i, j)]).count());
+    let mut choice = vec![0; p.n];
+    for i in order {
+        let mut opts: Vec<usize> = (0..p.m).filter(|&j| p.allowed[p.at(i, j)]).collect();
+        opts.sort_by(|&a, &b| p.cost[p.at(i, a)].total_cmp(&p.cost[p.at(i, b)]).then(p.mu[p.at(i, b)].total_cmp(&p.mu[p.at(i, a)])));
+        let fits = |j: usize, count: &[usize], kv: &[f64]| count[j] < p.slots[j] && kv[j] + p.tokens[p.at(i, j)] <= p.kv_free[j];
+        // With no room anywhere, capacity is relaxed too: the cheapest model takes it.
+        let j = opts.iter().copied().find(|&j| fits(j, &count, &kv)).unwrap_or(opts[0]);
+        count[j] += 1;
+        kv[j] += p.tokens[p.at(i, j)];
+        choice[i] = j;
+    }
+    choice
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn protection_takes_the_largest_sigmas_with_fractional_gamma() {
+        let mut p = Problem::new(3, 1);
+        p.sigma = vec![0.1, 0.3, 0.2];
+        p.mu = vec![1.0, 1.0, 1.0];
+        p.gamma = 1.5;
+        assert!((p.protection(&[0, 0, 0]) - (0.3 + 0.5 * 0.2)).abs() < 1e-12);
+        p.gamma = 10.0;
+        assert!((p.objective(&[0, 0, 0]) - (3.0 - 0.6)).abs() < 1e-12);
+    }
+
+    #[test]
+    fn validate_rejects_bad_shapes() {
+        let mut p = Problem::new(2, 2);
+        assert!(p.validate().is_ok());
+        p.allowed = vec![false, false, true, true];
+        assert!(p.validate().unwrap_err().to_string().contains("query 0"));
+        let mut p = Problem::new(2, 2);
+        p.mu[3] = f64::NAN;
+        assert!(p.validate().unwrap_err().to_string().contains("mu[1][1]"));
+    }
+}

@@ -1,0 +1,224 @@
+//! Assigner specs as the harness runs them: each has one knob (budget per query, λ, τ, or none),
+//! calibrated on the train split to a target mean cost and swept on the test split.
+
+use super::data::SplitData;
+use crate::assign::{Assigner, Fast, Mip, PerQueryPrice, PerQueryThreshold, Problem, RandomAssigner, Single};
+use crate::ledger::Ledger;
+use crate::{Result, RouterError};
+use std::time::Instant;
+
+#[derive(Debug, Clone)]
+pub enum Spec {
+    Fast,
+    Mip,
+    Oracle,
+    PerQueryPrice,
+    PerQueryThreshold,
+    Single(usize, String),
+    Random,
+}
+
+impl Spec {
+    pub fn parse(s: &str, models: &[String]) -> Result<Spec> {
+        Ok(match s {
+            "fast" => Spec::Fast,
+            "mip" => Spec::Mip,
+            "oracle" => Spec::Oracle,
+            "per-query-price" => Spec::PerQueryPrice,
+            "per-query-threshold" => Spec::PerQueryThreshold,
+            "random" => Spec::Random,
+            other => match other.strip_prefix("single:") {
+                Some(name) => {
+                    let single = Single::new(models, name)?;
+                    Spec::Single(single.model, name.to_string())
+                }
+                None => {
+                    return Err(RouterError::Invalid(format!(
+                        "unknown assigner `{other}` (fast, mip, oracle, per-query-price, per-query-threshold, single:MODEL, random)"
+                    )))
+                }
+            },
+        })
+    }
+
+    pub fn name(&self) -> String {
+        match self {
+            Spec::Fast => "fast".into(),
+            Spec::Mip => "mip".into(),
+            Spec::Oracle => "oracle".into(),
+            Spec::PerQueryPrice => "per-query-price".into(),
+            Spec::PerQueryThreshold => "per-query-threshold".into(),
+            Spec::Single(_, n) => format!("single:{n}"),
+            Spec::Random => "random".into(),
+        }
+    }
+
+    pub fn has_knob(&self) -> bool {
+        !matches!(self, Spec::Single(..) | Spec::Random)
+    }
+
+    fn is_batch(&self) -> bool {
+        matches!(self, Spec::Fast | Spec::Mip | Spec::Oracle)
+    }
+}
+
+/// Settings shared by every run.
+#[derive(Debug, Clone)]
+pub struct RunOptions {
+    pub gamma: f64,
+    pub capacity_frac: Option<f64>,
+    pub ledger: bool,
+    /// Initial cost-prediction margin of the ledger (relative).
+    pub prior_margin: f64,
+    pub mip_time_limit_s: f64,
+    pub mip_rel_gap: f64,
+    pub seed: u64,
+}
+
+/// One batch's outcome.
+#[derive(Debug, Clone, Copy)]
+pub struct BatchOutcome {
+    pub n: usize,
+    /// The budget the batch is judged against.
+    pub budget: f64,
+    pub realized: f64,
+    pub predicted: f64,
+    pub score: f64,
+    pub solve_s: f64,
+}
+
+fn problem(d: &SplitData, batch: &[usize], oracle: bool, budget: f64, opts: &RunOptions) -> Problem {
+    let (n, m) = (batch.len(), d.m);
+    let mut p = Problem::new(n, m);
+    for (i, &q) in batch.iter().enumerate() {
+        for j in 0..m {
+            let (k, s) = (i * m + j, q * m + j);
+            if oracle {
+                p.mu[k] = d.score[s];
+                p.cost[k] = d.cost[s];
+            } else {
+                p.mu[k] = d.mu[s];
+                p.sigma[k] = d.sigma[s];
+                p.cost[k] = d.pred_cost[s];
+            }
+            p.tokens[k] = d.tokens[s];
+        }
+    }
+    p.budget = budget;
+    p.gamma = if oracle { 0.0 } else { opts.gamma };
+    if let Some(f) = opts.capacity_frac {
+        p.slots = vec![((f * n as f64).ceil() as usize).max(1); m];
+    }
+    p
+}
+
+/// Runs one spec with one knob value over the batches (in order: the ledger carries over).
+pub fn run(spec: &Spec, knob: f64, target: f64, d: &SplitData, batches: &[Vec<usize>], opts: &RunOptions) -> Result<Vec<BatchOutcome>> {
+    let mut ledger = Ledger::new(knob, if matches!(spec, Spec::Oracle) { 0.0 } else { opts.prior_margin });
+    let solver: Box<dyn Assigner> = match spec {
+        Spec::Fast | Spec::Oracle => Box::new(Fast::default()),
+        Spec::Mip => Box::new(Mip { time_limit_s: opts.mip_time_limit_s, rel_gap: opts.mip_rel_gap }),
+        Spec::PerQueryPrice => Box::new(PerQueryPrice { lambda: knob }),
+        Spec::PerQueryThreshold => Box::new(PerQueryThreshold { tau: knob }),
+        Spec::Single(j, name) => Box::new(Single { model: *j, name: name.clone() }),
+        Spec::Random => Box::new(RandomAssigner { seed: opts.seed }),
+    };
+    let mut out = Vec::with_capacity(batches.len());
+    for batch in batches {
+        let n = batch.len();
+        let (budget, plan) = if !spec.is_batch() {
+            (target * n as f64, f64::INFINITY)
+        } else if opts.ledger {
+            let b = ledger.reserve(n);
+            (b.budget, b.plan)
+        } else {
+            (knob * n as f64, knob * n as f64)
+        };
+        let p = problem(d, batch, matches!(spec, Spec::Oracle), plan, opts);
+        let t = Instant::now();
+        let a = solver.solve(&p)?;
+        let solve_s = t.elapsed().as_secs_f64();
+        let (mut realized, mut score) = (0.0, 0.0);
+        for (i, &q) in batch.iter().enumerate() {
+            realized += d.cost[q * d.m + a.choice[i]];
+            score += d.score[q * d.m + a.choice[i]];
+        }
+        let predicted = p.cost_of(&a.choice);
+        if spec.is_batch() && opts.ledger {
+            ledger.settle(n, predicted, realized);
+        }
+        out.push(BatchOutcome { n, budget, realized, predicted, score, solve_s });
+    }
+    Ok(out)
+}
+
+pub fn mean_cost(r: &[BatchOutcome]) -> f64 {
+    r.iter().map(|b| b.realized).sum::<f64>() / r.iter().map(|b| b.n).sum::<usize>().max(1) as f64
+}
+
+pub fn accuracy(r: &[BatchOutcome]) -> f64 {
+    r.iter().map(|b| b.score).sum::<f64>() / r.iter().map(|b| b.n).sum::<usize>().max(1) as f64
+}
+
+/// The knob range of a spec on a split: (lo, hi, log-scale, cost increases with knob).
+fn knob_range(spec: &Spec, d: &SplitData) -> (f64, f64, bool, bool) {
+    let costs: Vec<f64> = (0..d.m).map(|j| d.mean_cost(j)).collect();
+    let (cmin, cmax) = costs.iter().fold((f64::INFINITY, 0.0f64), |(a, b), &c| (a.min(c), b.max(c)));
+    match spec {
+        Spec::PerQueryPrice => {
+            let scale = 1.0 / (cmax - cmin).max(1e-12);
+            (scale * 1e-3, scale * 1e4, true, false)
+        }
+        Spec::PerQueryThreshold => (0.0, 1.0, false, true),
+        _ => {
+            // Budget per query: from the cheapest per-query choice to the dearest.
+            let lo = (0..d.n).map(|q| (0..d.m).map(|j| d.pred_cost[q * d.m + j].min(d.cost[q * d.m + j])).fold(f64::INFINITY, f64::min)).sum::<f64>() / d.n.max(1) as f64;
+            let hi = (0..d.n).map(|q| (0..d.m).map(|j| d.pred_cost[q * d.m + j].max(d.cost[q * d.m + j])).fold(0.0, f64::max)).sum::<f64>() / d.n.max(1) as f64;
+            (lo * 0.5, hi * 1.05, false, true)
+        }
+    }
+}
+
+/// Finds the knob whose realized mean cost on `d` (train) is closest to `target` from below
+/// where possible, by bisection (22 steps).
+pub fn calibrate(spec: &Spec, target: f64, d: &SplitData, batches: &[Vec<usize>], opts: &RunOptions) -> Result<f64> {
+    if !spec.has_knob() {
+        return Ok(0.0);
+    }
+    let (lo, hi, log, increasing) = knob_range(spec, d);
+    let (mut a, mut b) = if log { (lo.ln(), hi.ln()) } else { (lo, hi) };
+    let val = |x: f64| if log { x.exp() } else { x };
+    for _ in 0..22 {
+        let mid = 0.5 * (a + b);
+        let c = mean_cost(&run(spec, val(mid), target, d, batches, opts)?);
+        if (c > target) == increasing {
+            b = mid;
+        } else {
+            a = mid;
+        }
+    }
+    // The end whose cost does not exceed the target.
+    Ok(if increasing { val(a) } else { val(b) })
+}
+
+/// Knob values for the cost–accuracy sweep on the test split.
+pub fn sweep_knobs(spec: &Spec, d: &SplitData, points: usize) -> Vec<f64> {
+    if !spec.has_knob() {
+        return vec![0.0];
+    }
+    let (lo, hi, log, _) = knob_range(spec, d);
+    let points = points.max(2);
+    (0..points)
+        .map(|k| {
+            let t = k as f64 / (points - 1) as f64;
+            if log {
+                (lo.ln() + t * (hi.ln() - lo.ln())).exp()
+            } else if matches!(spec, Spec::PerQueryThreshold) {
+                lo + t * (hi - lo)
+            } else {
+                // Denser at the low end, where budgets bind hardest.
+                lo + t * t * (hi - lo)
+            }
+        })
+        .collect()
+}
