@@ -162,7 +162,7 @@ mod tests {
         let bad = GOOD.replace("price_out_per_mtok: 2", "price_out_per_mtok: -2");
         let e = Catalog::parse(&bad, Path::new("c.yaml")).unwrap_err().to_string();
         assert!(e.contains("models[0].price_out_per_mtok"), "{e}");
-        let bad = GOOD.replace("price_in_per_mtok: 1\n", "");
+        let bad = GOOD.replace("    price_in_per_mtok: 1\n", "");
         let e = Catalog::parse(&bad, Path::new("c.yaml")).unwrap_err().to_string();
         assert!(e.contains("models[0].price_in_per_mtok") && e.contains("missing"), "{e}");
         let bad = format!("{GOOD}  - name: a\n    price_in_per_mtok: 1\n    price_out_per_mtok: 1\n");

@@ -29,6 +29,8 @@ pub struct BatchBudget {
     pub budget: f64,
     /// The budget the assigner plans against (budget shrunk by the prediction-error margin).
     pub plan: f64,
+    /// The allowance could not cover the batch's cheapest assignment; the budget was raised.
+    pub overdraft: bool,
 }
 
 impl Ledger {
@@ -50,10 +52,15 @@ impl Ledger {
         self.ratios.iter().map(|r| r - 1.0).fold(self.prior_margin, f64::max).max(0.0)
     }
 
-    /// The budget of the next batch of `n` queries.
-    pub fn reserve(&self, n: usize) -> BatchBudget {
-        let budget = self.raw_budget(n).max(0.0);
-        BatchBudget { budget, plan: budget / (1.0 + self.margin()) }
+    /// The budget of the next batch of `n` queries whose cheapest feasible assignment is
+    /// predicted to cost `min_cost`. When the allowance is below that (the batch cannot be served
+    /// within it), the ledger grants an overdraft up to `min_cost` — reported as `overdraft` —
+    /// and the excess is repaid by later batches through the carry-over.
+    pub fn reserve(&self, n: usize, min_cost: f64) -> BatchBudget {
+        let allowance = self.raw_budget(n).max(0.0);
+        let floor = min_cost * (1.0 + self.margin());
+        let budget = allowance.max(floor);
+        BatchBudget { budget, plan: (budget / (1.0 + self.margin())).max(min_cost), overdraft: budget > allowance }
     }
 
     fn raw_budget(&self, n: usize) -> f64 {
@@ -95,15 +102,16 @@ mod tests {
     #[test]
     fn overspend_is_carried_and_repaid() {
         let mut l = Ledger::new(1.0, 0.0);
-        let b = l.reserve(10);
+        let b = l.reserve(10, 0.0);
         assert_eq!(b.budget, 10.0);
+        assert!(!b.overdraft);
         l.settle(10, 10.0, 12.0); // 2 over
         assert_eq!(l.carried(), 2.0);
-        assert_eq!(l.reserve(10).budget, 8.0);
+        assert_eq!(l.reserve(10, 0.0).budget, 8.0);
         l.settle(10, 8.0, 7.0); // 1 under: not carried by default
         assert_eq!(l.carried(), 0.0);
-        assert_eq!(l.reserve(10).budget, 10.0);
-        assert_eq!(l.totals(), (19.0, 30.0));
+        assert_eq!(l.reserve(10, 0.0).budget, 10.0);
+        assert_eq!(l.totals(), (19.0, 20.0));
     }
 
     #[test]
@@ -111,10 +119,10 @@ mod tests {
         let mut l = Ledger::new(1.0, 0.0);
         l.carry_unspent = true;
         l.settle(10, 10.0, 4.0);
-        assert_eq!(l.reserve(10).budget, 16.0);
+        assert_eq!(l.reserve(10, 0.0).budget, 16.0);
         let mut l = Ledger::new(1.0, 0.0);
         l.settle(10, 10.0, 35.0); // 25 over: two batches of 10 cannot repay it
-        assert_eq!(l.reserve(10).budget, 0.0);
+        assert_eq!(l.reserve(10, 0.0).budget, 0.0);
         l.settle(10, 0.0, 1.0);
         assert_eq!(l.carried(), 16.0);
     }
@@ -122,7 +130,10 @@ mod tests {
     #[test]
     fn margin_tracks_under_prediction() {
         let mut l = Ledger::new(1.0, 0.05);
-        assert!((l.reserve(10).plan - 10.0 / 1.05).abs() < 1e-12);
+        assert!((l.reserve(10, 0.0).plan - 10.0 / 1.05).abs() < 1e-12);
+        // Overdraft: the cheapest assignment costs more than the allowance.
+        let b = l.reserve(10, 11.0);
+        assert!(b.overdraft && (b.budget - 11.0 * 1.05).abs() < 1e-12 && b.plan >= 11.0);
         l.settle(10, 10.0, 12.0);
         assert!((l.margin() - 0.2).abs() < 1e-12);
     }

@@ -265,6 +265,40 @@ fn improve(p: &Problem, s: &[f64], choice: &mut [usize], exchanges: usize) {
         }
     };
     fill(&mut u, choice);
+    // When a model is full, upgrades into it need someone to leave: pairwise swaps.
+    if p.n <= 512 && (0..p.m).any(|j| u.count[j] >= p.slots[j]) {
+        for _ in 0..3 {
+            let mut any = false;
+            for a in 0..p.n {
+                for b in (a + 1)..p.n {
+                    let (ja, jb) = (choice[a], choice[b]);
+                    if ja == jb || !p.allowed[p.at(a, jb)] || !p.allowed[p.at(b, ja)] {
+                        continue;
+                    }
+                    let gain = s[p.at(a, jb)] + s[p.at(b, ja)] - s[p.at(a, ja)] - s[p.at(b, jb)];
+                    let dc = p.cost[p.at(a, jb)] + p.cost[p.at(b, ja)] - p.cost[p.at(a, ja)] - p.cost[p.at(b, jb)];
+                    if gain <= 1e-12 || dc > p.budget - u.cost {
+                        continue;
+                    }
+                    let kv_ok = u.kv[jb] - p.tokens[p.at(b, jb)] + p.tokens[p.at(a, jb)] <= p.kv_free[jb]
+                        && u.kv[ja] - p.tokens[p.at(a, ja)] + p.tokens[p.at(b, ja)] <= p.kv_free[ja];
+                    if kv_ok {
+                        u.add(p, a, ja, -1.0);
+                        u.add(p, b, jb, -1.0);
+                        u.add(p, a, jb, 1.0);
+                        u.add(p, b, ja, 1.0);
+                        choice[a] = jb;
+                        choice[b] = ja;
+                        any = true;
+                    }
+                }
+            }
+            if !any {
+                break;
+            }
+            fill(&mut u, choice);
+        }
+    }
     if !p.budget.is_finite() {
         return;
     }
@@ -305,14 +339,19 @@ fn improve(p: &Problem, s: &[f64], choice: &mut [usize], exchanges: usize) {
         for &(gain, dc, i, k) in &ups {
             let need = dc - rem;
             let (mut saved, mut loss, mut picked) = (0.0, 0.0, Vec::new());
+            let mut extra = vec![0usize; p.m];
+            let mut extra_kv = vec![0.0; p.m];
             for &(_, l, sv, i2, k2) in &downs {
                 if saved >= need || loss >= gain {
                     break;
                 }
-                // Capacity: a downgrade into the upgrade's target model must leave it room.
-                if i2 == i || k2 == k {
+                // Capacity: downgrades must still fit together, and leave the upgrade's target room.
+                let t = p.tokens[p.at(i2, k2)];
+                if i2 == i || k2 == k || u.count[k2] + extra[k2] + 1 > p.slots[k2] || u.kv[k2] + extra_kv[k2] + t > p.kv_free[k2] {
                     continue;
                 }
+                extra[k2] += 1;
+                extra_kv[k2] += t;
                 saved += sv;
                 loss += l;
                 picked.push((i2, k2));
@@ -399,9 +438,13 @@ impl Fast {
             return (min_cost_assignment(p), f64::INFINITY, false);
         };
         let mut choice = g.choice;
-        let feasible = repair(p, s, g.lambda, &mut choice);
-        if !feasible {
-            return (min_cost_assignment(p), f64::INFINITY, false);
+        if !repair(p, s, g.lambda, &mut choice) {
+            // Budget and capacity both bind: start from the cheapest capacity-feasible
+            // assignment and let the improvement steps spend what is left.
+            choice = min_cost_assignment(p);
+            if p.violation(&choice).is_some() {
+                return (choice, f64::INFINITY, false);
+            }
         }
         improve(p, s, &mut choice, self.exchanges);
         (choice, bound, true)
@@ -413,8 +456,30 @@ impl Fast {
         let mut sig: Vec<f64> = p.sigma.iter().zip(&p.allowed).filter(|(_, a)| **a).map(|(s, _)| *s).collect();
         sig.sort_unstable_by(|a, b| a.total_cmp(b));
         let q = self.z_candidates.max(2);
-        let mut zs: Vec<f64> = std::iter::once(0.0).chain((0..q).map(|k| sig[k * (sig.len() - 1) / (q - 1)])).collect();
+        let mut zs: Vec<f64> = if sig.len() <= 4 * q {
+            std::iter::once(0.0).chain(sig.iter().copied()).collect()
+        } else {
+            std::iter::once(0.0).chain((0..q).map(|k| sig[k * (sig.len() - 1) / (q - 1)])).collect()
+        };
         zs.dedup();
+        let solve_at = |z: f64| {
+            let s: Vec<f64> = p.mu.iter().zip(&p.sigma).map(|(m, sg)| m - (sg - z).max(0.0)).collect();
+            let (choice, _, feasible) = self.nominal(p, order, &s);
+            (p.objective(&choice), choice, feasible)
+        };
+        // Small batches: try every breakpoint (exact Bertsimas–Sim over z).
+        if p.n * p.m <= 64 {
+            let mut best: Option<(f64, Vec<usize>, bool)> = None;
+            for &z in &zs {
+                let r = solve_at(z);
+                if best.as_ref().is_none_or(|b| r.0 > b.0) {
+                    best = Some(r);
+                }
+            }
+            if let Some((_, choice, feasible)) = best {
+                return (choice, feasible);
+            }
+        }
         let (mut scores, mut hulls, mut incs) = (vec![0.0; p.n * p.m], Vec::new(), Vec::new());
         // Bisection on the supergradient of the fixed-z bound: d/dz = #{i : σ[i][x(z)] > z} − Γ.
         let (mut lo, mut hi) = (0, zs.len() - 1);
@@ -443,9 +508,7 @@ impl Fast {
         }
         let v = |r: Option<(f64, f64)>| r.map_or(f64::NEG_INFINITY, |x| x.0);
         let best_idx = if v(value(lo, &mut scores, &mut hulls, &mut incs)) >= v(value(hi, &mut scores, &mut hulls, &mut incs)) { lo } else { hi };
-        let z = zs[best_idx];
-        let s: Vec<f64> = p.mu.iter().zip(&p.sigma).map(|(m, sg)| m - (sg - z).max(0.0)).collect();
-        let (choice, _, feasible) = self.nominal(p, order, &s);
+        let (_, choice, feasible) = solve_at(zs[best_idx]);
         (choice, feasible)
     }
 }

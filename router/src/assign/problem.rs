@@ -171,25 +171,167 @@ impl Problem {
     }
 }
 
-/// The cheapest assignment the capacities allow (greedy: each query, most constrained first,
-/// to its cheapest allowed model that still has room). Used when the budget cannot be met.
+/// The cheapest assignment the capacities allow: queries with the most to lose go first (Vogel's
+/// rule: largest gap between their cheapest and second-cheapest model) to their cheapest model
+/// with room, then pairwise swaps and single moves that lower the cost. Used as the feasible
+/// start when budget and capacity both bind, and as the answer when the budget cannot be met.
 pub fn min_cost_assignment(p: &Problem) -> Vec<usize> {
     let mut count = vec![0usize; p.m];
     let mut kv = vec![0.0; p.m];
+    let opts: Vec<Vec<usize>> = (0..p.n)
+        .map(|i| {
+            let mut o: Vec<usize> = (0..p.m).filter(|&j| p.allowed[p.at(i, j)]).collect();
+            o.sort_by(|&a, &b| p.cost[p.at(i, a)].total_cmp(&p.cost[p.at(i, b)]).then(p.mu[p.at(i, b)].total_cmp(&p.mu[p.at(i, a)])));
+            o
+        })
+        .collect();
+    let regret = |i: usize| match opts[i].as_slice() {
+        [a, b, ..] => p.cost[p.at(i, *b)] - p.cost[p.at(i, *a)],
+        _ => f64::INFINITY,
+    };
     let mut order: Vec<usize> = (0..p.n).collect();
-    order.sort_by_key(|&i| (0..p.m).filter(|&j| p.allowed[p.at(i, j)]).count());
+    order.sort_by(|&a, &b| regret(b).total_cmp(&regret(a)));
     let mut choice = vec![0; p.n];
     for i in order {
-        let mut opts: Vec<usize> = (0..p.m).filter(|&j| p.allowed[p.at(i, j)]).collect();
-        opts.sort_by(|&a, &b| p.cost[p.at(i, a)].total_cmp(&p.cost[p.at(i, b)]).then(p.mu[p.at(i, b)].total_cmp(&p.mu[p.at(i, a)])));
         let fits = |j: usize, count: &[usize], kv: &[f64]| count[j] < p.slots[j] && kv[j] + p.tokens[p.at(i, j)] <= p.kv_free[j];
         // With no room anywhere, capacity is relaxed too: the cheapest model takes it.
-        let j = opts.iter().copied().find(|&j| fits(j, &count, &kv)).unwrap_or(opts[0]);
+        let j = opts[i].iter().copied().find(|&j| fits(j, &count, &kv)).unwrap_or(opts[i][0]);
         count[j] += 1;
         kv[j] += p.tokens[p.at(i, j)];
         choice[i] = j;
     }
+    // Local search: cheaper single moves into free room, and cost-lowering swaps.
+    for _ in 0..4 {
+        let mut improved = false;
+        for i in 0..p.n {
+            let j = choice[i];
+            for &k in &opts[i] {
+                let (cj, ck) = (p.cost[p.at(i, j)], p.cost[p.at(i, k)]);
+                if ck >= cj {
+                    break;
+                }
+                if count[k] < p.slots[k] && kv[k] + p.tokens[p.at(i, k)] <= p.kv_free[k] {
+                    count[j] -= 1;
+                    count[k] += 1;
+                    kv[j] -= p.tokens[p.at(i, j)];
+                    kv[k] += p.tokens[p.at(i, k)];
+                    choice[i] = k;
+                    improved = true;
+                    break;
+                }
+            }
+        }
+        if p.n <= 2048 {
+            for a in 0..p.n {
+                for b in (a + 1)..p.n {
+                    let (ja, jb) = (choice[a], choice[b]);
+                    if ja == jb || !p.allowed[p.at(a, jb)] || !p.allowed[p.at(b, ja)] {
+                        continue;
+                    }
+                    let delta = p.cost[p.at(a, jb)] + p.cost[p.at(b, ja)] - p.cost[p.at(a, ja)] - p.cost[p.at(b, jb)];
+                    let kv_ok = kv[jb] - p.tokens[p.at(b, jb)] + p.tokens[p.at(a, jb)] <= p.kv_free[jb]
+                        && kv[ja] - p.tokens[p.at(a, ja)] + p.tokens[p.at(b, ja)] <= p.kv_free[ja];
+                    if delta < -1e-15 && kv_ok {
+                        kv[jb] += p.tokens[p.at(a, jb)] - p.tokens[p.at(b, jb)];
+                        kv[ja] += p.tokens[p.at(b, ja)] - p.tokens[p.at(a, ja)];
+                        choice[a] = jb;
+                        choice[b] = ja;
+                        improved = true;
+                    }
+                }
+            }
+        }
+        if !improved {
+            break;
+        }
+    }
+    if p.kv_free.iter().all(|k| k.is_infinite()) {
+        cancel_negative_cycles(p, &mut choice);
+    }
     choice
+}
+
+/// Exact min-cost repair under slot limits: while the model graph has a negative cycle — a chain
+/// of single-query moves a → b → … that lowers the cost and ends in a model with a free slot,
+/// or closes on itself — apply it (cycle-cancelling for the transportation problem). Chains
+/// out of overfull models come first, so capacity is restored wherever it can be.
+fn cancel_negative_cycles(p: &Problem, choice: &mut [usize]) {
+    let m = p.m;
+    let s = m; // the free-capacity node
+    let nodes = m + 1;
+    let mut count = vec![0usize; m];
+    for &j in choice.iter() {
+        count[j] += 1;
+    }
+    for _ in 0..(4 * p.n + 16) {
+        let mut w = vec![f64::INFINITY; nodes * nodes];
+        let mut who = vec![usize::MAX; m * m];
+        for (i, &a) in choice.iter().enumerate() {
+            for b in 0..m {
+                if b != a && p.allowed[p.at(i, b)] {
+                    let d = p.cost[p.at(i, b)] - p.cost[p.at(i, a)];
+                    if d < w[a * nodes + b] {
+                        w[a * nodes + b] = d;
+                        who[a * m + b] = i;
+                    }
+                }
+            }
+        }
+        for f in 0..m {
+            if count[f] < p.slots[f] {
+                w[f * nodes + s] = 0.0;
+            }
+            // An overfull model (no room was left for some query) pays anyone to take a query
+            // away along a chain that ends in a free slot.
+            w[s * nodes + f] = if count[f] > p.slots[f] { -1e6 } else { 0.0 };
+        }
+        // Bellman–Ford from a virtual source at distance 0 to every node.
+        let mut dist = vec![0.0f64; nodes];
+        let mut pred = vec![usize::MAX; nodes];
+        let mut last = usize::MAX;
+        for _ in 0..nodes {
+            last = usize::MAX;
+            for a in 0..nodes {
+                for b in 0..nodes {
+                    let e = w[a * nodes + b];
+                    if e.is_finite() && dist[a] + e < dist[b] - 1e-15 {
+                        dist[b] = dist[a] + e;
+                        pred[b] = a;
+                        last = b;
+                    }
+                }
+            }
+            if last == usize::MAX {
+                break;
+            }
+        }
+        if last == usize::MAX {
+            return;
+        }
+        // Walk back into the cycle, then collect it.
+        let mut v = last;
+        for _ in 0..nodes {
+            v = pred[v];
+        }
+        let start = v;
+        let mut edges = Vec::new();
+        loop {
+            let u = pred[v];
+            edges.push((u, v));
+            v = u;
+            if v == start {
+                break;
+            }
+        }
+        for (a, b) in edges {
+            if a < m && b < m {
+                let i = who[a * m + b];
+                choice[i] = b;
+                count[a] -= 1;
+                count[b] += 1;
+            }
+        }
+    }
 }
 
 #[cfg(test)]

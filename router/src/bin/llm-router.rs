@@ -80,6 +80,9 @@ struct EvalArgs {
     /// Turn the budget ledger off (each batch gets budget × n, no carry-over, no margin).
     #[arg(long)]
     no_ledger: bool,
+    /// Carry unspent budget into later batches (a rolling budget), not only overspend.
+    #[arg(long)]
+    carry_unspent: bool,
     /// Knob values per assigner in the test sweep (matched costs, AIQ, plot).
     #[arg(long, default_value_t = 12)]
     sweep_points: usize,
@@ -130,6 +133,7 @@ fn eval(a: EvalArgs) -> Result<(), String> {
         knn: estimator::KnnConfig { k: a.k, use_task: !a.no_task_hint, ..Default::default() },
         mip_time_limit_s: a.mip_time_limit,
         mip_rel_gap: a.mip_gap,
+        carry_unspent: a.carry_unspent,
     };
     let r = run_eval(&cfg).map_err(|e| e.to_string())?;
     let json = serde_json::to_string_pretty(&r).map_err(|e| e.to_string())?;

@@ -32,6 +32,7 @@ pub struct EvalConfig {
     pub knn: estimator::KnnConfig,
     pub mip_time_limit_s: f64,
     pub mip_rel_gap: f64,
+    pub carry_unspent: bool,
 }
 
 #[derive(Debug, Clone, Serialize)]
@@ -45,6 +46,10 @@ pub struct ResultRow {
     pub mean_cost: f64,
     pub batches: usize,
     pub batches_over_budget: usize,
+    /// Batches whose cheapest assignment cost more than their allowance (budget raised to it).
+    pub batches_overdraft: usize,
+    /// Total realized spend / total allowance (target × queries): the budget over the whole run.
+    pub spend_vs_allowance: f64,
     /// Largest relative overspend of a batch: max(realized / budget − 1, 0).
     pub max_overspend: f64,
     pub solve_ms_p50: f64,
@@ -138,6 +143,7 @@ pub fn run_eval(cfg: &EvalConfig) -> Result<EvalReport> {
         mip_time_limit_s: cfg.mip_time_limit_s,
         mip_rel_gap: cfg.mip_rel_gap,
         seed: cfg.seed,
+        carry_unspent: cfg.carry_unspent,
     };
     tracing::info!(records = data.records, train = train.n, test = test.n, models = data.models.len(), c_min, c_max, prior_margin, "data ready");
     let mut results = Vec::new();
@@ -160,6 +166,8 @@ pub fn run_eval(cfg: &EvalConfig) -> Result<EvalReport> {
                 mean_cost: mean_cost(&r),
                 batches: r.len(),
                 batches_over_budget: over,
+                batches_overdraft: r.iter().filter(|b| b.overdraft).count(),
+                spend_vs_allowance: mean_cost(&r) / target.max(1e-300),
                 max_overspend: if max_over.is_finite() { max_over } else { f64::MAX },
                 solve_ms_p50: stats::percentile(&solve_ms, 50.0),
                 solve_ms_p99: stats::percentile(&solve_ms, 99.0),
@@ -191,7 +199,7 @@ pub fn run_eval(cfg: &EvalConfig) -> Result<EvalReport> {
         settings: serde_json::json!({
             "batch_size": cfg.batch_size, "batching": cfg.batching, "capacity_frac": cfg.capacity_frac,
             "gamma": cfg.gamma, "estimator_noise": cfg.estimator_noise, "train_frac": cfg.train_frac,
-            "seed": cfg.seed, "bootstrap": cfg.bootstrap, "ledger": cfg.ledger, "k": cfg.knn.k,
+            "seed": cfg.seed, "bootstrap": cfg.bootstrap, "ledger": cfg.ledger, "carry_unspent": cfg.carry_unspent, "k": cfg.knn.k,
             "task_hint": cfg.knn.use_task, "c_min": c_min, "c_max": c_max, "prior_cost_margin": prior_margin,
         }),
         single_models,

@@ -22,13 +22,13 @@ pub fn table(r: &EvalReport) -> String {
     }
     let _ = writeln!(
         s,
-        "\n{:<28} {:>5} {:>11} {:>11} {:>7} {:>15} {:>7} {:>9} {:>8} {:>8} {:>8}",
-        "assigner", "spend", "target $/q", "real $/q", "acc", "95% CI", "batches", "over-bud", "max over", "p50 ms", "p99 ms"
+        "\n{:<28} {:>5} {:>11} {:>11} {:>7} {:>15} {:>7} {:>9} {:>9} {:>8} {:>8} {:>8}",
+        "assigner", "spend", "target $/q", "real $/q", "acc", "95% CI", "batches", "over-bud", "overdraft", "max over", "p50 ms", "p99 ms"
     );
     for x in &r.results {
         let _ = writeln!(
             s,
-            "{:<28} {:>5.2} {:>11.7} {:>11.7} {:>7.4} [{:.3}, {:.3}] {:>7} {:>9} {:>8.3} {:>8.3} {:>8.3}",
+            "{:<28} {:>5.2} {:>11.7} {:>11.7} {:>7.4} [{:.3}, {:.3}] {:>7} {:>9} {:>9} {:>8.3} {:>8.3} {:>8.3}",
             x.assigner,
             x.spend_frac,
             x.target_cost,
@@ -38,6 +38,7 @@ pub fn table(r: &EvalReport) -> String {
             x.accuracy_ci[1],
             x.batches,
             x.batches_over_budget,
+            x.batches_overdraft,
             x.max_overspend,
             x.solve_ms_p50,
             x.solve_ms_p99

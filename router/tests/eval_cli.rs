@@ -1,0 +1,103 @@
+//! End to end: the `llm-router eval` binary on the vendored records — JSON schema, budget
+//! adherence with the ledger under adversarial batching, the plot, and clear errors.
+
+use std::path::PathBuf;
+use std::process::Command;
+
+fn root() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("..")
+}
+
+fn eval(args: &[&str]) -> std::process::Output {
+    Command::new(env!("CARGO_BIN_EXE_llm-router"))
+        .current_dir(root())
+        .arg("eval")
+        .args(args)
+        .env("RUST_LOG", "warn")
+        .output()
+        .expect("run llm-router")
+}
+
+#[test]
+fn json_schema_and_budget_adherence_on_dcrouter() {
+    let svg = std::env::temp_dir().join(format!("llmroute-eval-{}.svg", std::process::id()));
+    let out = eval(&[
+        "--records", "data/dcrouter.jsonl.gz",
+        "--catalog", "deploy/catalogs/dcrouter.yaml",
+        "--assigners", "fast,per-query-price,per-query-threshold,oracle,single:gemma-2-9b-it,random",
+        "--spend", "0.1,0.2",
+        "--batching", "adversarial",
+        "--bootstrap", "50",
+        "--sweep-points", "5",
+        "--format", "json",
+        "--plot", svg.to_str().unwrap(),
+    ]);
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let v: serde_json::Value = serde_json::from_slice(&out.stdout).expect("stdout is one JSON object");
+    assert_eq!(v["records"], 5989);
+    assert_eq!(v["models"].as_array().unwrap().len(), 9);
+    let n_test = v["n_test"].as_u64().unwrap();
+    assert!(n_test > 1500);
+    let results = v["results"].as_array().unwrap();
+    assert_eq!(results.len(), 6 * 2);
+    for r in results {
+        for key in ["assigner", "spend_frac", "target_cost", "accuracy", "accuracy_ci", "mean_cost", "batches",
+                    "batches_over_budget", "max_overspend", "solve_ms_p50", "solve_ms_p99"] {
+            assert!(r.get(key).is_some(), "result lacks {key}: {r}");
+        }
+        let acc = r["accuracy"].as_f64().unwrap();
+        let ci = r["accuracy_ci"].as_array().unwrap();
+        assert!(ci[0].as_f64().unwrap() <= acc && acc <= ci[1].as_f64().unwrap(), "{r}");
+        if r["assigner"] == "fast" || r["assigner"] == "oracle" {
+            // The ledger holds the realized budget in every batch.
+            assert_eq!(r["batches_over_budget"], 0, "{r}");
+        }
+    }
+    // Calibrated on train, the batch assigner's realized spend lands near its target on test.
+    let fast = results.iter().find(|r| r["assigner"] == "fast").unwrap();
+    let (t, c) = (fast["target_cost"].as_f64().unwrap(), fast["mean_cost"].as_f64().unwrap());
+    assert!((c - t).abs() / t < 0.1, "target {t} realized {c}");
+    for key in ["matched", "aiq"] {
+        assert!(v.get(key).is_some());
+    }
+    assert!(v["aiq"]["fast"].as_f64().unwrap() > 0.5);
+    assert!(!v["matched"].as_array().unwrap().is_empty());
+    let svg_text = std::fs::read_to_string(&svg).unwrap();
+    assert!(svg_text.starts_with("<svg") && svg_text.contains("per-query-price"));
+}
+
+#[test]
+fn routellm_with_capacity_and_noise_runs() {
+    let out = eval(&[
+        "--records", "data/routellm.jsonl.gz",
+        "--assigners", "fast,per-query-price",
+        "--spend", "0.2",
+        "--capacity-frac", "0.6",
+        "--gamma", "3",
+        "--estimator-noise", "0.1",
+        "--bootstrap", "20",
+        "--sweep-points", "3",
+        "--format", "json",
+    ]);
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(v["models"].as_array().unwrap().len(), 2);
+    assert_eq!(v["settings"]["capacity_frac"], 0.6);
+}
+
+#[test]
+fn bad_flags_are_clear_errors() {
+    for (args, needle) in [
+        (vec!["--records", "data/dcrouter.jsonl.gz", "--spend", "1.5"], "--spend"),
+        (vec!["--records", "data/dcrouter.jsonl.gz", "--assigners", "nope"], "unknown assigner"),
+        (vec!["--records", "data/dcrouter.jsonl.gz", "--assigners", "single:gpt-9"], "no such model"),
+        (vec!["--records", "does/not/exist.jsonl"], "exist.jsonl"),
+        (vec!["--records", "data/dcrouter.jsonl.gz", "--capacity-frac", "0.01"], "cannot hold a batch"),
+    ] {
+        let out = eval(&args);
+        assert!(!out.status.success());
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert!(err.contains(needle), "{args:?}: {err}");
+        assert!(!err.contains("panicked"), "{err}");
+    }
+}
