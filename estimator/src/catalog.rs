@@ -80,8 +80,8 @@ impl Catalog {
 
     /// Parses and validates catalog YAML; `path` is only used in error messages.
     pub fn parse(text: &str, path: &Path) -> Result<Catalog> {
-        let raw: RawCatalog = serde_yaml::from_str(text)
-            .map_err(|e| field_err(path, "(document)".into(), e.to_string()))?;
+        let raw: RawCatalog =
+            serde_yaml::from_str(text).map_err(|e| field_err(path, "(document)".into(), e.to_string()))?;
         let name = raw.name.ok_or_else(|| field_err(path, "name".into(), "missing"))?;
         let raw_models = raw.models.ok_or_else(|| field_err(path, "models".into(), "missing"))?;
         if raw_models.is_empty() {
@@ -91,16 +91,15 @@ impl Catalog {
         let mut models = Vec::with_capacity(raw_models.len());
         for (i, m) in raw_models.into_iter().enumerate() {
             let f = |k: &str| format!("models[{i}].{k}");
-            let name = m.name.filter(|s| !s.trim().is_empty()).ok_or_else(|| {
-                field_err(path, f("name"), "missing or empty")
-            })?;
+            let name = m
+                .name
+                .filter(|s| !s.trim().is_empty())
+                .ok_or_else(|| field_err(path, f("name"), "missing or empty"))?;
             if !seen.insert(name.clone()) {
                 return Err(field_err(path, f("name"), format!("duplicate model `{name}`")));
             }
             let backend = m.backend.unwrap_or_else(|| "replay".into());
-            if backend != "replay"
-                && !(backend.starts_with("http://") || backend.starts_with("https://"))
-            {
+            if backend != "replay" && !(backend.starts_with("http://") || backend.starts_with("https://")) {
                 return Err(field_err(
                     path,
                     f("backend"),

@@ -22,8 +22,7 @@ fn fnv1a(seed: u64, bytes: &[u8]) -> u64 {
 /// Raw term counts of a text, keyed by hashed feature index.
 pub fn term_counts(text: &str) -> HashMap<u32, f32> {
     let lower = text.to_lowercase();
-    let words: Vec<&str> =
-        lower.split(|c: char| !c.is_alphanumeric()).filter(|w| !w.is_empty()).collect();
+    let words: Vec<&str> = lower.split(|c: char| !c.is_alphanumeric()).filter(|w| !w.is_empty()).collect();
     let mut counts: HashMap<u32, f32> = HashMap::with_capacity(words.len() * 6);
     let mut add = |h: u64| *counts.entry((h & DIM_MASK) as u32).or_insert(0.0) += 1.0;
     for (i, w) in words.iter().enumerate() {
@@ -81,8 +80,7 @@ impl Idf {
 
     /// TF-IDF vector of a document's counts, L2-normalized (empty text → empty vector).
     pub fn transform(&self, counts: &HashMap<u32, f32>) -> SparseVec {
-        let mut v: SparseVec =
-            counts.iter().map(|(&k, &c)| (k, (1.0 + c.ln()) * self.weight(k))).collect();
+        let mut v: SparseVec = counts.iter().map(|(&k, &c)| (k, (1.0 + c.ln()) * self.weight(k))).collect();
         v.sort_unstable_by_key(|(k, _)| *k);
         let norm = v.iter().map(|(_, w)| w * w).sum::<f32>().sqrt();
         if norm > 0.0 {

@@ -67,9 +67,10 @@ pub struct KnnEstimator {
 
 /// The realized cost of `model` on `record`: the recorded `cost_usd`, else catalog prices × tokens.
 pub fn outcome_cost(record: &Record, model: &str, catalog: Option<&Catalog>) -> Result<f64> {
-    let o = record.outcomes.get(model).ok_or_else(|| {
-        Error::Invalid(format!("record {} has no outcome for model {model}", record.id))
-    })?;
+    let o = record
+        .outcomes
+        .get(model)
+        .ok_or_else(|| Error::Invalid(format!("record {} has no outcome for model {model}", record.id)))?;
     if let Some(c) = o.cost_usd {
         return Ok(c);
     }
@@ -183,10 +184,12 @@ impl KnnEstimator {
         let mean_output_tokens = (0..mm)
             .map(|j| {
                 let v: Vec<f64> = docs.iter().filter_map(|d| d.output_tokens[j]).collect();
-                let default = catalog
-                    .and_then(|c| c.get(&models[j]))
-                    .map_or(256.0, |e| e.default_output_tokens as f64);
-                if v.is_empty() { default } else { v.iter().sum::<f64>() / v.len() as f64 }
+                let default = catalog.and_then(|c| c.get(&models[j])).map_or(256.0, |e| e.default_output_tokens as f64);
+                if v.is_empty() {
+                    default
+                } else {
+                    v.iter().sum::<f64>() / v.len() as f64
+                }
             })
             .collect();
         let prices = models.iter().map(|m| token_prices(records, m, catalog)).collect::<Result<_>>()?;
@@ -255,19 +258,13 @@ impl KnnEstimator {
     pub fn predict_excluding(&self, prompt: &str, task: Option<&str>, exclude: Option<usize>) -> Prediction {
         let v = self.vectorize(prompt);
         let nb = self.neighbours(&v, exclude);
-        let prior = task
-            .filter(|_| self.config.use_task)
-            .and_then(|t| self.task_mean.get(t))
-            .unwrap_or(&self.global_mean);
+        let prior =
+            task.filter(|_| self.config.use_task).and_then(|t| self.task_mean.get(t)).unwrap_or(&self.global_mean);
         let s0 = self.config.prior_strength;
         let input_tokens = crate::estimate_tokens(prompt) as f64;
         let mm = self.models.len();
-        let mut p = Prediction {
-            mu: vec![0.0; mm],
-            sigma: vec![0.0; mm],
-            output_tokens: vec![0.0; mm],
-            cost: vec![0.0; mm],
-        };
+        let mut p =
+            Prediction { mu: vec![0.0; mm], sigma: vec![0.0; mm], output_tokens: vec![0.0; mm], cost: vec![0.0; mm] };
         for j in 0..mm {
             let mut a = s0 * prior[j];
             let mut b = s0 * (1.0 - prior[j]);
@@ -303,7 +300,8 @@ mod tests {
 
     fn rec(id: usize, prompt: &str, task: &str, a: f64, b: f64) -> Record {
         let mut outcomes = BTreeMap::new();
-        let o = |s: f64, c: f64| Outcome { score: s, cost_usd: Some(c), input_tokens: Some(10), output_tokens: Some(20) };
+        let o =
+            |s: f64, c: f64| Outcome { score: s, cost_usd: Some(c), input_tokens: Some(10), output_tokens: Some(20) };
         outcomes.insert("a".into(), o(a, 1e-6 * 10.0 + 2e-6 * 20.0));
         outcomes.insert("b".into(), o(b, 5e-6 * 10.0 + 5e-6 * 20.0));
         Record { id: id.to_string(), task: Some(task.into()), prompt: prompt.into(), outcomes }

@@ -1,6 +1,9 @@
 //! llmroute estimator: the routing-records format every tool reads, converters from the shared
 //! public data, the model catalog, and the per-(query, model) quality / cost estimator.
 
+// Numeric code indexes row-major (query, model) matrices by position; range loops read clearer.
+#![allow(clippy::needless_range_loop)]
+
 pub mod catalog;
 pub mod convert;
 pub mod error;

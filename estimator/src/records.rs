@@ -45,10 +45,7 @@ impl Record {
         }
         for (model, o) in &self.outcomes {
             if !(o.score.is_finite() && (0.0..=1.0).contains(&o.score)) {
-                return Err(format!(
-                    "record {}: outcomes.{model}.score = {} is not in [0, 1]",
-                    self.id, o.score
-                ));
+                return Err(format!("record {}: outcomes.{model}.score = {} is not in [0, 1]", self.id, o.score));
             }
             if let Some(c) = o.cost_usd {
                 if !(c.is_finite() && c >= 0.0) {
@@ -65,11 +62,8 @@ impl Record {
 
 fn open_reader(path: &Path) -> Result<Box<dyn BufRead>> {
     let f = File::open(path).map_err(|e| Error::io(path, e))?;
-    let inner: Box<dyn Read> = if path.extension().is_some_and(|e| e == "gz") {
-        Box::new(GzDecoder::new(f))
-    } else {
-        Box::new(f)
-    };
+    let inner: Box<dyn Read> =
+        if path.extension().is_some_and(|e| e == "gz") { Box::new(GzDecoder::new(f)) } else { Box::new(f) };
     Ok(Box::new(BufReader::new(inner)))
 }
 
@@ -91,11 +85,7 @@ pub fn read_records(path: &Path) -> Result<Vec<Record>> {
         })?;
         rec.validate().map_err(|msg| Error::Record { path: path.into(), line: i + 1, msg })?;
         if !ids.insert(rec.id.clone()) {
-            return Err(Error::Record {
-                path: path.into(),
-                line: i + 1,
-                msg: format!("duplicate id {}", rec.id),
-            });
+            return Err(Error::Record { path: path.into(), line: i + 1, msg: format!("duplicate id {}", rec.id) });
         }
         out.push(rec);
     }

@@ -11,7 +11,8 @@ fn repo() -> PathBuf {
 
 /// The shared data folder: `LLMROUTE_SHARED_DATA`, else ../shared/data beside the checkout.
 fn shared() -> Option<PathBuf> {
-    let p = std::env::var_os("LLMROUTE_SHARED_DATA").map(PathBuf::from).unwrap_or_else(|| repo().join("../shared/data"));
+    let p =
+        std::env::var_os("LLMROUTE_SHARED_DATA").map(PathBuf::from).unwrap_or_else(|| repo().join("../shared/data"));
     if p.is_dir() {
         Some(p)
     } else if std::env::var_os("CI").is_some() {
@@ -80,12 +81,14 @@ fn routellm_converts_all_parts() {
     assert!((acc("gpt-4-1106-preview") - 0.857).abs() < 0.01);
     assert!((acc("mixtral-8x7b-instruct-v0.1") - 0.638).abs() < 0.01);
     // GSM8K output tokens come from the recorded responses, so they vary per query.
-    let outs: std::collections::BTreeSet<u32> = gsm.iter().filter_map(|r| r.outcomes["gpt-4-1106-preview"].output_tokens).collect();
+    let outs: std::collections::BTreeSet<u32> =
+        gsm.iter().filter_map(|r| r.outcomes["gpt-4-1106-preview"].output_tokens).collect();
     assert!(outs.len() > 50);
     assert!(records.iter().any(|r| r.task.as_deref().is_some_and(|t| t.starts_with("mt_bench/"))));
     let vendored = read_records(&repo().join("data/routellm.jsonl.gz")).unwrap();
     assert!(vendored.len() > 5000);
-    let by_id: std::collections::HashMap<&str, &estimator::Record> = records.iter().map(|r| (r.id.as_str(), r)).collect();
+    let by_id: std::collections::HashMap<&str, &estimator::Record> =
+        records.iter().map(|r| (r.id.as_str(), r)).collect();
     for v in &vendored {
         assert!(by_id.get(v.id.as_str()).is_some_and(|r| same(v, r)), "data/routellm.jsonl.gz is stale at {}", v.id);
     }

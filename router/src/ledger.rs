@@ -92,7 +92,6 @@ impl Ledger {
     pub fn carried(&self) -> f64 {
         self.carried
     }
-
 }
 
 #[cfg(test)]

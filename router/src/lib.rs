@@ -2,6 +2,9 @@
 //! and the evaluation harness. No server or network code lives here, so the allocator and the
 //! eval harness use the same assigners as the server.
 
+// Numeric code indexes row-major (query, model) matrices by position; range loops read clearer.
+#![allow(clippy::needless_range_loop)]
+
 pub mod assign;
 pub mod bench;
 pub mod error;

@@ -12,7 +12,12 @@ fn certify(gamma: f64, seeds: &[u64]) {
         let fast = Fast::default().solve(&p).unwrap();
         assert!(p.violation(&fast.choice).is_none());
         let gap = (exact.objective - fast.objective) / exact.objective.abs();
-        eprintln!("seed {seed} Γ {gamma}: HiGHS {:.6} fast {:.6} gap {:.5} %", exact.objective, fast.objective, 100.0 * gap);
+        eprintln!(
+            "seed {seed} Γ {gamma}: HiGHS {:.6} fast {:.6} gap {:.5} %",
+            exact.objective,
+            fast.objective,
+            100.0 * gap
+        );
         assert!(gap <= 1e-3, "gap {:.4} % above 0.1 % (seed {seed}, Γ {gamma})", 100.0 * gap);
         assert!(gap >= -1e-6, "fast above the proven optimum");
     }

@@ -22,15 +22,24 @@ fn eval(args: &[&str]) -> std::process::Output {
 fn json_schema_and_budget_adherence_on_dcrouter() {
     let svg = std::env::temp_dir().join(format!("llmroute-eval-{}.svg", std::process::id()));
     let out = eval(&[
-        "--records", "data/dcrouter.jsonl.gz",
-        "--catalog", "deploy/catalogs/dcrouter.yaml",
-        "--assigners", "fast,per-query-price,per-query-threshold,oracle,single:gemma-2-9b-it,random",
-        "--spend", "0.1,0.2",
-        "--batching", "adversarial",
-        "--bootstrap", "50",
-        "--sweep-points", "5",
-        "--format", "json",
-        "--plot", svg.to_str().unwrap(),
+        "--records",
+        "data/dcrouter.jsonl.gz",
+        "--catalog",
+        "deploy/catalogs/dcrouter.yaml",
+        "--assigners",
+        "fast,per-query-price,per-query-threshold,oracle,single:gemma-2-9b-it,random",
+        "--spend",
+        "0.1,0.2",
+        "--batching",
+        "adversarial",
+        "--bootstrap",
+        "50",
+        "--sweep-points",
+        "5",
+        "--format",
+        "json",
+        "--plot",
+        svg.to_str().unwrap(),
     ]);
     assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
     let v: serde_json::Value = serde_json::from_slice(&out.stdout).expect("stdout is one JSON object");
@@ -41,8 +50,19 @@ fn json_schema_and_budget_adherence_on_dcrouter() {
     let results = v["results"].as_array().unwrap();
     assert_eq!(results.len(), 6 * 2);
     for r in results {
-        for key in ["assigner", "spend_frac", "target_cost", "accuracy", "accuracy_ci", "mean_cost", "batches",
-                    "batches_over_budget", "max_overspend", "solve_ms_p50", "solve_ms_p99"] {
+        for key in [
+            "assigner",
+            "spend_frac",
+            "target_cost",
+            "accuracy",
+            "accuracy_ci",
+            "mean_cost",
+            "batches",
+            "batches_over_budget",
+            "max_overspend",
+            "solve_ms_p50",
+            "solve_ms_p99",
+        ] {
             assert!(r.get(key).is_some(), "result lacks {key}: {r}");
         }
         let acc = r["accuracy"].as_f64().unwrap();
@@ -69,15 +89,24 @@ fn json_schema_and_budget_adherence_on_dcrouter() {
 #[test]
 fn routellm_with_capacity_and_noise_runs() {
     let out = eval(&[
-        "--records", "data/routellm.jsonl.gz",
-        "--assigners", "fast,per-query-price",
-        "--spend", "0.2",
-        "--capacity-frac", "0.6",
-        "--gamma", "3",
-        "--estimator-noise", "0.1",
-        "--bootstrap", "20",
-        "--sweep-points", "3",
-        "--format", "json",
+        "--records",
+        "data/routellm.jsonl.gz",
+        "--assigners",
+        "fast,per-query-price",
+        "--spend",
+        "0.2",
+        "--capacity-frac",
+        "0.6",
+        "--gamma",
+        "3",
+        "--estimator-noise",
+        "0.1",
+        "--bootstrap",
+        "20",
+        "--sweep-points",
+        "3",
+        "--format",
+        "json",
     ]);
     assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
     let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();

@@ -9,7 +9,11 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 
 #[derive(Parser)]
-#[command(name = "estimator", version, about = "llmroute estimator: routing-record converters and the quality/cost estimator")]
+#[command(
+    name = "estimator",
+    version,
+    about = "llmroute estimator: routing-record converters and the quality/cost estimator"
+)]
 struct Cli {
     #[command(subcommand)]
     cmd: Cmd,
@@ -202,7 +206,8 @@ fn eval(
         })
         .sum::<f64>()
         / test.len() as f64;
-    let oracle = test.iter().map(|r| models.iter().map(|m| r.outcomes[m].score).fold(0.0, f64::max)).sum::<f64>() / test.len() as f64;
+    let oracle = test.iter().map(|r| models.iter().map(|m| r.outcomes[m].score).fold(0.0, f64::max)).sum::<f64>()
+        / test.len() as f64;
     let out = serde_json::json!({
         "records": records.len(), "n_train": train.len(), "n_test": test.len(), "k": k, "task_hint": use_task,
         "models": rows, "argmax_mu_accuracy": argmax_acc, "oracle_accuracy": oracle,
@@ -225,12 +230,18 @@ fn eval(
             r["mean_sigma"].as_f64().unwrap_or(0.0),
         );
     }
-    println!("argmax-μ accuracy {argmax_acc:.3} (oracle {oracle:.3}); train {t_train:.2} s, predict {:.0} prompts/s", test.len() as f64 / t_pred.max(1e-9));
+    println!(
+        "argmax-μ accuracy {argmax_acc:.3} (oracle {oracle:.3}); train {t_train:.2} s, predict {:.0} prompts/s",
+        test.len() as f64 / t_pred.max(1e-9)
+    );
     Ok(())
 }
 
 fn main() -> ExitCode {
-    tracing_subscriber::fmt().with_env_filter(tracing_subscriber::EnvFilter::from_default_env()).with_writer(std::io::stderr).init();
+    tracing_subscriber::fmt()
+        .with_env_filter(tracing_subscriber::EnvFilter::from_default_env())
+        .with_writer(std::io::stderr)
+        .init();
     match run(Cli::parse()) {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {

@@ -20,17 +20,10 @@ pub fn read_prices(dir: &Path, output_tokens: u32) -> Result<Vec<ModelEntry>> {
     let mut rdr = csv::Reader::from_path(&path).map_err(|e| csv_err(&path, e))?;
     let headers = rdr.headers().map_err(|e| csv_err(&path, e))?.clone();
     let col = |name: &str| {
-        headers
-            .iter()
-            .position(|h| h == name)
-            .ok_or_else(|| csv_err(&path, format!("missing column `{name}`")))
+        headers.iter().position(|h| h == name).ok_or_else(|| csv_err(&path, format!("missing column `{name}`")))
     };
-    let (c_model, c_in, c_out, c_scored) = (
-        col("model")?,
-        col("input_price_per_1M")?,
-        col("output_price_per_1M")?,
-        col("in_dcrouter_scores")?,
-    );
+    let (c_model, c_in, c_out, c_scored) =
+        (col("model")?, col("input_price_per_1M")?, col("output_price_per_1M")?, col("in_dcrouter_scores")?);
     let mut out = Vec::new();
     for (i, row) in rdr.records().enumerate() {
         let row = row.map_err(|e| csv_err(&path, e))?;
@@ -65,13 +58,9 @@ pub fn convert(dir: &Path, output_tokens: u32) -> Result<(Vec<Record>, ConvertRe
     let mut rdr = csv::Reader::from_path(&path).map_err(|e| csv_err(&path, e))?;
     let headers = rdr.headers().map_err(|e| csv_err(&path, e))?.clone();
     let find = |name: &str| {
-        headers
-            .iter()
-            .position(|h| h == name)
-            .ok_or_else(|| csv_err(&path, format!("missing column `{name}`")))
+        headers.iter().position(|h| h == name).ok_or_else(|| csv_err(&path, format!("missing column `{name}`")))
     };
-    let (c_split, c_idx, c_task, c_q) =
-        (find("split")?, find("idx_in_split")?, find("task_name")?, find("question")?);
+    let (c_split, c_idx, c_task, c_q) = (find("split")?, find("idx_in_split")?, find("task_name")?, find("question")?);
     let score_cols: Vec<(usize, String)> = headers
         .iter()
         .enumerate()
@@ -90,14 +79,13 @@ pub fn convert(dir: &Path, output_tokens: u32) -> Result<(Vec<Record>, ConvertRe
         let input_tokens = crate::estimate_tokens(&prompt);
         let mut outcomes = BTreeMap::new();
         for (c, model) in &score_cols {
-            let score: f64 = row
-                .get(*c)
-                .and_then(|s| s.parse().ok())
-                .filter(|s: &f64| (0.0..=1.0).contains(s))
-                .ok_or_else(|| Error::Csv {
-                    path: path.clone(),
-                    msg: format!("line {line}: score__{model} is not a number in [0, 1]"),
-                })?;
+            let score: f64 =
+                row.get(*c).and_then(|s| s.parse().ok()).filter(|s: &f64| (0.0..=1.0).contains(s)).ok_or_else(
+                    || Error::Csv {
+                        path: path.clone(),
+                        msg: format!("line {line}: score__{model} is not a number in [0, 1]"),
+                    },
+                )?;
             let entry = prices.iter().find(|p| &p.name == model).ok_or_else(|| Error::Csv {
                 path: dir.join("model_prices.csv"),
                 msg: format!("no price for scored model `{model}`"),
@@ -113,11 +101,7 @@ pub fn convert(dir: &Path, output_tokens: u32) -> Result<(Vec<Record>, ConvertRe
             );
         }
         records.push(Record {
-            id: format!(
-                "dcrouter-{}-{}",
-                row.get(c_split).unwrap_or("x"),
-                row.get(c_idx).unwrap_or("0")
-            ),
+            id: format!("dcrouter-{}-{}", row.get(c_split).unwrap_or("x"), row.get(c_idx).unwrap_or("0")),
             task: row.get(c_task).map(str::to_string),
             prompt,
             outcomes,

@@ -51,9 +51,10 @@ struct Pricer<'a> {
 
 impl Pricer<'_> {
     fn outcome(&self, model: &str, score: f64, input: u32, output: u32) -> Result<Outcome> {
-        let entry = self.catalog.get(model).ok_or_else(|| {
-            Error::Invalid(format!("catalog `{}` has no model `{model}`", self.catalog.name))
-        })?;
+        let entry = self
+            .catalog
+            .get(model)
+            .ok_or_else(|| Error::Invalid(format!("catalog `{}` has no model `{model}`", self.catalog.name)))?;
         Ok(Outcome {
             score,
             cost_usd: Some(entry.cost(input as f64, output as f64)),
@@ -119,13 +120,7 @@ fn gsm8k(dir: &Path, pricer: &Pricer, report: &mut ConvertReport) -> Result<Vec<
     let c_p = header_index(&h, "prompt", &path)?;
     let cols: Vec<(usize, usize, &str)> = [MIXTRAL_SRC, GPT4_SRC]
         .into_iter()
-        .map(|src| {
-            Ok((
-                header_index(&h, src, &path)?,
-                header_index(&h, &format!("{src}_response"), &path)?,
-                src,
-            ))
-        })
+        .map(|src| Ok((header_index(&h, src, &path)?, header_index(&h, &format!("{src}_response"), &path)?, src)))
         .collect::<Result<_>>()?;
     let mut out = Vec::new();
     for (i, row) in rdr.records().enumerate() {

@@ -32,7 +32,12 @@ fn pick_with_spill(p: &Problem, mut key: impl FnMut(usize, usize) -> f64) -> Ass
         *c = j;
     }
     let objective = p.objective(&choice);
-    Assignment { choice, objective, bound: None, status: if relaxed { SolveStatus::Relaxed } else { SolveStatus::Feasible } }
+    Assignment {
+        choice,
+        objective,
+        bound: None,
+        status: if relaxed { SolveStatus::Relaxed } else { SolveStatus::Feasible },
+    }
 }
 
 /// argmax_j μ[i][j] − λ·ĉ[i][j] per query (λ in quality per USD).
@@ -75,7 +80,11 @@ impl Assigner for PerQueryThreshold {
         // Models passing the threshold rank first (cheapest first), then the rest by μ.
         Ok(pick_with_spill(p, |i, j| {
             let mu = p.mu[p.at(i, j)];
-            if mu >= self.tau { 2.0 + (p.m - rank[j]) as f64 } else { mu }
+            if mu >= self.tau {
+                2.0 + (p.m - rank[j]) as f64
+            } else {
+                mu
+            }
         }))
     }
 }

@@ -64,7 +64,13 @@ fn cost_order(p: &Problem) -> Vec<Vec<usize>> {
         .collect()
 }
 
-fn mckp(p: &Problem, order: &[Vec<usize>], adj: &[f64], hulls: &mut Vec<Vec<usize>>, incs: &mut Vec<Inc>) -> Option<Greedy> {
+fn mckp(
+    p: &Problem,
+    order: &[Vec<usize>],
+    adj: &[f64],
+    hulls: &mut Vec<Vec<usize>>,
+    incs: &mut Vec<Inc>,
+) -> Option<Greedy> {
     let (n, m) = (p.n, p.m);
     incs.clear();
     hulls.resize_with(n, Vec::new);
@@ -188,12 +194,10 @@ fn repair(p: &Problem, s: &[f64], lambda: f64, choice: &mut [usize]) -> bool {
             if !u.over(p, j) {
                 break;
             }
-            let best = (0..p.m)
-                .filter(|&k| k != j && p.allowed[p.at(i, k)] && u.room(p, i, k))
-                .max_by(|&a, &b| {
-                    let v = |k: usize| s[p.at(i, k)] - lambda * p.cost[p.at(i, k)];
-                    v(a).total_cmp(&v(b))
-                });
+            let best = (0..p.m).filter(|&k| k != j && p.allowed[p.at(i, k)] && u.room(p, i, k)).max_by(|&a, &b| {
+                let v = |k: usize| s[p.at(i, k)] - lambda * p.cost[p.at(i, k)];
+                v(a).total_cmp(&v(b))
+            });
             if let Some(k) = best {
                 move_query(p, &mut u, choice, i, k);
             }
@@ -312,7 +316,12 @@ fn improve(p: &Problem, s: &[f64], choice: &mut [usize], exchanges: usize) {
             for k in 0..p.m {
                 let kk = p.at(i, k);
                 let (gain, dc) = (s[kk] - s[kj], p.cost[kk] - p.cost[kj]);
-                if gain > 1e-12 && p.allowed[kk] && dc > rem && u.room(p, i, k) && best.is_none_or(|b| gain / dc > b.0 / b.1) {
+                if gain > 1e-12
+                    && p.allowed[kk]
+                    && dc > rem
+                    && u.room(p, i, k)
+                    && best.is_none_or(|b| gain / dc > b.0 / b.1)
+                {
                     best = Some((gain, dc, i, k));
                 }
             }
@@ -347,7 +356,11 @@ fn improve(p: &Problem, s: &[f64], choice: &mut [usize], exchanges: usize) {
                 }
                 // Capacity: downgrades must still fit together, and leave the upgrade's target room.
                 let t = p.tokens[p.at(i2, k2)];
-                if i2 == i || k2 == k || u.count[k2] + extra[k2] + 1 > p.slots[k2] || u.kv[k2] + extra_kv[k2] + t > p.kv_free[k2] {
+                if i2 == i
+                    || k2 == k
+                    || u.count[k2] + extra[k2] + 1 > p.slots[k2]
+                    || u.kv[k2] + extra_kv[k2] + t > p.kv_free[k2]
+                {
                     continue;
                 }
                 extra[k2] += 1;
@@ -507,7 +520,12 @@ impl Fast {
             }
         }
         let v = |r: Option<(f64, f64)>| r.map_or(f64::NEG_INFINITY, |x| x.0);
-        let best_idx = if v(value(lo, &mut scores, &mut hulls, &mut incs)) >= v(value(hi, &mut scores, &mut hulls, &mut incs)) { lo } else { hi };
+        let best_idx =
+            if v(value(lo, &mut scores, &mut hulls, &mut incs)) >= v(value(hi, &mut scores, &mut hulls, &mut incs)) {
+                lo
+            } else {
+                hi
+            };
         let (_, choice, feasible) = solve_at(zs[best_idx]);
         (choice, feasible)
     }
@@ -540,26 +558,5 @@ impl Assigner for Fast {
             SolveStatus::Feasible
         };
         Ok(Assignment { choice, objective, bound, status })
-    }
-}
-
-#[cfg(test)]
-mod timing_probe {
-    #[test]
-    #[ignore]
-    fn probe() {
-        let p = crate::bench::random_problem(256, 11, 5, true, 26.0);
-        let (mut h, mut inc) = (Vec::new(), Vec::new());
-        let t = std::time::Instant::now();
-        for _ in 0..1000 {
-            std::hint::black_box(super::mckp(&p, &super::cost_order(&p), &p.mu, &mut h, &mut inc));
-        }
-        eprintln!("mckp {:?}", t.elapsed() / 1000);
-        let f = super::Fast::default();
-        let t = std::time::Instant::now();
-        for _ in 0..200 {
-            std::hint::black_box(f.nominal(&p, &super::cost_order(&p), &p.mu));
-        }
-        eprintln!("nominal {:?}", t.elapsed() / 200);
     }
 }

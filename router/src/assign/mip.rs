@@ -101,10 +101,7 @@ impl Assigner for Mip {
         opt(&mut hm, "mip_heuristic_run_feasibility_jump", false)?;
         let solved = hm.try_solve().map_err(|e| RouterError::Solver(format!("{e:?}")))?;
         let status = solved.status();
-        let has_solution = matches!(
-            solved.primal_solution_status(),
-            highs::HighsSolutionStatus::Feasible
-        );
+        let has_solution = matches!(solved.primal_solution_status(), highs::HighsSolutionStatus::Feasible);
         match status {
             HighsModelStatus::Infeasible | HighsModelStatus::UnboundedOrInfeasible => {
                 let choice = min_cost_assignment(p);

@@ -181,7 +181,9 @@ pub fn min_cost_assignment(p: &Problem) -> Vec<usize> {
     let opts: Vec<Vec<usize>> = (0..p.n)
         .map(|i| {
             let mut o: Vec<usize> = (0..p.m).filter(|&j| p.allowed[p.at(i, j)]).collect();
-            o.sort_by(|&a, &b| p.cost[p.at(i, a)].total_cmp(&p.cost[p.at(i, b)]).then(p.mu[p.at(i, b)].total_cmp(&p.mu[p.at(i, a)])));
+            o.sort_by(|&a, &b| {
+                p.cost[p.at(i, a)].total_cmp(&p.cost[p.at(i, b)]).then(p.mu[p.at(i, b)].total_cmp(&p.mu[p.at(i, a)]))
+            });
             o
         })
         .collect();
@@ -193,7 +195,9 @@ pub fn min_cost_assignment(p: &Problem) -> Vec<usize> {
     order.sort_by(|&a, &b| regret(b).total_cmp(&regret(a)));
     let mut choice = vec![0; p.n];
     for i in order {
-        let fits = |j: usize, count: &[usize], kv: &[f64]| count[j] < p.slots[j] && kv[j] + p.tokens[p.at(i, j)] <= p.kv_free[j];
+        let fits = |j: usize, count: &[usize], kv: &[f64]| {
+            count[j] < p.slots[j] && kv[j] + p.tokens[p.at(i, j)] <= p.kv_free[j]
+        };
         // With no room anywhere, capacity is relaxed too: the cheapest model takes it.
         let j = opts[i].iter().copied().find(|&j| fits(j, &count, &kv)).unwrap_or(opts[i][0]);
         count[j] += 1;

@@ -80,6 +80,11 @@ struct EvalArgs {
     /// Turn the budget ledger off (each batch gets budget × n, no carry-over, no margin).
     #[arg(long)]
     no_ledger: bool,
+    /// Batch assigners without the calibrated price: maximize Σ μ·x and spend each batch's
+    /// budget (budget per query × n, overspend carried) instead of Σ (μ − λ·ĉ)·x under the
+    /// ledger's rolling budget.
+    #[arg(long)]
+    no_dual_price: bool,
     /// Carry unspent budget into later batches (a rolling budget), not only overspend.
     #[arg(long)]
     carry_unspent: bool,
@@ -134,6 +139,7 @@ fn eval(a: EvalArgs) -> Result<(), String> {
         mip_time_limit_s: a.mip_time_limit,
         mip_rel_gap: a.mip_gap,
         carry_unspent: a.carry_unspent,
+        dual_price: !a.no_dual_price,
     };
     let r = run_eval(&cfg).map_err(|e| e.to_string())?;
     let json = serde_json::to_string_pretty(&r).map_err(|e| e.to_string())?;
@@ -159,11 +165,21 @@ fn run(cli: Cli) -> Result<(), String> {
                 return Err("--n and --m must be positive".into());
             }
             let rows = router::bench::bench_solver(&n, &m, reps, highs_time_limit, seed).map_err(|e| e.to_string())?;
-            println!("{:>5} {:>3} {:<8} {:>12} {:>12} {:>11} {:<11} {:>10} {:>12}", "n", "m", "mode", "fast p50 ms", "fast p99 ms", "HiGHS ms", "HiGHS", "gap %", "gap bound %");
+            println!(
+                "{:>5} {:>3} {:<8} {:>12} {:>12} {:>11} {:<11} {:>10} {:>12}",
+                "n", "m", "mode", "fast p50 ms", "fast p99 ms", "HiGHS ms", "HiGHS", "gap %", "gap bound %"
+            );
             for r in &rows {
                 println!(
                     "{:>5} {:>3} {:<8} {:>12.4} {:>12.4} {:>11.1} {:<11} {:>10.4} {:>12}",
-                    r.n, r.m, r.mode, r.fast_p50_ms, r.fast_p99_ms, r.highs_ms, r.highs_status, r.gap_pct,
+                    r.n,
+                    r.m,
+                    r.mode,
+                    r.fast_p50_ms,
+                    r.fast_p99_ms,
+                    r.highs_ms,
+                    r.highs_status,
+                    r.gap_pct,
                     r.gap_to_bound_pct.map_or("-".into(), |g| format!("{g:.4}"))
                 );
             }

@@ -33,6 +33,7 @@ pub struct EvalConfig {
     pub mip_time_limit_s: f64,
     pub mip_rel_gap: f64,
     pub carry_unspent: bool,
+    pub dual_price: bool,
 }
 
 #[derive(Debug, Clone, Serialize)]
@@ -144,23 +145,44 @@ pub fn run_eval(cfg: &EvalConfig) -> Result<EvalReport> {
         mip_rel_gap: cfg.mip_rel_gap,
         seed: cfg.seed,
         carry_unspent: cfg.carry_unspent,
+        dual_price: cfg.dual_price,
     };
-    tracing::info!(records = data.records, train = train.n, test = test.n, models = data.models.len(), c_min, c_max, prior_margin, "data ready");
+    tracing::info!(
+        records = data.records,
+        train = train.n,
+        test = test.n,
+        models = data.models.len(),
+        c_min,
+        c_max,
+        prior_margin,
+        "data ready"
+    );
     let mut results = Vec::new();
     for spec in &specs {
         for &f in &cfg.spend {
             let target = c_min + f * (c_max - c_min);
             let t0 = std::time::Instant::now();
             let knob = calibrate(spec, target, train, &train_batches, &opts)?;
-            let r = run(spec, knob, target, test, &test_batches, &opts)?;
+            let r = run(spec, knob, test, &test_batches, &opts)?;
             let solve_ms: Vec<f64> = r.iter().map(|b| b.solve_s * 1e3).collect();
             let over = r.iter().filter(|b| b.realized > 1.01 * b.budget + 1e-15).count();
-            let max_over = r.iter().map(|b| if b.budget > 0.0 { b.realized / b.budget - 1.0 } else if b.realized > 0.0 { f64::INFINITY } else { 0.0 }).fold(0.0, f64::max);
+            let max_over = r
+                .iter()
+                .map(|b| {
+                    if b.budget > 0.0 {
+                        b.realized / b.budget - 1.0
+                    } else if b.realized > 0.0 {
+                        f64::INFINITY
+                    } else {
+                        0.0
+                    }
+                })
+                .fold(0.0, f64::max);
             let row = ResultRow {
                 assigner: spec.name(),
                 spend_frac: f,
                 target_cost: target,
-                knob,
+                knob: knob.value,
                 accuracy: accuracy(&r),
                 accuracy_ci: stats::bootstrap_ci(&r, cfg.bootstrap, cfg.seed),
                 mean_cost: mean_cost(&r),
@@ -177,11 +199,27 @@ pub fn run_eval(cfg: &EvalConfig) -> Result<EvalReport> {
         }
     }
     // Cost–accuracy sweeps on the test split, for matched-cost comparison, AIQ and the plot.
+    // Priced batch assigners sweep spend levels (λ calibrated on train for each); the others
+    // sweep their knob directly.
     let mut sweep = Vec::new();
     for spec in &specs {
-        for knob in sweep_knobs(spec, test, cfg.sweep_points) {
-            let r = run(spec, knob, knob, test, &test_batches, &opts)?;
-            sweep.push(SweepPoint { assigner: spec.name(), knob, cost: mean_cost(&r), accuracy: accuracy(&r) });
+        let priced = cfg.dual_price && matches!(spec, Spec::Fast | Spec::Mip);
+        let knobs: Vec<policy::Knob> = if priced {
+            (0..cfg.sweep_points.max(2))
+                .map(|k| {
+                    let f = (k as f64 / (cfg.sweep_points.max(2) - 1) as f64).powi(2);
+                    calibrate(spec, c_min + f * (c_max - c_min), train, &train_batches, &opts)
+                })
+                .collect::<Result<_>>()?
+        } else {
+            sweep_knobs(spec, test, cfg.sweep_points)
+                .into_iter()
+                .map(|x| policy::Knob { value: x, allowance: if spec.is_batch() { x } else { f64::INFINITY } })
+                .collect()
+        };
+        for knob in knobs {
+            let r = run(spec, knob, test, &test_batches, &opts)?;
+            sweep.push(SweepPoint { assigner: spec.name(), knob: knob.value, cost: mean_cost(&r), accuracy: accuracy(&r) });
         }
     }
     let (matched, aiq) = matched_and_aiq(&specs, &sweep);
@@ -199,7 +237,7 @@ pub fn run_eval(cfg: &EvalConfig) -> Result<EvalReport> {
         settings: serde_json::json!({
             "batch_size": cfg.batch_size, "batching": cfg.batching, "capacity_frac": cfg.capacity_frac,
             "gamma": cfg.gamma, "estimator_noise": cfg.estimator_noise, "train_frac": cfg.train_frac,
-            "seed": cfg.seed, "bootstrap": cfg.bootstrap, "ledger": cfg.ledger, "carry_unspent": cfg.carry_unspent, "k": cfg.knn.k,
+            "seed": cfg.seed, "bootstrap": cfg.bootstrap, "ledger": cfg.ledger, "carry_unspent": cfg.carry_unspent, "dual_price": cfg.dual_price, "k": cfg.knn.k,
             "task_hint": cfg.knn.use_task, "c_min": c_min, "c_max": c_max, "prior_cost_margin": prior_margin,
         }),
         single_models,
@@ -216,7 +254,10 @@ fn cost_margin(d: &data::SplitData, batches: &[Vec<usize>]) -> f64 {
     let mut worst: f64 = 0.0;
     for j in 0..d.m {
         for b in batches {
-            let (p, r): (f64, f64) = b.iter().map(|&q| (d.pred_cost[q * d.m + j], d.cost[q * d.m + j])).fold((0.0, 0.0), |a, x| (a.0 + x.0, a.1 + x.1));
+            let (p, r): (f64, f64) = b
+                .iter()
+                .map(|&q| (d.pred_cost[q * d.m + j], d.cost[q * d.m + j]))
+                .fold((0.0, 0.0), |a, x| (a.0 + x.0, a.1 + x.1));
             if p > 0.0 {
                 worst = worst.max(r / p - 1.0);
             }
@@ -225,13 +266,17 @@ fn cost_margin(d: &data::SplitData, batches: &[Vec<usize>]) -> f64 {
     worst
 }
 
-fn matched_and_aiq(specs: &[Spec], sweep: &[SweepPoint]) -> (Vec<MatchedPoint>, std::collections::BTreeMap<String, f64>) {
+fn matched_and_aiq(
+    specs: &[Spec],
+    sweep: &[SweepPoint],
+) -> (Vec<MatchedPoint>, std::collections::BTreeMap<String, f64>) {
     let hulls: Vec<(String, Vec<(f64, f64)>)> = specs
         .iter()
         .filter(|s| s.has_knob())
         .map(|s| {
             let name = s.name();
-            let pts: Vec<(f64, f64)> = sweep.iter().filter(|p| p.assigner == name).map(|p| (p.cost, p.accuracy)).collect();
+            let pts: Vec<(f64, f64)> =
+                sweep.iter().filter(|p| p.assigner == name).map(|p| (p.cost, p.accuracy)).collect();
             (name, stats::upper_hull(&pts))
         })
         .filter(|(_, h)| !h.is_empty())
@@ -240,7 +285,7 @@ fn matched_and_aiq(specs: &[Spec], sweep: &[SweepPoint]) -> (Vec<MatchedPoint>, 
     let hi = hulls.iter().map(|(_, h)| h[h.len() - 1].0).fold(f64::INFINITY, f64::min);
     let mut matched = Vec::new();
     let mut aiq = std::collections::BTreeMap::new();
-    if hulls.is_empty() || !(hi > lo) {
+    if hulls.is_empty() || hi.partial_cmp(&lo) != Some(std::cmp::Ordering::Greater) {
         return (matched, aiq);
     }
     for k in 0..8 {

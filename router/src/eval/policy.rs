@@ -2,7 +2,9 @@
 //! calibrated on the train split to a target mean cost and swept on the test split.
 
 use super::data::SplitData;
-use crate::assign::{min_cost_assignment, Assigner, Fast, Mip, PerQueryPrice, PerQueryThreshold, Problem, RandomAssigner, Single};
+use crate::assign::{
+    min_cost_assignment, Assigner, Fast, Mip, PerQueryPrice, PerQueryThreshold, Problem, RandomAssigner, Single,
+};
 use crate::ledger::Ledger;
 use crate::{Result, RouterError};
 use std::time::Instant;
@@ -57,7 +59,7 @@ impl Spec {
         !matches!(self, Spec::Single(..) | Spec::Random)
     }
 
-    fn is_batch(&self) -> bool {
+    pub fn is_batch(&self) -> bool {
         matches!(self, Spec::Fast | Spec::Mip | Spec::Oracle)
     }
 }
@@ -75,6 +77,24 @@ pub struct RunOptions {
     pub seed: u64,
     /// Carry unspent budget forward (a rolling budget) as well as overspend.
     pub carry_unspent: bool,
+    /// Batch assigners maximize Σ (μ − λ·ĉ)·x under the ledger's rolling budget, with the price λ
+    /// calibrated on train traffic; off: Σ μ·x under budget-per-query × n.
+    pub dual_price: bool,
+}
+
+impl RunOptions {
+    /// Budgets roll over (cumulative allowance minus cumulative spend).
+    pub fn rolling(&self) -> bool {
+        self.carry_unspent || self.dual_price
+    }
+}
+
+/// An assigner's setting: its knob (λ, τ, or budget per query) and the mean cost per query it
+/// is allowed (what batches are judged against).
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct Knob {
+    pub value: f64,
+    pub allowance: f64,
 }
 
 /// One batch's outcome.
@@ -116,36 +136,47 @@ fn problem(d: &SplitData, batch: &[usize], oracle: bool, budget: f64, opts: &Run
     p
 }
 
-/// Runs one spec with one knob value over the batches (in order: the ledger carries over).
-pub fn run(spec: &Spec, knob: f64, target: f64, d: &SplitData, batches: &[Vec<usize>], opts: &RunOptions) -> Result<Vec<BatchOutcome>> {
-    let mut ledger = Ledger::new(knob, if matches!(spec, Spec::Oracle) { 0.0 } else { opts.prior_margin });
-    ledger.carry_unspent = opts.carry_unspent;
+/// Runs one spec with one knob over the batches, in order (the ledger carries over).
+pub fn run(spec: &Spec, knob: Knob, d: &SplitData, batches: &[Vec<usize>], opts: &RunOptions) -> Result<Vec<BatchOutcome>> {
+    let oracle = matches!(spec, Spec::Oracle);
+    let priced = opts.dual_price && matches!(spec, Spec::Fast | Spec::Mip);
+    let mut ledger = Ledger::new(knob.allowance, if oracle { 0.0 } else { opts.prior_margin });
+    ledger.carry_unspent = opts.rolling() && !oracle;
     let solver: Box<dyn Assigner> = match spec {
         Spec::Fast | Spec::Oracle => Box::new(Fast::default()),
         Spec::Mip => Box::new(Mip { time_limit_s: opts.mip_time_limit_s, rel_gap: opts.mip_rel_gap }),
-        Spec::PerQueryPrice => Box::new(PerQueryPrice { lambda: knob }),
-        Spec::PerQueryThreshold => Box::new(PerQueryThreshold { tau: knob }),
+        Spec::PerQueryPrice => Box::new(PerQueryPrice { lambda: knob.value }),
+        Spec::PerQueryThreshold => Box::new(PerQueryThreshold { tau: knob.value }),
         Spec::Single(j, name) => Box::new(Single { model: *j, name: name.clone() }),
         Spec::Random => Box::new(RandomAssigner { seed: opts.seed }),
     };
+    let (mut allowed_so_far, mut spent_so_far) = (0.0, 0.0);
     let mut out = Vec::with_capacity(batches.len());
     for batch in batches {
         let n = batch.len();
-        let mut p = problem(d, batch, matches!(spec, Spec::Oracle), f64::INFINITY, opts);
+        let mut p = problem(d, batch, oracle, f64::INFINITY, opts);
+        allowed_so_far += knob.allowance * n as f64;
         let (budget, overdraft) = if !spec.is_batch() {
-            // Per-query routers have no batch budget: they are judged against the target, or
-            // the batch's cheapest true cost when even that exceeds it.
-            let cheapest: f64 = batch.iter().map(|&q| (0..d.m).map(|j| d.cost[q * d.m + j]).fold(f64::INFINITY, f64::min)).sum();
-            let t = target * n as f64;
+            // Per-query routers keep no ledger: they are judged like the batch assigners' ledger
+            // would judge them (rolling or per batch), or against the batch's cheapest true cost
+            // when even that exceeds it.
+            let cheapest: f64 =
+                batch.iter().map(|&q| (0..d.m).map(|j| d.cost[q * d.m + j]).fold(f64::INFINITY, f64::min)).sum();
+            let t = if opts.rolling() { allowed_so_far - spent_so_far } else { knob.allowance * n as f64 };
             (t.max(cheapest), cheapest > t)
         } else if opts.ledger {
             let b = ledger.reserve(n, p.cost_of(&min_cost_assignment(&p)));
             p.budget = b.plan;
             (b.budget, b.overdraft)
         } else {
-            p.budget = knob * n as f64;
+            p.budget = knob.allowance * n as f64;
             (p.budget, false)
         };
+        if priced {
+            for k in 0..p.mu.len() {
+                p.mu[k] -= knob.value * p.cost[k];
+            }
+        }
         let t = Instant::now();
         let a = solver.solve(&p)?;
         let solve_s = t.elapsed().as_secs_f64();
@@ -154,6 +185,7 @@ pub fn run(spec: &Spec, knob: f64, target: f64, d: &SplitData, batches: &[Vec<us
             realized += d.cost[q * d.m + a.choice[i]];
             score += d.score[q * d.m + a.choice[i]];
         }
+        spent_so_far += realized;
         let predicted = p.cost_of(&a.choice);
         if spec.is_batch() && opts.ledger {
             ledger.settle(n, predicted, realized);
@@ -183,25 +215,39 @@ fn knob_range(spec: &Spec, d: &SplitData) -> (f64, f64, bool, bool) {
         Spec::PerQueryThreshold => (0.0, 1.0, false, true),
         _ => {
             // Budget per query: from the cheapest per-query choice to the dearest.
-            let lo = (0..d.n).map(|q| (0..d.m).map(|j| d.pred_cost[q * d.m + j].min(d.cost[q * d.m + j])).fold(f64::INFINITY, f64::min)).sum::<f64>() / d.n.max(1) as f64;
-            let hi = (0..d.n).map(|q| (0..d.m).map(|j| d.pred_cost[q * d.m + j].max(d.cost[q * d.m + j])).fold(0.0, f64::max)).sum::<f64>() / d.n.max(1) as f64;
+            let lo = (0..d.n)
+                .map(|q| {
+                    (0..d.m).map(|j| d.pred_cost[q * d.m + j].min(d.cost[q * d.m + j])).fold(f64::INFINITY, f64::min)
+                })
+                .sum::<f64>()
+                / d.n.max(1) as f64;
+            let hi = (0..d.n)
+                .map(|q| (0..d.m).map(|j| d.pred_cost[q * d.m + j].max(d.cost[q * d.m + j])).fold(0.0, f64::max))
+                .sum::<f64>()
+                / d.n.max(1) as f64;
             (lo * 0.5, hi * 1.05, false, true)
         }
     }
 }
 
-/// Finds the knob whose realized mean cost on `d` (train) is closest to `target` from below
-/// where possible, by bisection (22 steps).
-pub fn calibrate(spec: &Spec, target: f64, d: &SplitData, batches: &[Vec<usize>], opts: &RunOptions) -> Result<f64> {
+/// Finds the knob whose realized mean cost on `d` (train) is closest to `target` without
+/// exceeding it where possible, by bisection (22 steps). Priced batch assigners calibrate λ with
+/// `fast` (`mip` solves the same problem; `fast` is certified within 0.1 % of it), so `mip`'s
+/// calibration does not cost 22 × HiGHS per batch.
+pub fn calibrate(spec: &Spec, target: f64, d: &SplitData, batches: &[Vec<usize>], opts: &RunOptions) -> Result<Knob> {
+    let priced = opts.dual_price && matches!(spec, Spec::Fast | Spec::Mip);
     if !spec.has_knob() {
-        return Ok(0.0);
+        return Ok(Knob { value: 0.0, allowance: target });
     }
-    let (lo, hi, log, increasing) = knob_range(spec, d);
+    let (lo, hi, log, increasing) = if priced { knob_range(&Spec::PerQueryPrice, d) } else { knob_range(spec, d) };
+    let runner = if priced { &Spec::Fast } else { spec };
     let (mut a, mut b) = if log { (lo.ln(), hi.ln()) } else { (lo, hi) };
     let val = |x: f64| if log { x.exp() } else { x };
+    // Batch assigners without a price spend their allowance: the knob is the allowance itself.
+    let knob_at = |x: f64| if spec.is_batch() && !priced { Knob { value: x, allowance: x } } else { Knob { value: x, allowance: target } };
     for _ in 0..22 {
         let mid = 0.5 * (a + b);
-        let c = mean_cost(&run(spec, val(mid), target, d, batches, opts)?);
+        let c = mean_cost(&run(runner, knob_at(val(mid)), d, batches, opts)?);
         if (c > target) == increasing {
             b = mid;
         } else {
@@ -209,7 +255,7 @@ pub fn calibrate(spec: &Spec, target: f64, d: &SplitData, batches: &[Vec<usize>]
         }
     }
     // The end whose cost does not exceed the target.
-    Ok(if increasing { val(a) } else { val(b) })
+    Ok(knob_at(if increasing { val(a) } else { val(b) }))
 }
 
 /// Knob values for the cost–accuracy sweep on the test split.

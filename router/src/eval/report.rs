@@ -23,7 +23,18 @@ pub fn table(r: &EvalReport) -> String {
     let _ = writeln!(
         s,
         "\n{:<28} {:>5} {:>11} {:>11} {:>7} {:>15} {:>7} {:>9} {:>9} {:>8} {:>8} {:>8}",
-        "assigner", "spend", "target $/q", "real $/q", "acc", "95% CI", "batches", "over-bud", "overdraft", "max over", "p50 ms", "p99 ms"
+        "assigner",
+        "spend",
+        "target $/q",
+        "real $/q",
+        "acc",
+        "95% CI",
+        "batches",
+        "over-bud",
+        "overdraft",
+        "max over",
+        "p50 ms",
+        "p99 ms"
     );
     for x in &r.results {
         let _ = writeln!(
@@ -76,7 +87,12 @@ pub fn table(r: &EvalReport) -> String {
 /// Draws each assigner's test sweep (cost vs accuracy) and the calibrated spend points.
 pub fn plot(r: &EvalReport, path: &Path) -> Result<()> {
     let err = |e: String| RouterError::Io { path: path.into(), source: std::io::Error::other(e) };
-    let pts: Vec<(f64, f64)> = r.sweep.iter().map(|p| (p.cost, p.accuracy)).chain(r.results.iter().map(|x| (x.mean_cost, x.accuracy))).collect();
+    let pts: Vec<(f64, f64)> = r
+        .sweep
+        .iter()
+        .map(|p| (p.cost, p.accuracy))
+        .chain(r.results.iter().map(|x| (x.mean_cost, x.accuracy)))
+        .collect();
     if pts.is_empty() {
         return Err(RouterError::Invalid("nothing to plot".into()));
     }
@@ -87,7 +103,10 @@ pub fn plot(r: &EvalReport, path: &Path) -> Result<()> {
     let root = SVGBackend::new(path, (960, 640)).into_drawing_area();
     root.fill(&WHITE).map_err(|e| err(e.to_string()))?;
     let mut chart = ChartBuilder::on(&root)
-        .caption(format!("cost vs accuracy ({} test queries, {})", r.n_test, r.settings["batching"]), ("sans-serif", 20))
+        .caption(
+            format!("cost vs accuracy ({} test queries, {})", r.n_test, r.settings["batching"]),
+            ("sans-serif", 20),
+        )
         .margin(15)
         .x_label_area_size(45)
         .y_label_area_size(60)
@@ -105,7 +124,8 @@ pub fn plot(r: &EvalReport, path: &Path) -> Result<()> {
     names.dedup();
     for (k, name) in names.iter().enumerate() {
         let color = Palette99::pick(k).to_rgba();
-        let mut line: Vec<(f64, f64)> = r.sweep.iter().filter(|p| &p.assigner == name).map(|p| (p.cost, p.accuracy)).collect();
+        let mut line: Vec<(f64, f64)> =
+            r.sweep.iter().filter(|p| &p.assigner == name).map(|p| (p.cost, p.accuracy)).collect();
         line.sort_by(|a, b| a.0.total_cmp(&b.0));
         chart
             .draw_series(LineSeries::new(line.clone(), color.stroke_width(2)))
@@ -113,8 +133,11 @@ pub fn plot(r: &EvalReport, path: &Path) -> Result<()> {
             .label(name.clone())
             .legend(move |(x, y)| PathElement::new(vec![(x, y), (x + 18, y)], color.stroke_width(2)));
         chart.draw_series(line.iter().map(|&p| Circle::new(p, 3, color.filled()))).map_err(|e| err(e.to_string()))?;
-        let spend: Vec<(f64, f64)> = r.results.iter().filter(|x| &x.assigner == name).map(|x| (x.mean_cost, x.accuracy)).collect();
-        chart.draw_series(spend.iter().map(|&p| TriangleMarker::new(p, 7, color.filled()))).map_err(|e| err(e.to_string()))?;
+        let spend: Vec<(f64, f64)> =
+            r.results.iter().filter(|x| &x.assigner == name).map(|x| (x.mean_cost, x.accuracy)).collect();
+        chart
+            .draw_series(spend.iter().map(|&p| TriangleMarker::new(p, 7, color.filled())))
+            .map_err(|e| err(e.to_string()))?;
     }
     chart
         .configure_series_labels()

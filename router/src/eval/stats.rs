@@ -75,7 +75,7 @@ pub fn hull_at(h: &[(f64, f64)], cost: f64) -> Option<f64> {
 
 /// Mean of the hull over [lo, hi] (area / width, trapezoids on a fine grid): RouterBench's AIQ.
 pub fn aiq(h: &[(f64, f64)], lo: f64, hi: f64) -> Option<f64> {
-    if !(hi > lo) {
+    if hi.partial_cmp(&lo) != Some(std::cmp::Ordering::Greater) {
         return None;
     }
     let steps = 400;
