@@ -4,7 +4,7 @@
 //! α = s₀·p + Σ w·score, β = s₀·(1 − p) + Σ w·(1 − score), where p is the per-task prior mean
 //! (when a task hint is known) or the model's overall mean, and s₀ the prior strength.
 //! μ = α / (α + β) and σ = sqrt(μ(1 − μ) / (α + β + 1)) (the posterior's standard deviation).
-//! Output tokens are the similarity-weighted neighbour mean; cost = price_in · input tokens
+//! Output tokens are the similarity-weighted neighbour mean shrunk toward the task's mean; cost = price_in · input tokens
 //! (known from the prompt) + price_out · predicted output tokens.
 
 use crate::catalog::Catalog;
@@ -63,6 +63,7 @@ pub struct KnnEstimator {
     global_mean: Vec<f64>,
     task_mean: HashMap<String, Vec<f64>>,
     mean_output_tokens: Vec<f64>,
+    task_output_tokens: HashMap<String, Vec<f64>>,
 }
 
 /// The realized cost of `model` on `record`: the recorded `cost_usd`, else catalog prices × tokens.
@@ -181,7 +182,7 @@ impl KnnEstimator {
                 (t, m)
             })
             .collect();
-        let mean_output_tokens = (0..mm)
+        let mean_output_tokens: Vec<f64> = (0..mm)
             .map(|j| {
                 let v: Vec<f64> = docs.iter().filter_map(|d| d.output_tokens[j]).collect();
                 let default = catalog.and_then(|c| c.get(&models[j])).map_or(256.0, |e| e.default_output_tokens as f64);
@@ -190,6 +191,26 @@ impl KnnEstimator {
                 } else {
                     v.iter().sum::<f64>() / v.len() as f64
                 }
+            })
+            .collect();
+        // Per-task mean output tokens (where recorded), the prior for a query with a task hint.
+        let mut task_tokens: HashMap<String, (Vec<f64>, Vec<f64>)> = HashMap::new();
+        for (r, d) in records.iter().zip(&docs) {
+            if let Some(t) = &r.task {
+                let e = task_tokens.entry(t.clone()).or_insert_with(|| (vec![0.0; mm], vec![0.0; mm]));
+                for j in 0..mm {
+                    if let Some(tok) = d.output_tokens[j] {
+                        e.0[j] += tok;
+                        e.1[j] += 1.0;
+                    }
+                }
+            }
+        }
+        let task_output_tokens = task_tokens
+            .into_iter()
+            .map(|(t, (sum, n))| {
+                let v = (0..mm).map(|j| if n[j] > 0.0 { sum[j] / n[j] } else { mean_output_tokens[j] }).collect();
+                (t, v)
             })
             .collect();
         let prices = models.iter().map(|m| token_prices(records, m, catalog)).collect::<Result<_>>()?;
@@ -205,6 +226,7 @@ impl KnnEstimator {
             global_mean,
             task_mean,
             mean_output_tokens,
+            task_output_tokens,
         })
     }
 
@@ -258,8 +280,9 @@ impl KnnEstimator {
     pub fn predict_excluding(&self, prompt: &str, task: Option<&str>, exclude: Option<usize>) -> Prediction {
         let v = self.vectorize(prompt);
         let nb = self.neighbours(&v, exclude);
-        let prior =
-            task.filter(|_| self.config.use_task).and_then(|t| self.task_mean.get(t)).unwrap_or(&self.global_mean);
+        let task = task.filter(|_| self.config.use_task);
+        let prior = task.and_then(|t| self.task_mean.get(t)).unwrap_or(&self.global_mean);
+        let token_prior = task.and_then(|t| self.task_output_tokens.get(t)).unwrap_or(&self.mean_output_tokens);
         let s0 = self.config.prior_strength;
         let input_tokens = crate::estimate_tokens(prompt) as f64;
         let mm = self.models.len();
@@ -283,8 +306,8 @@ impl KnnEstimator {
             let mu = (a / n).clamp(0.0, 1.0);
             p.mu[j] = mu;
             p.sigma[j] = (mu * (1.0 - mu) / (n + 1.0)).sqrt();
-            // Neighbour mean shrunk toward the model's mean with one pseudo-observation.
-            let out = (tsum + self.mean_output_tokens[j]) / (tw + 1.0);
+            // Neighbour mean shrunk toward the task's (or the model's) mean, one pseudo-observation.
+            let out = (tsum + token_prior[j]) / (tw + 1.0);
             p.output_tokens[j] = out;
             p.cost[j] = self.prices[j].input * input_tokens + self.prices[j].output * out;
         }

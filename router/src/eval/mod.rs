@@ -219,7 +219,12 @@ pub fn run_eval(cfg: &EvalConfig) -> Result<EvalReport> {
         };
         for knob in knobs {
             let r = run(spec, knob, test, &test_batches, &opts)?;
-            sweep.push(SweepPoint { assigner: spec.name(), knob: knob.value, cost: mean_cost(&r), accuracy: accuracy(&r) });
+            sweep.push(SweepPoint {
+                assigner: spec.name(),
+                knob: knob.value,
+                cost: mean_cost(&r),
+                accuracy: accuracy(&r),
+            });
         }
     }
     let (matched, aiq) = matched_and_aiq(&specs, &sweep);

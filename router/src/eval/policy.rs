@@ -137,7 +137,13 @@ fn problem(d: &SplitData, batch: &[usize], oracle: bool, budget: f64, opts: &Run
 }
 
 /// Runs one spec with one knob over the batches, in order (the ledger carries over).
-pub fn run(spec: &Spec, knob: Knob, d: &SplitData, batches: &[Vec<usize>], opts: &RunOptions) -> Result<Vec<BatchOutcome>> {
+pub fn run(
+    spec: &Spec,
+    knob: Knob,
+    d: &SplitData,
+    batches: &[Vec<usize>],
+    opts: &RunOptions,
+) -> Result<Vec<BatchOutcome>> {
     let oracle = matches!(spec, Spec::Oracle);
     let priced = opts.dual_price && matches!(spec, Spec::Fast | Spec::Mip);
     let mut ledger = Ledger::new(knob.allowance, if oracle { 0.0 } else { opts.prior_margin });
@@ -244,7 +250,13 @@ pub fn calibrate(spec: &Spec, target: f64, d: &SplitData, batches: &[Vec<usize>]
     let (mut a, mut b) = if log { (lo.ln(), hi.ln()) } else { (lo, hi) };
     let val = |x: f64| if log { x.exp() } else { x };
     // Batch assigners without a price spend their allowance: the knob is the allowance itself.
-    let knob_at = |x: f64| if spec.is_batch() && !priced { Knob { value: x, allowance: x } } else { Knob { value: x, allowance: target } };
+    let knob_at = |x: f64| {
+        if spec.is_batch() && !priced {
+            Knob { value: x, allowance: x }
+        } else {
+            Knob { value: x, allowance: target }
+        }
+    };
     for _ in 0..22 {
         let mid = 0.5 * (a + b);
         let c = mean_cost(&run(runner, knob_at(val(mid)), d, batches, opts)?);
