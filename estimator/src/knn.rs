@@ -50,6 +50,7 @@ pub struct TokenPrices {
 struct TrainDoc {
     scores: Vec<f64>,
     output_tokens: Vec<Option<f64>>,
+    task: Option<String>,
 }
 
 pub struct KnnEstimator {
@@ -156,6 +157,7 @@ impl KnnEstimator {
             .map(|r| TrainDoc {
                 scores: models.iter().map(|m| r.outcomes[m].score).collect(),
                 output_tokens: models.iter().map(|m| r.outcomes[m].output_tokens.map(f64::from)).collect(),
+                task: r.task.clone(),
             })
             .collect();
         let mut global_mean = vec![0.0; mm];
@@ -297,7 +299,10 @@ impl KnnEstimator {
                 let doc = &self.docs[d];
                 a += w * doc.scores[j];
                 b += w * (1.0 - doc.scores[j]);
-                if let Some(t) = doc.output_tokens[j] {
+                // Answer length follows the task's format: with a task hint, only same-task
+                // neighbours vote on it.
+                let same_task = task.is_none() || doc.task.as_deref() == task;
+                if let (Some(t), true) = (doc.output_tokens[j], same_task) {
                     tw += w;
                     tsum += w * t;
                 }

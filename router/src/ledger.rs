@@ -4,9 +4,14 @@
 //! (realized cost above what they were allowed), plus carried unspent budget if configured.
 //! The assigner plans against that budget shrunk by a margin for cost-prediction error; the
 //! margin is the largest relative under-prediction (realized / predicted − 1) seen over a recent
-//! window of batches, starting from the value calibrated offline.
+//! window of batches (× 1.5), starting from the value calibrated offline, widened by √(n_ref / n) for
+//! batches smaller than the ones it was measured on.
 
 use std::collections::VecDeque;
+
+/// Online under-predictions are widened by this factor: errors that grow from batch to batch
+/// (traffic ordered by length, say) must not catch the margin from behind.
+const OBSERVED_SAFETY: f64 = 1.5;
 
 #[derive(Debug, Clone)]
 pub struct Ledger {
@@ -20,6 +25,7 @@ pub struct Ledger {
     ratios: VecDeque<f64>,
     spent: f64,
     allowed: f64,
+    reference_n: usize,
 }
 
 /// What one batch may spend.
@@ -44,12 +50,26 @@ impl Ledger {
             ratios: VecDeque::new(),
             spent: 0.0,
             allowed: 0.0,
+            reference_n: 64,
         }
+    }
+
+    /// The batch size the margins were measured on; smaller batches get proportionally wider
+    /// margins (the relative error of a sum of n independent errors shrinks like 1/√n).
+    pub fn with_reference_batch(mut self, n: usize) -> Ledger {
+        self.reference_n = n.max(1);
+        self
+    }
+
+    /// The margin for a batch of `n` queries.
+    pub fn margin_for(&self, n: usize) -> f64 {
+        self.margin() * (self.reference_n as f64 / n.max(1) as f64).sqrt().max(1.0)
     }
 
     /// The margin currently kept for cost-prediction error (relative).
     pub fn margin(&self) -> f64 {
-        self.ratios.iter().map(|r| r - 1.0).fold(self.prior_margin, f64::max).max(0.0)
+        let observed = self.ratios.iter().map(|r| r - 1.0).fold(0.0, f64::max);
+        (OBSERVED_SAFETY * observed).max(self.prior_margin).max(0.0)
     }
 
     /// The budget of the next batch of `n` queries whose cheapest feasible assignment is
@@ -58,9 +78,10 @@ impl Ledger {
     /// and the excess is repaid by later batches through the carry-over.
     pub fn reserve(&self, n: usize, min_cost: f64) -> BatchBudget {
         let allowance = self.raw_budget(n).max(0.0);
-        let floor = min_cost * (1.0 + self.margin());
+        let margin = self.margin_for(n);
+        let floor = min_cost * (1.0 + margin);
         let budget = allowance.max(floor);
-        BatchBudget { budget, plan: (budget / (1.0 + self.margin())).max(min_cost), overdraft: budget > allowance }
+        BatchBudget { budget, plan: (budget / (1.0 + margin)).max(min_cost), overdraft: budget > allowance }
     }
 
     fn raw_budget(&self, n: usize) -> f64 {
@@ -128,12 +149,16 @@ mod tests {
 
     #[test]
     fn margin_tracks_under_prediction() {
-        let mut l = Ledger::new(1.0, 0.05);
+        let mut l = Ledger::new(1.0, 0.05).with_reference_batch(10);
         assert!((l.reserve(10, 0.0).plan - 10.0 / 1.05).abs() < 1e-12);
         // Overdraft: the cheapest assignment costs more than the allowance.
         let b = l.reserve(10, 11.0);
         assert!(b.overdraft && (b.budget - 11.0 * 1.05).abs() < 1e-12 && b.plan >= 11.0);
         l.settle(10, 10.0, 12.0);
-        assert!((l.margin() - 0.2).abs() < 1e-12);
+        assert!((l.margin() - 0.3).abs() < 1e-12);
+        // A batch a quarter of the reference size keeps twice the margin.
+        let l = l.with_reference_batch(64);
+        assert!((l.margin_for(16) - 0.6).abs() < 1e-12);
+        assert!((l.margin_for(128) - 0.3).abs() < 1e-12);
     }
 }

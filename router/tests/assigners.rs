@@ -7,13 +7,18 @@ use router::assign::{Assigner, Fast, Mip, PerQueryPrice, PerQueryThreshold, Prob
 use router::bench::random_problem;
 
 fn arb_problem() -> impl Strategy<Value = Problem> {
-    (1usize..24, 2usize..6, any::<u64>(), 0.0f64..1.0, prop::bool::ANY, 0.0f64..4.0, prop::bool::ANY).prop_map(
-        |(n, m, seed, budget_frac, capacity, gamma, restrict)| {
+    (1usize..24, 2usize..6, any::<u64>(), 0.0f64..1.0, prop::bool::ANY, 0.0f64..4.0, prop::bool::ANY, prop::bool::ANY)
+        .prop_map(|(n, m, seed, budget_frac, capacity, gamma, restrict, kv)| {
             let mut p = random_problem(n, m, seed, capacity, gamma);
             // Budget anywhere from below the cheapest assignment to above the dearest.
             let lo: f64 = (0..n).map(|i| (0..m).map(|j| p.cost[p.at(i, j)]).fold(f64::INFINITY, f64::min)).sum();
             let hi: f64 = (0..n).map(|i| (0..m).map(|j| p.cost[p.at(i, j)]).fold(0.0, f64::max)).sum();
             p.budget = lo * 0.9 + budget_frac * (hi * 1.1 - lo * 0.9);
+            if kv {
+                // KV memory: every model holds 60 % of the batch's tokens.
+                let total: f64 = (0..n).map(|i| p.tokens[p.at(i, 0)]).sum();
+                p.kv_free = vec![0.6 * total; m];
+            }
             if restrict {
                 // Tenant policy: forbid model (i + seed) mod m for each query.
                 for i in 0..n {
@@ -23,8 +28,7 @@ fn arb_problem() -> impl Strategy<Value = Problem> {
                 }
             }
             p
-        },
-    )
+        })
 }
 
 proptest! {

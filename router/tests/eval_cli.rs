@@ -92,7 +92,7 @@ fn routellm_with_capacity_and_noise_runs() {
         "--records",
         "data/routellm.jsonl.gz",
         "--assigners",
-        "fast,per-query-price",
+        "fast,mip,per-query-price",
         "--spend",
         "0.2",
         "--capacity-frac",
@@ -112,6 +112,8 @@ fn routellm_with_capacity_and_noise_runs() {
     let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
     assert_eq!(v["models"].as_array().unwrap().len(), 2);
     assert_eq!(v["settings"]["capacity_frac"], 0.6);
+    // HiGHS is silent: stdout held nothing but the JSON (parsed above), and mip ran.
+    assert!(v["results"].as_array().unwrap().iter().any(|r| r["assigner"] == "mip"));
 }
 
 #[test]

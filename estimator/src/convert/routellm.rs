@@ -78,7 +78,14 @@ fn header_index(h: &csv::StringRecord, name: &str, path: &Path) -> Result<usize>
 
 fn mmlu(dir: &Path, pricer: &Pricer, report: &mut ConvertReport) -> Result<Vec<Record>> {
     let path = dir.join("mmlu_all.csv");
-    let bad = contaminated(&dir.join("mmlu").join("contaminated_prompts.jsonl")).unwrap_or_default();
+    // The shared copy merges MMLU's per-subject files and ships no contaminated list for it.
+    let list = dir.join("mmlu").join("contaminated_prompts.jsonl");
+    let bad = if list.exists() {
+        contaminated(&list)?
+    } else {
+        tracing::warn!(path = %list.display(), "no contaminated-prompt list for MMLU; keeping every row");
+        HashSet::new()
+    };
     let mut rdr = csv::Reader::from_path(&path).map_err(|e| csv_err(&path, e))?;
     let h = rdr.headers().map_err(|e| csv_err(&path, e))?.clone();
     let (c_sub, c_p, c_mx, c_g4) = (

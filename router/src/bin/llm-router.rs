@@ -89,7 +89,7 @@ struct EvalArgs {
     #[arg(long)]
     carry_unspent: bool,
     /// Knob values per assigner in the test sweep (matched costs, AIQ, plot).
-    #[arg(long, default_value_t = 12)]
+    #[arg(long, default_value_t = 20)]
     sweep_points: usize,
     /// kNN neighbours.
     #[arg(long, default_value_t = 25)]

@@ -146,6 +146,7 @@ pub fn run_eval(cfg: &EvalConfig) -> Result<EvalReport> {
         seed: cfg.seed,
         carry_unspent: cfg.carry_unspent,
         dual_price: cfg.dual_price,
+        batch_size: cfg.batch_size,
     };
     tracing::info!(
         records = data.records,

@@ -77,6 +77,8 @@ pub struct RunOptions {
     pub seed: u64,
     /// Carry unspent budget forward (a rolling budget) as well as overspend.
     pub carry_unspent: bool,
+    /// The batch size the cost margin was measured on.
+    pub batch_size: usize,
     /// Batch assigners maximize Σ (μ − λ·ĉ)·x under the ledger's rolling budget, with the price λ
     /// calibrated on train traffic; off: Σ μ·x under budget-per-query × n.
     pub dual_price: bool,
@@ -146,7 +148,8 @@ pub fn run(
 ) -> Result<Vec<BatchOutcome>> {
     let oracle = matches!(spec, Spec::Oracle);
     let priced = opts.dual_price && matches!(spec, Spec::Fast | Spec::Mip);
-    let mut ledger = Ledger::new(knob.allowance, if oracle { 0.0 } else { opts.prior_margin });
+    let mut ledger =
+        Ledger::new(knob.allowance, if oracle { 0.0 } else { opts.prior_margin }).with_reference_batch(opts.batch_size);
     ledger.carry_unspent = opts.rolling() && !oracle;
     let solver: Box<dyn Assigner> = match spec {
         Spec::Fast | Spec::Oracle => Box::new(Fast::default()),

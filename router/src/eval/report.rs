@@ -104,7 +104,11 @@ pub fn plot(r: &EvalReport, path: &Path) -> Result<()> {
     root.fill(&WHITE).map_err(|e| err(e.to_string()))?;
     let mut chart = ChartBuilder::on(&root)
         .caption(
-            format!("cost vs accuracy ({} test queries, {})", r.n_test, r.settings["batching"]),
+            format!(
+                "cost vs accuracy ({} test queries, {} batching)",
+                r.n_test,
+                r.settings["batching"].as_str().unwrap_or("?")
+            ),
             ("sans-serif", 20),
         )
         .margin(15)
