@@ -11,4 +11,9 @@ cargo fmt --all -- --check
 echo "== cargo clippy (release, all targets, -D warnings)" >&2
 cargo clippy --release --all-targets -- -D warnings
 echo "== cargo test (release)" >&2
-cargo test --release --workspace
+log="$(mktemp)"
+trap 'rm -f "$log"' EXIT
+cargo test --release --workspace 2>&1 | tee "$log"
+# One closing line for the whole suite.
+awk '/^test result:/ { for (i = 1; i <= NF; i++) { if ($i ~ /^passed;?$/) p += $(i-1); if ($i ~ /^failed;?$/) f += $(i-1) } }
+     END { printf "tests: %d passed, %d failed\n", p, f }' "$log"
