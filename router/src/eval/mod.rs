@@ -165,37 +165,8 @@ pub fn run_eval(cfg: &EvalConfig) -> Result<EvalReport> {
             let t0 = std::time::Instant::now();
             let knob = calibrate(spec, target, train, &train_batches, &opts)?;
             let r = run(spec, knob, test, &test_batches, &opts)?;
-            let solve_ms: Vec<f64> = r.iter().map(|b| b.solve_s * 1e3).collect();
-            let over = r.iter().filter(|b| b.realized > 1.01 * b.budget + 1e-15).count();
-            let max_over = r
-                .iter()
-                .map(|b| {
-                    if b.budget > 0.0 {
-                        b.realized / b.budget - 1.0
-                    } else if b.realized > 0.0 {
-                        f64::INFINITY
-                    } else {
-                        0.0
-                    }
-                })
-                .fold(0.0, f64::max);
-            let row = ResultRow {
-                assigner: spec.name(),
-                spend_frac: f,
-                target_cost: target,
-                knob: knob.value,
-                accuracy: accuracy(&r),
-                accuracy_ci: stats::bootstrap_ci(&r, cfg.bootstrap, cfg.seed),
-                mean_cost: mean_cost(&r),
-                batches: r.len(),
-                batches_over_budget: over,
-                batches_overdraft: r.iter().filter(|b| b.overdraft).count(),
-                spend_vs_allowance: mean_cost(&r) / target.max(1e-300),
-                max_overspend: if max_over.is_finite() { max_over } else { f64::MAX },
-                solve_ms_p50: stats::percentile(&solve_ms, 50.0),
-                solve_ms_p99: stats::percentile(&solve_ms, 99.0),
-            };
-            tracing::info!(assigner = %row.assigner, spend = f, accuracy = row.accuracy, mean_cost = row.mean_cost, over_budget = over, secs = t0.elapsed().as_secs_f64(), "spend level done");
+            let row = summarize(spec, f, target, knob, &r, cfg);
+            tracing::info!(assigner = %row.assigner, spend = f, accuracy = row.accuracy, mean_cost = row.mean_cost, over_budget = row.batches_over_budget, secs = t0.elapsed().as_secs_f64(), "spend level done");
             results.push(row);
         }
     }
@@ -252,6 +223,44 @@ pub fn run_eval(cfg: &EvalConfig) -> Result<EvalReport> {
         aiq,
         sweep,
     })
+}
+
+/// One result row: accuracy with its bootstrap interval, realized cost, budget adherence (a batch
+/// is over budget when its realized cost exceeds 1.01 × its budget) and solve-time percentiles.
+fn summarize(
+    spec: &Spec,
+    f: f64,
+    target: f64,
+    knob: policy::Knob,
+    r: &[policy::BatchOutcome],
+    cfg: &EvalConfig,
+) -> ResultRow {
+    let solve_ms: Vec<f64> = r.iter().map(|b| b.solve_s * 1e3).collect();
+    let relative_over = |b: &policy::BatchOutcome| {
+        if b.budget > 0.0 {
+            b.realized / b.budget - 1.0
+        } else if b.realized > 0.0 {
+            f64::MAX
+        } else {
+            0.0
+        }
+    };
+    ResultRow {
+        assigner: spec.name(),
+        spend_frac: f,
+        target_cost: target,
+        knob: knob.value,
+        accuracy: accuracy(r),
+        accuracy_ci: stats::bootstrap_ci(r, cfg.bootstrap, cfg.seed),
+        mean_cost: mean_cost(r),
+        batches: r.len(),
+        batches_over_budget: r.iter().filter(|b| b.realized > 1.01 * b.budget + 1e-15).count(),
+        batches_overdraft: r.iter().filter(|b| b.overdraft).count(),
+        spend_vs_allowance: mean_cost(r) / target.max(1e-300),
+        max_overspend: r.iter().map(relative_over).fold(0.0, f64::max),
+        solve_ms_p50: stats::percentile(&solve_ms, 50.0),
+        solve_ms_p99: stats::percentile(&solve_ms, 99.0),
+    }
 }
 
 /// The ledger's starting margin: the largest relative under-prediction of a random train batch's
