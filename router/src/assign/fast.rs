@@ -30,7 +30,7 @@ pub struct Fast {
 
 impl Default for Fast {
     fn default() -> Self {
-        Fast { price_rounds: 30, exchanges: 8, z_candidates: 32 }
+        Fast { price_rounds: 30, exchanges: 8, z_candidates: 16 }
     }
 }
 
