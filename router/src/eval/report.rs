@@ -84,6 +84,21 @@ pub fn table(r: &EvalReport) -> String {
     s
 }
 
+fn caption(r: &EvalReport) -> String {
+    let st = &r.settings;
+    let mut c =
+        format!("cost vs accuracy: {} test queries, {} batching", r.n_test, st["batching"].as_str().unwrap_or("?"));
+    if let Some(f) = st["capacity_frac"].as_f64() {
+        let _ = write!(c, ", capacity {f}");
+    }
+    for (key, label) in [("gamma", "Γ"), ("estimator_noise", "noise")] {
+        if let Some(v) = st[key].as_f64().filter(|v| *v > 0.0) {
+            let _ = write!(c, ", {label} {v}");
+        }
+    }
+    c
+}
+
 /// Draws each assigner's test sweep (cost vs accuracy) and the calibrated spend points.
 pub fn plot(r: &EvalReport, path: &Path) -> Result<()> {
     let err = |e: String| RouterError::Io { path: path.into(), source: std::io::Error::other(e) };
@@ -103,14 +118,7 @@ pub fn plot(r: &EvalReport, path: &Path) -> Result<()> {
     let root = SVGBackend::new(path, (960, 640)).into_drawing_area();
     root.fill(&WHITE).map_err(|e| err(e.to_string()))?;
     let mut chart = ChartBuilder::on(&root)
-        .caption(
-            format!(
-                "cost vs accuracy ({} test queries, {} batching)",
-                r.n_test,
-                r.settings["batching"].as_str().unwrap_or("?")
-            ),
-            ("sans-serif", 20),
-        )
+        .caption(caption(r), ("sans-serif", 20))
         .margin(15)
         .x_label_area_size(45)
         .y_label_area_size(60)
