@@ -117,6 +117,35 @@ fn routellm_with_capacity_and_noise_runs() {
 }
 
 #[test]
+fn ledger_holds_budget_with_cost_prediction_error_under_adversarial_batching() {
+    // RouteLLM costs depend on the recorded answer lengths, which the estimator only predicts:
+    // the ledger's margin must still keep every batch within its budget.
+    let out = eval(&[
+        "--records",
+        "data/routellm.jsonl.gz",
+        "--assigners",
+        "fast",
+        "--spend",
+        "0.05,0.2,0.5",
+        "--batching",
+        "adversarial",
+        "--bootstrap",
+        "10",
+        "--sweep-points",
+        "2",
+        "--format",
+        "json",
+    ]);
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert!(v["settings"]["prior_cost_margin"].as_f64().unwrap() > 0.0, "costs here are uncertain");
+    for r in v["results"].as_array().unwrap() {
+        assert_eq!(r["batches_over_budget"], 0, "{r}");
+        assert!(r["spend_vs_allowance"].as_f64().unwrap() <= 1.0 + 1e-9, "{r}");
+    }
+}
+
+#[test]
 fn bad_flags_are_clear_errors() {
     for (args, needle) in [
         (vec!["--records", "data/dcrouter.jsonl.gz", "--spend", "1.5"], "--spend"),
