@@ -50,3 +50,51 @@ pub fn make_batches(d: &SplitData, mode: Batching, size: usize, seed: u64) -> Ve
     }
     groups.iter().flat_map(|g| g.chunks(size).map(|c| c.to_vec())).collect()
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn split(tasks: &[&str], cost: &[f64]) -> SplitData {
+        let n = tasks.len();
+        SplitData {
+            n,
+            m: 1,
+            tasks: tasks.iter().map(|t| t.to_string()).collect(),
+            mu: vec![0.5; n],
+            sigma: vec![0.1; n],
+            pred_cost: cost.to_vec(),
+            tokens: vec![1.0; n],
+            score: vec![1.0; n],
+            cost: cost.to_vec(),
+        }
+    }
+
+    #[test]
+    fn every_mode_covers_every_query_once() {
+        let d = split(&["a", "b", "a", "c", "b", "a", "c"], &[1.0, 5.0, 2.0, 3.0, 6.0, 1.5, 0.5]);
+        for mode in [Batching::Random, Batching::ByTask, Batching::Adversarial] {
+            let b = make_batches(&d, mode, 2, 7);
+            let mut all: Vec<usize> = b.iter().flatten().copied().collect();
+            all.sort();
+            assert_eq!(all, (0..7).collect::<Vec<_>>(), "{mode:?}");
+            assert!(b.iter().all(|x| !x.is_empty() && x.len() <= 2));
+            if mode != Batching::Random {
+                assert!(
+                    b.iter().all(|x| x.iter().all(|&q| d.tasks[q] == d.tasks[x[0]])),
+                    "{mode:?}: one task per batch"
+                );
+            }
+        }
+    }
+
+    #[test]
+    fn adversarial_puts_the_dearest_task_and_queries_first() {
+        let d = split(&["a", "b", "a", "c", "b", "a", "c"], &[1.0, 5.0, 2.0, 3.0, 6.0, 1.5, 0.5]);
+        let b = make_batches(&d, Batching::Adversarial, 2, 7);
+        assert_eq!(b[0], vec![4, 1]); // task b: mean 5.5, dearest query first
+        assert_eq!(b[1], vec![3, 6]); // task c: mean 1.75
+        assert_eq!(b[2], vec![2, 5]); // task a: mean 1.5, then its last query alone
+        assert_eq!(b[3], vec![0]);
+    }
+}
