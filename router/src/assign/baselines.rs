@@ -1,7 +1,7 @@
 //! Per-query baselines: each query decided alone (no batch budget); when a model is full the
 //! query spills to its next preference, as a per-query router with admission control would.
 
-use super::problem::{Assignment, Problem, SolveStatus};
+use super::problem::{Assignment, Problem, SolveStatus, Usage};
 use super::Assigner;
 use crate::{Result, RouterError};
 use rand::{Rng, SeedableRng};
@@ -10,8 +10,7 @@ use rand_chacha::ChaCha8Rng;
 /// Assigns each query, in order, to its highest-ranked allowed model that still has room
 /// (rank = larger key first). With no room anywhere, capacity is relaxed.
 fn pick_with_spill(p: &Problem, mut key: impl FnMut(usize, usize) -> f64) -> Assignment {
-    let mut count = vec![0usize; p.m];
-    let mut kv = vec![0.0; p.m];
+    let mut u = Usage::empty(p);
     let mut choice = vec![0; p.n];
     let mut relaxed = false;
     let mut prefs: Vec<(f64, usize)> = Vec::with_capacity(p.m);
@@ -19,16 +18,14 @@ fn pick_with_spill(p: &Problem, mut key: impl FnMut(usize, usize) -> f64) -> Ass
         prefs.clear();
         prefs.extend((0..p.m).filter(|&j| p.allowed[p.at(i, j)]).map(|j| (key(i, j), j)));
         prefs.sort_by(|a, b| b.0.total_cmp(&a.0).then(a.1.cmp(&b.1)));
-        let fits = |j: usize| count[j] < p.slots[j] && kv[j] + p.tokens[p.at(i, j)] <= p.kv_free[j];
-        let j = match prefs.iter().find(|(_, j)| fits(*j)) {
+        let j = match prefs.iter().find(|(_, j)| u.room(p, i, *j)) {
             Some(&(_, j)) => j,
             None => {
                 relaxed = true;
                 prefs[0].1
             }
         };
-        count[j] += 1;
-        kv[j] += p.tokens[p.at(i, j)];
+        u.add(p, i, j);
         *c = j;
     }
     let objective = p.objective(&choice);

@@ -13,7 +13,7 @@
 //!    μ − (σ − z)⁺ and objective −Γz; a coarse-to-fine search over the breakpoints z ∈ {0, σ}
 //!    on the LP bound picks z, and the integral solution's exact robust value is reported.
 
-use super::problem::{min_cost_assignment, Assignment, Problem, SolveStatus};
+use super::problem::{min_cost_assignment, Assignment, Problem, SolveStatus, Usage};
 use super::Assigner;
 use crate::Result;
 
@@ -134,49 +134,11 @@ fn mckp(
     Some(Greedy { choice, lp_bound: lp_bound.unwrap_or(value), lambda })
 }
 
-struct Usage {
-    count: Vec<usize>,
-    kv: Vec<f64>,
-    cost: f64,
-}
-
-impl Usage {
-    fn of(p: &Problem, choice: &[usize]) -> Usage {
-        let mut u = Usage { count: vec![0; p.m], kv: vec![0.0; p.m], cost: 0.0 };
-        for (i, &j) in choice.iter().enumerate() {
-            u.add(p, i, j, 1.0);
-        }
-        u
-    }
-    fn add(&mut self, p: &Problem, i: usize, j: usize, sign: f64) {
-        let k = p.at(i, j);
-        if sign > 0.0 {
-            self.count[j] += 1;
-        } else {
-            self.count[j] -= 1;
-        }
-        self.kv[j] += sign * p.tokens[k];
-        self.cost += sign * p.cost[k];
-    }
-    fn room(&self, p: &Problem, i: usize, j: usize) -> bool {
-        self.count[j] < p.slots[j] && self.kv[j] + p.tokens[p.at(i, j)] <= p.kv_free[j] * (1.0 + 1e-12)
-    }
-    fn over(&self, p: &Problem, j: usize) -> bool {
-        self.count[j] > p.slots[j] || self.kv[j] > p.kv_free[j] * (1.0 + 1e-12)
-    }
-}
-
 /// Regret of query i leaving model j: its priced score there minus its best alternative's.
 fn regret(p: &Problem, s: &[f64], lambda: f64, i: usize, j: usize) -> f64 {
     let v = |k: usize| s[p.at(i, k)] - lambda * p.cost[p.at(i, k)];
     let alt = (0..p.m).filter(|&k| k != j && p.allowed[p.at(i, k)]).map(v).fold(f64::NEG_INFINITY, f64::max);
     v(j) - alt
-}
-
-fn move_query(p: &Problem, u: &mut Usage, choice: &mut [usize], i: usize, k: usize) {
-    u.add(p, i, choice[i], -1.0);
-    u.add(p, i, k, 1.0);
-    choice[i] = k;
 }
 
 /// Moves queries out of overfull models (least regret first), then downgrades until the budget
@@ -199,7 +161,7 @@ fn repair(p: &Problem, s: &[f64], lambda: f64, choice: &mut [usize]) -> bool {
                 v(a).total_cmp(&v(b))
             });
             if let Some(k) = best {
-                move_query(p, &mut u, choice, i, k);
+                u.move_query(p, choice, i, k);
             }
         }
     }
@@ -221,7 +183,7 @@ fn repair(p: &Problem, s: &[f64], lambda: f64, choice: &mut [usize]) -> bool {
             }
         }
         match best {
-            Some((_, i, k)) => move_query(p, &mut u, choice, i, k),
+            Some((_, i, k)) => u.move_query(p, choice, i, k),
             None => return false,
         }
     }
@@ -259,7 +221,7 @@ fn improve(p: &Problem, s: &[f64], choice: &mut [usize], exchanges: usize) {
                 if moved[i] || p.cost[kk] - p.cost[kj] > p.budget - u.cost || !u.room(p, i, k) {
                     continue;
                 }
-                move_query(p, u, choice, i, k);
+                u.move_query(p, choice, i, k);
                 moved[i] = true;
                 any = true;
             }
@@ -276,23 +238,13 @@ fn improve(p: &Problem, s: &[f64], choice: &mut [usize], exchanges: usize) {
             for a in 0..p.n {
                 for b in (a + 1)..p.n {
                     let (ja, jb) = (choice[a], choice[b]);
-                    if ja == jb || !p.allowed[p.at(a, jb)] || !p.allowed[p.at(b, ja)] {
+                    if !u.swap_fits(p, choice, a, b) {
                         continue;
                     }
                     let gain = s[p.at(a, jb)] + s[p.at(b, ja)] - s[p.at(a, ja)] - s[p.at(b, jb)];
                     let dc = p.cost[p.at(a, jb)] + p.cost[p.at(b, ja)] - p.cost[p.at(a, ja)] - p.cost[p.at(b, jb)];
-                    if gain <= 1e-12 || dc > p.budget - u.cost {
-                        continue;
-                    }
-                    let kv_ok = u.kv[jb] - p.tokens[p.at(b, jb)] + p.tokens[p.at(a, jb)] <= p.kv_free[jb]
-                        && u.kv[ja] - p.tokens[p.at(a, ja)] + p.tokens[p.at(b, ja)] <= p.kv_free[ja];
-                    if kv_ok {
-                        u.add(p, a, ja, -1.0);
-                        u.add(p, b, jb, -1.0);
-                        u.add(p, a, jb, 1.0);
-                        u.add(p, b, ja, 1.0);
-                        choice[a] = jb;
-                        choice[b] = ja;
+                    if gain > 1e-12 && dc <= p.budget - u.cost {
+                        u.swap(p, choice, a, b);
                         any = true;
                     }
                 }
@@ -371,9 +323,9 @@ fn improve(p: &Problem, s: &[f64], choice: &mut [usize], exchanges: usize) {
             }
             if saved >= need && loss + 1e-12 < gain {
                 for (i2, k2) in picked {
-                    move_query(p, &mut u, choice, i2, k2);
+                    u.move_query(p, choice, i2, k2);
                 }
-                move_query(p, &mut u, choice, i, k);
+                u.move_query(p, choice, i, k);
                 applied = true;
                 break;
             }

@@ -171,13 +171,86 @@ impl Problem {
     }
 }
 
+/// Per-model load of an assignment (queries, KV tokens) and its cost, kept up to date as
+/// queries move; the one place that says whether a model has room.
+#[derive(Debug, Clone)]
+pub(crate) struct Usage {
+    pub count: Vec<usize>,
+    pub kv: Vec<f64>,
+    pub cost: f64,
+}
+
+impl Usage {
+    pub fn empty(p: &Problem) -> Usage {
+        Usage { count: vec![0; p.m], kv: vec![0.0; p.m], cost: 0.0 }
+    }
+
+    pub fn of(p: &Problem, choice: &[usize]) -> Usage {
+        let mut u = Usage::empty(p);
+        for (i, &j) in choice.iter().enumerate() {
+            u.add(p, i, j);
+        }
+        u
+    }
+
+    /// Query i now uses model j.
+    pub fn add(&mut self, p: &Problem, i: usize, j: usize) {
+        self.count[j] += 1;
+        self.kv[j] += p.tokens[p.at(i, j)];
+        self.cost += p.cost[p.at(i, j)];
+    }
+
+    /// Query i no longer uses model j.
+    pub fn remove(&mut self, p: &Problem, i: usize, j: usize) {
+        self.count[j] -= 1;
+        self.kv[j] -= p.tokens[p.at(i, j)];
+        self.cost -= p.cost[p.at(i, j)];
+    }
+
+    /// Moves query i from its current model to k.
+    pub fn move_query(&mut self, p: &Problem, choice: &mut [usize], i: usize, k: usize) {
+        self.remove(p, i, choice[i]);
+        self.add(p, i, k);
+        choice[i] = k;
+    }
+
+    /// Model j can take query i (one more slot and its KV tokens).
+    pub fn room(&self, p: &Problem, i: usize, j: usize) -> bool {
+        self.count[j] < p.slots[j] && self.kv[j] + p.tokens[p.at(i, j)] <= p.kv_free[j]
+    }
+
+    pub fn over(&self, p: &Problem, j: usize) -> bool {
+        self.count[j] > p.slots[j] || self.kv[j] > p.kv_free[j] * (1.0 + 1e-12)
+    }
+
+    /// Queries a and b may trade models (both allowed, KV fits; slot counts do not change).
+    pub fn swap_fits(&self, p: &Problem, choice: &[usize], a: usize, b: usize) -> bool {
+        let (ja, jb) = (choice[a], choice[b]);
+        ja != jb
+            && p.allowed[p.at(a, jb)]
+            && p.allowed[p.at(b, ja)]
+            && self.kv[jb] - p.tokens[p.at(b, jb)] + p.tokens[p.at(a, jb)] <= p.kv_free[jb]
+            && self.kv[ja] - p.tokens[p.at(a, ja)] + p.tokens[p.at(b, ja)] <= p.kv_free[ja]
+    }
+
+    /// Queries a and b trade models.
+    pub fn swap(&mut self, p: &Problem, choice: &mut [usize], a: usize, b: usize) {
+        let (ja, jb) = (choice[a], choice[b]);
+        self.remove(p, a, ja);
+        self.remove(p, b, jb);
+        self.add(p, a, jb);
+        self.add(p, b, ja);
+        choice[a] = jb;
+        choice[b] = ja;
+    }
+}
+
 /// The cheapest assignment the capacities allow: queries with the most to lose go first (Vogel's
 /// rule: largest gap between their cheapest and second-cheapest model) to their cheapest model
 /// with room, then pairwise swaps and single moves that lower the cost. Used as the feasible
 /// start when budget and capacity both bind, and as the answer when the budget cannot be met.
 pub fn min_cost_assignment(p: &Problem) -> Vec<usize> {
-    let mut count = vec![0usize; p.m];
-    let mut kv = vec![0.0; p.m];
+    let mut u = Usage::empty(p);
     let opts: Vec<Vec<usize>> = (0..p.n)
         .map(|i| {
             let mut o: Vec<usize> = (0..p.m).filter(|&j| p.allowed[p.at(i, j)]).collect();
@@ -195,13 +268,9 @@ pub fn min_cost_assignment(p: &Problem) -> Vec<usize> {
     order.sort_by(|&a, &b| regret(b).total_cmp(&regret(a)));
     let mut choice = vec![0; p.n];
     for i in order {
-        let fits = |j: usize, count: &[usize], kv: &[f64]| {
-            count[j] < p.slots[j] && kv[j] + p.tokens[p.at(i, j)] <= p.kv_free[j]
-        };
         // With no room anywhere, capacity is relaxed too: the cheapest model takes it.
-        let j = opts[i].iter().copied().find(|&j| fits(j, &count, &kv)).unwrap_or(opts[i][0]);
-        count[j] += 1;
-        kv[j] += p.tokens[p.at(i, j)];
+        let j = opts[i].iter().copied().find(|&j| u.room(p, i, j)).unwrap_or(opts[i][0]);
+        u.add(p, i, j);
         choice[i] = j;
     }
     // Local search: cheaper single moves into free room, and cost-lowering swaps.
@@ -210,16 +279,11 @@ pub fn min_cost_assignment(p: &Problem) -> Vec<usize> {
         for i in 0..p.n {
             let j = choice[i];
             for &k in &opts[i] {
-                let (cj, ck) = (p.cost[p.at(i, j)], p.cost[p.at(i, k)]);
-                if ck >= cj {
+                if p.cost[p.at(i, k)] >= p.cost[p.at(i, j)] {
                     break;
                 }
-                if count[k] < p.slots[k] && kv[k] + p.tokens[p.at(i, k)] <= p.kv_free[k] {
-                    count[j] -= 1;
-                    count[k] += 1;
-                    kv[j] -= p.tokens[p.at(i, j)];
-                    kv[k] += p.tokens[p.at(i, k)];
-                    choice[i] = k;
+                if u.room(p, i, k) {
+                    u.move_query(p, &mut choice, i, k);
                     improved = true;
                     break;
                 }
@@ -229,17 +293,12 @@ pub fn min_cost_assignment(p: &Problem) -> Vec<usize> {
             for a in 0..p.n {
                 for b in (a + 1)..p.n {
                     let (ja, jb) = (choice[a], choice[b]);
-                    if ja == jb || !p.allowed[p.at(a, jb)] || !p.allowed[p.at(b, ja)] {
+                    if !u.swap_fits(p, &choice, a, b) {
                         continue;
                     }
                     let delta = p.cost[p.at(a, jb)] + p.cost[p.at(b, ja)] - p.cost[p.at(a, ja)] - p.cost[p.at(b, jb)];
-                    let kv_ok = kv[jb] - p.tokens[p.at(b, jb)] + p.tokens[p.at(a, jb)] <= p.kv_free[jb]
-                        && kv[ja] - p.tokens[p.at(a, ja)] + p.tokens[p.at(b, ja)] <= p.kv_free[ja];
-                    if delta < -1e-15 && kv_ok {
-                        kv[jb] += p.tokens[p.at(a, jb)] - p.tokens[p.at(b, jb)];
-                        kv[ja] += p.tokens[p.at(b, ja)] - p.tokens[p.at(a, ja)];
-                        choice[a] = jb;
-                        choice[b] = ja;
+                    if delta < -1e-15 {
+                        u.swap(p, &mut choice, a, b);
                         improved = true;
                     }
                 }
