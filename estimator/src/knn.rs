@@ -272,6 +272,13 @@ impl KnnEstimator {
         hits
     }
 
+    /// The training record (by position in the training slice) most similar to `prompt`, with its
+    /// cosine similarity; None when no training prompt shares a feature with it.
+    pub fn nearest(&self, prompt: &str) -> Option<(usize, f32)> {
+        let v = self.vectorize(prompt);
+        self.neighbours(&v, None).first().copied()
+    }
+
     /// Predicts μ, σ, output tokens and cost per model for one prompt.
     pub fn predict(&self, prompt: &str, task: Option<&str>) -> Prediction {
         self.predict_excluding(prompt, task, None)

@@ -10,5 +10,7 @@ pub mod bench;
 pub mod error;
 pub mod eval;
 pub mod ledger;
+#[cfg(feature = "server")]
+pub mod server;
 
 pub use error::{Result, RouterError};

@@ -6,6 +6,8 @@ use router::eval::{report, run_eval, EvalConfig};
 use std::path::PathBuf;
 use std::process::ExitCode;
 
+mod serving;
+
 #[derive(Parser)]
 #[command(name = "llm-router", version, about = "llmroute: batch LLM routing under a hard cost budget")]
 struct Cli {
@@ -15,6 +17,14 @@ struct Cli {
 
 #[derive(Subcommand)]
 enum Cmd {
+    /// Serve gRPC (llmroute.v1.Router, Admin, reflection, health) and the OpenAI-compatible HTTP
+    /// facade + /metrics. SIGHUP (or Admin/Reload, POST /admin/reload) reloads the config.
+    Serve(serving::ServeArgs),
+    /// Send one query to a running router and print the JSON reply.
+    Route(serving::RouteArgs),
+    /// gRPC load at a fixed rate (or concurrency) for a duration; prints achieved QPS and latency
+    /// percentiles. Works against the router and the bare echo server (examples/echo_server.rs).
+    Loadgen(serving::LoadgenArgs),
     /// Evaluate assigners on recorded outcomes at equal realized spend, with bootstrap intervals.
     ///
     /// The estimator is trained on the train split and predicts the test split; each assigner's
@@ -159,6 +169,9 @@ fn eval(a: EvalArgs) -> Result<(), String> {
 
 fn run(cli: Cli) -> Result<(), String> {
     match cli.cmd {
+        Cmd::Serve(a) => serving::serve(a),
+        Cmd::Route(a) => serving::route(a),
+        Cmd::Loadgen(a) => serving::loadgen(a),
         Cmd::Eval(a) => eval(a),
         Cmd::BenchSolver { n, m, reps, highs_time_limit, seed, json } => {
             if n.iter().chain(&m).any(|&x| x == 0) {

@@ -1,0 +1,185 @@
+//! The request path shared by gRPC and the HTTP facade: authenticate → validate (and estimate) →
+//! queue for a batch (or shed) → wait for the answer within the call's deadline.
+
+use super::batcher::{Batcher, Job};
+use super::query::{resolve_tenant, validate, Reply, RouteInput, StreamSink};
+use super::state::Shared;
+use crate::{Result, RouterError};
+use std::path::PathBuf;
+use std::sync::atomic::Ordering;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+use tokio::sync::oneshot;
+
+/// Extra time granted past the deadline for an answer already on its way.
+const GRACE: Duration = Duration::from_millis(20);
+
+#[derive(Clone)]
+pub struct Api {
+    pub shared: Arc<Shared>,
+    batcher: Batcher,
+    config_path: PathBuf,
+}
+
+/// A queued call.
+pub struct Pending {
+    rx: oneshot::Receiver<Result<Reply>>,
+    deadline: Instant,
+}
+
+impl Pending {
+    pub async fn wait(self) -> Result<Reply> {
+        let until = tokio::time::Instant::from_std(self.deadline + GRACE);
+        match tokio::time::timeout_at(until, self.rx).await {
+            Ok(Ok(r)) => r,
+            Ok(Err(_)) => Err(RouterError::Internal("the query was dropped without an answer".into())),
+            Err(_) => Err(RouterError::DeadlineExceeded("no answer before the call's deadline".into())),
+        }
+    }
+}
+
+/// Model facts for `ListModels` and `/v1/models`.
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct ModelView {
+    pub name: String,
+    pub backend: String,
+    pub price_in_per_mtok: f64,
+    pub price_out_per_mtok: f64,
+    pub capacity: usize,
+    pub in_flight: usize,
+    pub circuit: &'static str,
+}
+
+impl Api {
+    pub fn new(shared: Arc<Shared>, config_path: PathBuf) -> Api {
+        let queue = shared.live().config.max_queue;
+        let batcher = Batcher::start(shared.clone(), queue);
+        Api { shared, batcher, config_path }
+    }
+
+    fn deadline(&self, timeout: Option<Duration>) -> Instant {
+        let cap = self.shared.live().config.request_timeout;
+        Instant::now() + timeout.map_or(cap, |t| t.min(cap))
+    }
+
+    /// Validates one call and queues it. Errors here are the call's status.
+    pub fn submit(&self, input: RouteInput, timeout: Option<Duration>, stream: Option<StreamSink>) -> Result<Pending> {
+        let live = self.shared.live();
+        let result = (|| {
+            let tenant = resolve_tenant(&live, &input.tenant, input.api_key.as_deref())?;
+            let deadline = self.deadline(timeout);
+            let mut q = validate(&live, input, "", tenant, &self.shared.tenants, deadline)?;
+            let (tx, rx) = oneshot::channel();
+            q.reply = Some(tx);
+            q.stream = stream;
+            self.batcher
+                .submit(Job::One(q))
+                .map_err(|_| RouterError::Overloaded("the batch queue is full; retry later".into()))?;
+            Ok(Pending { rx, deadline })
+        })();
+        if let Err(e) = &result {
+            reject_metric(e);
+        }
+        result
+    }
+
+    pub async fn route(&self, input: RouteInput, timeout: Option<Duration>) -> Result<Reply> {
+        self.submit(input, timeout, None)?.wait().await
+    }
+
+    /// The caller's own batch: validated whole (a bad query names its index), decided together.
+    pub async fn route_batch(
+        &self,
+        tenant: &str,
+        api_key: Option<&str>,
+        inputs: Vec<RouteInput>,
+        timeout: Option<Duration>,
+    ) -> Result<Vec<Result<Reply>>> {
+        let live = self.shared.live();
+        let result = (|| {
+            if inputs.is_empty() {
+                return Err(RouterError::bad("queries", "empty: send at least one query"));
+            }
+            if inputs.len() > live.config.max_batch_request {
+                return Err(RouterError::bad(
+                    "queries",
+                    format!("{} queries, over the limit of {}", inputs.len(), live.config.max_batch_request),
+                ));
+            }
+            let t = resolve_tenant(&live, tenant, api_key)?;
+            let deadline = self.deadline(timeout);
+            let mut pending = Vec::with_capacity(inputs.len());
+            let mut queries = Vec::with_capacity(inputs.len());
+            for (i, mut input) in inputs.into_iter().enumerate() {
+                if !input.tenant.is_empty() && input.tenant != t.name {
+                    return Err(RouterError::bad(format!("queries[{i}].tenant"), "differs from the batch's tenant"));
+                }
+                input.tenant = t.name.clone();
+                let mut q = validate(&live, input, &format!("queries[{i}]."), t, &self.shared.tenants, deadline)?;
+                let (tx, rx) = oneshot::channel();
+                q.reply = Some(tx);
+                pending.push(Pending { rx, deadline });
+                queries.push(q);
+            }
+            self.batcher
+                .submit(Job::Batch(queries))
+                .map_err(|_| RouterError::Overloaded("the batch queue is full; retry later".into()))?;
+            Ok(pending)
+        })();
+        let pending = result.inspect_err(reject_metric)?;
+        let mut out = Vec::with_capacity(pending.len());
+        for p in pending {
+            out.push(p.wait().await);
+        }
+        Ok(out)
+    }
+
+    pub fn models(&self) -> Vec<ModelView> {
+        let live = self.shared.live();
+        live.models
+            .iter()
+            .map(|m| ModelView {
+                name: m.entry.name.clone(),
+                backend: m.backend.describe(),
+                price_in_per_mtok: m.entry.price_in_per_mtok,
+                price_out_per_mtok: m.entry.price_out_per_mtok,
+                capacity: m.capacity,
+                in_flight: m.state.in_flight.load(Ordering::Relaxed),
+                circuit: m.state.breaker().state().as_str(),
+            })
+            .collect()
+    }
+
+    /// Re-reads the config file; on error the current config keeps serving.
+    pub async fn reload(&self) -> Result<u64> {
+        let shared = self.shared.clone();
+        let path = self.config_path.clone();
+        let r = tokio::task::spawn_blocking(move || shared.reload(&path))
+            .await
+            .map_err(|e| RouterError::Internal(format!("reload task: {e}")))?;
+        match &r {
+            Ok(g) => {
+                tracing::info!(generation = g, "config reloaded");
+                metrics::counter!("llmroute_config_reloads_total", "result" => "ok").increment(1);
+                metrics::gauge!("llmroute_config_generation").set(*g as f64);
+            }
+            Err(e) => {
+                tracing::error!(error = %e, "config reload rejected; the last good config keeps serving");
+                metrics::counter!("llmroute_config_reloads_total", "result" => "rejected").increment(1);
+            }
+        }
+        r
+    }
+}
+
+fn reject_metric(e: &RouterError) {
+    let reason = match e {
+        RouterError::BadRequest { .. } => "invalid",
+        RouterError::Unauthenticated(_) => "unauthenticated",
+        RouterError::PermissionDenied(_) => "permission",
+        RouterError::Overloaded(_) => "overloaded",
+        RouterError::TenantOverBudget { .. } => "tenant_budget",
+        _ => "other",
+    };
+    metrics::counter!("llmroute_rejected_total", "reason" => reason).increment(1);
+}

@@ -1,0 +1,217 @@
+//! Clients: `llm-router route` (one call, prints the JSON reply) and `llm-router loadgen` (gRPC
+//! load at a fixed rate, or at a fixed concurrency, for a duration; prints achieved QPS and
+//! latency percentiles).
+
+use crate::{Result, RouterError};
+use llmroute_proto::v1 as pb;
+use llmroute_proto::v1::router_client::RouterClient;
+use serde::Serialize;
+use std::collections::BTreeMap;
+use std::time::{Duration, Instant};
+use tonic::transport::{Channel, Endpoint};
+
+pub async fn connect(addr: &str) -> Result<Channel> {
+    let uri = if addr.starts_with("http://") { addr.to_string() } else { format!("http://{addr}") };
+    Endpoint::from_shared(uri)
+        .map_err(|e| RouterError::bad("--addr", format!("`{addr}`: {e}")))?
+        .tcp_nodelay(true)
+        .connect_timeout(Duration::from_secs(3))
+        .connect()
+        .await
+        .map_err(|e| RouterError::Unavailable(format!("cannot connect to {addr}: {e}")))
+}
+
+/// Adds `authorization: Bearer <key>` and a deadline to a request.
+pub fn request<T>(msg: T, api_key: Option<&str>, timeout: Option<Duration>) -> Result<tonic::Request<T>> {
+    let mut r = tonic::Request::new(msg);
+    if let Some(k) = api_key {
+        let v = format!("Bearer {k}")
+            .parse()
+            .map_err(|_| RouterError::bad("--api-key", "not a valid header value"))?;
+        r.metadata_mut().insert("authorization", v);
+    }
+    if let Some(t) = timeout {
+        r.set_timeout(t);
+    }
+    Ok(r)
+}
+
+pub fn status_error(s: tonic::Status) -> RouterError {
+    RouterError::Unavailable(format!("{:?}: {}", s.code(), s.message()))
+}
+
+/// The JSON printed for a reply.
+pub fn reply_json(r: &pb::RouteResponse) -> serde_json::Value {
+    let usage = r.usage.unwrap_or_default();
+    let p = r.predicted.unwrap_or_default();
+    let why = r.why.clone().unwrap_or_default();
+    serde_json::json!({
+        "model": r.model, "answer": r.answer, "dispatched": r.dispatched,
+        "usage": {"input_tokens": usage.input_tokens, "output_tokens": usage.output_tokens},
+        "cost_usd": r.cost_usd,
+        "predicted": {"mu": p.mu, "sigma": p.sigma, "output_tokens": p.output_tokens, "cost_usd": p.cost_usd},
+        "batch_id": r.batch_id, "batch_size": r.batch_size,
+        "why": {"assigner": why.assigner, "solve_status": why.solve_status, "fallback": why.fallback,
+                "failed_models": why.failed_models, "overdraft": why.overdraft},
+        "finish_reason": r.finish_reason, "latency_ms": r.latency_ms,
+    })
+}
+
+#[derive(Debug, Clone)]
+pub struct LoadSpec {
+    pub addr: String,
+    /// Offered rate (calls/s); 0 = closed loop at `concurrency`.
+    pub qps: f64,
+    pub concurrency: usize,
+    pub duration: Duration,
+    pub timeout: Duration,
+    pub connections: usize,
+    pub prompts: Vec<String>,
+    pub dispatch: bool,
+    pub tenant: String,
+    pub api_key: Option<String>,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct LoadReport {
+    pub offered_qps: f64,
+    pub achieved_qps: f64,
+    pub ok_qps: f64,
+    pub sent: u64,
+    pub ok: u64,
+    /// Calls not sent because `concurrency` calls were already outstanding (open loop only).
+    pub skipped_client_limit: u64,
+    pub errors: BTreeMap<String, u64>,
+    pub ok_latency_ms: Percentiles,
+    pub rejected_latency_ms: Percentiles,
+    pub duration_s: f64,
+}
+
+#[derive(Debug, Clone, Copy, Default, Serialize)]
+pub struct Percentiles {
+    pub n: usize,
+    pub p50: f64,
+    pub p90: f64,
+    pub p99: f64,
+    pub max: f64,
+}
+
+pub fn percentiles(mut v: Vec<f64>) -> Percentiles {
+    if v.is_empty() {
+        return Percentiles::default();
+    }
+    v.sort_by(f64::total_cmp);
+    let q = |p: f64| v[((p * (v.len() - 1) as f64).round() as usize).min(v.len() - 1)];
+    Percentiles { n: v.len(), p50: q(0.5), p90: q(0.9), p99: q(0.99), max: v[v.len() - 1] }
+}
+
+pub async fn loadgen(spec: LoadSpec) -> Result<LoadReport> {
+    if spec.prompts.is_empty() {
+        return Err(RouterError::bad("--prompts", "no prompts"));
+    }
+    let mut clients = Vec::new();
+    for _ in 0..spec.connections.max(1) {
+        clients.push(RouterClient::new(connect(&spec.addr).await?));
+    }
+    let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel::<(f64, Option<tonic::Code>)>();
+    let permits = std::sync::Arc::new(tokio::sync::Semaphore::new(spec.concurrency.max(1)));
+    let start = Instant::now();
+    let end = start + spec.duration;
+    let mut sent = 0u64;
+    let mut skipped = 0u64;
+    let mut tick = tokio::time::interval(Duration::from_millis(1));
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Skip);
+    let mut owed = 0.0f64;
+    let mut last = Instant::now();
+    loop {
+        let now = Instant::now();
+        if now >= end {
+            break;
+        }
+        let burst = if spec.qps > 0.0 {
+            tick.tick().await;
+            let t = Instant::now();
+            owed += spec.qps * t.duration_since(last).as_secs_f64();
+            last = t;
+            let k = owed.floor();
+            owed -= k;
+            k as u64
+        } else {
+            1
+        };
+        for _ in 0..burst {
+            let permit = if spec.qps > 0.0 {
+                match permits.clone().try_acquire_owned() {
+                    Ok(p) => p,
+                    Err(_) => {
+                        skipped += 1;
+                        continue;
+                    }
+                }
+            } else {
+                match permits.clone().acquire_owned().await {
+                    Ok(p) => p,
+                    Err(_) => break,
+                }
+            };
+            let msg = pb::RouteRequest {
+                tenant: spec.tenant.clone(),
+                prompt: spec.prompts[sent as usize % spec.prompts.len()].clone(),
+                dispatch: Some(spec.dispatch),
+                ..Default::default()
+            };
+            let req = request(msg, spec.api_key.as_deref(), Some(spec.timeout))?;
+            let mut client = clients[sent as usize % clients.len()].clone();
+            let tx = tx.clone();
+            sent += 1;
+            tokio::spawn(async move {
+                let t0 = Instant::now();
+                let r = client.route(req).await;
+                let ms = t0.elapsed().as_secs_f64() * 1e3;
+                let _ = tx.send((ms, r.err().map(|s| s.code())));
+                drop(permit);
+            });
+        }
+    }
+    drop(tx);
+    let mut ok_lat = Vec::new();
+    let mut rej_lat = Vec::new();
+    let mut errors: BTreeMap<String, u64> = BTreeMap::new();
+    while let Some((ms, code)) = rx.recv().await {
+        match code {
+            None => ok_lat.push(ms),
+            Some(c) => {
+                *errors.entry(format!("{c:?}")).or_default() += 1;
+                if c == tonic::Code::ResourceExhausted {
+                    rej_lat.push(ms);
+                }
+            }
+        }
+    }
+    let elapsed = start.elapsed().as_secs_f64();
+    let ok = ok_lat.len() as u64;
+    Ok(LoadReport {
+        offered_qps: spec.qps,
+        achieved_qps: sent as f64 / spec.duration.as_secs_f64(),
+        ok_qps: ok as f64 / spec.duration.as_secs_f64(),
+        sent,
+        ok,
+        skipped_client_limit: skipped,
+        errors,
+        ok_latency_ms: percentiles(ok_lat),
+        rejected_latency_ms: percentiles(rej_lat),
+        duration_s: elapsed,
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn percentiles_of_a_ramp() {
+        let p = percentiles((1..=100).map(f64::from).collect());
+        assert_eq!((p.n, p.p50, p.p99, p.max), (100, 51.0, 99.0, 100.0));
+        assert_eq!(percentiles(vec![]).n, 0);
+    }
+}

@@ -1,0 +1,428 @@
+//! Router config (YAML): parsed into an unvalidated struct, then checked into `Config`. A bad file
+//! is rejected with a message naming the field; relative paths are relative to the config file.
+
+use crate::{Result, RouterError};
+use serde::Deserialize;
+use std::collections::BTreeMap;
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct Raw {
+    listen: Option<RawListen>,
+    catalog: Option<String>,
+    estimator: Option<RawEstimator>,
+    replay: Option<RawReplay>,
+    batch: Option<RawBatch>,
+    admission: Option<RawAdmission>,
+    limits: Option<RawLimits>,
+    budget: Option<RawBudget>,
+    assigner: Option<RawAssigner>,
+    backends: Option<RawBackends>,
+    #[serde(default)]
+    instances: BTreeMap<String, u32>,
+    tenants: Option<Vec<RawTenant>>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawListen {
+    grpc: Option<String>,
+    http: Option<String>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawEstimator {
+    records: Option<String>,
+    k: Option<usize>,
+    #[serde(default)]
+    proxies: BTreeMap<String, String>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawReplay {
+    records: Option<String>,
+    ttft_ms: Option<f64>,
+    ms_per_token: Option<f64>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawBatch {
+    window_ms: Option<f64>,
+    max_batch: Option<usize>,
+    max_queue: Option<usize>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawAdmission {
+    max_concurrency: Option<usize>,
+    request_timeout_ms: Option<u64>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawLimits {
+    max_prompt_chars: Option<usize>,
+    max_output_tokens: Option<u32>,
+    default_output_tokens: Option<u32>,
+    max_batch_request: Option<usize>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawBudget {
+    per_query_usd: Option<f64>,
+    carry_unspent: Option<bool>,
+    prior_margin: Option<f64>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawAssigner {
+    kind: Option<String>,
+    gamma: Option<f64>,
+    mip_max_batch: Option<usize>,
+    mip_time_limit_ms: Option<u64>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawBackends {
+    timeout_ms: Option<u64>,
+    breaker_failures: Option<u32>,
+    breaker_open_ms: Option<u64>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawTenant {
+    name: Option<String>,
+    api_key: Option<String>,
+    api_key_env: Option<String>,
+    budget_usd: Option<f64>,
+    window_s: Option<u64>,
+    allowed_models: Option<Vec<String>>,
+}
+
+/// Which assigner solves each batch.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum AssignerKind {
+    Fast,
+    /// HiGHS for batches up to `mip_max_batch`, `fast` above (and when HiGHS runs out of time).
+    Mip,
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct Tenant {
+    pub name: String,
+    /// None: calls without a key are accepted for this tenant.
+    pub api_key: Option<String>,
+    pub budget_usd: f64,
+    pub window: Duration,
+    /// None: every catalog model.
+    pub allowed_models: Option<Vec<String>>,
+}
+
+/// A validated router config.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Config {
+    pub path: PathBuf,
+    pub grpc_listen: SocketAddr,
+    pub http_listen: SocketAddr,
+    pub catalog: PathBuf,
+    pub estimator_records: PathBuf,
+    pub estimator_k: usize,
+    /// Model → recorded model whose outcomes stand in for it in the estimator.
+    pub proxies: BTreeMap<String, String>,
+    pub replay_records: PathBuf,
+    pub replay_ttft: Duration,
+    pub replay_per_token: Duration,
+    pub window: Duration,
+    pub max_batch: usize,
+    pub max_queue: usize,
+    pub max_concurrency: usize,
+    pub request_timeout: Duration,
+    pub max_prompt_chars: usize,
+    pub max_output_tokens: u32,
+    pub default_output_tokens: u32,
+    pub max_batch_request: usize,
+    pub budget_per_query: f64,
+    pub carry_unspent: bool,
+    pub prior_margin: f64,
+    pub assigner: AssignerKind,
+    pub gamma: f64,
+    pub mip_max_batch: usize,
+    pub mip_time_limit: Duration,
+    pub backend_timeout: Duration,
+    pub breaker_failures: u32,
+    pub breaker_open: Duration,
+    pub instances: BTreeMap<String, u32>,
+    pub tenants: Vec<Tenant>,
+}
+
+impl Config {
+    pub fn load(path: &Path) -> Result<Config> {
+        let text =
+            std::fs::read_to_string(path).map_err(|e| RouterError::Io { path: path.to_path_buf(), source: e })?;
+        Self::parse(&text, path)
+    }
+
+    /// Parses and validates; `path` names the file in errors and anchors relative paths.
+    pub fn parse(text: &str, path: &Path) -> Result<Config> {
+        let err = |field: &str, msg: String| RouterError::config(path, field, msg);
+        let raw: Raw = serde_yaml::from_str(text).map_err(|e| err("(document)", e.to_string()))?;
+        let base = path.parent().unwrap_or(Path::new("."));
+        let resolve = |p: &str| -> PathBuf {
+            let p = PathBuf::from(p);
+            if p.is_absolute() {
+                p
+            } else {
+                base.join(p)
+            }
+        };
+        let addr = |field: &str, v: Option<String>, default: &str| -> Result<SocketAddr> {
+            let v = v.unwrap_or_else(|| default.to_string());
+            v.parse().map_err(|_| err(field, format!("`{v}` is not an address like 127.0.0.1:50051")))
+        };
+        let listen = raw.listen.unwrap_or_default();
+        let grpc_listen = addr("listen.grpc", listen.grpc, "127.0.0.1:50051")?;
+        let http_listen = addr("listen.http", listen.http, "127.0.0.1:8080")?;
+        let catalog = resolve(&raw.catalog.ok_or_else(|| err("catalog", "missing: path of the model catalog".into()))?);
+        let est = raw.estimator.unwrap_or_default();
+        let estimator_records = resolve(
+            &est.records.ok_or_else(|| err("estimator.records", "missing: routing records to train on".into()))?,
+        );
+        let estimator_k = est.k.unwrap_or(25);
+        if estimator_k == 0 {
+            return Err(err("estimator.k", "must be at least 1".into()));
+        }
+        let replay = raw.replay.unwrap_or_default();
+        let replay_records = replay.records.map(|p| resolve(&p)).unwrap_or_else(|| estimator_records.clone());
+        let ms = |field: &str, v: Option<f64>, default: f64| -> Result<Duration> {
+            let v = v.unwrap_or(default);
+            if !(v.is_finite() && (0.0..=3.6e6).contains(&v)) {
+                return Err(err(field, format!("{v} is not a duration in ms between 0 and 3600000")));
+            }
+            Ok(Duration::from_secs_f64(v / 1e3))
+        };
+        let replay_ttft = ms("replay.ttft_ms", replay.ttft_ms, 20.0)?;
+        let replay_per_token = ms("replay.ms_per_token", replay.ms_per_token, 0.5)?;
+        let batch = raw.batch.unwrap_or_default();
+        let window = ms("batch.window_ms", batch.window_ms, 5.0)?;
+        let pos = |field: &str, v: Option<usize>, default: usize| -> Result<usize> {
+            match v.unwrap_or(default) {
+                0 => Err(err(field, "must be at least 1".into())),
+                v => Ok(v),
+            }
+        };
+        let max_batch = pos("batch.max_batch", batch.max_batch, 64)?;
+        let max_queue = pos("batch.max_queue", batch.max_queue, 4096)?;
+        let adm = raw.admission.unwrap_or_default();
+        let max_concurrency = pos("admission.max_concurrency", adm.max_concurrency, 2048)?;
+        let request_timeout = Duration::from_millis(
+            pos("admission.request_timeout_ms", adm.request_timeout_ms.map(|v| v as usize), 60_000)? as u64,
+        );
+        let lim = raw.limits.unwrap_or_default();
+        let max_prompt_chars = pos("limits.max_prompt_chars", lim.max_prompt_chars, 32_000)?;
+        let max_output_tokens = pos("limits.max_output_tokens", lim.max_output_tokens.map(|v| v as usize), 4096)? as u32;
+        let default_output_tokens =
+            pos("limits.default_output_tokens", lim.default_output_tokens.map(|v| v as usize), 256)? as u32;
+        if default_output_tokens > max_output_tokens {
+            return Err(err(
+                "limits.default_output_tokens",
+                format!("{default_output_tokens} is above limits.max_output_tokens ({max_output_tokens})"),
+            ));
+        }
+        let max_batch_request = pos("limits.max_batch_request", lim.max_batch_request, 1024)?;
+        let bud = raw.budget.unwrap_or_default();
+        let budget_per_query =
+            bud.per_query_usd.ok_or_else(|| err("budget.per_query_usd", "missing: USD per query".into()))?;
+        if !(budget_per_query.is_finite() && budget_per_query > 0.0) {
+            return Err(err("budget.per_query_usd", format!("{budget_per_query} is not a positive number")));
+        }
+        let prior_margin = bud.prior_margin.unwrap_or(0.1);
+        if !(prior_margin.is_finite() && (0.0..=10.0).contains(&prior_margin)) {
+            return Err(err("budget.prior_margin", format!("{prior_margin} is not in [0, 10]")));
+        }
+        let asg = raw.assigner.unwrap_or_default();
+        let assigner = match asg.kind.as_deref().unwrap_or("fast") {
+            "fast" => AssignerKind::Fast,
+            "mip" => AssignerKind::Mip,
+            other => return Err(err("assigner.kind", format!("`{other}`: expected `fast` or `mip`"))),
+        };
+        let gamma = asg.gamma.unwrap_or(0.0);
+        if !(gamma.is_finite() && gamma >= 0.0) {
+            return Err(err("assigner.gamma", format!("{gamma} is not a non-negative number")));
+        }
+        let mip_max_batch = pos("assigner.mip_max_batch", asg.mip_max_batch, 32)?;
+        let mip_time_limit = Duration::from_millis(
+            pos("assigner.mip_time_limit_ms", asg.mip_time_limit_ms.map(|v| v as usize), 50)? as u64,
+        );
+        let be = raw.backends.unwrap_or_default();
+        let backend_timeout =
+            Duration::from_millis(pos("backends.timeout_ms", be.timeout_ms.map(|v| v as usize), 30_000)? as u64);
+        let breaker_failures =
+            pos("backends.breaker_failures", be.breaker_failures.map(|v| v as usize), 3)? as u32;
+        let breaker_open =
+            Duration::from_millis(pos("backends.breaker_open_ms", be.breaker_open_ms.map(|v| v as usize), 2000)? as u64);
+        for (model, n) in &raw.instances {
+            if *n == 0 {
+                return Err(err(&format!("instances.{model}"), "must be at least 1".into()));
+            }
+        }
+        let raw_tenants = raw.tenants.unwrap_or_default();
+        if raw_tenants.is_empty() {
+            return Err(err("tenants", "missing or empty: list at least one tenant".into()));
+        }
+        let mut tenants: Vec<Tenant> = Vec::new();
+        for (i, t) in raw_tenants.into_iter().enumerate() {
+            let f = |k: &str| format!("tenants[{i}].{k}");
+            let name = t.name.filter(|s| !s.trim().is_empty()).ok_or_else(|| err(&f("name"), "missing or empty".into()))?;
+            if tenants.iter().any(|o| o.name == name) {
+                return Err(err(&f("name"), format!("duplicate tenant `{name}`")));
+            }
+            let api_key = match (t.api_key, t.api_key_env) {
+                (Some(_), Some(_)) => return Err(err(&f("api_key"), "give api_key or api_key_env, not both".into())),
+                (Some(k), None) => Some(k),
+                (None, Some(var)) => Some(std::env::var(&var).map_err(|_| {
+                    err(&f("api_key_env"), format!("environment variable `{var}` is not set"))
+                })?),
+                (None, None) => None,
+            };
+            if let Some(k) = &api_key {
+                if k.len() < 8 {
+                    return Err(err(&f("api_key"), "too short: use at least 8 characters".into()));
+                }
+                if tenants.iter().any(|o| o.api_key.as_deref() == Some(k.as_str())) {
+                    return Err(err(&f("api_key"), "the same key is given to another tenant".into()));
+                }
+            }
+            let budget_usd = t.budget_usd.ok_or_else(|| err(&f("budget_usd"), "missing".into()))?;
+            if !(budget_usd.is_finite() && budget_usd > 0.0) {
+                return Err(err(&f("budget_usd"), format!("{budget_usd} is not a positive number")));
+            }
+            let window_s = t.window_s.unwrap_or(3600);
+            if window_s == 0 {
+                return Err(err(&f("window_s"), "must be at least 1".into()));
+            }
+            if let Some(list) = &t.allowed_models {
+                if list.is_empty() {
+                    return Err(err(&f("allowed_models"), "empty: omit it to allow every model".into()));
+                }
+            }
+            tenants.push(Tenant {
+                name,
+                api_key,
+                budget_usd,
+                window: Duration::from_secs(window_s),
+                allowed_models: t.allowed_models,
+            });
+        }
+        Ok(Config {
+            path: path.to_path_buf(),
+            grpc_listen,
+            http_listen,
+            catalog,
+            estimator_records,
+            estimator_k,
+            proxies: est.proxies,
+            replay_records,
+            replay_ttft,
+            replay_per_token,
+            window,
+            max_batch,
+            max_queue,
+            max_concurrency,
+            request_timeout,
+            max_prompt_chars,
+            max_output_tokens,
+            default_output_tokens,
+            max_batch_request,
+            budget_per_query,
+            carry_unspent: bud.carry_unspent.unwrap_or(false),
+            prior_margin,
+            assigner,
+            gamma,
+            mip_max_batch,
+            mip_time_limit,
+            backend_timeout,
+            breaker_failures,
+            breaker_open,
+            instances: raw.instances,
+            tenants,
+        })
+    }
+
+    /// Checks names that refer to the catalog (instances, proxies, tenants' allowed models).
+    pub fn check_against(&self, models: &[String]) -> Result<()> {
+        let known = |m: &str| models.iter().any(|n| n == m);
+        let err = |field: String, msg: String| RouterError::config(&self.path, field, msg);
+        for m in self.instances.keys() {
+            if !known(m) {
+                return Err(err(format!("instances.{m}"), format!("`{m}` is not in the catalog")));
+            }
+        }
+        for m in self.proxies.keys() {
+            if !known(m) {
+                return Err(err(format!("estimator.proxies.{m}"), format!("`{m}` is not in the catalog")));
+            }
+        }
+        for (i, t) in self.tenants.iter().enumerate() {
+            for (k, m) in t.allowed_models.iter().flatten().enumerate() {
+                if !known(m) {
+                    return Err(err(format!("tenants[{i}].allowed_models[{k}]"), format!("`{m}` is not in the catalog")));
+                }
+            }
+        }
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const GOOD: &str = "catalog: c.yaml\nestimator: {records: r.jsonl}\nbudget: {per_query_usd: 0.001}\n\
+                        tenants: [{name: default, budget_usd: 1}]\n";
+
+    #[test]
+    fn good_config_gets_defaults_and_relative_paths() {
+        let c = Config::parse(GOOD, Path::new("/etc/llmroute/router.yaml")).unwrap();
+        assert_eq!(c.catalog, PathBuf::from("/etc/llmroute/c.yaml"));
+        assert_eq!(c.replay_records, PathBuf::from("/etc/llmroute/r.jsonl"));
+        assert_eq!(c.max_batch, 64);
+        assert_eq!(c.assigner, AssignerKind::Fast);
+        assert_eq!(c.tenants[0].api_key, None);
+    }
+
+    #[test]
+    fn bad_fields_are_named() {
+        let cases = [
+            (GOOD.replace("0.001", "-1"), "budget.per_query_usd"),
+            (format!("{GOOD}batch: {{max_batch: 0}}\n"), "batch.max_batch"),
+            (format!("{GOOD}assigner: {{kind: greedy}}\n"), "assigner.kind"),
+            (format!("{GOOD}listen: {{grpc: nowhere}}\n"), "listen.grpc"),
+            (GOOD.replace("budget_usd: 1", "budget_usd: 1, api_key: abc"), "tenants[0].api_key"),
+            (format!("{GOOD}bogus: 1\n"), "(document)"),
+            (GOOD.replace("catalog: c.yaml\n", ""), "catalog"),
+        ];
+        for (text, field) in cases {
+            let e = Config::parse(&text, Path::new("r.yaml")).unwrap_err().to_string();
+            assert!(e.contains(&format!("field `{field}`")), "{field}: {e}");
+        }
+    }
+
+    #[test]
+    fn names_are_checked_against_the_catalog() {
+        let text = format!("{GOOD}instances: {{ghost: 2}}\n");
+        let c = Config::parse(&text, Path::new("r.yaml")).unwrap();
+        let e = c.check_against(&["a".into()]).unwrap_err().to_string();
+        assert!(e.contains("instances.ghost"), "{e}");
+    }
+}

@@ -1,0 +1,168 @@
+//! A closed batch → the batch problem (μ, σ, cost, KV tokens, allowed, slots) → the ledger's budget
+//! → the assigner's choice. Runs on the batcher task; HiGHS (when configured) on a blocking thread,
+//! with `fast` as the fallback when it fails or runs out of time.
+
+use super::config::AssignerKind;
+use super::query::Query;
+use super::state::{next_batch_id, Live, Shared};
+use crate::assign::{min_cost_assignment, Assigner, Assignment, Fast, Mip, Problem, SolveStatus};
+use crate::ledger::BatchBudget;
+use crate::RouterError;
+use std::sync::atomic::Ordering;
+use std::sync::Arc;
+use std::time::Instant;
+
+pub struct Decided {
+    pub batch_id: u64,
+    pub live: Arc<Live>,
+    pub problem: Arc<Problem>,
+    pub choice: Vec<usize>,
+    pub assigner: String,
+    pub status: SolveStatus,
+    pub budget: BatchBudget,
+    pub queries: Vec<Query>,
+}
+
+/// Answers a query with an error (the caller may have gone away: nothing to do then).
+pub fn fail(mut q: Query, e: RouterError) {
+    if let Some(tx) = q.reply.take() {
+        let _ = tx.send(Err(e));
+    }
+}
+
+/// Brings a query validated under an older config generation onto `live` (models by name).
+fn rebase(q: &mut Query, live: &Arc<Live>) {
+    if q.live.generation == live.generation {
+        return;
+    }
+    let mut allowed = vec![false; live.models.len()];
+    for (j, ok) in q.allowed.iter().enumerate() {
+        if *ok {
+            if let Some(k) = live.model_index(&q.live.models[j].entry.name) {
+                allowed[k] = true;
+            }
+        }
+    }
+    q.allowed = allowed;
+    if !Arc::ptr_eq(&q.live.trained, &live.trained) {
+        let prompt = super::backend::prompt_text(&q.messages);
+        q.prediction = live.trained.estimator.predict(&prompt, q.task.as_deref());
+    }
+    q.live = live.clone();
+}
+
+pub async fn decide(shared: &Arc<Shared>, queries: Vec<Query>) -> Option<Decided> {
+    let start = Instant::now();
+    let live = shared.live();
+    let cfg = &live.config;
+    let m = live.models.len();
+    let open: Vec<bool> = live.models.iter().map(|md| !md.state.breaker().allows()).collect();
+    // Rows of the problem; queries with no feasible model are answered now.
+    let mut kept: Vec<Query> = Vec::with_capacity(queries.len());
+    let mut rows: Vec<(Vec<f64>, Vec<f64>, Vec<f64>, Vec<f64>, Vec<bool>)> = Vec::with_capacity(queries.len());
+    for mut q in queries {
+        if Instant::now() >= q.deadline {
+            fail(q, RouterError::DeadlineExceeded("the call's deadline passed while it waited for a batch".into()));
+            continue;
+        }
+        rebase(&mut q, &live);
+        let p = &q.prediction;
+        let (mut mu, mut sigma, mut cost, mut tokens, mut allowed) =
+            (vec![0.0; m], vec![0.0; m], vec![0.0; m], vec![0.0; m], vec![false; m]);
+        for (j, md) in live.models.iter().enumerate() {
+            let e = md.est_index;
+            let out = p.output_tokens[e].min(q.max_tokens as f64);
+            mu[j] = p.mu[e];
+            sigma[j] = p.sigma[e];
+            cost[j] = md.entry.cost(q.input_tokens as f64, out);
+            tokens[j] = q.input_tokens as f64 + out;
+            allowed[j] = q.allowed[j] && !open[j] && q.cost_cap.is_none_or(|cap| cost[j] <= cap);
+        }
+        if !allowed.iter().any(|&a| a) {
+            let why = if q.allowed.iter().zip(&open).any(|(&a, &o)| a && o) {
+                "every allowed model's circuit is open or its predicted cost is above max_cost_usd"
+            } else {
+                "every allowed model's predicted cost is above max_cost_usd"
+            };
+            fail(q, RouterError::NoFeasibleModel(why.into()));
+            continue;
+        }
+        rows.push((mu, sigma, cost, tokens, allowed));
+        kept.push(q);
+    }
+    if kept.is_empty() {
+        return None;
+    }
+    let n = kept.len();
+    let mut p = Problem::new(n, m);
+    for (i, (mu, sigma, cost, tokens, allowed)) in rows.into_iter().enumerate() {
+        let r = i * m..(i + 1) * m;
+        p.mu[r.clone()].copy_from_slice(&mu);
+        p.sigma[r.clone()].copy_from_slice(&sigma);
+        p.cost[r.clone()].copy_from_slice(&cost);
+        p.tokens[r.clone()].copy_from_slice(&tokens);
+        p.allowed[r].copy_from_slice(&allowed);
+    }
+    for (j, md) in live.models.iter().enumerate() {
+        p.slots[j] = md.capacity.saturating_sub(md.state.in_flight.load(Ordering::Relaxed));
+        let instances = cfg.instances.get(&md.entry.name).copied().unwrap_or(1) as f64;
+        p.kv_free[j] = md.entry.kv_tokens.map_or(f64::INFINITY, |kv| kv as f64 * instances);
+    }
+    p.gamma = cfg.gamma.min(n as f64);
+    let min_cost = p.cost_of(&min_cost_assignment(&p));
+    let budget = shared.ledger().reserve(n, min_cost);
+    p.budget = budget.plan;
+    if budget.overdraft {
+        metrics::counter!("llmroute_overdraft_batches_total").increment(1);
+    }
+    let p = Arc::new(p);
+    let (assignment, assigner) = solve(&live, &p).await;
+    let batch_id = next_batch_id(shared);
+    metrics::histogram!("llmroute_decision_seconds").record(start.elapsed().as_secs_f64());
+    metrics::histogram!("llmroute_batch_size").record(n as f64);
+    tracing::debug!(batch_id, n, assigner = %assigner, status = ?assignment.status, budget = budget.budget, "batch decided");
+    Some(Decided {
+        batch_id,
+        live: live.clone(),
+        problem: p,
+        choice: assignment.choice,
+        assigner,
+        status: assignment.status,
+        budget,
+        queries: kept,
+    })
+}
+
+async fn solve(live: &Live, p: &Arc<Problem>) -> (Assignment, String) {
+    let cfg = &live.config;
+    let fast_name = if p.gamma > 0.0 { format!("fast(gamma={})", p.gamma) } else { "fast".to_string() };
+    if cfg.assigner == AssignerKind::Mip && p.n <= cfg.mip_max_batch {
+        let mip = Mip { time_limit_s: cfg.mip_time_limit.as_secs_f64(), rel_gap: 1e-3 };
+        let pc = p.clone();
+        let t0 = Instant::now();
+        let hard = cfg.mip_time_limit * 2;
+        let run = tokio::task::spawn_blocking(move || mip.solve(&pc));
+        match tokio::time::timeout(hard, run).await {
+            Ok(Ok(Ok(a))) => {
+                metrics::histogram!("llmroute_solver_seconds", "assigner" => "mip").record(t0.elapsed().as_secs_f64());
+                return (a, "mip".into());
+            }
+            Ok(Ok(Err(e))) => tracing::warn!(error = %e, "mip failed; falling back to fast"),
+            Ok(Err(e)) => tracing::warn!(error = %e, "mip task failed; falling back to fast"),
+            Err(_) => tracing::warn!(limit_ms = hard.as_millis() as u64, "mip ran past its limit; falling back to fast"),
+        }
+    }
+    let t0 = Instant::now();
+    let result = Fast::default().solve(p);
+    metrics::histogram!("llmroute_solver_seconds", "assigner" => "fast").record(t0.elapsed().as_secs_f64());
+    match result {
+        Ok(a) => (a, fast_name),
+        Err(e) => {
+            // Cannot happen for a validated problem; serve the cheapest assignment rather than fail.
+            tracing::error!(error = %e, "fast assigner failed; using the cheapest assignment");
+            let choice = min_cost_assignment(p);
+            let objective = p.objective(&choice);
+            (Assignment { choice, objective, bound: None, status: SolveStatus::Relaxed }, "min-cost".into())
+        }
+    }
+}

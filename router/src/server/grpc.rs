@@ -1,0 +1,186 @@
+//! The `llmroute.v1.Router` and `Admin` gRPC services over `Api`.
+
+use super::api::Api;
+use super::backend::ChatMessage;
+use super::query::{Reply, RouteInput, StreamSink};
+use llmroute_proto::v1 as pb;
+use llmroute_proto::v1::route_stream_event::Event;
+use std::pin::Pin;
+use std::time::Duration;
+use tokio::sync::{mpsc, oneshot};
+use tokio_stream::wrappers::ReceiverStream;
+use tonic::metadata::MetadataMap;
+use tonic::{Request, Response, Status};
+
+pub struct RouterService {
+    pub api: Api,
+}
+
+pub struct AdminService {
+    pub api: Api,
+}
+
+/// The API key from `authorization: Bearer <key>` or `x-api-key: <key>`.
+pub fn api_key(md: &MetadataMap) -> Option<String> {
+    if let Some(v) = md.get("authorization").and_then(|v| v.to_str().ok()) {
+        let v = v.trim();
+        return Some(v.strip_prefix("Bearer ").or_else(|| v.strip_prefix("bearer ")).unwrap_or(v).trim().to_string());
+    }
+    md.get("x-api-key").and_then(|v| v.to_str().ok()).map(|v| v.trim().to_string())
+}
+
+/// The call's `grpc-timeout` (e.g. `250m` = 250 ms), when the client set a deadline.
+pub fn grpc_timeout(md: &MetadataMap) -> Option<Duration> {
+    let v = md.get("grpc-timeout")?.to_str().ok()?;
+    let (num, unit) = v.split_at(v.len().checked_sub(1)?);
+    let n: u64 = num.parse().ok()?;
+    Some(match unit {
+        "H" => Duration::from_secs(n.saturating_mul(3600)),
+        "M" => Duration::from_secs(n.saturating_mul(60)),
+        "S" => Duration::from_secs(n),
+        "m" => Duration::from_millis(n),
+        "u" => Duration::from_micros(n),
+        "n" => Duration::from_nanos(n),
+        _ => return None,
+    })
+}
+
+fn input(r: pb::RouteRequest, key: Option<String>) -> RouteInput {
+    RouteInput {
+        tenant: r.tenant,
+        api_key: key,
+        prompt: r.prompt,
+        messages: r.messages.into_iter().map(|m| ChatMessage { role: m.role, content: m.content }).collect(),
+        task: r.task.filter(|t| !t.is_empty()),
+        max_output_tokens: r.max_output_tokens,
+        allowed_models: r.allowed_models,
+        dispatch: r.dispatch.unwrap_or(true),
+        max_cost_usd: r.max_cost_usd,
+    }
+}
+
+pub fn to_pb(r: Reply) -> pb::RouteResponse {
+    pb::RouteResponse {
+        model: r.model,
+        answer: r.answer,
+        usage: Some(pb::Usage { input_tokens: r.input_tokens, output_tokens: r.output_tokens }),
+        cost_usd: r.cost_usd,
+        predicted: Some(pb::PredictedQuality {
+            mu: r.predicted.mu,
+            sigma: r.predicted.sigma,
+            output_tokens: r.predicted.output_tokens,
+            cost_usd: r.predicted.cost_usd,
+        }),
+        batch_id: r.batch_id,
+        batch_size: r.batch_size,
+        why: Some(pb::Why {
+            assigner: r.assigner,
+            solve_status: r.solve_status,
+            fallback: r.fallback,
+            failed_models: r.failed_models,
+            overdraft: r.overdraft,
+        }),
+        dispatched: r.dispatched,
+        finish_reason: r.finish_reason,
+        latency_ms: r.latency_ms,
+    }
+}
+
+type EventStream = Pin<Box<dyn tokio_stream::Stream<Item = Result<pb::RouteStreamEvent, Status>> + Send>>;
+
+#[tonic::async_trait]
+impl pb::router_server::Router for RouterService {
+    async fn route(&self, req: Request<pb::RouteRequest>) -> Result<Response<pb::RouteResponse>, Status> {
+        let (key, timeout) = (api_key(req.metadata()), grpc_timeout(req.metadata()));
+        let reply = self.api.route(input(req.into_inner(), key), timeout).await?;
+        Ok(Response::new(to_pb(reply)))
+    }
+
+    async fn route_batch(
+        &self,
+        req: Request<pb::RouteBatchRequest>,
+    ) -> Result<Response<pb::RouteBatchResponse>, Status> {
+        let (key, timeout) = (api_key(req.metadata()), grpc_timeout(req.metadata()));
+        let r = req.into_inner();
+        let inputs: Vec<RouteInput> = r.queries.into_iter().map(|q| input(q, None)).collect();
+        let results = self.api.route_batch(&r.tenant, key.as_deref(), inputs, timeout).await?;
+        let mut out = pb::RouteBatchResponse::default();
+        for (i, res) in results.into_iter().enumerate() {
+            match res {
+                Ok(rep) => {
+                    out.batch_id = rep.batch_id;
+                    out.spend_usd += rep.cost_usd;
+                    out.budget_usd = rep.batch_budget_usd;
+                    out.results.push(to_pb(rep));
+                }
+                // One failed query fails the call: the client gets which one and why.
+                Err(e) => {
+                    let code = e.grpc_code();
+                    return Err(Status::new(code, format!("queries[{i}]: {e}")));
+                }
+            }
+        }
+        Ok(Response::new(out))
+    }
+
+    type RouteStreamStream = EventStream;
+
+    async fn route_stream(&self, req: Request<pb::RouteRequest>) -> Result<Response<EventStream>, Status> {
+        let (key, timeout) = (api_key(req.metadata()), grpc_timeout(req.metadata()));
+        let (dtx, drx) = oneshot::channel();
+        let (ptx, mut prx) = mpsc::channel::<String>(64);
+        let pending =
+            self.api.submit(input(req.into_inner(), key), timeout, Some(StreamSink { decision: dtx, deltas: ptx }))?;
+        let (tx, rx) = mpsc::channel(64);
+        tokio::spawn(async move {
+            if let Ok(start) = drx.await {
+                let _ = tx.send(Ok(pb::RouteStreamEvent { event: Some(Event::Start(to_pb(start))) })).await;
+            }
+            while let Some(piece) = prx.recv().await {
+                let _ = tx.send(Ok(pb::RouteStreamEvent { event: Some(Event::Delta(piece)) })).await;
+            }
+            let last = match pending.wait().await {
+                Ok(r) => Ok(pb::RouteStreamEvent { event: Some(Event::Done(to_pb(r))) }),
+                Err(e) => Err(Status::from(e)),
+            };
+            let _ = tx.send(last).await;
+        });
+        Ok(Response::new(Box::pin(ReceiverStream::new(rx))))
+    }
+
+    async fn list_models(
+        &self,
+        _req: Request<pb::ListModelsRequest>,
+    ) -> Result<Response<pb::ListModelsResponse>, Status> {
+        let models = self
+            .api
+            .models()
+            .into_iter()
+            .map(|m| pb::ModelInfo {
+                name: m.name,
+                backend: m.backend,
+                price_in_per_mtok: m.price_in_per_mtok,
+                price_out_per_mtok: m.price_out_per_mtok,
+                capacity: m.capacity as u32,
+                in_flight: m.in_flight as u32,
+                circuit: m.circuit.into(),
+            })
+            .collect();
+        Ok(Response::new(pb::ListModelsResponse { models }))
+    }
+}
+
+#[tonic::async_trait]
+impl pb::admin_server::Admin for AdminService {
+    async fn reload(&self, _req: Request<pb::ReloadRequest>) -> Result<Response<pb::ReloadResponse>, Status> {
+        let r = match self.api.reload().await {
+            Ok(g) => pb::ReloadResponse { ok: true, message: "reloaded".into(), generation: g },
+            Err(e) => pb::ReloadResponse {
+                ok: false,
+                message: format!("rejected, the last good config keeps serving: {e}"),
+                generation: self.api.shared.live().generation,
+            },
+        };
+        Ok(Response::new(r))
+    }
+}

@@ -1,0 +1,43 @@
+//! Background upkeep: per-model gauges (in flight, free slots, circuit state, tenants' spend) and
+//! the prober that checks an open breaker's server and lets traffic back when it answers.
+
+use super::state::Shared;
+use std::sync::atomic::Ordering;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+pub fn start(shared: Arc<Shared>) {
+    tokio::spawn(async move {
+        let mut tick = tokio::time::interval(Duration::from_millis(250));
+        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Skip);
+        loop {
+            tick.tick().await;
+            let live = shared.live();
+            for md in &live.models {
+                let name = md.entry.name.clone();
+                let inf = md.state.in_flight.load(Ordering::Relaxed);
+                metrics::gauge!("llmroute_in_flight", "model" => name.clone()).set(inf as f64);
+                metrics::gauge!("llmroute_free_slots", "model" => name.clone()).set(md.capacity.saturating_sub(inf) as f64);
+                let state = md.state.breaker().state();
+                metrics::gauge!("llmroute_circuit_state", "model" => name.clone()).set(state.gauge());
+                let due = md.state.breaker().due_for_probe(live.config.breaker_open, Instant::now());
+                if due {
+                    let ok = md.backend.healthy().await;
+                    let mut b = md.state.breaker();
+                    if ok {
+                        b.on_probe_ok();
+                        tracing::info!(model = %name, "probe answered; circuit half-open");
+                    } else {
+                        b.on_probe_failed(Instant::now());
+                        tracing::debug!(model = %name, "probe failed; circuit stays open");
+                    }
+                    metrics::gauge!("llmroute_circuit_state", "model" => name).set(b.state().gauge());
+                }
+            }
+            for t in &live.config.tenants {
+                let (spent, reserved) = shared.tenants.usage(&t.name, t.window);
+                metrics::gauge!("llmroute_tenant_spend_usd", "tenant" => t.name.clone()).set(spent + reserved);
+            }
+        }
+    });
+}

@@ -1,0 +1,219 @@
+//! A call's input checked into a `Query` (every bad field gets a typed error naming it), and the
+//! reply the router sends back. Shared by the gRPC service and the HTTP facade.
+
+use super::backend::{prompt_text, ChatMessage};
+use super::config::Tenant;
+use super::state::Live;
+use super::tenants::TenantBook;
+use crate::{Result, RouterError};
+use estimator::Prediction;
+use std::sync::Arc;
+use std::time::Instant;
+use tokio::sync::{mpsc, oneshot};
+
+/// A call as it arrives (before validation), from gRPC or HTTP.
+#[derive(Debug, Clone, Default)]
+pub struct RouteInput {
+    pub tenant: String,
+    pub api_key: Option<String>,
+    pub prompt: String,
+    pub messages: Vec<ChatMessage>,
+    pub task: Option<String>,
+    pub max_output_tokens: Option<u32>,
+    pub allowed_models: Vec<String>,
+    pub dispatch: bool,
+    pub max_cost_usd: Option<f64>,
+}
+
+/// Predicted quality and cost of the chosen model.
+#[derive(Debug, Clone, Copy, Default, serde::Serialize)]
+pub struct Predicted {
+    pub mu: f64,
+    pub sigma: f64,
+    pub output_tokens: f64,
+    pub cost_usd: f64,
+}
+
+/// What the router answers for one query.
+#[derive(Debug, Clone, Default, serde::Serialize)]
+pub struct Reply {
+    pub model: String,
+    pub answer: String,
+    pub input_tokens: u32,
+    pub output_tokens: u32,
+    pub cost_usd: f64,
+    pub predicted: Predicted,
+    pub batch_id: u64,
+    pub batch_size: u32,
+    /// The batch's budget from the ledger.
+    pub batch_budget_usd: f64,
+    pub assigner: String,
+    pub solve_status: String,
+    pub fallback: bool,
+    pub failed_models: Vec<String>,
+    pub overdraft: bool,
+    pub dispatched: bool,
+    pub finish_reason: String,
+    pub latency_ms: f64,
+}
+
+/// Streaming calls get the decision first, then the answer's pieces.
+pub struct StreamSink {
+    pub decision: oneshot::Sender<Reply>,
+    pub deltas: mpsc::Sender<String>,
+}
+
+/// A validated query waiting for its batch.
+pub struct Query {
+    pub live: Arc<Live>,
+    pub tenant: String,
+    pub messages: Vec<ChatMessage>,
+    pub task: Option<String>,
+    pub max_tokens: u32,
+    pub input_tokens: u32,
+    /// Per live model: may this query go there (tenant policy ∩ request list).
+    pub allowed: Vec<bool>,
+    pub dispatch: bool,
+    pub cost_cap: Option<f64>,
+    pub prediction: Prediction,
+    pub deadline: Instant,
+    pub enqueued: Instant,
+    pub stream: Option<StreamSink>,
+    pub reply: Option<oneshot::Sender<Result<Reply>>>,
+}
+
+/// Finds the caller's tenant from its API key and/or tenant name.
+pub fn resolve_tenant<'a>(live: &'a Live, tenant: &str, api_key: Option<&str>) -> Result<&'a Tenant> {
+    match api_key.filter(|k| !k.is_empty()) {
+        Some(key) => {
+            let t = live.tenant_by_key(key).ok_or_else(|| RouterError::Unauthenticated("unknown API key".into()))?;
+            if !tenant.is_empty() && tenant != t.name {
+                return Err(RouterError::PermissionDenied(format!(
+                    "field `tenant`: the API key belongs to another tenant than `{tenant}`"
+                )));
+            }
+            Ok(t)
+        }
+        None => {
+            let name = if tenant.is_empty() { "default" } else { tenant };
+            let t = live.tenant(name).ok_or_else(|| {
+                RouterError::Unauthenticated(format!("field `tenant`: unknown tenant `{name}` (and no API key given)"))
+            })?;
+            if t.api_key.is_some() {
+                return Err(RouterError::Unauthenticated(format!(
+                    "tenant `{name}` needs an API key (metadata `authorization: Bearer <key>`)"
+                )));
+            }
+            Ok(t)
+        }
+    }
+}
+
+/// Checks a call, names the first bad field (prefixed by `at`, e.g. `queries[3].`), and predicts
+/// quality and cost for it. Also checks the tenant's budget.
+pub fn validate(
+    live: &Arc<Live>,
+    input: RouteInput,
+    at: &str,
+    tenant: &Tenant,
+    book: &TenantBook,
+    deadline: Instant,
+) -> Result<Query> {
+    let cfg = &live.config;
+    let given_messages = !input.messages.is_empty();
+    let f = |k: &str| format!("{at}{k}");
+    let messages = if !input.messages.is_empty() {
+        if !input.prompt.is_empty() {
+            return Err(RouterError::bad(f("prompt"), "give `prompt` or `messages`, not both"));
+        }
+        for (i, m) in input.messages.iter().enumerate() {
+            if !matches!(m.role.as_str(), "system" | "user" | "assistant") {
+                return Err(RouterError::bad(
+                    f(&format!("messages[{i}].role")),
+                    format!("`{}`: expected system, user or assistant", m.role.chars().take(20).collect::<String>()),
+                ));
+            }
+        }
+        if !input.messages.iter().any(|m| m.role == "user" && !m.content.trim().is_empty()) {
+            return Err(RouterError::bad(f("messages"), "no non-empty user message"));
+        }
+        input.messages
+    } else {
+        if input.prompt.trim().is_empty() {
+            return Err(RouterError::bad(f("prompt"), "empty: give a prompt or messages"));
+        }
+        vec![ChatMessage { role: "user".into(), content: input.prompt }]
+    };
+    let chars: usize = messages.iter().map(|m| m.content.chars().count()).sum();
+    if chars > cfg.max_prompt_chars {
+        return Err(RouterError::bad(
+            f(if given_messages { "messages" } else { "prompt" }),
+            format!("{chars} characters, over the limit of {}", cfg.max_prompt_chars),
+        ));
+    }
+    let max_tokens = match input.max_output_tokens {
+        None => cfg.default_output_tokens,
+        Some(0) => return Err(RouterError::bad(f("max_output_tokens"), "must be at least 1")),
+        Some(n) if n > cfg.max_output_tokens => {
+            return Err(RouterError::bad(
+                f("max_output_tokens"),
+                format!("{n} is over the limit of {}", cfg.max_output_tokens),
+            ))
+        }
+        Some(n) => n,
+    };
+    if let Some(c) = input.max_cost_usd {
+        if !(c.is_finite() && c >= 0.0) {
+            return Err(RouterError::bad(f("max_cost_usd"), format!("{c} is not a non-negative number")));
+        }
+    }
+    if let Some(t) = &input.task {
+        if t.len() > 200 {
+            return Err(RouterError::bad(f("task"), "longer than 200 bytes"));
+        }
+    }
+    let mut allowed: Vec<bool> = live
+        .models
+        .iter()
+        .map(|m| tenant.allowed_models.as_ref().is_none_or(|list| list.contains(&m.entry.name)))
+        .collect();
+    if !input.allowed_models.is_empty() {
+        let mut req = vec![false; live.models.len()];
+        for (k, name) in input.allowed_models.iter().enumerate() {
+            let j = live.model_index(name).ok_or_else(|| {
+                RouterError::bad(f(&format!("allowed_models[{k}]")), format!("unknown model `{name}`"))
+            })?;
+            if !allowed[j] {
+                return Err(RouterError::PermissionDenied(format!(
+                    "field `{}`: tenant `{}` may not use model `{name}`",
+                    f(&format!("allowed_models[{k}]")),
+                    tenant.name
+                )));
+            }
+            req[j] = true;
+        }
+        allowed = req;
+    }
+    if input.dispatch {
+        book.check(&tenant.name, tenant.budget_usd, tenant.window)?;
+    }
+    let prompt = prompt_text(&messages);
+    let prediction = live.trained.estimator.predict(&prompt, input.task.as_deref());
+    let now = Instant::now();
+    Ok(Query {
+        live: live.clone(),
+        tenant: tenant.name.clone(),
+        input_tokens: estimator::estimate_tokens(&prompt),
+        messages,
+        task: input.task,
+        max_tokens,
+        allowed,
+        dispatch: input.dispatch,
+        cost_cap: input.max_cost_usd,
+        prediction,
+        deadline,
+        enqueued: now,
+        stream: None,
+        reply: None,
+    })
+}

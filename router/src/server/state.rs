@@ -1,0 +1,246 @@
+//! What the server holds: the live config generation (catalog, backends, estimator, tenants),
+//! swapped whole on reload, and the state that outlives reloads (per-model in-flight counts and
+//! breakers, the budget ledger, tenants' spend).
+
+use super::backend::{Backend, OpenAi, Replay, ReplayData};
+use super::breaker::Breaker;
+use super::config::{Config, Tenant};
+use super::tenants::TenantBook;
+use crate::ledger::Ledger;
+use crate::{Result, RouterError};
+use estimator::{Catalog, KnnConfig, KnnEstimator, ModelEntry, Record};
+use std::collections::{BTreeMap, HashMap};
+use std::path::PathBuf;
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex, RwLock};
+
+/// Per-model runtime state, kept across reloads for models that stay in the catalog.
+#[derive(Default)]
+pub struct ModelState {
+    pub in_flight: AtomicUsize,
+    pub breaker: Mutex<Breaker>,
+}
+
+impl ModelState {
+    pub fn breaker(&self) -> std::sync::MutexGuard<'_, Breaker> {
+        // A poisoned breaker lock only means a panic elsewhere; the state itself is still valid.
+        self.breaker.lock().unwrap_or_else(|p| p.into_inner())
+    }
+}
+
+pub struct LiveModel {
+    pub entry: ModelEntry,
+    pub backend: Backend,
+    /// Column of this model (or its proxy) in the estimator's predictions.
+    pub est_index: usize,
+    /// instances × max_concurrency.
+    pub capacity: usize,
+    pub state: Arc<ModelState>,
+}
+
+/// The estimator and replay data built from one records file (reused across reloads when the
+/// estimator settings do not change: training takes a second or two).
+pub struct Trained {
+    key: (PathBuf, usize, BTreeMap<String, String>, PathBuf, Vec<String>),
+    pub estimator: Arc<KnnEstimator>,
+    pub replay: Arc<ReplayData>,
+}
+
+/// One config generation.
+pub struct Live {
+    pub generation: u64,
+    pub config: Config,
+    pub models: Vec<LiveModel>,
+    pub trained: Arc<Trained>,
+    pub by_key: HashMap<String, usize>,
+}
+
+impl Live {
+    pub fn model_index(&self, name: &str) -> Option<usize> {
+        self.models.iter().position(|m| m.entry.name == name)
+    }
+
+    pub fn tenant(&self, name: &str) -> Option<&Tenant> {
+        self.config.tenants.iter().find(|t| t.name == name)
+    }
+
+    pub fn tenant_by_key(&self, key: &str) -> Option<&Tenant> {
+        self.by_key.get(key).map(|&i| &self.config.tenants[i])
+    }
+}
+
+pub struct Shared {
+    live: RwLock<Arc<Live>>,
+    pub ledger: Mutex<Ledger>,
+    pub tenants: TenantBook,
+    pub batch_seq: AtomicU64,
+    states: Mutex<HashMap<String, Arc<ModelState>>>,
+    pool: reqwest::Client,
+}
+
+impl Shared {
+    pub fn new(config: Config) -> Result<Shared> {
+        let pool = OpenAi::pool()?;
+        let states = Mutex::new(HashMap::new());
+        let live = build_live(config, 1, None, &states, &pool)?;
+        let ledger = Ledger::new(live.config.budget_per_query, live.config.prior_margin)
+            .with_reference_batch(live.config.max_batch);
+        let mut ledger = ledger;
+        ledger.carry_unspent = live.config.carry_unspent;
+        Ok(Shared {
+            live: RwLock::new(Arc::new(live)),
+            ledger: Mutex::new(ledger),
+            tenants: TenantBook::default(),
+            batch_seq: AtomicU64::new(0),
+            states,
+            pool,
+        })
+    }
+
+    pub fn live(&self) -> Arc<Live> {
+        self.live.read().unwrap_or_else(|p| p.into_inner()).clone()
+    }
+
+    pub fn ledger(&self) -> std::sync::MutexGuard<'_, Ledger> {
+        self.ledger.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// Loads, validates and swaps in a new config; on error the current one keeps serving.
+    pub fn reload(&self, path: &std::path::Path) -> Result<u64> {
+        let config = Config::load(path)?;
+        let current = self.live();
+        let live = build_live(config, current.generation + 1, Some(&current.trained), &self.states, &self.pool)?;
+        let generation = live.generation;
+        {
+            let mut l = self.ledger();
+            l.budget_per_query = live.config.budget_per_query;
+            l.carry_unspent = live.config.carry_unspent;
+        }
+        *self.live.write().unwrap_or_else(|p| p.into_inner()) = Arc::new(live);
+        Ok(generation)
+    }
+}
+
+fn build_live(
+    config: Config,
+    generation: u64,
+    previous: Option<&Arc<Trained>>,
+    states: &Mutex<HashMap<String, Arc<ModelState>>>,
+    pool: &reqwest::Client,
+) -> Result<Live> {
+    let catalog = Catalog::load(&config.catalog)?;
+    let names: Vec<String> = catalog.models.iter().map(|m| m.name.clone()).collect();
+    config.check_against(&names)?;
+    // The recorded model each catalog model is estimated (and replayed) as.
+    let recorded: Vec<String> =
+        catalog.models.iter().map(|m| config.proxies.get(&m.name).cloned().unwrap_or_else(|| m.name.clone())).collect();
+    let mut est_models: Vec<String> = recorded.clone();
+    est_models.sort();
+    est_models.dedup();
+    let key = (
+        config.estimator_records.clone(),
+        config.estimator_k,
+        config.proxies.clone(),
+        config.replay_records.clone(),
+        est_models.clone(),
+    );
+    let trained = match previous.filter(|t| t.key == key) {
+        Some(t) => t.clone(),
+        None => Arc::new(train(&config, &catalog, &recorded, est_models.clone(), key)?),
+    };
+    let mut states = states.lock().unwrap_or_else(|p| p.into_inner());
+    let mut models = Vec::with_capacity(catalog.models.len());
+    for (entry, rec) in catalog.models.iter().zip(&recorded) {
+        let est_index = trained.estimator.models.iter().position(|m| m == rec).ok_or_else(|| {
+            RouterError::Internal(format!("estimator lacks model {rec}"))
+        })?;
+        let backend = if entry.backend == "replay" {
+            Backend::Replay(Replay::new(
+                trained.replay.clone(),
+                config.proxies.clone(),
+                entry.default_output_tokens.min(config.max_output_tokens),
+                config.replay_ttft,
+                config.replay_per_token,
+            ))
+        } else {
+            Backend::OpenAi(OpenAi::new(&entry.backend, pool.clone()))
+        };
+        let instances = config.instances.get(&entry.name).copied().unwrap_or(1) as usize;
+        let state = states.entry(entry.name.clone()).or_default().clone();
+        models.push(LiveModel {
+            capacity: instances * entry.max_concurrency as usize,
+            entry: entry.clone(),
+            backend,
+            est_index,
+            state,
+        });
+    }
+    let by_key = config
+        .tenants
+        .iter()
+        .enumerate()
+        .filter_map(|(i, t)| t.api_key.as_ref().map(|k| (k.clone(), i)))
+        .collect();
+    Ok(Live { generation, config, models, trained, by_key })
+}
+
+fn train(
+    config: &Config,
+    catalog: &Catalog,
+    recorded: &[String],
+    est_models: Vec<String>,
+    key: (PathBuf, usize, BTreeMap<String, String>, PathBuf, Vec<String>),
+) -> Result<Trained> {
+    let t0 = std::time::Instant::now();
+    let records = estimator::records::read_records(&config.estimator_records)?;
+    let usable: Vec<&Record> =
+        records.iter().filter(|r| est_models.iter().all(|m| r.outcomes.contains_key(m))).collect();
+    if usable.is_empty() {
+        let field = if config.proxies.is_empty() { "estimator.records" } else { "estimator.proxies" };
+        return Err(RouterError::config(
+            &config.path,
+            field,
+            format!(
+                "no record in {} has outcomes for every catalog model ({}); map models without records to \
+                 recorded ones with estimator.proxies",
+                config.estimator_records.display(),
+                est_models.join(", ")
+            ),
+        ));
+    }
+    // Prices for the estimator's own cost column: the catalog entry of a model estimated as it.
+    let est_catalog = Catalog {
+        name: catalog.name.clone(),
+        note: None,
+        models: est_models
+            .iter()
+            .filter_map(|m| {
+                let i = recorded.iter().position(|r| r == m)?;
+                let mut e = catalog.models[i].clone();
+                e.name = m.clone();
+                Some(e)
+            })
+            .collect(),
+    };
+    let knn = KnnConfig { k: config.estimator_k, ..KnnConfig::default() };
+    let estimator = Arc::new(KnnEstimator::train(&usable, &est_models, Some(&est_catalog), knn)?);
+    let n_train = usable.len();
+    let replay_records: Vec<Record> = if config.replay_records == config.estimator_records {
+        usable.into_iter().cloned().collect()
+    } else {
+        estimator::records::read_records(&config.replay_records)?
+    };
+    let nearest = (config.replay_records == config.estimator_records).then(|| estimator.clone());
+    tracing::info!(
+        records = n_train,
+        models = est_models.len(),
+        ms = t0.elapsed().as_millis() as u64,
+        "estimator trained"
+    );
+    Ok(Trained { key, estimator, replay: Arc::new(ReplayData::new(replay_records, nearest)) })
+}
+
+/// Next batch id.
+pub fn next_batch_id(shared: &Shared) -> u64 {
+    shared.batch_seq.fetch_add(1, Ordering::Relaxed) + 1
+}

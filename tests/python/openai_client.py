@@ -1,0 +1,60 @@
+#!/usr/bin/env python3
+"""Calls the router's OpenAI-compatible facade with the official `openai` Python client: routed
+(`model="auto"`) and pinned completions, streaming, `models.list()`, and a bad request.
+
+    python3 tests/python/openai_client.py http://127.0.0.1:8080/v1 API_KEY
+"""
+import json
+import sys
+
+import openai
+
+
+def main():
+    base, key = sys.argv[1], sys.argv[2]
+    client = openai.OpenAI(base_url=base, api_key=key, max_retries=0, timeout=30)
+    out = {}
+    models = [m.id for m in client.models.list().data]
+    assert "auto" in models and len(models) > 1, models
+    out["models"] = models
+
+    r = client.chat.completions.create(
+        model="auto", messages=[{"role": "user", "content": "What is the boiling point of water in Celsius?"}],
+        max_tokens=32,
+    )
+    assert r.choices[0].message.content, r
+    assert r.model in models and r.model != "auto", r.model
+    assert r.usage.completion_tokens > 0, r.usage
+    out["auto"] = {"model": r.model, "content": r.choices[0].message.content, "usage": r.usage.model_dump()}
+
+    pinned = models[0]
+    r = client.chat.completions.create(
+        model=pinned, messages=[{"role": "user", "content": "Say hello."}], max_tokens=16
+    )
+    assert r.model == pinned, (r.model, pinned)
+    out["pinned"] = r.model
+
+    pieces, model, finish = [], None, None
+    stream = client.chat.completions.create(
+        model="auto", messages=[{"role": "user", "content": "Count from one to five."}], max_tokens=32, stream=True
+    )
+    for chunk in stream:
+        model = chunk.model or model
+        if chunk.choices:
+            if chunk.choices[0].delta.content:
+                pieces.append(chunk.choices[0].delta.content)
+            finish = chunk.choices[0].finish_reason or finish
+    assert pieces and finish, (pieces, finish)
+    out["stream"] = {"model": model, "chunks": len(pieces), "finish_reason": finish}
+
+    try:
+        client.chat.completions.create(model="no-such-model", messages=[{"role": "user", "content": "x"}])
+        raise SystemExit("an unknown model was accepted")
+    except openai.BadRequestError as e:
+        assert "model" in str(e), str(e)
+        out["unknown_model"] = e.status_code
+    print(json.dumps(out))
+
+
+if __name__ == "__main__":
+    main()
