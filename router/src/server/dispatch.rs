@@ -119,16 +119,22 @@ fn predicted(p: &Problem, q: &Query, live: &Live, i: usize, j: usize) -> Predict
     }
 }
 
-/// The next-best feasible model for query `i` after `tried` failed: allowed, circuit not open,
-/// a free slot, and its predicted cost fits what is left of the batch's budget.
+/// The next-best feasible model for query `i` after `tried` failed: allowed, circuit not open, and
+/// its predicted cost fits what is left of the batch's budget; by μ, preferring models with a free
+/// slot (a busy server queues the query rather than the query failing).
 fn next_model(live: &Live, p: &Problem, account: &Account, i: usize, cur: usize, tried: &[usize]) -> Option<usize> {
     let m = p.m;
+    let free = |k: usize| live.models[k].state.in_flight.load(Ordering::Relaxed) < live.models[k].capacity;
     let mut order: Vec<usize> = (0..m)
         .filter(|&k| p.allowed[i * m + k] && !tried.contains(&k))
         .filter(|&k| live.models[k].state.breaker().allows())
-        .filter(|&k| live.models[k].state.in_flight.load(Ordering::Relaxed) < live.models[k].capacity)
         .collect();
-    order.sort_by(|&a, &b| p.mu[i * m + b].total_cmp(&p.mu[i * m + a]).then(p.cost[i * m + a].total_cmp(&p.cost[i * m + b])));
+    order.sort_by(|&a, &b| {
+        free(b)
+            .cmp(&free(a))
+            .then(p.mu[i * m + b].total_cmp(&p.mu[i * m + a]))
+            .then(p.cost[i * m + a].total_cmp(&p.cost[i * m + b]))
+    });
     order.into_iter().find(|&k| account.shift(p.cost[i * m + cur], p.cost[i * m + k]))
 }
 

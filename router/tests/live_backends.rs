@@ -1,0 +1,202 @@
+//! End-to-end with real model servers: three llama.cpp servers (PyPI `xllamacpp`; SmolLM2-135M
+//! twice and Gemma-3-270M, from their PyPI packages) behind the router. One server is killed
+//! mid-run: every query is still answered by a feasible model, spend stays within the budget, the
+//! breaker opens; after the server returns, the prober half-opens it and a query closes it.
+
+mod common;
+
+use common::{free_port, python_has, repo, require, scratch, wait_line, Router};
+use llmroute_proto::v1 as pb;
+use pb::router_client::RouterClient;
+use router::server::client::connect;
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+struct Llama(Child);
+
+impl Llama {
+    fn start(model: &str, port: u16) -> Llama {
+        let mut child = Command::new("python3")
+            .arg(repo().join("scripts/llama_server.py"))
+            .args(["--model", model, "--port", &port.to_string(), "--parallel", "2"])
+            .stdout(Stdio::piped())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap();
+        let out = child.stdout.take().unwrap();
+        if wait_line(out, "llama serving", Duration::from_secs(90)).is_none() {
+            let _ = child.kill();
+            panic!("llama server {model} on {port} did not start");
+        }
+        Llama(child)
+    }
+
+    fn kill(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+impl Drop for Llama {
+    fn drop(&mut self) {
+        self.kill();
+    }
+}
+
+const PER_QUERY: f64 = 0.000025;
+
+fn catalog(ports: &[u16; 3]) -> String {
+    let entry = |name: &str, port: u16, pin: f64, pout: f64| {
+        format!(
+            "- name: {name}\n  backend: http://127.0.0.1:{port}\n  price_in_per_mtok: {pin}\n  \
+             price_out_per_mtok: {pout}\n  max_concurrency: 2\n  default_output_tokens: 24\n"
+        )
+    };
+    format!(
+        "name: live\nmodels:\n{}{}{}",
+        entry("smollm2-a", ports[0], 0.05, 0.1),
+        entry("gemma3", ports[1], 0.1, 0.2),
+        entry("smollm2-b", ports[2], 0.2, 0.4)
+    )
+}
+
+fn router_config(dir: &std::path::Path) -> String {
+    let root = repo();
+    format!(
+        "listen: {{grpc: 127.0.0.1:0, http: 127.0.0.1:0}}\n\
+         catalog: {cat}\n\
+         estimator:\n  records: {rec}\n  proxies:\n    smollm2-a: mistral-7b-instruct-v0.3\n    \
+         gemma3: gemma-2-9b-it\n    smollm2-b: llama-3.3-nemotron-super-49b-v1\n\
+         batch: {{window_ms: 5, max_batch: 32}}\n\
+         limits: {{max_prompt_chars: 1500, default_output_tokens: 24}}\n\
+         budget: {{per_query_usd: {PER_QUERY}, prior_margin: 1.0}}\n\
+         assigner: {{kind: fast, gamma: 1.0}}\n\
+         backends: {{timeout_ms: 60000, breaker_failures: 1, breaker_open_ms: 1000}}\n\
+         tenants: [{{name: default, budget_usd: 10}}]\n",
+        cat = dir.join("catalog.yaml").display(),
+        rec = root.join("data/dcrouter.jsonl.gz").display(),
+    )
+}
+
+fn prompts() -> Vec<String> {
+    let recs = estimator::records::read_records(&repo().join("data/dcrouter.jsonl.gz")).unwrap();
+    recs.into_iter().map(|r| r.prompt).filter(|p| (150..500).contains(&p.len())).take(60).collect()
+}
+
+async fn fire(c: &RouterClient<tonic::transport::Channel>, prompts: &[String]) -> Vec<tokio::task::JoinHandle<Result<pb::RouteResponse, tonic::Status>>> {
+    prompts
+        .iter()
+        .map(|p| {
+            let mut c = c.clone();
+            let req = pb::RouteRequest { prompt: p.clone(), max_output_tokens: Some(24), ..Default::default() };
+            tokio::spawn(async move { c.route(req).await.map(|r| r.into_inner()) })
+        })
+        .collect()
+}
+
+async fn circuit(c: &mut RouterClient<tonic::transport::Channel>, model: &str) -> String {
+    let models = c.list_models(pb::ListModelsRequest {}).await.unwrap().into_inner().models;
+    models.into_iter().find(|m| m.name == model).unwrap().circuit
+}
+
+#[test]
+fn killed_server_falls_back_and_the_breaker_recovers() {
+    if !require(python_has("xllamacpp"), "python xllamacpp + model packages") {
+        return;
+    }
+    let dir = scratch("live");
+    let ports = [free_port(), free_port(), free_port()];
+    let names = ["smollm2-a", "gemma3", "smollm2-b"];
+    let mut servers =
+        vec![Llama::start("smollm2", ports[0]), Llama::start("gemma3", ports[1]), Llama::start("smollm2", ports[2])];
+    std::fs::write(dir.join("catalog.yaml"), catalog(&ports)).unwrap();
+    let r = Router::start(&dir, &router_config(&dir));
+    let prompts = prompts();
+    assert!(prompts.len() >= 40);
+    let rt = tokio::runtime::Builder::new_multi_thread().enable_all().build().unwrap();
+    rt.block_on(async {
+        let mut c = RouterClient::new(connect(&r.grpc).await.unwrap());
+        let mut replies = Vec::new();
+        // Phase 1: all servers up.
+        for h in fire(&c, &prompts[..12]).await {
+            replies.push(h.await.unwrap().expect("phase 1 query failed"));
+        }
+        let mut used = [0usize; 3];
+        for rep in &replies {
+            used[names.iter().position(|n| *n == rep.model).unwrap()] += 1;
+        }
+        eprintln!("phase 1 models: {used:?}");
+        // Phase 2: kill the busiest server while queries are in flight.
+        let victim = (0..3).max_by_key(|&k| used[k]).unwrap();
+        let handles = fire(&c, &prompts[12..30]).await;
+        tokio::time::sleep(Duration::from_millis(400)).await;
+        servers[victim].kill();
+        let mut fallbacks = 0;
+        for h in handles {
+            let rep = h.await.unwrap().expect("a query failed after the kill");
+            assert!(!rep.answer.is_empty() && names.contains(&rep.model.as_str()));
+            let why = rep.why.clone().unwrap();
+            if why.fallback {
+                fallbacks += 1;
+                assert!(why.failed_models.iter().any(|f| f.starts_with(names[victim])), "{why:?}");
+                assert_ne!(rep.model, names[victim]);
+            }
+            replies.push(rep);
+        }
+        eprintln!("phase 2: {fallbacks} fallbacks away from {}", names[victim]);
+        assert!(fallbacks > 0, "no query fell back from the killed server");
+        assert_eq!(circuit(&mut c, names[victim]).await, "open");
+        // With the breaker open, traffic goes elsewhere, and a query pinned there is refused.
+        for h in fire(&c, &prompts[30..38]).await {
+            let rep = h.await.unwrap().unwrap();
+            assert_ne!(rep.model, names[victim]);
+            replies.push(rep);
+        }
+        let pinned = pb::RouteRequest {
+            prompt: prompts[38].clone(),
+            allowed_models: vec![names[victim].into()],
+            max_output_tokens: Some(16),
+            ..Default::default()
+        };
+        let e = c.route(pinned.clone()).await.unwrap_err();
+        assert_eq!(e.code(), tonic::Code::FailedPrecondition, "{e:?}");
+
+        // Spend within budget: every dispatched query was charged once, within per-query x n.
+        let spend: f64 = replies.iter().map(|r| r.cost_usd).sum();
+        let allowed = PER_QUERY * replies.len() as f64;
+        eprintln!("spend {spend:.7} USD for {} queries, budget {allowed:.7}", replies.len());
+        assert!(spend <= allowed, "spend {spend} above budget {allowed}");
+
+        // The server comes back: the prober half-opens the breaker, a query closes it.
+        servers[victim] = Llama::start(if victim == 1 { "gemma3" } else { "smollm2" }, ports[victim]);
+        let t0 = Instant::now();
+        while circuit(&mut c, names[victim]).await == "open" {
+            assert!(t0.elapsed() < Duration::from_secs(20), "breaker never probed the server back");
+            tokio::time::sleep(Duration::from_millis(200)).await;
+        }
+        let rep = c.route(pinned).await.unwrap().into_inner();
+        assert_eq!(rep.model, names[victim]);
+        assert_eq!(circuit(&mut c, names[victim]).await, "closed");
+
+        // Streaming through a real server.
+        let mut s = c
+            .route_stream(pb::RouteRequest {
+                prompt: "Name three colors.".into(),
+                allowed_models: vec!["gemma3".into()],
+                max_output_tokens: Some(16),
+                ..Default::default()
+            })
+            .await
+            .unwrap()
+            .into_inner();
+        let mut deltas = 0;
+        while let Some(ev) = s.message().await.unwrap() {
+            if let Some(pb::route_stream_event::Event::Delta(_)) = ev.event {
+                deltas += 1;
+            }
+        }
+        assert!(deltas > 1, "gemma3 streamed {deltas} pieces");
+    });
+    let (_, metrics) = common::http_get(&r.http, "/metrics");
+    assert!(metrics.contains("llmroute_fallbacks_total"));
+}
