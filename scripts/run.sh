@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
-# The main job: evaluates the assigners on the vendored dcrouter records (9 real models) under
-# adversarial batching, prints the table and writes out/eval-dcrouter.{json,svg}.
-# With arguments, runs `llm-router ARGS...` instead (e.g. `eval --records data/routellm.jsonl.gz`).
+# The main job: builds llm-router and serves on the embedded default (deploy/local/router.yaml:
+# replay backends built from the vendored dcrouter records, so nothing else needs to run):
+# gRPC on 127.0.0.1:50051, the OpenAI-compatible facade and /metrics on 127.0.0.1:8080.
+# With arguments, runs `llm-router ARGS...` instead (e.g. `route "What is 2+2?"`, `eval ...`).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 bash scripts/setup.sh
@@ -11,8 +12,4 @@ BIN="$CARGO_TARGET_DIR/release/llm-router"
 if [ $# -gt 0 ]; then
   exec "$BIN" "$@"
 fi
-mkdir -p out
-exec "$BIN" eval \
-  --records data/dcrouter.jsonl.gz --catalog deploy/catalogs/dcrouter.yaml \
-  --assigners fast,per-query-price,per-query-threshold,oracle \
-  --batching adversarial --json-out out/eval-dcrouter.json --plot out/eval-dcrouter.svg
+exec "$BIN" serve --config deploy/local/router.yaml

@@ -4,7 +4,7 @@
 # repeat runs incremental; the first build compiles HiGHS from C++ (~11 min on 2 cores).
 set -euo pipefail
 cd "$(dirname "$0")/.."
-bash scripts/setup.sh
+bash scripts/setup.sh --test
 export CARGO_TARGET_DIR="${CARGO_TARGET_DIR:-$HOME/.cache/llmroute-target}"
 echo "== cargo fmt --check" >&2
 cargo fmt --all -- --check

@@ -242,34 +242,46 @@ impl KnnEstimator {
 
     /// The k nearest training documents (index, cosine), best first, skipping `exclude`.
     fn neighbours(&self, v: &SparseVec, exclude: Option<usize>) -> Vec<(usize, f32)> {
-        let mut acc = vec![0f32; self.docs.len()];
-        let mut touched: Vec<u32> = Vec::with_capacity(1024);
-        for (f, w) in v {
-            if let Some(post) = self.postings.get(f) {
-                if post.len() as u32 > self.max_df {
-                    continue;
-                }
-                for (d, wd) in post {
-                    let a = &mut acc[*d as usize];
-                    if *a == 0.0 {
-                        touched.push(*d);
+        thread_local! {
+            // Per-thread score accumulator, all zeros between calls (only touched entries are
+            // reset): saves allocating and zeroing one float per training document per query.
+            static ACC: std::cell::RefCell<Vec<f32>> = const { std::cell::RefCell::new(Vec::new()) };
+        }
+        ACC.with(|cell| {
+            let mut acc = cell.borrow_mut();
+            if acc.len() < self.docs.len() {
+                acc.resize(self.docs.len(), 0.0);
+            }
+            let mut touched: Vec<u32> = Vec::with_capacity(1024);
+            for (f, w) in v {
+                if let Some(post) = self.postings.get(f) {
+                    if post.len() as u32 > self.max_df {
+                        continue;
                     }
-                    *a += w * wd;
+                    for (d, wd) in post {
+                        let a = &mut acc[*d as usize];
+                        if *a == 0.0 {
+                            touched.push(*d);
+                        }
+                        *a += w * wd;
+                    }
                 }
             }
-        }
-        let mut hits: Vec<(usize, f32)> = touched
-            .into_iter()
-            .map(|d| (d as usize, acc[d as usize]))
-            .filter(|(d, s)| *s > 0.0 && Some(*d) != exclude)
-            .collect();
-        let k = self.config.k.min(hits.len());
-        if k < hits.len() {
-            hits.select_nth_unstable_by(k, |a, b| b.1.total_cmp(&a.1));
-            hits.truncate(k);
-        }
-        hits.sort_by(|a, b| b.1.total_cmp(&a.1).then(a.0.cmp(&b.0)));
-        hits
+            let mut hits: Vec<(usize, f32)> = Vec::with_capacity(touched.len());
+            for d in touched {
+                let s = std::mem::replace(&mut acc[d as usize], 0.0);
+                if s > 0.0 && Some(d as usize) != exclude {
+                    hits.push((d as usize, s));
+                }
+            }
+            let k = self.config.k.min(hits.len());
+            if k < hits.len() {
+                hits.select_nth_unstable_by(k, |a, b| b.1.total_cmp(&a.1));
+                hits.truncate(k);
+            }
+            hits.sort_by(|a, b| b.1.total_cmp(&a.1).then(a.0.cmp(&b.0)));
+            hits
+        })
     }
 
     /// The training record (by position in the training slice) most similar to `prompt`, with its

@@ -19,7 +19,10 @@ fn run_python(script: &str, args: &[&str]) {
 fn python_grpcio_openai_and_promtool() {
     let dir = scratch("clients");
     let r = Router::start(&dir, &config(""));
-    if require(python_has("grpc, grpc_reflection, grpc_health"), "python grpcio, grpcio-reflection, grpcio-health-checking") {
+    if require(
+        python_has("grpc, grpc_reflection, grpc_health"),
+        "python grpcio, grpcio-reflection, grpcio-health-checking",
+    ) {
         run_python("grpc_reflection_client.py", &[&r.grpc]);
     }
     if require(python_has("openai"), "python openai") {

@@ -83,7 +83,10 @@ fn prompts() -> Vec<String> {
     recs.into_iter().map(|r| r.prompt).filter(|p| (150..500).contains(&p.len())).take(60).collect()
 }
 
-async fn fire(c: &RouterClient<tonic::transport::Channel>, prompts: &[String]) -> Vec<tokio::task::JoinHandle<Result<pb::RouteResponse, tonic::Status>>> {
+async fn fire(
+    c: &RouterClient<tonic::transport::Channel>,
+    prompts: &[String],
+) -> Vec<tokio::task::JoinHandle<Result<pb::RouteResponse, tonic::Status>>> {
     prompts
         .iter()
         .map(|p| {
@@ -108,7 +111,7 @@ fn killed_server_falls_back_and_the_breaker_recovers() {
     let ports = [free_port(), free_port(), free_port()];
     let names = ["smollm2-a", "gemma3", "smollm2-b"];
     let mut servers =
-        vec![Llama::start("smollm2", ports[0]), Llama::start("gemma3", ports[1]), Llama::start("smollm2", ports[2])];
+        [Llama::start("smollm2", ports[0]), Llama::start("gemma3", ports[1]), Llama::start("smollm2", ports[2])];
     std::fs::write(dir.join("catalog.yaml"), catalog(&ports)).unwrap();
     let r = Router::start(&dir, &router_config(&dir));
     let prompts = prompts();

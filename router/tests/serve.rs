@@ -45,11 +45,7 @@ fn route_batch_stream_models_and_typed_errors() {
 
         // RouteBatch: one batch, spend within its budget.
         let queries: Vec<_> = (0..24).map(|i| q(&format!("Question {i}: what is {i} times {i}?"))).collect();
-        let b = c
-            .route_batch(pb::RouteBatchRequest { tenant: String::new(), queries })
-            .await
-            .unwrap()
-            .into_inner();
+        let b = c.route_batch(pb::RouteBatchRequest { tenant: String::new(), queries }).await.unwrap().into_inner();
         assert_eq!(b.results.len(), 24);
         assert!(b.results.iter().all(|x| x.batch_id == b.batch_id && x.batch_size == 24));
         assert!(b.spend_usd <= b.budget_usd + 1e-12, "spend {} > budget {}", b.spend_usd, b.budget_usd);
@@ -97,7 +93,11 @@ fn route_batch_stream_models_and_typed_errors() {
             (pb::RouteRequest { max_output_tokens: Some(0), ..q("hi") }, Code::InvalidArgument, "max_output_tokens"),
             (pb::RouteRequest { max_cost_usd: Some(f64::NAN), ..q("hi") }, Code::InvalidArgument, "max_cost_usd"),
             (pb::RouteRequest { max_cost_usd: Some(-1.0), ..q("hi") }, Code::InvalidArgument, "max_cost_usd"),
-            (pb::RouteRequest { allowed_models: vec!["gpt-9".into()], ..q("hi") }, Code::InvalidArgument, "allowed_models[0]"),
+            (
+                pb::RouteRequest { allowed_models: vec!["gpt-9".into()], ..q("hi") },
+                Code::InvalidArgument,
+                "allowed_models[0]",
+            ),
             (pb::RouteRequest { tenant: "nobody".into(), ..q("hi") }, Code::Unauthenticated, "tenant"),
             (pb::RouteRequest { tenant: "demo".into(), ..q("hi") }, Code::Unauthenticated, "API key"),
             (
@@ -212,7 +212,8 @@ fn tenant_budget_runs_out_and_reload_keeps_the_last_good_config() {
 #[test]
 fn overload_is_shed_with_resource_exhausted_at_once() {
     let dir = scratch("serve-overload");
-    let extra = "admission:\n  max_concurrency: 16\n  request_timeout_ms: 5000\nreplay:\n  ttft_ms: 300\n  ms_per_token: 0\n";
+    let extra =
+        "admission:\n  max_concurrency: 16\n  request_timeout_ms: 5000\nreplay:\n  ttft_ms: 300\n  ms_per_token: 0\n";
     let r = Router::start(&dir, &config(extra));
     rt().block_on(async {
         let c = client(&r).await;

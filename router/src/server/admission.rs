@@ -67,7 +67,9 @@ where
             Err(_) => {
                 metrics::counter!("llmroute_rejected_total", "reason" => "overloaded").increment(1);
                 let resp = if is_grpc(&req) {
-                    let mut s = tonic::Status::resource_exhausted("overloaded: the router is at its concurrency limit; retry later");
+                    let mut s = tonic::Status::resource_exhausted(
+                        "overloaded: the router is at its concurrency limit; retry later",
+                    );
                     s.metadata_mut().insert("llmroute-retryable", tonic::metadata::MetadataValue::from_static("true"));
                     s.into_http()
                 } else {

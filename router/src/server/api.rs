@@ -72,9 +72,9 @@ impl Api {
             let (tx, rx) = oneshot::channel();
             q.reply = Some(tx);
             q.stream = stream;
-            self.batcher
-                .submit(Job::One(q))
-                .map_err(|_| RouterError::Overloaded("the batch queue is full; retry later".into()))?;
+            if !self.batcher.submit(Job::One(Box::new(q))) {
+                return Err(RouterError::Overloaded("the batch queue is full; retry later".into()));
+            }
             Ok(Pending { rx, deadline })
         })();
         if let Err(e) = &result {
@@ -121,9 +121,9 @@ impl Api {
                 pending.push(Pending { rx, deadline });
                 queries.push(q);
             }
-            self.batcher
-                .submit(Job::Batch(queries))
-                .map_err(|_| RouterError::Overloaded("the batch queue is full; retry later".into()))?;
+            if !self.batcher.submit(Job::Batch(queries)) {
+                return Err(RouterError::Overloaded("the batch queue is full; retry later".into()));
+            }
             Ok(pending)
         })();
         let pending = result.inspect_err(reject_metric)?;

@@ -13,7 +13,7 @@ use tokio::sync::mpsc;
 use tokio::time::Instant;
 
 pub enum Job {
-    One(Query),
+    One(Box<Query>),
     Batch(Vec<Query>),
 }
 
@@ -32,15 +32,15 @@ impl Batcher {
         Batcher { tx, depth }
     }
 
-    /// Queues a job; gives it back when the queue is full (the caller answers RESOURCE_EXHAUSTED).
-    pub fn submit(&self, job: Job) -> Result<(), Job> {
+    /// Queues a job; false when the queue is full (the caller answers RESOURCE_EXHAUSTED).
+    pub fn submit(&self, job: Job) -> bool {
         match self.tx.try_send(job) {
             Ok(()) => {
                 let d = self.depth.fetch_add(1, Ordering::Relaxed) + 1;
                 metrics::gauge!("llmroute_queue_depth").set(d as f64);
-                Ok(())
+                true
             }
-            Err(mpsc::error::TrySendError::Full(j)) | Err(mpsc::error::TrySendError::Closed(j)) => Err(j),
+            Err(_) => false,
         }
     }
 }
@@ -61,7 +61,7 @@ async fn run(shared: Arc<Shared>, mut rx: mpsc::Receiver<Job>, depth: Arc<Atomic
                 run_batch(&shared, qs).await;
                 continue;
             }
-            Job::One(q) => q,
+            Job::One(q) => *q,
         };
         let (window, max_batch) = {
             let live = shared.live();
@@ -81,7 +81,7 @@ async fn run(shared: Arc<Shared>, mut rx: mpsc::Receiver<Job>, depth: Arc<Atomic
                 Ok(Some(Job::One(q))) => {
                     took(&depth);
                     by_deadline(&q, &mut close_at);
-                    batch.push(q);
+                    batch.push(*q);
                 }
                 Ok(Some(Job::Batch(qs))) => {
                     took(&depth);

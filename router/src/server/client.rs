@@ -25,9 +25,7 @@ pub async fn connect(addr: &str) -> Result<Channel> {
 pub fn request<T>(msg: T, api_key: Option<&str>, timeout: Option<Duration>) -> Result<tonic::Request<T>> {
     let mut r = tonic::Request::new(msg);
     if let Some(k) = api_key {
-        let v = format!("Bearer {k}")
-            .parse()
-            .map_err(|_| RouterError::bad("--api-key", "not a valid header value"))?;
+        let v = format!("Bearer {k}").parse().map_err(|_| RouterError::bad("--api-key", "not a valid header value"))?;
         r.metadata_mut().insert("authorization", v);
     }
     if let Some(t) = timeout {

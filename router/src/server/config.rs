@@ -225,12 +225,15 @@ impl Config {
         let max_queue = pos("batch.max_queue", batch.max_queue, 4096)?;
         let adm = raw.admission.unwrap_or_default();
         let max_concurrency = pos("admission.max_concurrency", adm.max_concurrency, 2048)?;
-        let request_timeout = Duration::from_millis(
-            pos("admission.request_timeout_ms", adm.request_timeout_ms.map(|v| v as usize), 60_000)? as u64,
-        );
+        let request_timeout = Duration::from_millis(pos(
+            "admission.request_timeout_ms",
+            adm.request_timeout_ms.map(|v| v as usize),
+            60_000,
+        )? as u64);
         let lim = raw.limits.unwrap_or_default();
         let max_prompt_chars = pos("limits.max_prompt_chars", lim.max_prompt_chars, 32_000)?;
-        let max_output_tokens = pos("limits.max_output_tokens", lim.max_output_tokens.map(|v| v as usize), 4096)? as u32;
+        let max_output_tokens =
+            pos("limits.max_output_tokens", lim.max_output_tokens.map(|v| v as usize), 4096)? as u32;
         let default_output_tokens =
             pos("limits.default_output_tokens", lim.default_output_tokens.map(|v| v as usize), 256)? as u32;
         if default_output_tokens > max_output_tokens {
@@ -261,16 +264,19 @@ impl Config {
             return Err(err("assigner.gamma", format!("{gamma} is not a non-negative number")));
         }
         let mip_max_batch = pos("assigner.mip_max_batch", asg.mip_max_batch, 32)?;
-        let mip_time_limit = Duration::from_millis(
-            pos("assigner.mip_time_limit_ms", asg.mip_time_limit_ms.map(|v| v as usize), 50)? as u64,
-        );
+        let mip_time_limit =
+            Duration::from_millis(
+                pos("assigner.mip_time_limit_ms", asg.mip_time_limit_ms.map(|v| v as usize), 50)? as u64
+            );
         let be = raw.backends.unwrap_or_default();
         let backend_timeout =
             Duration::from_millis(pos("backends.timeout_ms", be.timeout_ms.map(|v| v as usize), 30_000)? as u64);
-        let breaker_failures =
-            pos("backends.breaker_failures", be.breaker_failures.map(|v| v as usize), 3)? as u32;
-        let breaker_open =
-            Duration::from_millis(pos("backends.breaker_open_ms", be.breaker_open_ms.map(|v| v as usize), 2000)? as u64);
+        let breaker_failures = pos("backends.breaker_failures", be.breaker_failures.map(|v| v as usize), 3)? as u32;
+        let breaker_open = Duration::from_millis(pos(
+            "backends.breaker_open_ms",
+            be.breaker_open_ms.map(|v| v as usize),
+            2000,
+        )? as u64);
         for (model, n) in &raw.instances {
             if *n == 0 {
                 return Err(err(&format!("instances.{model}"), "must be at least 1".into()));
@@ -283,16 +289,18 @@ impl Config {
         let mut tenants: Vec<Tenant> = Vec::new();
         for (i, t) in raw_tenants.into_iter().enumerate() {
             let f = |k: &str| format!("tenants[{i}].{k}");
-            let name = t.name.filter(|s| !s.trim().is_empty()).ok_or_else(|| err(&f("name"), "missing or empty".into()))?;
+            let name =
+                t.name.filter(|s| !s.trim().is_empty()).ok_or_else(|| err(&f("name"), "missing or empty".into()))?;
             if tenants.iter().any(|o| o.name == name) {
                 return Err(err(&f("name"), format!("duplicate tenant `{name}`")));
             }
             let api_key = match (t.api_key, t.api_key_env) {
                 (Some(_), Some(_)) => return Err(err(&f("api_key"), "give api_key or api_key_env, not both".into())),
                 (Some(k), None) => Some(k),
-                (None, Some(var)) => Some(std::env::var(&var).map_err(|_| {
-                    err(&f("api_key_env"), format!("environment variable `{var}` is not set"))
-                })?),
+                (None, Some(var)) => Some(
+                    std::env::var(&var)
+                        .map_err(|_| err(&f("api_key_env"), format!("environment variable `{var}` is not set")))?,
+                ),
                 (None, None) => None,
             };
             if let Some(k) = &api_key {
@@ -376,7 +384,10 @@ impl Config {
         for (i, t) in self.tenants.iter().enumerate() {
             for (k, m) in t.allowed_models.iter().flatten().enumerate() {
                 if !known(m) {
-                    return Err(err(format!("tenants[{i}].allowed_models[{k}]"), format!("`{m}` is not in the catalog")));
+                    return Err(err(
+                        format!("tenants[{i}].allowed_models[{k}]"),
+                        format!("`{m}` is not in the catalog"),
+                    ));
                 }
             }
         }

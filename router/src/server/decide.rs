@@ -51,6 +51,15 @@ fn rebase(q: &mut Query, live: &Arc<Live>) {
     q.live = live.clone();
 }
 
+/// One query's row of the batch problem.
+struct Row {
+    mu: Vec<f64>,
+    sigma: Vec<f64>,
+    cost: Vec<f64>,
+    tokens: Vec<f64>,
+    allowed: Vec<bool>,
+}
+
 pub async fn decide(shared: &Arc<Shared>, queries: Vec<Query>) -> Option<Decided> {
     let start = Instant::now();
     let live = shared.live();
@@ -59,7 +68,7 @@ pub async fn decide(shared: &Arc<Shared>, queries: Vec<Query>) -> Option<Decided
     let open: Vec<bool> = live.models.iter().map(|md| !md.state.breaker().allows()).collect();
     // Rows of the problem; queries with no feasible model are answered now.
     let mut kept: Vec<Query> = Vec::with_capacity(queries.len());
-    let mut rows: Vec<(Vec<f64>, Vec<f64>, Vec<f64>, Vec<f64>, Vec<bool>)> = Vec::with_capacity(queries.len());
+    let mut rows: Vec<Row> = Vec::with_capacity(queries.len());
     for mut q in queries {
         if Instant::now() >= q.deadline {
             fail(q, RouterError::DeadlineExceeded("the call's deadline passed while it waited for a batch".into()));
@@ -87,7 +96,7 @@ pub async fn decide(shared: &Arc<Shared>, queries: Vec<Query>) -> Option<Decided
             fail(q, RouterError::NoFeasibleModel(why.into()));
             continue;
         }
-        rows.push((mu, sigma, cost, tokens, allowed));
+        rows.push(Row { mu, sigma, cost, tokens, allowed });
         kept.push(q);
     }
     if kept.is_empty() {
@@ -95,7 +104,7 @@ pub async fn decide(shared: &Arc<Shared>, queries: Vec<Query>) -> Option<Decided
     }
     let n = kept.len();
     let mut p = Problem::new(n, m);
-    for (i, (mu, sigma, cost, tokens, allowed)) in rows.into_iter().enumerate() {
+    for (i, Row { mu, sigma, cost, tokens, allowed }) in rows.into_iter().enumerate() {
         let r = i * m..(i + 1) * m;
         p.mu[r.clone()].copy_from_slice(&mu);
         p.sigma[r.clone()].copy_from_slice(&sigma);
@@ -149,7 +158,9 @@ async fn solve(live: &Live, p: &Arc<Problem>) -> (Assignment, String) {
             }
             Ok(Ok(Err(e))) => tracing::warn!(error = %e, "mip failed; falling back to fast"),
             Ok(Err(e)) => tracing::warn!(error = %e, "mip task failed; falling back to fast"),
-            Err(_) => tracing::warn!(limit_ms = hard.as_millis() as u64, "mip ran past its limit; falling back to fast"),
+            Err(_) => {
+                tracing::warn!(limit_ms = hard.as_millis() as u64, "mip ran past its limit; falling back to fast")
+            }
         }
     }
     let t0 = Instant::now();

@@ -168,7 +168,11 @@ async fn run_query(
         if remaining.is_zero() {
             break Err(RouterError::DeadlineExceeded(format!("no answer before the deadline (tried {})", tried.len())));
         }
-        let req = BackendRequest { messages: q.messages.clone(), max_tokens: q.max_tokens, timeout: remaining.min(cfg.backend_timeout) };
+        let req = BackendRequest {
+            messages: q.messages.clone(),
+            max_tokens: q.max_tokens,
+            timeout: remaining.min(cfg.backend_timeout),
+        };
         let (tx, mut forward) = match &stream {
             Some(_) => {
                 let (tx, rx) = tokio::sync::mpsc::channel::<String>(64);
@@ -200,7 +204,8 @@ async fn run_query(
             Ok(c) => {
                 model.state.breaker().on_success();
                 metrics::gauge!("llmroute_circuit_state", "model" => name.clone()).set(0.0);
-                metrics::histogram!("llmroute_backend_ttft_seconds", "model" => name.clone()).record(c.ttft.as_secs_f64());
+                metrics::histogram!("llmroute_backend_ttft_seconds", "model" => name.clone())
+                    .record(c.ttft.as_secs_f64());
                 metrics::histogram!("llmroute_backend_seconds", "model" => name.clone()).record(c.total.as_secs_f64());
                 let input_tokens = if c.input_tokens > 0 { c.input_tokens } else { q.input_tokens };
                 reply.cost_usd = model.entry.cost(input_tokens as f64, c.output_tokens as f64);

@@ -30,10 +30,7 @@ struct Ctx {
 
 pub fn router(api: Api, metrics: PrometheusHandle, admission: AdmissionLayer) -> Router {
     let ctx = Ctx { api, metrics };
-    let v1 = Router::new()
-        .route("/v1/chat/completions", post(chat))
-        .route("/v1/models", get(models))
-        .layer(admission);
+    let v1 = Router::new().route("/v1/chat/completions", post(chat)).route("/v1/models", get(models)).layer(admission);
     Router::new()
         .merge(v1)
         .route("/metrics", get(render_metrics))
@@ -88,7 +85,10 @@ fn parse_chat(api: &Api, body: &[u8], key: Option<String>) -> Result<(RouteInput
     let mut allowed_models = Vec::new();
     if model != "auto" {
         if api.shared.live().model_index(&model).is_none() {
-            return Err(RouterError::bad("model", format!("unknown model `{model}`: use \"auto\" or a name from /v1/models")));
+            return Err(RouterError::bad(
+                "model",
+                format!("unknown model `{model}`: use \"auto\" or a name from /v1/models"),
+            ));
         }
         allowed_models.push(model);
     }
@@ -99,13 +99,13 @@ fn parse_chat(api: &Api, body: &[u8], key: Option<String>) -> Result<(RouteInput
         // Content is a string or a list of parts ({"type": "text", "text": ...}).
         let content = match m.content {
             Some(Value::String(s)) => s,
-            Some(Value::Array(parts)) => parts
-                .iter()
-                .filter_map(|p| p.get("text").and_then(Value::as_str))
-                .collect::<Vec<_>>()
-                .join("\n"),
+            Some(Value::Array(parts)) => {
+                parts.iter().filter_map(|p| p.get("text").and_then(Value::as_str)).collect::<Vec<_>>().join("\n")
+            }
             Some(Value::Null) | None => String::new(),
-            Some(_) => return Err(RouterError::bad(format!("messages[{i}].content"), "expected a string or text parts")),
+            Some(_) => {
+                return Err(RouterError::bad(format!("messages[{i}].content"), "expected a string or text parts"))
+            }
         };
         messages.push(ChatMessage { role, content });
     }

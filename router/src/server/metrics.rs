@@ -7,9 +7,8 @@ use std::sync::OnceLock;
 
 static HANDLE: OnceLock<PrometheusHandle> = OnceLock::new();
 
-const SECONDS: &[f64] = &[
-    0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0,
-];
+const SECONDS: &[f64] =
+    &[0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0];
 const SIZES: &[f64] = &[1.0, 2.0, 4.0, 8.0, 16.0, 32.0, 64.0, 128.0, 256.0, 512.0, 1024.0];
 
 /// Installs the global recorder once per process and returns the handle that renders it.
@@ -35,7 +34,11 @@ pub fn install() -> PrometheusHandle {
 fn describe() {
     describe_counter!("llmroute_requests_total", "Queries answered, by model and outcome.");
     describe_counter!("llmroute_rejected_total", "Calls refused before routing, by reason.");
-    describe_histogram!("llmroute_decision_seconds", Unit::Seconds, "Batch close to assignment (estimate + solve + ledger).");
+    describe_histogram!(
+        "llmroute_decision_seconds",
+        Unit::Seconds,
+        "Batch close to assignment (estimate + solve + ledger)."
+    );
     describe_histogram!("llmroute_batch_wait_seconds", Unit::Seconds, "Time a query waited for its batch to close.");
     describe_histogram!("llmroute_batch_size", Unit::Count, "Queries per batch.");
     describe_histogram!("llmroute_solver_seconds", Unit::Seconds, "Assigner solve time, by assigner.");

@@ -17,7 +17,8 @@ pub fn start(shared: Arc<Shared>) {
                 let name = md.entry.name.clone();
                 let inf = md.state.in_flight.load(Ordering::Relaxed);
                 metrics::gauge!("llmroute_in_flight", "model" => name.clone()).set(inf as f64);
-                metrics::gauge!("llmroute_free_slots", "model" => name.clone()).set(md.capacity.saturating_sub(inf) as f64);
+                metrics::gauge!("llmroute_free_slots", "model" => name.clone())
+                    .set(md.capacity.saturating_sub(inf) as f64);
                 let state = md.state.breaker().state();
                 metrics::gauge!("llmroute_circuit_state", "model" => name.clone()).set(state.gauge());
                 let due = md.state.breaker().due_for_probe(live.config.breaker_open, Instant::now());

@@ -151,9 +151,12 @@ fn build_live(
     let mut states = states.lock().unwrap_or_else(|p| p.into_inner());
     let mut models = Vec::with_capacity(catalog.models.len());
     for (entry, rec) in catalog.models.iter().zip(&recorded) {
-        let est_index = trained.estimator.models.iter().position(|m| m == rec).ok_or_else(|| {
-            RouterError::Internal(format!("estimator lacks model {rec}"))
-        })?;
+        let est_index = trained
+            .estimator
+            .models
+            .iter()
+            .position(|m| m == rec)
+            .ok_or_else(|| RouterError::Internal(format!("estimator lacks model {rec}")))?;
         let backend = if entry.backend == "replay" {
             Backend::Replay(Replay::new(
                 trained.replay.clone(),
@@ -175,12 +178,8 @@ fn build_live(
             state,
         });
     }
-    let by_key = config
-        .tenants
-        .iter()
-        .enumerate()
-        .filter_map(|(i, t)| t.api_key.as_ref().map(|k| (k.clone(), i)))
-        .collect();
+    let by_key =
+        config.tenants.iter().enumerate().filter_map(|(i, t)| t.api_key.as_ref().map(|k| (k.clone(), i))).collect();
     Ok(Live { generation, config, models, trained, by_key })
 }
 

@@ -150,7 +150,9 @@ pub fn loadgen(a: LoadgenArgs) -> Result<(), String> {
         return Err("--duration must be positive".into());
     }
     let prompts: Vec<String> = match &a.records {
-        Some(p) => estimator::records::read_records(p).map_err(|e| e.to_string())?.into_iter().map(|r| r.prompt).collect(),
+        Some(p) => {
+            estimator::records::read_records(p).map_err(|e| e.to_string())?.into_iter().map(|r| r.prompt).collect()
+        }
         None => BUILTIN_PROMPTS.iter().map(|s| s.to_string()).collect(),
     };
     let spec = LoadSpec {
