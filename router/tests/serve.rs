@@ -246,3 +246,55 @@ fn overload_is_shed_with_resource_exhausted_at_once() {
         c.route(q("still there?")).await.unwrap();
     });
 }
+
+#[test]
+fn mip_assigner_deadlines_and_the_http_facade_errors() {
+    let dir = scratch("serve-mip");
+    let extra = "assigner:\n  kind: mip\n  gamma: 1.0\n  mip_max_batch: 32\n  mip_time_limit_ms: 200\n\
+                 replay:\n  ttft_ms: 300\n  ms_per_token: 0\n";
+    let r = Router::start(&dir, &config(extra));
+    rt().block_on(async {
+        let mut c = client(&r).await;
+        let queries: Vec<_> = (0..16).map(|i| q(&format!("Which element has atomic number {i}?"))).collect();
+        let b = c.route_batch(pb::RouteBatchRequest { tenant: String::new(), queries }).await.unwrap().into_inner();
+        let why = b.results[0].why.clone().unwrap();
+        assert_eq!(why.assigner, "mip", "{why:?}");
+        assert!(b.spend_usd <= b.budget_usd + 1e-12);
+        // A deadline shorter than the model's answer: DEADLINE_EXCEEDED, and the backend's
+        // breaker does not count it as the backend's failure.
+        for _ in 0..4 {
+            let t0 = Instant::now();
+            let e = c.route(request(q("slow one"), None, Some(Duration::from_millis(100))).unwrap()).await.unwrap_err();
+            assert!(matches!(e.code(), Code::DeadlineExceeded | Code::Cancelled), "{e:?}");
+            assert!(t0.elapsed() < Duration::from_millis(250), "took {:?}", t0.elapsed());
+        }
+        let models = c.list_models(pb::ListModelsRequest {}).await.unwrap().into_inner().models;
+        assert!(models.iter().all(|m| m.circuit == "closed"), "{models:?}");
+    });
+    // The facade: OpenAI-shaped errors with the mapped status.
+    let post = |body: &str, key: Option<&str>| {
+        use std::io::{Read, Write};
+        let mut s = std::net::TcpStream::connect(&r.http).unwrap();
+        let auth = key.map(|k| format!("Authorization: Bearer {k}\r\n")).unwrap_or_default();
+        write!(
+            s,
+            "POST /v1/chat/completions HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n{auth}\
+             Content-Length: {}\r\nConnection: close\r\n\r\n{body}",
+            body.len()
+        )
+        .unwrap();
+        let mut out = String::new();
+        s.read_to_string(&mut out).unwrap();
+        out
+    };
+    let out = post(r#"{"model":"auto","messages":[{"role":"user","content":""}]}"#, None);
+    assert!(out.starts_with("HTTP/1.1 400") && out.contains("messages"), "{out}");
+    let out = post(r#"{"model":"auto","messages":[{"role":"user","content":"hi"}],"max_tokens":0}"#, None);
+    assert!(out.starts_with("HTTP/1.1 400") && out.contains("max_tokens"), "{out}");
+    let out = post(r#"{"model":"auto","messages":[{"role":"user","content":"hi"}]}"#, Some("nope-nope-nope"));
+    assert!(out.starts_with("HTTP/1.1 401") && out.contains("authentication_error"), "{out}");
+    let out = post(r#"{"messages":[]}"#, None);
+    assert!(out.starts_with("HTTP/1.1 400") && out.contains("model"), "{out}");
+    let out = post("not json", None);
+    assert!(out.starts_with("HTTP/1.1 400"), "{out}");
+}

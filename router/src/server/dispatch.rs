@@ -218,6 +218,10 @@ async fn run_query(
                 reply.dispatched = true;
                 break Ok(reply);
             }
+            Err(_) if Instant::now() >= q.deadline => {
+                // The call's own deadline cut the attempt short: not the backend's fault.
+                break Err(RouterError::DeadlineExceeded(format!("{name} did not answer before the call's deadline")));
+            }
             Err(e) => {
                 metrics::counter!("llmroute_backend_failures_total", "model" => name.clone()).increment(1);
                 let opened = model.state.breaker().on_failure(cfg.breaker_failures, Instant::now());

@@ -184,3 +184,53 @@ impl pb::admin_server::Admin for AdminService {
         Ok(Response::new(r))
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn md(pairs: &[(&'static str, &'static str)]) -> MetadataMap {
+        let mut m = MetadataMap::new();
+        for (k, v) in pairs {
+            m.insert(*k, v.parse().unwrap());
+        }
+        m
+    }
+
+    #[test]
+    fn deadlines_and_keys_from_metadata() {
+        assert_eq!(grpc_timeout(&md(&[("grpc-timeout", "250m")])), Some(Duration::from_millis(250)));
+        assert_eq!(grpc_timeout(&md(&[("grpc-timeout", "3S")])), Some(Duration::from_secs(3)));
+        assert_eq!(grpc_timeout(&md(&[("grpc-timeout", "7u")])), Some(Duration::from_micros(7)));
+        assert_eq!(grpc_timeout(&md(&[("grpc-timeout", "x")])), None);
+        assert_eq!(grpc_timeout(&md(&[])), None);
+        assert_eq!(api_key(&md(&[("authorization", "Bearer abc123")])).as_deref(), Some("abc123"));
+        assert_eq!(api_key(&md(&[("x-api-key", "k1")])).as_deref(), Some("k1"));
+        assert_eq!(api_key(&md(&[])), None);
+    }
+
+    #[test]
+    fn errors_map_to_codes_and_say_if_retry_is_safe() {
+        use crate::RouterError as E;
+        use tonic::Code;
+        let cases = [
+            (E::bad("prompt", "empty"), Code::InvalidArgument, false),
+            (E::Unauthenticated("x".into()), Code::Unauthenticated, false),
+            (E::Overloaded("x".into()), Code::ResourceExhausted, true),
+            (
+                E::TenantOverBudget { tenant: "t".into(), spent: 1.0, budget: 1.0, window_s: 60 },
+                Code::ResourceExhausted,
+                false,
+            ),
+            (E::NoFeasibleModel("x".into()), Code::FailedPrecondition, false),
+            (E::Unavailable("x".into()), Code::Unavailable, true),
+            (E::DeadlineExceeded("x".into()), Code::DeadlineExceeded, true),
+        ];
+        for (e, code, retry) in cases {
+            let s = Status::from(e);
+            assert_eq!(s.code(), code);
+            let flag = s.metadata().get("llmroute-retryable").unwrap().to_str().unwrap();
+            assert_eq!(flag, if retry { "true" } else { "false" });
+        }
+    }
+}
