@@ -185,12 +185,22 @@ fn tenant_budget_runs_out_and_reload_keeps_the_last_good_config() {
 
         // A good one with a bigger budget and a new tenant takes effect (Admin RPC) ...
         let bigger = good.replace("budget_usd: 0.0004", "budget_usd: 10");
-        std::fs::write(&path, format!("{bigger}  - name: team-b\n    api_key: team-b-secret\n    budget_usd: 1\n"))
-            .unwrap();
+        let team_b =
+            "  - name: team-b\n    api_key: team-b-secret\n    budget_usd: 1\n    allowed_models: [gemma-2-9b-it]\n";
+        std::fs::write(&path, format!("{bigger}{team_b}")).unwrap();
         let rep = admin.reload(pb::ReloadRequest {}).await.unwrap().into_inner();
         assert!(rep.ok && rep.generation == 2, "{rep:?}");
         c.route(q("Budget is back?")).await.unwrap();
-        c.route(request(q("hi"), Some("team-b-secret"), None).unwrap()).await.unwrap();
+        // The new tenant: its key works, routing stays inside its models, others are refused.
+        let rep = c.route(request(q("hi"), Some("team-b-secret"), None).unwrap()).await.unwrap().into_inner();
+        assert_eq!(rep.model, "gemma-2-9b-it");
+        let outside = pb::RouteRequest { allowed_models: vec!["qwen2.5-7b-instruct".into()], ..q("hi") };
+        let e = c.route(request(outside, Some("team-b-secret"), None).unwrap()).await.unwrap_err();
+        assert_eq!(e.code(), Code::PermissionDenied, "{e:?}");
+        assert!(e.message().contains("allowed_models[0]"), "{}", e.message());
+        let other = pb::RouteRequest { tenant: "default".into(), ..q("hi") };
+        let e = c.route(request(other, Some("team-b-secret"), None).unwrap()).await.unwrap_err();
+        assert_eq!(e.code(), Code::PermissionDenied, "{e:?}");
         // ... and so does SIGHUP.
         std::fs::write(&path, bigger.replace("window_ms: 5", "window_ms: 7")).unwrap();
         let st = std::process::Command::new("kill").args(["-HUP", &r.pid().to_string()]).status().unwrap();
@@ -226,21 +236,26 @@ fn overload_is_shed_with_resource_exhausted_at_once() {
                 (res.map(|_| ()).map_err(|e| e.code()), t0.elapsed())
             }));
         }
-        let (mut ok, mut shed, mut shed_slowest) = (0, 0, Duration::ZERO);
+        let (mut ok, mut shed, mut shed_times) = (0, 0, Vec::new());
         for h in handles {
             let (res, took) = h.await.unwrap();
             match res {
                 Ok(()) => ok += 1,
                 Err(Code::ResourceExhausted) => {
                     shed += 1;
-                    shed_slowest = shed_slowest.max(took);
+                    shed_times.push(took);
                 }
                 Err(c) => panic!("unexpected {c:?}"),
             }
         }
         assert!(ok >= 16, "only {ok} accepted");
         assert!(shed >= 100, "only {shed} shed");
-        assert!(shed_slowest < Duration::from_millis(250), "shedding took {shed_slowest:?}");
+        // Shed at once: well before an accepted call (300 ms) could finish. The bound on the
+        // slowest is loose because other tests share this machine's 2 cores.
+        shed_times.sort();
+        let median = shed_times[shed_times.len() / 2];
+        assert!(median < Duration::from_millis(100), "median shed took {median:?}");
+        assert!(shed_times[shed_times.len() - 1] < Duration::from_secs(1), "slowest shed {shed_times:?}");
         // Still serving afterwards.
         let mut c = c.clone();
         c.route(q("still there?")).await.unwrap();
