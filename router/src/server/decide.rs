@@ -85,13 +85,14 @@ pub async fn decide(shared: &Arc<Shared>, queries: Vec<Query>) -> Option<Decided
             sigma[j] = p.sigma[e];
             cost[j] = md.entry.cost(q.input_tokens as f64, out);
             tokens[j] = q.input_tokens as f64 + out;
-            allowed[j] = q.allowed[j] && !open[j] && q.cost_cap.is_none_or(|cap| cost[j] <= cap);
+            // A model the plan runs no instance of cannot be chosen.
+            allowed[j] = q.allowed[j] && !open[j] && md.capacity > 0 && q.cost_cap.is_none_or(|cap| cost[j] <= cap);
         }
         if !allowed.iter().any(|&a| a) {
             let why = if q.allowed.iter().zip(&open).any(|(&a, &o)| a && o) {
-                "every allowed model's circuit is open or its predicted cost is above max_cost_usd"
+                "every allowed model's circuit is open, it has no instances in the plan, or its predicted cost is above max_cost_usd"
             } else {
-                "every allowed model's predicted cost is above max_cost_usd"
+                "every allowed model has no instances in the plan or a predicted cost above max_cost_usd"
             };
             fail(q, RouterError::NoFeasibleModel(why.into()));
             continue;
@@ -114,7 +115,7 @@ pub async fn decide(shared: &Arc<Shared>, queries: Vec<Query>) -> Option<Decided
     }
     for (j, md) in live.models.iter().enumerate() {
         p.slots[j] = md.capacity.saturating_sub(md.state.in_flight.load(Ordering::Relaxed));
-        let instances = cfg.instances.get(&md.entry.name).copied().unwrap_or(1) as f64;
+        let instances = (md.capacity / md.entry.max_concurrency.max(1) as usize) as f64;
         p.kv_free[j] = md.entry.kv_tokens.map_or(f64::INFINITY, |kv| kv as f64 * instances);
     }
     p.gamma = cfg.gamma.min(n as f64);

@@ -148,6 +148,20 @@ fn build_live(
         Some(t) => t.clone(),
         None => Arc::new(train(&config, &catalog, &recorded, est_models.clone(), key)?),
     };
+    let plan = match &config.plan {
+        Some(path) => {
+            let plan = crate::plan::Plan::load(path)?;
+            if let Some(m) = plan.instances.keys().find(|m| !names.contains(m)) {
+                return Err(RouterError::config(
+                    path,
+                    format!("instances.{m}"),
+                    format!("`{m}` is not in the catalog"),
+                ));
+            }
+            Some(plan)
+        }
+        None => None,
+    };
     let mut states = states.lock().unwrap_or_else(|p| p.into_inner());
     let mut models = Vec::with_capacity(catalog.models.len());
     for (entry, rec) in catalog.models.iter().zip(&recorded) {
@@ -168,7 +182,10 @@ fn build_live(
         } else {
             Backend::OpenAi(OpenAi::new(&entry.backend, pool.clone()))
         };
-        let instances = config.instances.get(&entry.name).copied().unwrap_or(1) as usize;
+        let instances = match &plan {
+            Some(p) => p.instances_of(&entry.name) as usize,
+            None => config.instances.get(&entry.name).copied().unwrap_or(1) as usize,
+        };
         let state = states.entry(entry.name.clone()).or_default().clone();
         models.push(LiveModel {
             capacity: instances * entry.max_concurrency as usize,

@@ -1,0 +1,124 @@
+//! Kubernetes Deployments + Services for the model servers of a plan: one Deployment per (model,
+//! GPU type) with the plan's replicas and `nvidia.com/gpu` = tensor-parallel degree, pinned to
+//! the GPU type's nodes; one Service per model selecting all its Deployments.
+
+use crate::error::{AllocError, Result};
+use crate::inputs::{Inventory, Models};
+use router::plan::Plan;
+use std::path::{Path, PathBuf};
+
+/// A DNS-1123 name from a model or GPU name.
+fn dns(s: &str) -> String {
+    let mut out: String = s.to_lowercase().chars().map(|c| if c.is_ascii_alphanumeric() { c } else { '-' }).collect();
+    while out.contains("--") {
+        out = out.replace("--", "-");
+    }
+    out.trim_matches('-').chars().take(50).collect::<String>().trim_matches('-').to_string()
+}
+
+fn args(image: &str, served: &str, tp: u32, max_conc: u32) -> Vec<String> {
+    if image.contains("llama.cpp") || image.contains("llama-cpp") {
+        vec![
+            "--model".into(),
+            format!("/models/{served}"),
+            "--host".into(),
+            "0.0.0.0".into(),
+            "--port".into(),
+            "8000".into(),
+            "--parallel".into(),
+            max_conc.to_string(),
+        ]
+    } else {
+        vec![
+            "--model".into(),
+            served.into(),
+            "--served-model-name".into(),
+            served.into(),
+            "--tensor-parallel-size".into(),
+            tp.to_string(),
+            "--max-num-seqs".into(),
+            max_conc.to_string(),
+            "--port".into(),
+            "8000".into(),
+        ]
+    }
+}
+
+/// Writes one YAML file per model into `dir`; returns the paths.
+pub fn write(plan: &Plan, inv: &Inventory, models: &Models, dir: &Path) -> Result<Vec<PathBuf>> {
+    std::fs::create_dir_all(dir).map_err(|e| AllocError::Io { path: dir.to_path_buf(), source: e })?;
+    let mut written = Vec::new();
+    for (name, per) in &plan.instances {
+        let mp = models
+            .models
+            .iter()
+            .find(|m| &m.name == name)
+            .ok_or_else(|| AllocError::Invalid(format!("plan model `{name}` is not in the models file")))?;
+        let app = format!("model-{}", dns(name));
+        let mut docs: Vec<serde_json::Value> = Vec::new();
+        for (gpu_kind, replicas) in per {
+            let (g, gpu) =
+                inv.gpus.iter().enumerate().find(|(_, g)| &g.kind == gpu_kind).ok_or_else(|| {
+                    AllocError::Invalid(format!("plan GPU type `{gpu_kind}` is not in the inventory"))
+                })?;
+            let p = mp
+                .profiles
+                .iter()
+                .find(|p| p.gpu == g)
+                .ok_or_else(|| AllocError::Invalid(format!("model `{name}` has no profile for `{gpu_kind}`")))?;
+            let dep = format!("{app}-{}", dns(gpu_kind));
+            let mem_gi = ((p.weights_gb + p.kv_gb) * 0.25).ceil().max(8.0) as u64; // host RAM for loading
+            docs.push(serde_json::json!({
+                "apiVersion": "apps/v1",
+                "kind": "Deployment",
+                "metadata": {"name": dep, "labels": {"app": app, "llmroute/model": dns(name), "llmroute/gpu": dns(gpu_kind)}},
+                "spec": {
+                    "replicas": replicas,
+                    "selector": {"matchLabels": {"app": app, "llmroute/gpu": dns(gpu_kind)}},
+                    "template": {
+                        "metadata": {"labels": {"app": app, "llmroute/gpu": dns(gpu_kind)}},
+                        "spec": {
+                            "nodeSelector": {"nvidia.com/gpu.product": gpu.node_label},
+                            "containers": [{
+                                "name": "server",
+                                "image": mp.image,
+                                "args": args(&mp.image, &mp.served_model, p.tensor_parallel, mp.max_concurrency),
+                                "ports": [{"name": "http", "containerPort": 8000}],
+                                "resources": {
+                                    "limits": {"nvidia.com/gpu": p.tensor_parallel, "memory": format!("{mem_gi}Gi")},
+                                    "requests": {"nvidia.com/gpu": p.tensor_parallel, "memory": format!("{mem_gi}Gi"), "cpu": "4"}
+                                },
+                                "readinessProbe": {"httpGet": {"path": "/health", "port": "http"}, "periodSeconds": 5},
+                                "livenessProbe": {"httpGet": {"path": "/health", "port": "http"}, "initialDelaySeconds": 300, "periodSeconds": 10}
+                            }]
+                        }
+                    }
+                }
+            }));
+        }
+        docs.push(serde_json::json!({
+            "apiVersion": "v1",
+            "kind": "Service",
+            "metadata": {"name": app, "labels": {"app": app}},
+            "spec": {"selector": {"app": app}, "ports": [{"name": "http", "port": 8000, "targetPort": "http"}]}
+        }));
+        let mut text = format!("# {name}: generated by `allocator manifests` from a {} plan\n", plan.kind);
+        for d in &docs {
+            text.push_str("---\n");
+            text.push_str(&serde_yaml::to_string(d).map_err(|e| AllocError::Invalid(e.to_string()))?);
+        }
+        let path = dir.join(format!("{app}.yaml"));
+        std::fs::write(&path, text).map_err(|e| AllocError::Io { path: path.clone(), source: e })?;
+        written.push(path);
+    }
+    Ok(written)
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn dns_names() {
+        assert_eq!(super::dns("Llama-3.1-8B_Instruct"), "llama-3-1-8b-instruct");
+        assert_eq!(super::dns("h100-80g"), "h100-80g");
+    }
+}
