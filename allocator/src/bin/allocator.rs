@@ -165,7 +165,9 @@ fn run(cli: Cli) -> Result<()> {
                 l.inv.gpus.len(),
                 l.traffic.classes.len()
             );
-            let s = solve::solve(&inst, &SolveOptions { objective, time_limit_s: time_limit, rel_gap: 1e-6 })?;
+            let s = with_progress(|| {
+                solve::solve(&inst, &SolveOptions { objective, time_limit_s: time_limit, rel_gap: 1e-6 })
+            })?;
             eprintln!("solved in {:.1} ms (gap {:.2e})", s.solve_time.as_secs_f64() * 1e3, s.gap);
             print!("{}", report::table(&inst, &s, "optimized plan"));
             let used = report::gpus_used(&inst, &s.instances);
@@ -313,6 +315,28 @@ fn run(cli: Cli) -> Result<()> {
             Ok(())
         }
     }
+}
+
+/// Runs `f`, printing the elapsed time to stderr every 2 s until it returns (HiGHS itself is silent).
+fn with_progress<T>(f: impl FnOnce() -> T) -> T {
+    use std::sync::atomic::{AtomicBool, Ordering};
+    let done = std::sync::Arc::new(AtomicBool::new(false));
+    let flag = done.clone();
+    let t0 = Instant::now();
+    let ticker = std::thread::spawn(move || {
+        let mut next = 2;
+        while !flag.load(Ordering::Relaxed) {
+            std::thread::sleep(std::time::Duration::from_millis(100));
+            if t0.elapsed().as_secs() >= next {
+                eprintln!("  still solving ... {} s", t0.elapsed().as_secs());
+                next += 2;
+            }
+        }
+    });
+    let out = f();
+    done.store(true, Ordering::Relaxed);
+    let _ = ticker.join();
+    out
 }
 
 fn main() -> ExitCode {
