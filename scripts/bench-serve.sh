@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Serving benchmarks (writes docs/results/serve-*.json and serve-bench.txt; ~3 min):
 #  1. Overhead: decision-only Route latency at 1k, 5k and 10k offered calls/s against the router on
-#     the embedded default (batch window 5 ms, and 0 ms), and against the bare tonic echo server
+#     the embedded default (batch window 5 ms, and 0 ms; short built-in prompts, and the dcrouter
+#     records' prompts), and against the bare tonic echo server
 #     (examples/echo_server.rs) in the same run; ratio router / echo.
 #  2. Overload: a router that can serve ~C calls/s (admission.max_concurrency 64, replay 100 ms per
 #     answer) is offered 10 x C for 10 s: shed calls get RESOURCE_EXHAUSTED at once, accepted calls
@@ -43,9 +44,10 @@ sleep 1
   printf "%-7s %-22s %9s %9s %9s %9s %9s\n" qps target sent/s ok/s p50 p90 p99
 } > "$OUT/serve-bench.txt"
 for qps in 1000 5000 10000; do
-  for t in echo:50153 router-window0:50152 router-window5:50151; do
+  for t in echo:50153 router-window0:50152 router-window5:50151 router-window5-records:50151; do
     name="${t%%:*}"; port="${t##*:}"
-    "$BIN" loadgen --addr "127.0.0.1:$port" --qps "$qps" --duration "$DUR" --concurrency 4096 --json \
+    prompts=(); [ "$name" = router-window5-records ] && prompts=(--records data/dcrouter.jsonl.gz)
+    "$BIN" loadgen --addr "127.0.0.1:$port" --qps "$qps" --duration "$DUR" --concurrency 4096 --json "${prompts[@]}" \
       > "$OUT/serve-overhead-$name-$qps.json" 2>/dev/null
     python3 - "$OUT/serve-overhead-$name-$qps.json" "$qps" "$name" >> "$OUT/serve-bench.txt" <<'PY'
 import json, sys
@@ -61,11 +63,12 @@ out = sys.argv[1]
 print("\n# Ratio to the echo server at the same offered rate (p50 / p99)")
 for qps in (1000, 5000, 10000):
     e = json.load(open(f"{out}/serve-overhead-echo-{qps}.json"))["ok_latency_ms"]
-    for name in ("router-window0", "router-window5"):
+    for name in ("router-window0", "router-window5", "router-window5-records"):
         r = json.load(open(f"{out}/serve-overhead-{name}-{qps}.json"))["ok_latency_ms"]
         print(f"{qps:<7} {name:<22} p50 x{r['p50'] / e['p50']:.1f}  p99 x{r['p99'] / e['p99']:.1f}  "
               f"(router - echo: p50 +{r['p50'] - e['p50']:.3f} ms, p99 +{r['p99'] - e['p99']:.3f} ms)")
 print("window5 includes the 5 ms batch window (a query waits up to 5 ms for its batch to close).")
+print("Targets other than *-records send 8 short built-in prompts; *-records cycles the 5,989 dcrouter prompts.")
 PY
 
 # Overload: capacity first (closed loop at the admission limit), then 10x that, open loop.

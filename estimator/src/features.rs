@@ -1,8 +1,6 @@
 //! Hashed text features: word 1–2-grams and character 4-grams (within word boundaries), TF-IDF
 //! weighted (sublinear tf, smoothed idf fitted on the training texts), L2-normalized. Sparse.
 
-use std::collections::HashMap;
-
 /// Number of hash buckets (2^20): collisions are rare at this vocabulary size.
 pub const DIM_BITS: u32 = 20;
 const DIM_MASK: u64 = (1 << DIM_BITS) - 1;
@@ -19,12 +17,16 @@ fn fnv1a(seed: u64, bytes: &[u8]) -> u64 {
     h
 }
 
-/// Raw term counts of a text, keyed by hashed feature index.
-pub fn term_counts(text: &str) -> HashMap<u32, f32> {
+/// Number of feature buckets.
+pub const DIM: usize = 1 << DIM_BITS;
+
+/// Raw term counts of a text: (hashed feature index, count), sorted by index, unique.
+pub fn term_counts(text: &str) -> Vec<(u32, f32)> {
     let lower = text.to_lowercase();
     let words: Vec<&str> = lower.split(|c: char| !c.is_alphanumeric()).filter(|w| !w.is_empty()).collect();
-    let mut counts: HashMap<u32, f32> = HashMap::with_capacity(words.len() * 6);
-    let mut add = |h: u64| *counts.entry((h & DIM_MASK) as u32).or_insert(0.0) += 1.0;
+    let mut hashes: Vec<u32> = Vec::with_capacity(words.len() * 8);
+    let mut add = |h: u64| hashes.push((h & DIM_MASK) as u32);
+    let mut padded: Vec<char> = Vec::with_capacity(32);
     for (i, w) in words.iter().enumerate() {
         add(fnv1a(1, w.as_bytes()));
         if let Some(next) = words.get(i + 1) {
@@ -32,12 +34,18 @@ pub fn term_counts(text: &str) -> HashMap<u32, f32> {
             add(fnv1a(h, next.as_bytes()));
         }
         // Character 4-grams of " word " (word-bounded, as scikit-learn's char_wb).
-        let padded: Vec<char> = std::iter::once(' ').chain(w.chars()).chain(std::iter::once(' ')).collect();
+        padded.clear();
+        padded.push(' ');
+        padded.extend(w.chars());
+        padded.push(' ');
+        let mut buf = [0u8; 16];
         if padded.len() <= 4 {
-            let s: String = padded.iter().collect();
-            add(fnv1a(3, s.as_bytes()));
+            let mut n = 0;
+            for c in &padded {
+                n += c.encode_utf8(&mut buf[n..]).len();
+            }
+            add(fnv1a(3, &buf[..n]));
         } else {
-            let mut buf = [0u8; 16];
             for win in padded.windows(4) {
                 let mut n = 0;
                 for c in win {
@@ -47,41 +55,50 @@ pub fn term_counts(text: &str) -> HashMap<u32, f32> {
             }
         }
     }
+    hashes.sort_unstable();
+    let mut counts: Vec<(u32, f32)> = Vec::with_capacity(hashes.len());
+    for h in hashes {
+        match counts.last_mut() {
+            Some((k, c)) if *k == h => *c += 1.0,
+            _ => counts.push((h, 1.0)),
+        }
+    }
     counts
 }
 
-/// Inverse document frequencies fitted on a corpus.
+/// Inverse document frequencies fitted on a corpus (dense over the hashed feature space).
 #[derive(Debug, Clone)]
 pub struct Idf {
     pub n_docs: usize,
-    df: HashMap<u32, u32>,
+    df: Vec<u32>,
+    weight: Vec<f32>,
 }
 
 impl Idf {
-    pub fn fit<'a>(docs: impl IntoIterator<Item = &'a HashMap<u32, f32>>) -> Idf {
-        let mut df: HashMap<u32, u32> = HashMap::new();
+    pub fn fit<'a>(docs: impl IntoIterator<Item = &'a Vec<(u32, f32)>>) -> Idf {
+        let mut df = vec![0u32; DIM];
         let mut n_docs = 0;
         for d in docs {
             n_docs += 1;
-            for k in d.keys() {
-                *df.entry(*k).or_insert(0) += 1;
+            for (k, _) in d {
+                df[*k as usize] += 1;
             }
         }
-        Idf { n_docs, df }
+        let weight = df.iter().map(|&d| ((n_docs as f32 + 1.0) / (d as f32 + 1.0)).ln() + 1.0).collect();
+        Idf { n_docs, df, weight }
     }
 
     pub fn df(&self, feature: u32) -> u32 {
-        self.df.get(&feature).copied().unwrap_or(0)
+        self.df.get(feature as usize).copied().unwrap_or(0)
     }
 
     pub fn weight(&self, feature: u32) -> f32 {
-        (((self.n_docs as f32) + 1.0) / (self.df(feature) as f32 + 1.0)).ln() + 1.0
+        self.weight.get(feature as usize).copied().unwrap_or(1.0)
     }
 
-    /// TF-IDF vector of a document's counts, L2-normalized (empty text → empty vector).
-    pub fn transform(&self, counts: &HashMap<u32, f32>) -> SparseVec {
-        let mut v: SparseVec = counts.iter().map(|(&k, &c)| (k, (1.0 + c.ln()) * self.weight(k))).collect();
-        v.sort_unstable_by_key(|(k, _)| *k);
+    /// TF-IDF vector of a document's counts (sorted by index), L2-normalized (empty text → empty).
+    pub fn transform(&self, counts: &[(u32, f32)]) -> SparseVec {
+        let mut v: SparseVec = counts.iter().map(|&(k, c)| (k, (1.0 + c.ln()) * self.weight(k))).collect();
         let norm = v.iter().map(|(_, w)| w * w).sum::<f32>().sqrt();
         if norm > 0.0 {
             for (_, w) in &mut v {

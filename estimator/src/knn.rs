@@ -23,11 +23,14 @@ pub struct KnnConfig {
     pub use_task: bool,
     /// Features in more than this fraction of training documents are ignored for retrieval.
     pub max_df_frac: f32,
+    /// Score neighbours on the query's this many heaviest TF-IDF features only (renormalized);
+    /// 0 = all. Trades a little accuracy for speed on long prompts.
+    pub max_query_terms: usize,
 }
 
 impl Default for KnnConfig {
     fn default() -> Self {
-        KnnConfig { k: 25, prior_strength: 2.0, use_task: true, max_df_frac: 0.5 }
+        KnnConfig { k: 25, prior_strength: 2.0, use_task: true, max_df_frac: 0.5, max_query_terms: 0 }
     }
 }
 
@@ -58,7 +61,10 @@ pub struct KnnEstimator {
     pub config: KnnConfig,
     pub prices: Vec<TokenPrices>,
     idf: Idf,
-    postings: HashMap<u32, Vec<(u32, f32)>>,
+    /// Postings in CSR form: feature f's (document, weight) pairs are
+    /// `postings[post_start[f]..post_start[f + 1]]`, in document order.
+    post_start: Vec<u32>,
+    postings: Vec<(u32, f32)>,
     max_df: u32,
     docs: Vec<TrainDoc>,
     global_mean: Vec<f64>,
@@ -145,10 +151,22 @@ impl KnnEstimator {
         }
         let counts: Vec<_> = records.iter().map(|r| term_counts(&r.prompt)).collect();
         let idf = Idf::fit(&counts);
-        let mut postings: HashMap<u32, Vec<(u32, f32)>> = HashMap::new();
-        for (d, c) in counts.iter().enumerate() {
-            for (f, w) in idf.transform(c) {
-                postings.entry(f).or_default().push((d as u32, w));
+        let vectors: Vec<SparseVec> = counts.iter().map(|c| idf.transform(c)).collect();
+        let mut post_start = vec![0u32; crate::features::DIM + 1];
+        for v in &vectors {
+            for (f, _) in v {
+                post_start[*f as usize + 1] += 1;
+            }
+        }
+        for f in 0..crate::features::DIM {
+            post_start[f + 1] += post_start[f];
+        }
+        let mut fill: Vec<u32> = post_start[..crate::features::DIM].to_vec();
+        let mut postings = vec![(0u32, 0f32); post_start[crate::features::DIM] as usize];
+        for (d, v) in vectors.iter().enumerate() {
+            for &(f, w) in v {
+                postings[fill[f as usize] as usize] = (d as u32, w);
+                fill[f as usize] += 1;
             }
         }
         let mm = models.len();
@@ -222,6 +240,7 @@ impl KnnEstimator {
             config,
             prices,
             idf,
+            post_start,
             postings,
             max_df,
             docs,
@@ -237,7 +256,19 @@ impl KnnEstimator {
     }
 
     fn vectorize(&self, prompt: &str) -> SparseVec {
-        self.idf.transform(&term_counts(prompt))
+        let mut v = self.idf.transform(&term_counts(prompt));
+        let t = self.config.max_query_terms;
+        if t > 0 && v.len() > t {
+            v.select_nth_unstable_by(t, |a, b| b.1.total_cmp(&a.1));
+            v.truncate(t);
+            let norm = v.iter().map(|(_, w)| w * w).sum::<f32>().sqrt();
+            if norm > 0.0 {
+                for (_, w) in &mut v {
+                    *w /= norm;
+                }
+            }
+        }
+        v
     }
 
     /// The k nearest training documents (index, cosine), best first, skipping `exclude`.
@@ -254,17 +285,16 @@ impl KnnEstimator {
             }
             let mut touched: Vec<u32> = Vec::with_capacity(1024);
             for (f, w) in v {
-                if let Some(post) = self.postings.get(f) {
-                    if post.len() as u32 > self.max_df {
-                        continue;
+                let (lo, hi) = (self.post_start[*f as usize] as usize, self.post_start[*f as usize + 1] as usize);
+                if (hi - lo) as u32 > self.max_df {
+                    continue;
+                }
+                for (d, wd) in &self.postings[lo..hi] {
+                    let a = &mut acc[*d as usize];
+                    if *a == 0.0 {
+                        touched.push(*d);
                     }
-                    for (d, wd) in post {
-                        let a = &mut acc[*d as usize];
-                        if *a == 0.0 {
-                            touched.push(*d);
-                        }
-                        *a += w * wd;
-                    }
+                    *a += w * wd;
                 }
             }
             let mut hits: Vec<(usize, f32)> = Vec::with_capacity(touched.len());

@@ -44,6 +44,13 @@ enum Cmd {
         /// Ignore the records' task labels (no per-task priors).
         #[arg(long)]
         no_task_hint: bool,
+        /// Skip features in more than this fraction of the training prompts when scoring neighbours
+        /// (smaller = faster, coarser).
+        #[arg(long, default_value_t = 0.5)]
+        max_df: f32,
+        /// Score neighbours on the query's N heaviest features only (0 = all).
+        #[arg(long, default_value_t = 0)]
+        max_query_terms: usize,
         /// Print JSON instead of a table.
         #[arg(long)]
         json: bool,
@@ -105,8 +112,13 @@ fn sample(records: Vec<Record>, frac: Option<f64>, seed: u64) -> Result<Vec<Reco
 fn run(cli: Cli) -> Result<(), String> {
     match cli.cmd {
         Cmd::Convert { source } => convert(source),
-        Cmd::Eval { records, catalog, train_frac, seed, k, no_task_hint, json } => {
-            eval(records, catalog, train_frac, seed, k, !no_task_hint, json)
+        Cmd::Eval { records, catalog, train_frac, seed, k, no_task_hint, max_df, max_query_terms, json } => {
+            if !(max_df > 0.0 && max_df <= 1.0) {
+                return Err(format!("--max-df {max_df}: expected a fraction in (0, 1]"));
+            }
+            let cfg =
+                KnnConfig { k, use_task: !no_task_hint, max_df_frac: max_df, max_query_terms, ..KnnConfig::default() };
+            eval(records, catalog, train_frac, seed, cfg, json)
         }
     }
 }
@@ -154,10 +166,10 @@ fn eval(
     catalog: Option<PathBuf>,
     train_frac: f64,
     seed: u64,
-    k: usize,
-    use_task: bool,
+    cfg: KnnConfig,
     json: bool,
 ) -> Result<(), String> {
+    let (k, use_task) = (cfg.k, cfg.use_task);
     if !(train_frac > 0.0 && train_frac < 1.0) {
         return Err(format!("--train-frac {train_frac}: expected a fraction in (0, 1)"));
     }
@@ -174,7 +186,6 @@ fn eval(
     let (train_idx, test_idx) = estimator::split::train_test(records.len(), train_frac, seed);
     let train: Vec<&Record> = train_idx.iter().map(|&i| records[i]).collect();
     let test: Vec<&Record> = test_idx.iter().map(|&i| records[i]).collect();
-    let cfg = KnnConfig { k, use_task, ..KnnConfig::default() };
     let t0 = std::time::Instant::now();
     let est = KnnEstimator::train(&train, &models, catalog.as_ref(), cfg).map_err(|e| e.to_string())?;
     let t_train = t0.elapsed().as_secs_f64();

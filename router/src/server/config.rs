@@ -39,6 +39,7 @@ struct RawListen {
 struct RawEstimator {
     records: Option<String>,
     k: Option<usize>,
+    max_query_terms: Option<usize>,
     #[serde(default)]
     proxies: BTreeMap<String, String>,
 }
@@ -142,6 +143,8 @@ pub struct Config {
     pub plan: Option<PathBuf>,
     pub estimator_records: PathBuf,
     pub estimator_k: usize,
+    /// Neighbour scoring on the query's heaviest features only (0 = all).
+    pub estimator_max_query_terms: usize,
     /// Model → recorded model whose outcomes stand in for it in the estimator.
     pub proxies: BTreeMap<String, String>,
     pub replay_records: PathBuf,
@@ -344,6 +347,7 @@ impl Config {
             plan: raw.plan.map(|p| resolve(&p)),
             estimator_records,
             estimator_k,
+            estimator_max_query_terms: est.max_query_terms.unwrap_or(32),
             proxies: est.proxies,
             replay_records,
             replay_ttft,

@@ -38,10 +38,14 @@ pub struct LiveModel {
     pub state: Arc<ModelState>,
 }
 
+/// What the trained estimator depends on: records, (k, max query terms), proxies, replay records,
+/// estimated models.
+type TrainKey = (PathBuf, (usize, usize), BTreeMap<String, String>, PathBuf, Vec<String>);
+
 /// The estimator and replay data built from one records file (reused across reloads when the
 /// estimator settings do not change: training takes a second or two).
 pub struct Trained {
-    key: (PathBuf, usize, BTreeMap<String, String>, PathBuf, Vec<String>),
+    key: TrainKey,
     pub estimator: Arc<KnnEstimator>,
     pub replay: Arc<ReplayData>,
 }
@@ -139,7 +143,7 @@ fn build_live(
     est_models.dedup();
     let key = (
         config.estimator_records.clone(),
-        config.estimator_k,
+        (config.estimator_k, config.estimator_max_query_terms),
         config.proxies.clone(),
         config.replay_records.clone(),
         est_models.clone(),
@@ -205,7 +209,7 @@ fn train(
     catalog: &Catalog,
     recorded: &[String],
     est_models: Vec<String>,
-    key: (PathBuf, usize, BTreeMap<String, String>, PathBuf, Vec<String>),
+    key: TrainKey,
 ) -> Result<Trained> {
     let t0 = std::time::Instant::now();
     let records = estimator::records::read_records(&config.estimator_records)?;
@@ -238,7 +242,8 @@ fn train(
             })
             .collect(),
     };
-    let knn = KnnConfig { k: config.estimator_k, ..KnnConfig::default() };
+    let knn =
+        KnnConfig { k: config.estimator_k, max_query_terms: config.estimator_max_query_terms, ..KnnConfig::default() };
     let estimator = Arc::new(KnnEstimator::train(&usable, &est_models, Some(&est_catalog), knn)?);
     let n_train = usable.len();
     let replay_records: Vec<Record> = if config.replay_records == config.estimator_records {
