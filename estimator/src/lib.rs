@@ -6,6 +6,8 @@
 
 pub mod catalog;
 pub mod convert;
+#[cfg(feature = "minilm")]
+pub mod embed;
 pub mod error;
 pub mod features;
 pub mod knn;
