@@ -84,7 +84,7 @@ impl MiniLm {
         let mut flat = Vec::with_capacity(ids.len() * len);
         let mut mask = Vec::with_capacity(ids.len() * len);
         for row in &ids {
-            flat.extend(row.iter().copied().chain(std::iter::repeat(0).take(len - row.len())));
+            flat.extend(row.iter().copied().chain(std::iter::repeat_n(0, len - row.len())));
             mask.extend(std::iter::repeat_n(1u32, row.len()).chain(std::iter::repeat_n(0, len - row.len())));
         }
         let n = ids.len();

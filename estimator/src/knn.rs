@@ -71,6 +71,10 @@ pub struct KnnEstimator {
     task_mean: HashMap<String, Vec<f64>>,
     mean_output_tokens: Vec<f64>,
     task_output_tokens: HashMap<String, Vec<f64>>,
+    /// Training documents' sentence embeddings (row-major, `dense_dim` wide), when retrieval is
+    /// by embedding instead of hashed TF-IDF.
+    dense: Option<Vec<f32>>,
+    dense_dim: usize,
 }
 
 /// The realized cost of `model` on `record`: the recorded `cost_usd`, else catalog prices × tokens.
@@ -248,6 +252,8 @@ impl KnnEstimator {
             task_mean,
             mean_output_tokens,
             task_output_tokens,
+            dense: None,
+            dense_dim: 0,
         })
     }
 
@@ -331,6 +337,62 @@ impl KnnEstimator {
     pub fn predict_excluding(&self, prompt: &str, task: Option<&str>, exclude: Option<usize>) -> Prediction {
         let v = self.vectorize(prompt);
         let nb = self.neighbours(&v, exclude);
+        self.posterior(&nb, prompt, task)
+    }
+
+    /// Switches retrieval to sentence embeddings: `embeddings[d]` is training document d's
+    /// (L2-normalized) embedding. Predictions then need the query's embedding
+    /// (`predict_embedded`).
+    pub fn with_embeddings(mut self, embeddings: &[Vec<f32>]) -> Result<KnnEstimator> {
+        if embeddings.len() != self.docs.len() {
+            return Err(Error::Invalid(format!(
+                "{} embeddings for {} training documents",
+                embeddings.len(),
+                self.docs.len()
+            )));
+        }
+        let dim = embeddings.first().map_or(0, Vec::len);
+        if dim == 0 || embeddings.iter().any(|e| e.len() != dim) {
+            return Err(Error::Invalid("embeddings must be non-empty and of one dimension".into()));
+        }
+        self.dense = Some(embeddings.iter().flatten().copied().collect());
+        self.dense_dim = dim;
+        Ok(self)
+    }
+
+    /// Is retrieval by embedding?
+    pub fn is_dense(&self) -> bool {
+        self.dense.is_some()
+    }
+
+    /// Predicts from the query's embedding (`with_embeddings` retrieval); falls back to the hashed
+    /// features when the estimator has no embeddings.
+    pub fn predict_embedded(
+        &self,
+        prompt: &str,
+        task: Option<&str>,
+        embedding: &[f32],
+        exclude: Option<usize>,
+    ) -> Prediction {
+        let Some(dense) = &self.dense else { return self.predict_excluding(prompt, task, exclude) };
+        let mut hits: Vec<(usize, f32)> = dense
+            .chunks_exact(self.dense_dim)
+            .enumerate()
+            .map(|(d, row)| (d, row.iter().zip(embedding).map(|(a, b)| a * b).sum::<f32>()))
+            .filter(|&(d, s)| s > 0.0 && Some(d) != exclude)
+            .collect();
+        let k = self.config.k.min(hits.len());
+        if k < hits.len() {
+            hits.select_nth_unstable_by(k, |a, b| b.1.total_cmp(&a.1));
+            hits.truncate(k);
+        }
+        hits.sort_by(|a, b| b.1.total_cmp(&a.1).then(a.0.cmp(&b.0)));
+        self.posterior(&hits, prompt, task)
+    }
+
+    /// μ, σ (Beta posterior over the neighbours' outcomes, weighted by similarity, on the task's
+    /// or global prior), output tokens and cost per model.
+    fn posterior(&self, nb: &[(usize, f32)], prompt: &str, task: Option<&str>) -> Prediction {
         let task = task.filter(|_| self.config.use_task);
         let prior = task.and_then(|t| self.task_mean.get(t)).unwrap_or(&self.global_mean);
         let token_prior = task.and_then(|t| self.task_output_tokens.get(t)).unwrap_or(&self.mean_output_tokens);
@@ -343,7 +405,7 @@ impl KnnEstimator {
             let mut a = s0 * prior[j];
             let mut b = s0 * (1.0 - prior[j]);
             let (mut tw, mut tsum) = (0.0, 0.0);
-            for &(d, s) in &nb {
+            for &(d, s) in nb {
                 let w = s as f64;
                 let doc = &self.docs[d];
                 a += w * doc.scores[j];

@@ -35,7 +35,8 @@ fn cosine(a: &[f32], b: &[f32]) -> f32 {
 #[test]
 fn embeddings_match_the_reference_alone_and_batched() {
     let Some(m) = model() else { return };
-    let text = std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/tests/fixtures/minilm_reference.json")).unwrap();
+    let text =
+        std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/tests/fixtures/minilm_reference.json")).unwrap();
     let refs: Vec<Reference> = serde_json::from_str(&text).unwrap();
     for r in &refs {
         assert_eq!(m.ids(&r.text).unwrap(), r.ids, "{}", r.text);

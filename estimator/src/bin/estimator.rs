@@ -5,7 +5,7 @@ use clap::{Parser, Subcommand};
 use estimator::convert::{dcrouter, routellm};
 use estimator::records::{common_models, read_records, write_records};
 use estimator::{Catalog, KnnConfig, KnnEstimator, Record};
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
 #[derive(Parser)]
@@ -51,10 +51,31 @@ enum Cmd {
         /// Score neighbours on the query's N heaviest features only (0 = all).
         #[arg(long, default_value_t = 0)]
         max_query_terms: usize,
+        /// Neighbour retrieval: hashed TF-IDF features, or MiniLM sentence embeddings.
+        #[arg(long, value_enum, default_value = "hashed")]
+        embedder: EmbedderKind,
+        /// On-disk embedding cache (MiniLM).
+        #[arg(long, default_value = "out/embeddings-minilm.bin")]
+        embedding_cache: PathBuf,
         /// Print JSON instead of a table.
         #[arg(long)]
         json: bool,
     },
+    /// Throughput: hashed-feature predictions/s (all features, and the 32 heaviest) and MiniLM
+    /// embeddings/s at several batch sizes, on the records' prompts.
+    Bench {
+        #[arg(long)]
+        records: PathBuf,
+        /// Prompts to embed per MiniLM batch size.
+        #[arg(long, default_value_t = 256)]
+        n: usize,
+    },
+}
+
+#[derive(Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+enum EmbedderKind {
+    Hashed,
+    Minilm,
 }
 
 #[derive(Subcommand)]
@@ -112,13 +133,27 @@ fn sample(records: Vec<Record>, frac: Option<f64>, seed: u64) -> Result<Vec<Reco
 fn run(cli: Cli) -> Result<(), String> {
     match cli.cmd {
         Cmd::Convert { source } => convert(source),
-        Cmd::Eval { records, catalog, train_frac, seed, k, no_task_hint, max_df, max_query_terms, json } => {
+        Cmd::Bench { records, n } => bench(records, n),
+        Cmd::Eval {
+            records,
+            catalog,
+            train_frac,
+            seed,
+            k,
+            no_task_hint,
+            max_df,
+            max_query_terms,
+            embedder,
+            embedding_cache,
+            json,
+        } => {
             if !(max_df > 0.0 && max_df <= 1.0) {
                 return Err(format!("--max-df {max_df}: expected a fraction in (0, 1]"));
             }
             let cfg =
                 KnnConfig { k, use_task: !no_task_hint, max_df_frac: max_df, max_query_terms, ..KnnConfig::default() };
-            eval(records, catalog, train_frac, seed, cfg, json)
+            let cache = (embedder == EmbedderKind::Minilm).then_some(embedding_cache);
+            eval(records, catalog, train_frac, seed, cfg, cache, json)
         }
     }
 }
@@ -167,6 +202,7 @@ fn eval(
     train_frac: f64,
     seed: u64,
     cfg: KnnConfig,
+    minilm_cache: Option<PathBuf>,
     json: bool,
 ) -> Result<(), String> {
     let (k, use_task) = (cfg.k, cfg.use_task);
@@ -187,10 +223,21 @@ fn eval(
     let train: Vec<&Record> = train_idx.iter().map(|&i| records[i]).collect();
     let test: Vec<&Record> = test_idx.iter().map(|&i| records[i]).collect();
     let t0 = std::time::Instant::now();
-    let est = KnnEstimator::train(&train, &models, catalog.as_ref(), cfg).map_err(|e| e.to_string())?;
+    let mut est = KnnEstimator::train(&train, &models, catalog.as_ref(), cfg).map_err(|e| e.to_string())?;
+    let mut test_emb: Option<Vec<Vec<f32>>> = None;
+    if let Some(cache_path) = &minilm_cache {
+        let (train_emb, te) = embed_split(cache_path, &train, &test)?;
+        est = est.with_embeddings(&train_emb).map_err(|e| e.to_string())?;
+        test_emb = Some(te);
+    }
     let t_train = t0.elapsed().as_secs_f64();
     let t1 = std::time::Instant::now();
-    let preds: Vec<_> = test.iter().map(|r| est.predict(&r.prompt, r.task.as_deref())).collect();
+    let preds: Vec<_> = match &test_emb {
+        Some(te) => {
+            test.iter().zip(te).map(|(r, e)| est.predict_embedded(&r.prompt, r.task.as_deref(), e, None)).collect()
+        }
+        None => test.iter().map(|r| est.predict(&r.prompt, r.task.as_deref())).collect(),
+    };
     let t_pred = t1.elapsed().as_secs_f64();
     let mut rows = Vec::new();
     for (j, m) in models.iter().enumerate() {
@@ -206,6 +253,8 @@ fn eval(
             "brier": estimator::metrics::brier(&y, &mu),
             "brier_constant": estimator::metrics::brier(&y, &base),
             "mean_sigma": preds.iter().map(|p| p.sigma[j]).sum::<f64>() / preds.len() as f64,
+            "ece": estimator::metrics::ece(&y, &mu, 10),
+            "coverage": estimator::metrics::coverage(&y, &mu, &preds.iter().map(|p| p.sigma[j]).collect::<Vec<_>>(), 10),
         }));
     }
     let argmax_acc = test
@@ -221,6 +270,7 @@ fn eval(
         / test.len() as f64;
     let out = serde_json::json!({
         "records": records.len(), "n_train": train.len(), "n_test": test.len(), "k": k, "task_hint": use_task,
+        "embedder": if minilm_cache.is_some() { "minilm" } else { "hashed" },
         "models": rows, "argmax_mu_accuracy": argmax_acc, "oracle_accuracy": oracle,
         "train_s": t_train, "predict_per_s": test.len() as f64 / t_pred.max(1e-9),
     });
@@ -229,22 +279,125 @@ fn eval(
         return Ok(());
     }
     println!("records {} (train {}, test {}), k = {k}, task hint {}", records.len(), train.len(), test.len(), use_task);
-    println!("{:<36} {:>8} {:>7} {:>7} {:>9} {:>7}", "model", "test acc", "AUC", "Brier", "Brier(c)", "mean σ");
+    println!(
+        "{:<36} {:>8} {:>7} {:>7} {:>9} {:>7} {:>6} {:>6}",
+        "model", "test acc", "AUC", "Brier", "Brier(c)", "mean σ", "ECE", "cover"
+    );
     for r in &rows {
         println!(
-            "{:<36} {:>8.3} {:>7} {:>7.4} {:>9.4} {:>7.4}",
+            "{:<36} {:>8.3} {:>7} {:>7.4} {:>9.4} {:>7.4} {:>6.3} {:>6.2}",
             r["model"].as_str().unwrap_or(""),
             r["test_accuracy"].as_f64().unwrap_or(0.0),
             r["auc"].as_f64().map_or("n/a".to_string(), |a| format!("{a:.3}")),
             r["brier"].as_f64().unwrap_or(0.0),
             r["brier_constant"].as_f64().unwrap_or(0.0),
             r["mean_sigma"].as_f64().unwrap_or(0.0),
+            r["ece"].as_f64().unwrap_or(0.0),
+            r["coverage"].as_f64().unwrap_or(0.0),
         );
     }
     println!(
         "argmax-μ accuracy {argmax_acc:.3} (oracle {oracle:.3}); train {t_train:.2} s, predict {:.0} prompts/s",
         test.len() as f64 / t_pred.max(1e-9)
     );
+    Ok(())
+}
+
+/// Train and test embeddings.
+type Split = (Vec<Vec<f32>>, Vec<Vec<f32>>);
+
+#[cfg(feature = "minilm")]
+fn embed_split(cache: &Path, train: &[&Record], test: &[&Record]) -> Result<Split, String> {
+    use estimator::embed::{EmbeddingCache, MiniLm};
+    let dir = MiniLm::locate().ok_or(estimator::embed::INSTALL_HINT)?;
+    let model = MiniLm::load(&dir).map_err(|e| e.to_string())?;
+    let mut c = EmbeddingCache::open(cache).map_err(|e| e.to_string())?;
+    eprintln!("MiniLM embeddings ({} cached in {}) ...", c.len(), cache.display());
+    let texts: Vec<&str> = train.iter().chain(test).map(|r| r.prompt.as_str()).collect();
+    let mut all = c.embed_all(&model, &texts, 32, true).map_err(|e| e.to_string())?;
+    let te = all.split_off(train.len());
+    Ok((all, te))
+}
+
+#[cfg(not(feature = "minilm"))]
+fn embed_split(_: &Path, _: &[&Record], _: &[&Record]) -> Result<Split, String> {
+    Err("this build has no MiniLM (cargo feature `minilm`)".into())
+}
+
+fn bench(path: PathBuf, n: usize) -> Result<(), String> {
+    let records = read_records(&path).map_err(|e| e.to_string())?;
+    let (models, _) = common_models(&records);
+    let refs: Vec<&Record> = records.iter().filter(|r| models.iter().all(|m| r.outcomes.contains_key(m))).collect();
+    if refs.is_empty() {
+        return Err("no record has outcomes for every model".into());
+    }
+    let flat = Catalog {
+        name: "flat".into(),
+        note: None,
+        models: models
+            .iter()
+            .map(|m| estimator::ModelEntry {
+                name: m.clone(),
+                backend: "replay".into(),
+                price_in_per_mtok: 1.0,
+                price_out_per_mtok: 1.0,
+                price_source: None,
+                max_concurrency: 1,
+                kv_tokens: None,
+                default_output_tokens: 256,
+                parent: None,
+                recipe: None,
+            })
+            .collect(),
+    };
+    println!(
+        "{} prompts, mean {:.0} chars",
+        refs.len(),
+        refs.iter().map(|r| r.prompt.len()).sum::<usize>() as f64 / refs.len() as f64
+    );
+    for terms in [0usize, 32] {
+        let cfg = KnnConfig { max_query_terms: terms, ..KnnConfig::default() };
+        let est = KnnEstimator::train(&refs, &models, Some(&flat), cfg).map_err(|e| e.to_string())?;
+        let t0 = std::time::Instant::now();
+        let mut done = 0usize;
+        while t0.elapsed().as_secs_f64() < 3.0 {
+            for r in refs.iter().take(2000) {
+                std::hint::black_box(est.predict(&r.prompt, r.task.as_deref()));
+                done += 1;
+            }
+        }
+        let label = if terms == 0 { "all features".to_string() } else { format!("{terms} heaviest features") };
+        println!("hashed kNN predict ({label}): {:.0} prompts/s (1 thread)", done as f64 / t0.elapsed().as_secs_f64());
+    }
+    bench_minilm(&refs, n)
+}
+
+#[cfg(feature = "minilm")]
+fn bench_minilm(refs: &[&Record], n: usize) -> Result<(), String> {
+    use estimator::embed::MiniLm;
+    let Some(dir) = MiniLm::locate() else {
+        println!("MiniLM: skipped ({})", estimator::embed::INSTALL_HINT);
+        return Ok(());
+    };
+    let model = MiniLm::load(&dir).map_err(|e| e.to_string())?;
+    let texts: Vec<&str> = refs.iter().take(n.max(1)).map(|r| r.prompt.as_str()).collect();
+    for batch in [1usize, 8, 32] {
+        let t0 = std::time::Instant::now();
+        for chunk in texts.chunks(batch) {
+            std::hint::black_box(model.embed(chunk).map_err(|e| e.to_string())?);
+        }
+        println!(
+            "MiniLM embed, batch {batch:>2}: {:.0} prompts/s ({} prompts, no cache)",
+            texts.len() as f64 / t0.elapsed().as_secs_f64(),
+            texts.len()
+        );
+    }
+    Ok(())
+}
+
+#[cfg(not(feature = "minilm"))]
+fn bench_minilm(_: &[&Record], _: usize) -> Result<(), String> {
+    println!("MiniLM: not in this build (cargo feature `minilm`)");
     Ok(())
 }
 
