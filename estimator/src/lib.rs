@@ -10,6 +10,7 @@ pub mod convert;
 pub mod embed;
 pub mod error;
 pub mod features;
+pub mod head;
 pub mod knn;
 pub mod metrics;
 pub mod records;

@@ -223,21 +223,39 @@ fn eval(
     let train: Vec<&Record> = train_idx.iter().map(|&i| records[i]).collect();
     let test: Vec<&Record> = test_idx.iter().map(|&i| records[i]).collect();
     let t0 = std::time::Instant::now();
-    let mut est = KnnEstimator::train(&train, &models, catalog.as_ref(), cfg).map_err(|e| e.to_string())?;
+    let mut est = KnnEstimator::train(&train, &models, catalog.as_ref(), cfg.clone()).map_err(|e| e.to_string())?;
     let mut test_emb: Option<Vec<Vec<f32>>> = None;
+    let mut chooser = serde_json::Value::Null;
+    // (head μ per test record, use the head alone?) when the chooser picked the head or the mean.
+    let mut head_mu: Option<(Vec<Vec<f64>>, bool)> = None;
     if let Some(cache_path) = &minilm_cache {
         let (train_emb, te) = embed_split(cache_path, &train, &test)?;
+        let (choice, report) = choose_on_validation(&train, &train_emb, &models, catalog.as_ref(), &cfg)?;
+        chooser = report;
         est = est.with_embeddings(&train_emb).map_err(|e| e.to_string())?;
+        if choice != "knn" {
+            let y: Vec<Vec<f64>> = train.iter().map(|r| models.iter().map(|m| r.outcomes[m].score).collect()).collect();
+            let head = estimator::head::LogisticHead::train(&train_emb, &y, 1e-3, 200);
+            head_mu = Some((te.iter().map(|e| head.predict(e)).collect(), choice == "head"));
+        }
         test_emb = Some(te);
     }
     let t_train = t0.elapsed().as_secs_f64();
     let t1 = std::time::Instant::now();
-    let preds: Vec<_> = match &test_emb {
+    let mut preds: Vec<_> = match &test_emb {
         Some(te) => {
             test.iter().zip(te).map(|(r, e)| est.predict_embedded(&r.prompt, r.task.as_deref(), e, None)).collect()
         }
         None => test.iter().map(|r| est.predict(&r.prompt, r.task.as_deref())).collect(),
     };
+    // The chosen combination: the head alone, or the mean of kNN and head (σ stays kNN's).
+    if let Some((h, alone)) = &head_mu {
+        for (p, hv) in preds.iter_mut().zip(h) {
+            for (j, &x) in hv.iter().enumerate() {
+                p.mu[j] = if *alone { x } else { 0.5 * (p.mu[j] + x) };
+            }
+        }
+    }
     let t_pred = t1.elapsed().as_secs_f64();
     let mut rows = Vec::new();
     for (j, m) in models.iter().enumerate() {
@@ -271,6 +289,7 @@ fn eval(
     let out = serde_json::json!({
         "records": records.len(), "n_train": train.len(), "n_test": test.len(), "k": k, "task_hint": use_task,
         "embedder": if minilm_cache.is_some() { "minilm" } else { "hashed" },
+        "chooser": chooser,
         "models": rows, "argmax_mu_accuracy": argmax_acc, "oracle_accuracy": oracle,
         "train_s": t_train, "predict_per_s": test.len() as f64 / t_pred.max(1e-9),
     });
@@ -279,6 +298,9 @@ fn eval(
         return Ok(());
     }
     println!("records {} (train {}, test {}), k = {k}, task hint {}", records.len(), train.len(), test.len(), use_task);
+    if !chooser.is_null() {
+        println!("validation chooser (MiniLM embeddings): {chooser}");
+    }
     println!(
         "{:<36} {:>8} {:>7} {:>7} {:>9} {:>7} {:>6} {:>6}",
         "model", "test acc", "AUC", "Brier", "Brier(c)", "mean σ", "ECE", "cover"
@@ -301,6 +323,47 @@ fn eval(
         test.len() as f64 / t_pred.max(1e-9)
     );
     Ok(())
+}
+
+/// Picks kNN, the logistic head or their mean by mean Brier on a validation fifth of the training
+/// split (fitted on the other four fifths). Returns the choice and the validation figures.
+fn choose_on_validation(
+    train: &[&Record],
+    emb: &[Vec<f32>],
+    models: &[String],
+    catalog: Option<&Catalog>,
+    cfg: &KnnConfig,
+) -> Result<(String, serde_json::Value), String> {
+    let (fit, val): (Vec<usize>, Vec<usize>) = (0..train.len()).partition(|i| i % 5 != 0);
+    let fit_recs: Vec<&Record> = fit.iter().map(|&i| train[i]).collect();
+    let fit_emb: Vec<Vec<f32>> = fit.iter().map(|&i| emb[i].clone()).collect();
+    let knn = KnnEstimator::train(&fit_recs, models, catalog, cfg.clone())
+        .and_then(|k| k.with_embeddings(&fit_emb))
+        .map_err(|e| e.to_string())?;
+    let y: Vec<Vec<f64>> = fit_recs.iter().map(|r| models.iter().map(|m| r.outcomes[m].score).collect()).collect();
+    let head = estimator::head::LogisticHead::train(&fit_emb, &y, 1e-3, 200);
+    let mut brier = [0.0f64; 3];
+    let mut count = 0.0;
+    for &i in &val {
+        let r = train[i];
+        let k = knn.predict_embedded(&r.prompt, r.task.as_deref(), &emb[i], None).mu;
+        let h = head.predict(&emb[i]);
+        for (j, m) in models.iter().enumerate() {
+            let yv = r.outcomes[m].score;
+            let e = 0.5 * (k[j] + h[j]);
+            brier[0] += (k[j] - yv).powi(2);
+            brier[1] += (h[j] - yv).powi(2);
+            brier[2] += (e - yv).powi(2);
+            count += 1.0;
+        }
+    }
+    let names = ["knn", "head", "mean"];
+    let best = (0..3).min_by(|&a, &b| brier[a].total_cmp(&brier[b])).unwrap_or(0);
+    let report = serde_json::json!({
+        "validation_brier": {"knn": brier[0] / count, "head": brier[1] / count, "mean": brier[2] / count},
+        "chosen": names[best],
+    });
+    Ok((names[best].to_string(), report))
 }
 
 /// Train and test embeddings.
