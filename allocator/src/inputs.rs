@@ -274,6 +274,15 @@ pub struct Traffic {
     pub classes: Vec<Class>,
 }
 
+impl Class {
+    /// Is a record of `task` traffic of this class (its task, or a subtask `task/...`)?
+    pub fn matches(&self, task: Option<&str>) -> bool {
+        task.is_some_and(|t| {
+            self.tasks.iter().any(|k| t == k || t.strip_prefix(k.as_str()).is_some_and(|r| r.starts_with('/')))
+        })
+    }
+}
+
 impl Traffic {
     pub fn load(path: &Path, models: &Models) -> Result<Traffic> {
         Self::parse(&read(path)?, path, models)

@@ -28,37 +28,11 @@ pub fn fill_from_records(
     }
     let est = KnnEstimator::train(&usable, &names, None, KnnConfig::default()).or_else(|_| {
         // Records without cost_usd: prices do not matter for μ; use a flat price table.
-        let cat = estimator::Catalog {
-            name: "flat".into(),
-            note: None,
-            models: names
-                .iter()
-                .map(|n| estimator::ModelEntry {
-                    name: n.clone(),
-                    backend: "replay".into(),
-                    price_in_per_mtok: 1.0,
-                    price_out_per_mtok: 1.0,
-                    price_source: None,
-                    max_concurrency: 1,
-                    kv_tokens: None,
-                    default_output_tokens: 256,
-                    parent: None,
-                    recipe: None,
-                })
-                .collect(),
-        };
-        KnnEstimator::train(&usable, &names, Some(&cat), KnnConfig::default())
+        KnnEstimator::train(&usable, &names, Some(&estimator::Catalog::flat(&names)), KnnConfig::default())
     })?;
     let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(seed);
     for class in traffic.classes.iter_mut().filter(|c| c.quality.is_none()) {
-        let mut idx: Vec<usize> = (0..usable.len())
-            .filter(|&i| {
-                usable[i]
-                    .task
-                    .as_deref()
-                    .is_some_and(|t| class.tasks.iter().any(|k| t == k || t.starts_with(&format!("{k}/"))))
-            })
-            .collect();
+        let mut idx: Vec<usize> = (0..usable.len()).filter(|&i| class.matches(usable[i].task.as_deref())).collect();
         if idx.is_empty() {
             return Err(AllocError::Invalid(format!(
                 "traffic class `{}`: no record has task {:?}; give `quality` in the traffic file",

@@ -67,19 +67,8 @@ impl Workload {
         }
         let est = KnnEstimator::train(&train, &names, Some(catalog), KnnConfig::default())?;
         let classes = &inst.traffic.classes;
-        let by_class: Vec<Vec<usize>> = classes
-            .iter()
-            .map(|c| {
-                (0..test.len())
-                    .filter(|&i| {
-                        test[i]
-                            .task
-                            .as_deref()
-                            .is_some_and(|t| c.tasks.iter().any(|k| t == k || t.starts_with(&format!("{k}/"))))
-                    })
-                    .collect()
-            })
-            .collect();
+        let by_class: Vec<Vec<usize>> =
+            classes.iter().map(|c| (0..test.len()).filter(|&i| c.matches(test[i].task.as_deref())).collect()).collect();
         if let Some(c) = by_class.iter().position(Vec::is_empty) {
             return Err(AllocError::Invalid(format!("no test record for traffic class `{}`", classes[c].name)));
         }
@@ -93,9 +82,7 @@ impl Workload {
                 .push(catalog.get(m).ok_or_else(|| AllocError::Invalid(format!("model `{m}` is not in the catalog")))?);
         }
         let out_tokens = |r: &Record| {
-            let c = classes.iter().position(|c| {
-                r.task.as_deref().is_some_and(|t| c.tasks.iter().any(|k| t == k || t.starts_with(&format!("{k}/"))))
-            });
+            let c = classes.iter().position(|c| c.matches(r.task.as_deref()));
             c.map_or(256.0, |c| classes[c].output_tokens)
         };
         for r in &test {

@@ -138,6 +138,30 @@ impl Catalog {
         Ok(Catalog { name, note: raw.note, models })
     }
 
+    /// A catalog with the same price (1 USD per million tokens) for every model: for uses where
+    /// prices do not matter (quality estimates) but the estimator wants a price table.
+    pub fn flat(models: &[String]) -> Catalog {
+        Catalog {
+            name: "flat".into(),
+            note: None,
+            models: models
+                .iter()
+                .map(|n| ModelEntry {
+                    name: n.clone(),
+                    backend: "replay".into(),
+                    price_in_per_mtok: 1.0,
+                    price_out_per_mtok: 1.0,
+                    price_source: None,
+                    max_concurrency: 1,
+                    kv_tokens: None,
+                    default_output_tokens: 256,
+                    parent: None,
+                    recipe: None,
+                })
+                .collect(),
+        }
+    }
+
     pub fn get(&self, name: &str) -> Option<&ModelEntry> {
         self.models.iter().find(|m| m.name == name)
     }

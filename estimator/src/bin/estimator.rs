@@ -394,25 +394,7 @@ fn bench(path: PathBuf, n: usize) -> Result<(), String> {
     if refs.is_empty() {
         return Err("no record has outcomes for every model".into());
     }
-    let flat = Catalog {
-        name: "flat".into(),
-        note: None,
-        models: models
-            .iter()
-            .map(|m| estimator::ModelEntry {
-                name: m.clone(),
-                backend: "replay".into(),
-                price_in_per_mtok: 1.0,
-                price_out_per_mtok: 1.0,
-                price_source: None,
-                max_concurrency: 1,
-                kv_tokens: None,
-                default_output_tokens: 256,
-                parent: None,
-                recipe: None,
-            })
-            .collect(),
-    };
+    let flat = Catalog::flat(&models);
     println!(
         "{} prompts, mean {:.0} chars",
         refs.len(),
