@@ -26,10 +26,8 @@ pub fn fill_from_records(
             names.join(", ")
         )));
     }
-    let est = KnnEstimator::train(&usable, &names, None, KnnConfig::default()).or_else(|_| {
-        // Records without cost_usd: prices do not matter for μ; use a flat price table.
-        KnnEstimator::train(&usable, &names, Some(&estimator::Catalog::flat(&names)), KnnConfig::default())
-    })?;
+    // Prices do not matter for μ: a flat price table serves records with or without cost_usd.
+    let est = KnnEstimator::train(&usable, &names, Some(&estimator::Catalog::flat(&names)), KnnConfig::default())?;
     let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(seed);
     for class in traffic.classes.iter_mut().filter(|c| c.quality.is_none()) {
         let mut idx: Vec<usize> = (0..usable.len()).filter(|&i| class.matches(usable[i].task.as_deref())).collect();

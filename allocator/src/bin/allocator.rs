@@ -127,6 +127,11 @@ fn load(a: &InputArgs) -> Result<Loaded> {
     Ok(Loaded { inv, models, traffic })
 }
 
+/// One of the input files a plan was made from.
+fn plan_input(plan: &router::plan::Plan, key: &str) -> Result<PathBuf> {
+    plan.inputs.get(key).cloned().ok_or_else(|| AllocError::Invalid(format!("the plan names no `{key}` input file")))
+}
+
 fn abs(p: &Path) -> PathBuf {
     std::fs::canonicalize(p).unwrap_or_else(|_| p.to_path_buf())
 }
@@ -194,12 +199,7 @@ fn run(cli: Cli) -> Result<()> {
         }
         Cmd::Manifests { plan, out } => {
             let p = router::plan::Plan::load(&plan)?;
-            let get = |k: &str| {
-                p.inputs
-                    .get(k)
-                    .cloned()
-                    .ok_or_else(|| AllocError::Invalid(format!("the plan names no `{k}` input file")))
-            };
+            let get = |k: &str| plan_input(&p, k);
             let inv = Inventory::load(&get("inventory")?)?;
             let models = Models::load(&get("models")?, &inv)?;
             let files = allocator::manifests::write(&p, &inv, &models, &out)?;
@@ -210,12 +210,7 @@ fn run(cli: Cli) -> Result<()> {
         }
         Cmd::Simulate { plan, records, catalog, qps, duration, budget_per_query, seed, json } => {
             let p = router::plan::Plan::load(&plan)?;
-            let get = |k: &str| {
-                p.inputs
-                    .get(k)
-                    .cloned()
-                    .ok_or_else(|| AllocError::Invalid(format!("the plan names no `{k}` input file")))
-            };
+            let get = |k: &str| plan_input(&p, k);
             let inputs = InputArgs {
                 inventory: get("inventory")?,
                 models: get("models")?,

@@ -50,6 +50,11 @@ pub struct ModelView {
     pub circuit: &'static str,
 }
 
+/// A call's deadline: its own timeout, capped by the config's.
+fn deadline(cap: Duration, timeout: Option<Duration>) -> Instant {
+    Instant::now() + timeout.map_or(cap, |t| t.min(cap))
+}
+
 impl Api {
     pub fn new(shared: Arc<Shared>, config_path: PathBuf) -> Api {
         let queue = shared.live().config.max_queue;
@@ -57,17 +62,12 @@ impl Api {
         Api { shared, batcher, config_path }
     }
 
-    fn deadline(&self, timeout: Option<Duration>) -> Instant {
-        let cap = self.shared.live().config.request_timeout;
-        Instant::now() + timeout.map_or(cap, |t| t.min(cap))
-    }
-
     /// Validates one call and queues it. Errors here are the call's status.
     pub fn submit(&self, input: RouteInput, timeout: Option<Duration>, stream: Option<StreamSink>) -> Result<Pending> {
         let live = self.shared.live();
         let result = (|| {
             let tenant = resolve_tenant(&live, &input.tenant, input.api_key.as_deref())?;
-            let deadline = self.deadline(timeout);
+            let deadline = deadline(live.config.request_timeout, timeout);
             let mut q = validate(&live, input, "", tenant, &self.shared.tenants, deadline)?;
             let (tx, rx) = oneshot::channel();
             q.reply = Some(tx);
@@ -107,7 +107,7 @@ impl Api {
                 ));
             }
             let t = resolve_tenant(&live, tenant, api_key)?;
-            let deadline = self.deadline(timeout);
+            let deadline = deadline(live.config.request_timeout, timeout);
             let mut pending = Vec::with_capacity(inputs.len());
             let mut queries = Vec::with_capacity(inputs.len());
             for (i, mut input) in inputs.into_iter().enumerate() {

@@ -71,7 +71,7 @@ pub fn launch(shared: &Arc<Shared>, d: Decided) {
         handles.push(tokio::spawn(async move {
             let tenant = q.tenant.clone();
             let reply_tx = q.reply.take();
-            let result = run_query(&shared, &live, &problem, &account, i, j, &mut q, base).await;
+            let result = run_query(&live, &problem, &account, i, j, &mut q, base).await;
             let cost = result.as_ref().map_or(0.0, |r| r.cost_usd);
             shared.tenants.settle(&tenant, reserve, cost);
             match reply_tx {
@@ -140,7 +140,6 @@ fn next_model(live: &Live, p: &Problem, account: &Account, i: usize, cur: usize,
 
 #[allow(clippy::too_many_arguments)]
 async fn run_query(
-    shared: &Arc<Shared>,
     live: &Arc<Live>,
     p: &Problem,
     account: &Account,
@@ -265,7 +264,6 @@ async fn run_query(
             metrics::counter!("llmroute_requests_total", "model" => label, "outcome" => "error").increment(1);
         }
     }
-    let _ = shared;
     outcome.map(|mut r| {
         r.latency_ms = started.elapsed().as_secs_f64() * 1e3;
         r
