@@ -5,7 +5,7 @@
 pub const DIM_BITS: u32 = 20;
 const DIM_MASK: u64 = (1 << DIM_BITS) - 1;
 
-/// A sparse vector: (feature index, weight), indices sorted and unique.
+/// A sparse vector: (feature index, weight), indices unique (in no particular order).
 pub type SparseVec = Vec<(u32, f32)>;
 
 fn fnv1a(seed: u64, bytes: &[u8]) -> u64 {
@@ -20,50 +20,67 @@ fn fnv1a(seed: u64, bytes: &[u8]) -> u64 {
 /// Number of feature buckets.
 pub const DIM: usize = 1 << DIM_BITS;
 
-/// Raw term counts of a text: (hashed feature index, count), sorted by index, unique.
+/// Raw term counts of a text: (hashed feature index, count), unique, in order of first
+/// occurrence. Counting goes through a per-thread dense counter (2 MB per thread, reset after
+/// each call) instead of sorting the n-gram hashes: this is the hot path of every prediction.
 pub fn term_counts(text: &str) -> Vec<(u32, f32)> {
-    let lower = text.to_lowercase();
-    let words: Vec<&str> = lower.split(|c: char| !c.is_alphanumeric()).filter(|w| !w.is_empty()).collect();
-    let mut hashes: Vec<u32> = Vec::with_capacity(words.len() * 8);
-    let mut add = |h: u64| hashes.push((h & DIM_MASK) as u32);
-    let mut padded: Vec<char> = Vec::with_capacity(32);
-    for (i, w) in words.iter().enumerate() {
-        add(fnv1a(1, w.as_bytes()));
-        if let Some(next) = words.get(i + 1) {
-            let h = fnv1a(2, w.as_bytes());
-            add(fnv1a(h, next.as_bytes()));
+    thread_local! {
+        static COUNTS: std::cell::RefCell<Vec<u16>> = const { std::cell::RefCell::new(Vec::new()) };
+    }
+    COUNTS.with(|cell| {
+        let mut counts = cell.borrow_mut();
+        if counts.len() < DIM {
+            counts.resize(DIM, 0);
         }
-        // Character 4-grams of " word " (word-bounded, as scikit-learn's char_wb).
-        padded.clear();
-        padded.push(' ');
-        padded.extend(w.chars());
-        padded.push(' ');
-        let mut buf = [0u8; 16];
-        if padded.len() <= 4 {
-            let mut n = 0;
-            for c in &padded {
-                n += c.encode_utf8(&mut buf[n..]).len();
+        let mut order: Vec<u32> = Vec::with_capacity(text.len() + 8);
+        let mut add = |h: u64| {
+            let i = (h & DIM_MASK) as u32;
+            let c = &mut counts[i as usize];
+            if *c == 0 {
+                order.push(i);
             }
-            add(fnv1a(3, &buf[..n]));
-        } else {
-            for win in padded.windows(4) {
+            *c = c.saturating_add(1);
+        };
+        let lower = text.to_lowercase();
+        let mut padded: Vec<char> = Vec::with_capacity(32);
+        let mut prev: Option<u64> = None;
+        let mut buf = [0u8; 16];
+        for w in lower.split(|c: char| !c.is_alphanumeric()).filter(|w| !w.is_empty()) {
+            add(fnv1a(1, w.as_bytes()));
+            // Word bigram (previous word, this word).
+            if let Some(hp) = prev {
+                add(fnv1a(hp, w.as_bytes()));
+            }
+            prev = Some(fnv1a(2, w.as_bytes()));
+            // Character 4-grams of " word " (word-bounded, as scikit-learn's char_wb).
+            padded.clear();
+            padded.push(' ');
+            padded.extend(w.chars());
+            padded.push(' ');
+            if padded.len() <= 4 {
                 let mut n = 0;
-                for c in win {
+                for c in &padded {
                     n += c.encode_utf8(&mut buf[n..]).len();
                 }
                 add(fnv1a(3, &buf[..n]));
+            } else {
+                for win in padded.windows(4) {
+                    let mut n = 0;
+                    for c in win {
+                        n += c.encode_utf8(&mut buf[n..]).len();
+                    }
+                    add(fnv1a(3, &buf[..n]));
+                }
             }
         }
-    }
-    hashes.sort_unstable();
-    let mut counts: Vec<(u32, f32)> = Vec::with_capacity(hashes.len());
-    for h in hashes {
-        match counts.last_mut() {
-            Some((k, c)) if *k == h => *c += 1.0,
-            _ => counts.push((h, 1.0)),
-        }
-    }
-    counts
+        order
+            .into_iter()
+            .map(|i| {
+                let c = std::mem::replace(&mut counts[i as usize], 0);
+                (i, c as f32)
+            })
+            .collect()
+    })
 }
 
 /// Inverse document frequencies fitted on a corpus (dense over the hashed feature space).
@@ -96,7 +113,7 @@ impl Idf {
         self.weight.get(feature as usize).copied().unwrap_or(1.0)
     }
 
-    /// TF-IDF vector of a document's counts (sorted by index), L2-normalized (empty text → empty).
+    /// TF-IDF vector of a document's counts, L2-normalized (empty text → empty).
     pub fn transform(&self, counts: &[(u32, f32)]) -> SparseVec {
         let mut v: SparseVec = counts.iter().map(|&(k, c)| (k, (1.0 + c.ln()) * self.weight(k))).collect();
         let norm = v.iter().map(|(_, w)| w * w).sum::<f32>().sqrt();
@@ -109,7 +126,7 @@ impl Idf {
     }
 }
 
-/// Cosine similarity of two L2-normalized sparse vectors.
+/// Cosine similarity of two L2-normalized sparse vectors whose indices are sorted.
 pub fn dot(a: &SparseVec, b: &SparseVec) -> f32 {
     let (mut i, mut j, mut s) = (0, 0, 0.0);
     while i < a.len() && j < b.len() {
@@ -135,9 +152,22 @@ mod tests {
         let texts = ["what is the capital of france", "what is the capital of spain", "solve 2x + 3 = 7 for x"];
         let counts: Vec<_> = texts.iter().map(|t| term_counts(t)).collect();
         let idf = Idf::fit(&counts);
-        let v: Vec<_> = counts.iter().map(|c| idf.transform(c)).collect();
+        let v: Vec<_> = counts
+            .iter()
+            .map(|c| {
+                let mut v = idf.transform(c);
+                v.sort_by_key(|x| x.0);
+                v
+            })
+            .collect();
         assert!((dot(&v[0], &v[0]) - 1.0).abs() < 1e-5);
         assert!(dot(&v[0], &v[1]) > dot(&v[0], &v[2]));
         assert!(idf.transform(&term_counts("")).is_empty());
+        // Counts: "a a" has the unigram twice, one bigram, and the 4-gram " a " twice.
+        let c = term_counts("a a");
+        assert_eq!(c.iter().map(|x| x.1).sum::<f32>(), 5.0);
+        assert_eq!(c.len(), 3);
+        // The per-thread counter is reset between calls.
+        assert_eq!(term_counts("a a"), c);
     }
 }

@@ -13,7 +13,7 @@ use crate::features::{term_counts, Idf, SparseVec};
 use crate::records::Record;
 use std::collections::HashMap;
 
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
 pub struct KnnConfig {
     /// Neighbours per query.
     pub k: usize,
@@ -261,6 +261,11 @@ impl KnnEstimator {
         self.docs.len()
     }
 
+    /// The prompt's full TF-IDF vector (this estimator's IDF), the trained head's hashed input.
+    pub fn features(&self, prompt: &str) -> SparseVec {
+        self.idf.transform(&term_counts(prompt))
+    }
+
     fn vectorize(&self, prompt: &str) -> SparseVec {
         let mut v = self.idf.transform(&term_counts(prompt));
         let t = self.config.max_query_terms;
@@ -439,8 +444,13 @@ mod tests {
 
     fn rec(id: usize, prompt: &str, task: &str, a: f64, b: f64) -> Record {
         let mut outcomes = BTreeMap::new();
-        let o =
-            |s: f64, c: f64| Outcome { score: s, cost_usd: Some(c), input_tokens: Some(10), output_tokens: Some(20) };
+        let o = |s: f64, c: f64| Outcome {
+            score: s,
+            cost_usd: Some(c),
+            input_tokens: Some(10),
+            output_tokens: Some(20),
+            latency_ms: None,
+        };
         outcomes.insert("a".into(), o(a, 1e-6 * 10.0 + 2e-6 * 20.0));
         outcomes.insert("b".into(), o(b, 5e-6 * 10.0 + 5e-6 * 20.0));
         Record { id: id.to_string(), task: Some(task.into()), prompt: prompt.into(), outcomes }

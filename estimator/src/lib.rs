@@ -4,21 +4,26 @@
 // Numeric code indexes row-major (query, model) matrices by position; range loops read clearer.
 #![allow(clippy::needless_range_loop)]
 
+pub mod artifact;
+mod b64;
 pub mod catalog;
+pub mod collect;
 pub mod convert;
 #[cfg(feature = "minilm")]
 pub mod embed;
 pub mod error;
 pub mod features;
-pub mod head;
 pub mod knn;
 pub mod metrics;
+pub mod mlp;
+pub mod model;
 pub mod records;
 pub mod split;
 
 pub use catalog::{Catalog, ModelEntry};
 pub use error::{Error, Result};
 pub use knn::{KnnConfig, KnnEstimator, Prediction};
+pub use model::{Combine, Embedder, Estimator, TrainOptions};
 pub use records::{Outcome, Record};
 
 /// Token count estimate used everywhere a prompt's tokens are not recorded: one token per four

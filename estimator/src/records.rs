@@ -21,6 +21,9 @@ pub struct Outcome {
     pub input_tokens: Option<u32>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub output_tokens: Option<u32>,
+    /// Wall time of the answer (collected records), milliseconds.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub latency_ms: Option<f64>,
 }
 
 /// One query and the outcomes of every model recorded on it.
@@ -140,7 +143,7 @@ mod tests {
         let mut outcomes = BTreeMap::new();
         outcomes.insert(
             "a".to_string(),
-            Outcome { score, cost_usd: Some(0.1), input_tokens: Some(3), output_tokens: None },
+            Outcome { score, cost_usd: Some(0.1), input_tokens: Some(3), output_tokens: None, latency_ms: None },
         );
         Record { id: id.into(), task: Some("t".into()), prompt: "hi".into(), outcomes }
     }

@@ -161,3 +161,60 @@ fn bad_flags_are_clear_errors() {
         assert!(!err.contains("panicked"), "{err}");
     }
 }
+
+#[test]
+fn eval_with_an_estimator_artifact_and_a_split_mismatch() {
+    use estimator::records::{common_models, read_records};
+    let root = root();
+    let all = read_records(&root.join("data/routellm.jsonl.gz")).unwrap();
+    let (models, _) = common_models(&all);
+    let catalog = estimator::Catalog::load(&root.join("deploy/catalogs/routellm.yaml")).unwrap();
+    let (tr, _) = estimator::split::train_test(all.len(), 0.7, 1);
+    let train: Vec<&estimator::Record> = tr.iter().map(|&i| &all[i]).collect();
+    let opts = estimator::TrainOptions { head: false, ..Default::default() };
+    let est = estimator::Estimator::train(&train, &models, Some(&catalog), None, &opts).unwrap();
+    let dir = std::env::temp_dir().join(format!("llmroute-eval-artifact-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let path = dir.join("est.json.gz");
+    let split = estimator::artifact::SplitInfo {
+        source: "routellm.jsonl.gz".into(),
+        records: all.len(),
+        train_frac: 0.7,
+        seed: 1,
+    };
+    estimator::artifact::save(&path, &est, &train, None, Some(&catalog), split).unwrap();
+    let args = |seed: &str| {
+        eval(&[
+            "--records",
+            "data/routellm.jsonl.gz",
+            "--catalog",
+            "deploy/catalogs/routellm.yaml",
+            "--assigners",
+            "fast",
+            "--spend",
+            "0.1",
+            "--bootstrap",
+            "10",
+            "--sweep-points",
+            "3",
+            "--format",
+            "json",
+            "--seed",
+            seed,
+            "--estimator-artifact",
+            path.to_str().unwrap(),
+        ])
+    };
+    let out = args("1");
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert!(v["settings"]["estimator_artifact"].as_str().unwrap().ends_with("est.json.gz"), "{}", v["settings"]);
+    let acc = v["results"][0]["accuracy"].as_f64().unwrap();
+    assert!(acc > 0.7, "{acc}");
+    // Another seed = another split: the artifact's "test" predictions would be in-sample.
+    let out = args("2");
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("another split") && err.contains("estimator train"), "{err}");
+    std::fs::remove_dir_all(&dir).ok();
+}

@@ -355,3 +355,39 @@ fn the_allocator_plan_sets_slots_and_a_reload_picks_up_a_new_one() {
         assert!(!rep.ok && rep.message.contains("instances.gpt-9"), "{rep:?}");
     });
 }
+
+#[test]
+fn serves_with_a_trained_estimator_artifact_and_rejects_a_bad_one() {
+    use estimator::records::{common_models, read_records};
+    let dir = scratch("serve-artifact");
+    let root = common::repo();
+    let all = read_records(&root.join("data/dcrouter.jsonl.gz")).unwrap();
+    let (models, _) = common_models(&all);
+    let catalog = estimator::Catalog::load(&root.join("deploy/catalogs/dcrouter.yaml")).unwrap();
+    let train: Vec<&estimator::Record> = all.iter().take(2000).collect();
+    let est = estimator::Estimator::train(&train, &models, Some(&catalog), None, &estimator::TrainOptions::default())
+        .unwrap();
+    let split = estimator::artifact::SplitInfo { source: "dcrouter".into(), records: 2000, train_frac: 1.0, seed: 1 };
+    let path = dir.join("est.json.gz");
+    estimator::artifact::save(&path, &est, &train, None, Some(&catalog), split).unwrap();
+    let section = |artifact: &std::path::Path| {
+        format!(
+            "estimator:\n  records: {}\n  artifact: {}\n",
+            root.join("data/dcrouter.jsonl.gz").display(),
+            artifact.display()
+        )
+    };
+    let r = Router::start(&dir, &config(&section(&path)));
+    rt().block_on(async {
+        let mut c = client(&r).await;
+        let rep = c.route(q("What is the integral of x squared?")).await.unwrap().into_inner();
+        assert!(!rep.model.is_empty() && !rep.answer.is_empty(), "{rep:?}");
+        // A reload pointing at a file that is not an artifact is refused, naming the field, and
+        // the last good estimator keeps serving.
+        std::fs::write(dir.join("router.yaml"), config(&section(&dir.join("router.yaml")))).unwrap();
+        let mut admin = AdminClient::new(connect(&r.grpc).await.unwrap());
+        let rep = admin.reload(pb::ReloadRequest {}).await.unwrap().into_inner();
+        assert!(!rep.ok && rep.message.contains("estimator.artifact"), "{rep:?}");
+        assert!(c.route(q("Who wrote Hamlet?")).await.is_ok());
+    });
+}

@@ -4,7 +4,7 @@
 use clap::{Parser, Subcommand};
 use estimator::convert::{dcrouter, routellm};
 use estimator::records::{common_models, read_records, write_records};
-use estimator::{Catalog, KnnConfig, KnnEstimator, Record};
+use estimator::{Catalog, Combine, Embedder, Estimator, KnnConfig, KnnEstimator, Record, TrainOptions};
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
@@ -26,56 +26,135 @@ enum Cmd {
         #[command(subcommand)]
         source: Source,
     },
-    /// Train on a seeded split and print per-model AUC and Brier on the held-back part.
+    /// Train on a seeded split and report, on the held-back part, per model: AUC, Brier, ECE,
+    /// σ's interval coverage, output-token error; overall: accuracy of the argmax-μ choice.
     Eval {
-        /// Routing records (.jsonl or .jsonl.gz).
-        #[arg(long)]
-        records: PathBuf,
-        /// Catalog YAML (prices); optional when every outcome carries cost_usd.
-        #[arg(long)]
-        catalog: Option<PathBuf>,
-        #[arg(long, default_value_t = 0.7)]
-        train_frac: f64,
-        #[arg(long, default_value_t = 1)]
-        seed: u64,
-        /// Neighbours per query.
-        #[arg(long, default_value_t = 25)]
-        k: usize,
-        /// Ignore the records' task labels (no per-task priors).
-        #[arg(long)]
-        no_task_hint: bool,
-        /// Skip features in more than this fraction of the training prompts when scoring neighbours
-        /// (smaller = faster, coarser).
-        #[arg(long, default_value_t = 0.5)]
-        max_df: f32,
-        /// Score neighbours on the query's N heaviest features only (0 = all).
-        #[arg(long, default_value_t = 0)]
-        max_query_terms: usize,
-        /// Neighbour retrieval: hashed TF-IDF features, or MiniLM sentence embeddings.
-        #[arg(long, value_enum, default_value = "hashed")]
-        embedder: EmbedderKind,
-        /// On-disk embedding cache (MiniLM).
-        #[arg(long, default_value = "out/embeddings-minilm.bin")]
-        embedding_cache: PathBuf,
+        #[command(flatten)]
+        m: ModelArgs,
         /// Print JSON instead of a table.
         #[arg(long)]
         json: bool,
+    },
+    /// Train the estimator and write it as an artifact the router loads (`llm-router eval
+    /// --estimator-artifact`, `estimator.artifact` in the router config).
+    Train {
+        #[command(flatten)]
+        m: ModelArgs,
+        /// The artifact to write (gzip JSON).
+        #[arg(long)]
+        out: PathBuf,
+    },
+    /// Ask live OpenAI-compatible servers (the catalog's http backends) every question, grade the
+    /// answers and write routing records (score, tokens, latency, cost per model).
+    Collect {
+        /// Catalog YAML; every model whose backend is an http(s) URL is asked.
+        #[arg(long)]
+        catalog: PathBuf,
+        /// Questions JSONL: {"id", "prompt", "answer", "task"?, "grader"?}.
+        #[arg(long)]
+        questions: PathBuf,
+        /// Grader for questions without their own `grader` field.
+        #[arg(long, value_enum)]
+        grader: Option<estimator::collect::Grader>,
+        /// Records out (JSONL; `.gz` compresses).
+        #[arg(long)]
+        out: PathBuf,
+        /// Only these catalog models (comma-separated); default all with an http backend.
+        #[arg(long)]
+        models: Option<String>,
+        /// Only the first N questions.
+        #[arg(long)]
+        limit: Option<usize>,
+        #[arg(long, default_value_t = 256)]
+        max_tokens: u32,
+        /// Per-request timeout, seconds.
+        #[arg(long, default_value_t = 120)]
+        timeout_s: u64,
+        /// Retries of a failed request.
+        #[arg(long, default_value_t = 1)]
+        retries: u32,
+        /// Concurrent requests per model.
+        #[arg(long, default_value_t = 1)]
+        concurrency: usize,
+        /// Also write every graded answer (id, model, answer, reference, score) as JSONL here.
+        #[arg(long)]
+        answers: Option<PathBuf>,
+        /// A stop sequence sent with every request (repeatable), e.g. `--stop '<|im_end|>'` for a
+        /// base model that runs on past its answer.
+        #[arg(long)]
+        stop: Vec<String>,
     },
     /// Throughput: hashed-feature predictions/s (all features, and the 32 heaviest) and MiniLM
     /// embeddings/s at several batch sizes, on the records' prompts.
     Bench {
         #[arg(long)]
         records: PathBuf,
-        /// Prompts to embed per MiniLM batch size.
+        /// Prompts to embed per MiniLM batch size (0 = skip MiniLM).
         #[arg(long, default_value_t = 256)]
         n: usize,
+        /// Hashed-path settings to time: the query's N heaviest features (0 = all).
+        #[arg(long, value_delimiter = ',', default_value = "0,32,16")]
+        terms: Vec<usize>,
+        /// Threads predicting at once (each on its own share of the prompts).
+        #[arg(long, value_delimiter = ',', default_value = "1,2")]
+        threads: Vec<usize>,
     },
 }
 
+/// What the estimator is trained on and how (shared by `eval` and `train`).
+#[derive(clap::Args)]
+struct ModelArgs {
+    /// Routing records (.jsonl or .jsonl.gz).
+    #[arg(long)]
+    records: PathBuf,
+    /// Catalog YAML (prices); optional when every outcome carries cost_usd.
+    #[arg(long)]
+    catalog: Option<PathBuf>,
+    /// Share of the records trained on (seeded split; the rest is the test split). Default: 0.7
+    /// for `eval`, 1 (every record) for `train`.
+    #[arg(long)]
+    train_frac: Option<f64>,
+    #[arg(long, default_value_t = 1)]
+    seed: u64,
+    /// Neighbours per query.
+    #[arg(long, default_value_t = 25)]
+    k: usize,
+    /// Ignore the records' task labels (no per-task priors).
+    #[arg(long)]
+    no_task_hint: bool,
+    /// Skip features in more than this fraction of the training prompts when scoring neighbours.
+    #[arg(long, default_value_t = 0.5)]
+    max_df: f32,
+    /// Score neighbours on the query's N heaviest features only (0 = all).
+    #[arg(long, default_value_t = 0)]
+    max_query_terms: usize,
+    /// Query representation for retrieval and the head: hashed TF-IDF, or MiniLM embeddings.
+    #[arg(long, value_enum, default_value = "hashed")]
+    embedder: Embedder,
+    /// On-disk embedding cache (MiniLM).
+    #[arg(long, default_value = "out/embeddings-minilm.bin")]
+    embedding_cache: PathBuf,
+    /// The trained head: a small MLP shared by all models, or none (kNN only).
+    #[arg(long, value_enum, default_value = "mlp")]
+    head: HeadKind,
+    /// Force the combination (default: lowest Brier on the validation fifth of the training split).
+    #[arg(long, value_enum)]
+    combine: Option<Combine>,
+    /// Keep the Beta posterior's σ as is (no validation scaling).
+    #[arg(long)]
+    no_calibrate: bool,
+    /// Hidden units of the MLP head.
+    #[arg(long, default_value_t = 64)]
+    hidden: usize,
+    /// Only records whose task starts with this (e.g. `gsm8k`).
+    #[arg(long)]
+    only_task: Option<String>,
+}
+
 #[derive(Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
-enum EmbedderKind {
-    Hashed,
-    Minilm,
+enum HeadKind {
+    Mlp,
+    None,
 }
 
 #[derive(Subcommand)]
@@ -133,28 +212,26 @@ fn sample(records: Vec<Record>, frac: Option<f64>, seed: u64) -> Result<Vec<Reco
 fn run(cli: Cli) -> Result<(), String> {
     match cli.cmd {
         Cmd::Convert { source } => convert(source),
-        Cmd::Bench { records, n } => bench(records, n),
-        Cmd::Eval {
-            records,
+        Cmd::Bench { records, n, terms, threads } => bench(records, n, &terms, &threads),
+        Cmd::Collect {
             catalog,
-            train_frac,
-            seed,
-            k,
-            no_task_hint,
-            max_df,
-            max_query_terms,
-            embedder,
-            embedding_cache,
-            json,
+            questions,
+            grader,
+            out,
+            models,
+            limit,
+            max_tokens,
+            timeout_s,
+            retries,
+            concurrency,
+            answers,
+            stop,
         } => {
-            if !(max_df > 0.0 && max_df <= 1.0) {
-                return Err(format!("--max-df {max_df}: expected a fraction in (0, 1]"));
-            }
-            let cfg =
-                KnnConfig { k, use_task: !no_task_hint, max_df_frac: max_df, max_query_terms, ..KnnConfig::default() };
-            let cache = (embedder == EmbedderKind::Minilm).then_some(embedding_cache);
-            eval(records, catalog, train_frac, seed, cfg, cache, json)
+            let opts = CollectArgs { models, limit, max_tokens, timeout_s, retries, concurrency, answers, stop };
+            collect(catalog, questions, grader, out, opts)
         }
+        Cmd::Eval { m, json } => eval(m, json),
+        Cmd::Train { m, out } => train(m, out),
     }
 }
 
@@ -196,83 +273,171 @@ fn convert(source: Source) -> Result<(), String> {
     Ok(())
 }
 
-fn eval(
-    path: PathBuf,
-    catalog: Option<PathBuf>,
-    train_frac: f64,
-    seed: u64,
-    cfg: KnnConfig,
-    minilm_cache: Option<PathBuf>,
-    json: bool,
-) -> Result<(), String> {
-    let (k, use_task) = (cfg.k, cfg.use_task);
-    if !(train_frac > 0.0 && train_frac < 1.0) {
-        return Err(format!("--train-frac {train_frac}: expected a fraction in (0, 1)"));
+/// Records, models and the seeded split, with the embeddings when the embedder is MiniLM.
+struct Prepared {
+    catalog: Option<Catalog>,
+    all: Vec<Record>,
+    models: Vec<String>,
+    usable: Vec<usize>,
+    train: Vec<usize>,
+    test: Vec<usize>,
+    /// Embeddings of `usable` records (by position in `usable`), MiniLM only.
+    emb: Option<Vec<Vec<f32>>>,
+}
+
+impl Prepared {
+    fn recs(&self, idx: &[usize]) -> Vec<&Record> {
+        idx.iter().map(|&i| &self.all[self.usable[i]]).collect()
     }
-    let catalog = catalog.map(|p| Catalog::load(&p)).transpose().map_err(|e| e.to_string())?;
-    let records = read_records(&path).map_err(|e| e.to_string())?;
-    let (models, partial) = common_models(&records);
+    fn embs(&self, idx: &[usize]) -> Option<Vec<Vec<f32>>> {
+        self.emb.as_ref().map(|e| idx.iter().map(|&i| e[i].clone()).collect())
+    }
+}
+
+fn prepare(m: &ModelArgs, train_frac: f64) -> Result<Prepared, String> {
+    if !(m.max_df > 0.0 && m.max_df <= 1.0) {
+        return Err(format!("--max-df {}: expected a fraction in (0, 1]", m.max_df));
+    }
+    if !(train_frac > 0.0 && train_frac <= 1.0) {
+        return Err(format!("--train-frac {train_frac}: expected a fraction in (0, 1]"));
+    }
+    let catalog = m.catalog.as_deref().map(Catalog::load).transpose().map_err(|e| e.to_string())?;
+    let all = read_records(&m.records).map_err(|e| e.to_string())?;
+    let (models, partial) = common_models(&all);
     if models.is_empty() {
         return Err("no model has outcomes in every record".into());
     }
-    let records: Vec<&Record> = records.iter().filter(|r| models.iter().all(|m| r.outcomes.contains_key(m))).collect();
+    let usable: Vec<usize> = (0..all.len())
+        .filter(|&i| models.iter().all(|mm| all[i].outcomes.contains_key(mm)))
+        .filter(|&i| m.only_task.as_deref().is_none_or(|t| all[i].task.as_deref().is_some_and(|x| x.starts_with(t))))
+        .collect();
+    if usable.is_empty() {
+        return Err("no record left (every model's outcome, --only-task)".into());
+    }
     if partial > 0 {
         eprintln!("note: {partial} records lack some model; using the {} models every record has", models.len());
     }
-    let (train_idx, test_idx) = estimator::split::train_test(records.len(), train_frac, seed);
-    let train: Vec<&Record> = train_idx.iter().map(|&i| records[i]).collect();
-    let test: Vec<&Record> = test_idx.iter().map(|&i| records[i]).collect();
-    let t0 = std::time::Instant::now();
-    let mut est = KnnEstimator::train(&train, &models, catalog.as_ref(), cfg.clone()).map_err(|e| e.to_string())?;
-    let mut test_emb: Option<Vec<Vec<f32>>> = None;
-    let mut chooser = serde_json::Value::Null;
-    // (head μ per test record, use the head alone?) when the chooser picked the head or the mean.
-    let mut head_mu: Option<(Vec<Vec<f64>>, bool)> = None;
-    if let Some(cache_path) = &minilm_cache {
-        let (train_emb, te) = embed_split(cache_path, &train, &test)?;
-        let (choice, report) = choose_on_validation(&train, &train_emb, &models, catalog.as_ref(), &cfg)?;
-        chooser = report;
-        est = est.with_embeddings(&train_emb).map_err(|e| e.to_string())?;
-        if choice != "knn" {
-            let y: Vec<Vec<f64>> = train.iter().map(|r| models.iter().map(|m| r.outcomes[m].score).collect()).collect();
-            let head = estimator::head::LogisticHead::train(&train_emb, &y, 1e-3, 200);
-            head_mu = Some((te.iter().map(|e| head.predict(e)).collect(), choice == "head"));
-        }
-        test_emb = Some(te);
-    }
-    let t_train = t0.elapsed().as_secs_f64();
-    let t1 = std::time::Instant::now();
-    let mut preds: Vec<_> = match &test_emb {
-        Some(te) => {
-            test.iter().zip(te).map(|(r, e)| est.predict_embedded(&r.prompt, r.task.as_deref(), e, None)).collect()
-        }
-        None => test.iter().map(|r| est.predict(&r.prompt, r.task.as_deref())).collect(),
+    let (train, test) = if train_frac >= 1.0 {
+        ((0..usable.len()).collect(), Vec::new())
+    } else {
+        estimator::split::train_test(usable.len(), train_frac, m.seed)
     };
-    // The chosen combination: the head alone, or the mean of kNN and head (σ stays kNN's).
-    if let Some((h, alone)) = &head_mu {
-        for (p, hv) in preds.iter_mut().zip(h) {
-            for (j, &x) in hv.iter().enumerate() {
-                p.mu[j] = if *alone { x } else { 0.5 * (p.mu[j] + x) };
+    let emb = match m.embedder {
+        Embedder::Hashed => None,
+        Embedder::Minilm => {
+            let texts: Vec<&str> = usable.iter().map(|&i| all[i].prompt.as_str()).collect();
+            Some(embed_texts(&m.embedding_cache, &texts)?)
+        }
+    };
+    Ok(Prepared { catalog, all, models, usable, train, test, emb })
+}
+
+fn train_options(m: &ModelArgs) -> TrainOptions {
+    TrainOptions {
+        knn: KnnConfig {
+            k: m.k,
+            use_task: !m.no_task_hint,
+            max_df_frac: m.max_df,
+            max_query_terms: m.max_query_terms,
+            ..KnnConfig::default()
+        },
+        embedder: m.embedder,
+        head: m.head == HeadKind::Mlp,
+        mlp: estimator::mlp::MlpConfig { hidden: m.hidden.max(1), seed: m.seed, ..Default::default() },
+        combine: m.combine,
+        calibrate_sigma: !m.no_calibrate,
+    }
+}
+
+fn train(m: ModelArgs, out: PathBuf) -> Result<(), String> {
+    let frac = m.train_frac.unwrap_or(1.0);
+    let p = prepare(&m, frac)?;
+    let train = p.recs(&p.train);
+    let emb = p.embs(&p.train);
+    let est = Estimator::train(&train, &p.models, p.catalog.as_ref(), emb.as_deref(), &train_options(&m))
+        .map_err(|e| e.to_string())?;
+    let split = estimator::artifact::SplitInfo {
+        source: m.records.file_name().map(|f| f.to_string_lossy().into_owned()).unwrap_or_default(),
+        records: p.usable.len(),
+        train_frac: frac,
+        seed: m.seed,
+    };
+    estimator::artifact::save(&out, &est, &train, emb.as_deref(), p.catalog.as_ref(), split)
+        .map_err(|e| e.to_string())?;
+    let r = &est.report;
+    eprintln!(
+        "trained on {} records ({} models, {:?} retrieval, head {}, combination {:?}) in {:.1} s; validation Brier kNN {:.4}{}",
+        train.len(),
+        p.models.len(),
+        est.embedder(),
+        if est.head().is_some() { "mlp" } else { "none" },
+        est.combine(),
+        r.train_s,
+        r.val_brier_knn,
+        r.val_brier_head.map_or(String::new(), |h| format!(", head {h:.4}, mean {:.4}", r.val_brier_mean.unwrap_or(h)))
+    );
+    let size = std::fs::metadata(&out).map(|m| m.len()).unwrap_or(0);
+    println!("wrote {} ({:.1} MB)", out.display(), size as f64 / 1e6);
+    Ok(())
+}
+
+fn eval(m: ModelArgs, json: bool) -> Result<(), String> {
+    let frac = m.train_frac.unwrap_or(0.7);
+    if frac >= 1.0 {
+        return Err("--train-frac must be below 1 for eval (the rest is the test split)".into());
+    }
+    let p = prepare(&m, frac)?;
+    let (train, test) = (p.recs(&p.train), p.recs(&p.test));
+    let (train_emb, test_emb) = (p.embs(&p.train), p.embs(&p.test));
+    let est = Estimator::train(&train, &p.models, p.catalog.as_ref(), train_emb.as_deref(), &train_options(&m))
+        .map_err(|e| e.to_string())?;
+    let t1 = std::time::Instant::now();
+    let preds: Vec<_> = test
+        .iter()
+        .enumerate()
+        .map(|(i, r)| {
+            let e = test_emb.as_ref().map(|v| v[i].as_slice());
+            est.predict_with(&r.prompt, r.task.as_deref(), e, None)
+        })
+        .collect();
+    let t_pred = t1.elapsed().as_secs_f64();
+    let models = &p.models;
+    let mut rows = Vec::new();
+    let (mut tok_err, mut tok_base_err, mut tok_n) = (0.0, 0.0, 0usize);
+    for (j, mm) in models.iter().enumerate() {
+        let y: Vec<f64> = test.iter().map(|r| r.outcomes[mm].score).collect();
+        let mu: Vec<f64> = preds.iter().map(|p| p.mu[j]).collect();
+        let sigma: Vec<f64> = preds.iter().map(|p| p.sigma[j]).collect();
+        let labels: Vec<bool> = y.iter().map(|s| *s >= 0.5).collect();
+        let train_mean = train.iter().map(|r| r.outcomes[mm].score).sum::<f64>() / train.len() as f64;
+        let base = vec![train_mean; y.len()];
+        let sc = estimator::metrics::sigma_check(&y, &mu, &sigma, 10);
+        // Output tokens: predicted vs recorded, against always predicting the train mean.
+        let train_tok: Vec<f64> = train.iter().filter_map(|r| r.outcomes[mm].output_tokens.map(f64::from)).collect();
+        let tok_mean = train_tok.iter().sum::<f64>() / train_tok.len().max(1) as f64;
+        let (mut e, mut eb, mut n) = (0.0, 0.0, 0usize);
+        for (r, pr) in test.iter().zip(&preds) {
+            if let Some(t) = r.outcomes[mm].output_tokens {
+                e += (pr.output_tokens[j] - t as f64).abs();
+                eb += (tok_mean - t as f64).abs();
+                n += 1;
             }
         }
-    }
-    let t_pred = t1.elapsed().as_secs_f64();
-    let mut rows = Vec::new();
-    for (j, m) in models.iter().enumerate() {
-        let y: Vec<f64> = test.iter().map(|r| r.outcomes[m].score).collect();
-        let mu: Vec<f64> = preds.iter().map(|p| p.mu[j]).collect();
-        let labels: Vec<bool> = y.iter().map(|s| *s >= 0.5).collect();
-        let train_mean = train.iter().map(|r| r.outcomes[m].score).sum::<f64>() / train.len() as f64;
-        let base = vec![train_mean; y.len()];
+        tok_err += e;
+        tok_base_err += eb;
+        tok_n += n;
         rows.push(serde_json::json!({
-            "model": m,
+            "model": mm,
             "test_accuracy": y.iter().sum::<f64>() / y.len() as f64,
             "auc": estimator::metrics::auc(&labels, &mu),
             "brier": estimator::metrics::brier(&y, &mu),
             "brier_constant": estimator::metrics::brier(&y, &base),
-            "mean_sigma": preds.iter().map(|p| p.sigma[j]).sum::<f64>() / preds.len() as f64,
+            "mean_sigma": sigma.iter().sum::<f64>() / sigma.len().max(1) as f64,
             "ece": estimator::metrics::ece(&y, &mu, 10),
-            "coverage": estimator::metrics::coverage(&y, &mu, &preds.iter().map(|p| p.sigma[j]).collect::<Vec<_>>(), 10),
+            "sigma_coverage": sc.coverage,
+            "sigma_mean_z2": sc.mean_z2,
+            "output_tokens_mae": (n > 0).then(|| e / n as f64),
+            "output_tokens_mae_mean_baseline": (n > 0).then(|| eb / n as f64),
         }));
     }
     let argmax_acc = test
@@ -283,31 +448,58 @@ fn eval(
             r.outcomes[&models[j]].score
         })
         .sum::<f64>()
-        / test.len() as f64;
-    let oracle = test.iter().map(|r| models.iter().map(|m| r.outcomes[m].score).fold(0.0, f64::max)).sum::<f64>()
-        / test.len() as f64;
+        / test.len().max(1) as f64;
+    let oracle = test.iter().map(|r| models.iter().map(|mm| r.outcomes[mm].score).fold(0.0, f64::max)).sum::<f64>()
+        / test.len().max(1) as f64;
+    let best_single = (0..models.len())
+        .map(|j| test.iter().map(|r| r.outcomes[&models[j]].score).sum::<f64>() / test.len().max(1) as f64)
+        .fold(0.0, f64::max);
     let out = serde_json::json!({
-        "records": records.len(), "n_train": train.len(), "n_test": test.len(), "k": k, "task_hint": use_task,
-        "embedder": if minilm_cache.is_some() { "minilm" } else { "hashed" },
-        "chooser": chooser,
-        "models": rows, "argmax_mu_accuracy": argmax_acc, "oracle_accuracy": oracle,
-        "train_s": t_train, "predict_per_s": test.len() as f64 / t_pred.max(1e-9),
+        "records": p.usable.len(), "n_train": train.len(), "n_test": test.len(), "k": m.k,
+        "task_hint": !m.no_task_hint, "max_query_terms": m.max_query_terms,
+        "embedder": est.embedder(), "head": est.head().is_some(), "combine": est.combine(),
+        "training": est.report,
+        "models": rows, "argmax_mu_accuracy": argmax_acc, "best_single_accuracy": best_single,
+        "oracle_accuracy": oracle,
+        "output_tokens_mae": (tok_n > 0).then(|| tok_err / tok_n as f64),
+        "output_tokens_mae_mean_baseline": (tok_n > 0).then(|| tok_base_err / tok_n as f64),
+        "train_s": est.report.train_s, "predict_per_s": test.len() as f64 / t_pred.max(1e-9),
     });
     if json {
         println!("{}", serde_json::to_string_pretty(&out).map_err(|e| e.to_string())?);
         return Ok(());
     }
-    println!("records {} (train {}, test {}), k = {k}, task hint {}", records.len(), train.len(), test.len(), use_task);
-    if !chooser.is_null() {
-        println!("validation chooser (MiniLM embeddings): {chooser}");
-    }
+    let r = &est.report;
     println!(
-        "{:<36} {:>8} {:>7} {:>7} {:>9} {:>7} {:>6} {:>6}",
-        "model", "test acc", "AUC", "Brier", "Brier(c)", "mean σ", "ECE", "cover"
+        "records {} (train {}, test {}), k = {}, task hint {}, {:?} retrieval, head {}",
+        p.usable.len(),
+        train.len(),
+        test.len(),
+        m.k,
+        !m.no_task_hint,
+        est.embedder(),
+        if est.head().is_some() { "mlp" } else { "none" }
+    );
+    println!(
+        "validation ({} fit / {} val): Brier kNN {:.4}{} → {:?}; σ scale per model {:?}",
+        r.n_fit,
+        r.n_val,
+        r.val_brier_knn,
+        r.val_brier_head.map_or(String::new(), |h| format!(
+            ", head {h:.4} ({} epochs), mean {:.4}",
+            r.head_epochs.unwrap_or(0),
+            r.val_brier_mean.unwrap_or(h)
+        )),
+        est.combine(),
+        r.sigma_scale.iter().map(|s| (s * 100.0).round() / 100.0).collect::<Vec<_>>()
+    );
+    println!(
+        "{:<36} {:>8} {:>7} {:>7} {:>9} {:>7} {:>6} {:>6} {:>6} {:>9}",
+        "model", "test acc", "AUC", "Brier", "Brier(c)", "mean σ", "ECE", "cover", "z²", "tok MAE"
     );
     for r in &rows {
         println!(
-            "{:<36} {:>8.3} {:>7} {:>7.4} {:>9.4} {:>7.4} {:>6.3} {:>6.2}",
+            "{:<36} {:>8.3} {:>7} {:>7.4} {:>9.4} {:>7.4} {:>6.3} {:>6.2} {:>6.2} {:>9}",
             r["model"].as_str().unwrap_or(""),
             r["test_accuracy"].as_f64().unwrap_or(0.0),
             r["auc"].as_f64().map_or("n/a".to_string(), |a| format!("{a:.3}")),
@@ -315,79 +507,176 @@ fn eval(
             r["brier_constant"].as_f64().unwrap_or(0.0),
             r["mean_sigma"].as_f64().unwrap_or(0.0),
             r["ece"].as_f64().unwrap_or(0.0),
-            r["coverage"].as_f64().unwrap_or(0.0),
+            r["sigma_coverage"].as_f64().unwrap_or(0.0),
+            r["sigma_mean_z2"].as_f64().unwrap_or(0.0),
+            r["output_tokens_mae"].as_f64().map_or("n/a".to_string(), |a| format!("{a:.1}")),
+        );
+    }
+    println!("(cover: share of test items whose μ-bin rate lies within μ ± σ plus sampling noise; nominal 0.68, z² nominal 1)");
+    if tok_n > 0 {
+        println!(
+            "output tokens: MAE {:.1} (always the model's train mean: {:.1})",
+            tok_err / tok_n as f64,
+            tok_base_err / tok_n as f64
         );
     }
     println!(
-        "argmax-μ accuracy {argmax_acc:.3} (oracle {oracle:.3}); train {t_train:.2} s, predict {:.0} prompts/s",
+        "argmax-μ accuracy {argmax_acc:.3} (best single model {best_single:.3}, oracle {oracle:.3}); train {:.2} s, predict {:.0} prompts/s",
+        est.report.train_s,
         test.len() as f64 / t_pred.max(1e-9)
     );
     Ok(())
 }
 
-/// Picks kNN, the logistic head or their mean by mean Brier on a validation fifth of the training
-/// split (fitted on the other four fifths). Returns the choice and the validation figures.
-fn choose_on_validation(
-    train: &[&Record],
-    emb: &[Vec<f32>],
-    models: &[String],
-    catalog: Option<&Catalog>,
-    cfg: &KnnConfig,
-) -> Result<(String, serde_json::Value), String> {
-    let (fit, val): (Vec<usize>, Vec<usize>) = (0..train.len()).partition(|i| i % 5 != 0);
-    let fit_recs: Vec<&Record> = fit.iter().map(|&i| train[i]).collect();
-    let fit_emb: Vec<Vec<f32>> = fit.iter().map(|&i| emb[i].clone()).collect();
-    let knn = KnnEstimator::train(&fit_recs, models, catalog, cfg.clone())
-        .and_then(|k| k.with_embeddings(&fit_emb))
-        .map_err(|e| e.to_string())?;
-    let y: Vec<Vec<f64>> = fit_recs.iter().map(|r| models.iter().map(|m| r.outcomes[m].score).collect()).collect();
-    let head = estimator::head::LogisticHead::train(&fit_emb, &y, 1e-3, 200);
-    let mut brier = [0.0f64; 3];
-    let mut count = 0.0;
-    for &i in &val {
-        let r = train[i];
-        let k = knn.predict_embedded(&r.prompt, r.task.as_deref(), &emb[i], None).mu;
-        let h = head.predict(&emb[i]);
-        for (j, m) in models.iter().enumerate() {
-            let yv = r.outcomes[m].score;
-            let e = 0.5 * (k[j] + h[j]);
-            brier[0] += (k[j] - yv).powi(2);
-            brier[1] += (h[j] - yv).powi(2);
-            brier[2] += (e - yv).powi(2);
-            count += 1.0;
-        }
-    }
-    let names = ["knn", "head", "mean"];
-    let best = (0..3).min_by(|&a, &b| brier[a].total_cmp(&brier[b])).unwrap_or(0);
-    let report = serde_json::json!({
-        "validation_brier": {"knn": brier[0] / count, "head": brier[1] / count, "mean": brier[2] / count},
-        "chosen": names[best],
-    });
-    Ok((names[best].to_string(), report))
-}
-
-/// Train and test embeddings.
-type Split = (Vec<Vec<f32>>, Vec<Vec<f32>>);
-
 #[cfg(feature = "minilm")]
-fn embed_split(cache: &Path, train: &[&Record], test: &[&Record]) -> Result<Split, String> {
+fn embed_texts(cache: &Path, texts: &[&str]) -> Result<Vec<Vec<f32>>, String> {
     use estimator::embed::{EmbeddingCache, MiniLm};
     let dir = MiniLm::locate().ok_or(estimator::embed::INSTALL_HINT)?;
     let model = MiniLm::load(&dir).map_err(|e| e.to_string())?;
+    if let Some(parent) = cache.parent().filter(|p| !p.as_os_str().is_empty()) {
+        std::fs::create_dir_all(parent).map_err(|e| format!("{}: {e}", parent.display()))?;
+    }
     let mut c = EmbeddingCache::open(cache).map_err(|e| e.to_string())?;
     eprintln!("MiniLM embeddings ({} cached in {}) ...", c.len(), cache.display());
-    let texts: Vec<&str> = train.iter().chain(test).map(|r| r.prompt.as_str()).collect();
-    let mut all = c.embed_all(&model, &texts, 32, true).map_err(|e| e.to_string())?;
-    let te = all.split_off(train.len());
-    Ok((all, te))
+    c.embed_all(&model, texts, 32, true).map_err(|e| e.to_string())
 }
 
 #[cfg(not(feature = "minilm"))]
-fn embed_split(_: &Path, _: &[&Record], _: &[&Record]) -> Result<Split, String> {
+fn embed_texts(_: &Path, _: &[&str]) -> Result<Vec<Vec<f32>>, String> {
     Err("this build has no MiniLM (cargo feature `minilm`)".into())
 }
 
-fn bench(path: PathBuf, n: usize) -> Result<(), String> {
+struct CollectArgs {
+    models: Option<String>,
+    limit: Option<usize>,
+    max_tokens: u32,
+    timeout_s: u64,
+    retries: u32,
+    concurrency: usize,
+    answers: Option<PathBuf>,
+    stop: Vec<String>,
+}
+
+#[cfg(feature = "collect")]
+fn collect(
+    catalog: PathBuf,
+    questions: PathBuf,
+    grader: Option<estimator::collect::Grader>,
+    out: PathBuf,
+    a: CollectArgs,
+) -> Result<(), String> {
+    use estimator::collect::run::{collect, CollectOptions};
+    use std::io::{IsTerminal, Write};
+    let catalog = Catalog::load(&catalog).map_err(|e| e.to_string())?;
+    let mut qs = estimator::collect::read_questions(&questions, grader).map_err(|e| e.to_string())?;
+    if let Some(n) = a.limit {
+        qs.truncate(n);
+    }
+    let wanted: Option<Vec<&str>> = a.models.as_deref().map(|s| s.split(',').map(str::trim).collect());
+    if let Some(w) = &wanted {
+        if let Some(m) = w.iter().find(|m| catalog.get(m).is_none()) {
+            return Err(format!("--models: `{m}` is not in the catalog"));
+        }
+    }
+    let models: Vec<_> = catalog
+        .models
+        .iter()
+        .filter(|m| m.backend.starts_with("http://") || m.backend.starts_with("https://"))
+        .filter(|m| wanted.as_ref().is_none_or(|w| w.contains(&m.name.as_str())))
+        .cloned()
+        .collect();
+    if models.is_empty() {
+        return Err("no selected catalog model has an http(s) backend".into());
+    }
+    if a.concurrency == 0 {
+        return Err("--concurrency must be at least 1".into());
+    }
+    eprintln!(
+        "collect: {} questions × {} models ({}) ...",
+        qs.len(),
+        models.len(),
+        models.iter().map(|m| m.name.as_str()).collect::<Vec<_>>().join(", ")
+    );
+    let tty = std::io::stderr().is_terminal();
+    let t0 = std::time::Instant::now();
+    // (second of the last line, answers it showed)
+    let last = std::sync::Mutex::new((0u64, usize::MAX));
+    let progress = |done: usize, failed: usize, total: usize| {
+        let el = t0.elapsed().as_secs_f64();
+        let sec = el as u64;
+        let Ok(mut l) = last.lock() else { return };
+        // A line per 10 s when not on a terminal; the bar in place when on one; the end once.
+        let end = done == total;
+        if (end && l.1 == total) || !(tty || sec >= l.0 + 10 || end) {
+            return;
+        }
+        *l = (sec, done);
+        let rate = done as f64 / el.max(1e-9);
+        let eta = if rate > 0.0 { (total - done) as f64 / rate } else { 0.0 };
+        let width = 30;
+        let fill = (done * width).checked_div(total).unwrap_or(width);
+        let bar: String = "#".repeat(fill) + &"-".repeat(width - fill);
+        let line =
+            format!("[{bar}] {done}/{total} answers, {failed} failed, {rate:.2}/s, {el:.0} s elapsed, ETA {eta:.0} s");
+        let mut e = std::io::stderr();
+        if tty {
+            let _ = write!(e, "\r{line}");
+            if done == total {
+                let _ = writeln!(e);
+            }
+        } else {
+            let _ = writeln!(e, "{line}");
+        }
+    };
+    let opts = CollectOptions {
+        max_tokens: a.max_tokens,
+        timeout: std::time::Duration::from_secs(a.timeout_s.max(1)),
+        retries: a.retries,
+        concurrency: a.concurrency,
+        stop: a.stop.clone(),
+    };
+    let (records, summary, graded) = collect(&models, &qs, &opts, &progress).map_err(|e| e.to_string())?;
+    write_records(&out, &records).map_err(|e| e.to_string())?;
+    if let Some(p) = &a.answers {
+        let mut text = String::new();
+        for g in &graded {
+            text.push_str(&serde_json::to_string(g).map_err(|e| e.to_string())?);
+            text.push('\n');
+        }
+        std::fs::write(p, text).map_err(|e| format!("{}: {e}", p.display()))?;
+    }
+    println!(
+        "{:<24} {:>8} {:>6} {:>9} {:>11} {:>12} {:>12}",
+        "model", "answered", "failed", "accuracy", "mean tokens", "mean latency", "cost USD"
+    );
+    for s in &summary {
+        println!(
+            "{:<24} {:>8} {:>6} {:>9.3} {:>11.1} {:>9.0} ms {:>12.6}",
+            s.model, s.answered, s.failed, s.accuracy, s.mean_output_tokens, s.mean_latency_ms, s.cost_usd
+        );
+        if let Some(e) = &s.first_error {
+            println!("  first failure: {e}");
+        }
+    }
+    println!("wrote {} records to {} in {:.0} s", records.len(), out.display(), t0.elapsed().as_secs_f64());
+    if summary.iter().all(|s| s.answered == 0) {
+        return Err("no model answered any question".into());
+    }
+    Ok(())
+}
+
+#[cfg(not(feature = "collect"))]
+fn collect(
+    _: PathBuf,
+    _: PathBuf,
+    _: Option<estimator::collect::Grader>,
+    _: PathBuf,
+    _: CollectArgs,
+) -> Result<(), String> {
+    Err("this build has no `collect` (cargo feature `collect`)".into())
+}
+
+fn bench(path: PathBuf, n: usize, terms: &[usize], threads: &[usize]) -> Result<(), String> {
     let records = read_records(&path).map_err(|e| e.to_string())?;
     let (models, _) = common_models(&records);
     let refs: Vec<&Record> = records.iter().filter(|r| models.iter().all(|m| r.outcomes.contains_key(m))).collect();
@@ -396,23 +685,40 @@ fn bench(path: PathBuf, n: usize) -> Result<(), String> {
     }
     let flat = Catalog::flat(&models);
     println!(
-        "{} prompts, mean {:.0} chars",
+        "{} prompts, mean {:.0} chars; {} models; one prediction = μ, σ, output tokens and cost for every model",
         refs.len(),
-        refs.iter().map(|r| r.prompt.len()).sum::<usize>() as f64 / refs.len() as f64
+        refs.iter().map(|r| r.prompt.len()).sum::<usize>() as f64 / refs.len() as f64,
+        models.len()
     );
-    for terms in [0usize, 32] {
-        let cfg = KnnConfig { max_query_terms: terms, ..KnnConfig::default() };
+    for &t in terms {
+        let cfg = KnnConfig { max_query_terms: t, ..KnnConfig::default() };
         let est = KnnEstimator::train(&refs, &models, Some(&flat), cfg).map_err(|e| e.to_string())?;
-        let t0 = std::time::Instant::now();
-        let mut done = 0usize;
-        while t0.elapsed().as_secs_f64() < 3.0 {
-            for r in refs.iter().take(2000) {
-                std::hint::black_box(est.predict(&r.prompt, r.task.as_deref()));
-                done += 1;
-            }
+        let label = if t == 0 { "all features".to_string() } else { format!("{t} heaviest features") };
+        for &th in threads {
+            let th = th.max(1);
+            let t0 = std::time::Instant::now();
+            let done = std::sync::atomic::AtomicUsize::new(0);
+            std::thread::scope(|s| {
+                for w in 0..th {
+                    let (est, refs, done) = (&est, &refs, &done);
+                    s.spawn(move || {
+                        let mut k = 0usize;
+                        while t0.elapsed().as_secs_f64() < 3.0 {
+                            for r in refs.iter().skip(w).step_by(th).take(500) {
+                                std::hint::black_box(est.predict(&r.prompt, r.task.as_deref()));
+                                k += 1;
+                            }
+                        }
+                        done.fetch_add(k, std::sync::atomic::Ordering::Relaxed);
+                    });
+                }
+            });
+            let rate = done.into_inner() as f64 / t0.elapsed().as_secs_f64();
+            println!(
+                "hashed kNN predict ({label}, {th} thread{}): {rate:.0} prompts/s",
+                if th == 1 { "" } else { "s" }
+            );
         }
-        let label = if terms == 0 { "all features".to_string() } else { format!("{terms} heaviest features") };
-        println!("hashed kNN predict ({label}): {:.0} prompts/s (1 thread)", done as f64 / t0.elapsed().as_secs_f64());
     }
     bench_minilm(&refs, n)
 }
@@ -420,21 +726,39 @@ fn bench(path: PathBuf, n: usize) -> Result<(), String> {
 #[cfg(feature = "minilm")]
 fn bench_minilm(refs: &[&Record], n: usize) -> Result<(), String> {
     use estimator::embed::MiniLm;
+    if n == 0 {
+        return Ok(());
+    }
     let Some(dir) = MiniLm::locate() else {
         println!("MiniLM: skipped ({})", estimator::embed::INSTALL_HINT);
         return Ok(());
     };
     let model = MiniLm::load(&dir).map_err(|e| e.to_string())?;
     let texts: Vec<&str> = refs.iter().take(n.max(1)).map(|r| r.prompt.as_str()).collect();
-    for batch in [1usize, 8, 32] {
+    let tokens: usize = texts.iter().map(|t| model.ids(t).map_or(0, |v| v.len())).sum();
+    println!(
+        "MiniLM: {} prompts, mean {:.0} word pieces (truncated at {})",
+        texts.len(),
+        tokens as f64 / texts.len() as f64,
+        estimator::embed::MAX_TOKENS
+    );
+    let mut sorted = texts.clone();
+    sorted.sort_by_key(|t| t.len());
+    for (batch, order, label) in [
+        (1usize, &texts, "record order"),
+        (8, &texts, "record order"),
+        (32, &texts, "record order"),
+        (32, &sorted, "sorted by length, as the cache embeds"),
+    ] {
         let t0 = std::time::Instant::now();
-        for chunk in texts.chunks(batch) {
+        for chunk in order.chunks(batch) {
             std::hint::black_box(model.embed(chunk).map_err(|e| e.to_string())?);
         }
+        let el = t0.elapsed().as_secs_f64();
         println!(
-            "MiniLM embed, batch {batch:>2}: {:.0} prompts/s ({} prompts, no cache)",
-            texts.len() as f64 / t0.elapsed().as_secs_f64(),
-            texts.len()
+            "MiniLM embed, batch {batch:>2} ({label}): {:.1} prompts/s, {:.0} word pieces/s",
+            texts.len() as f64 / el,
+            tokens as f64 / el
         );
     }
     Ok(())

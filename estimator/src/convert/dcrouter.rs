@@ -97,6 +97,7 @@ pub fn convert(dir: &Path, output_tokens: u32) -> Result<(Vec<Record>, ConvertRe
                     cost_usd: Some(entry.cost(input_tokens as f64, output_tokens as f64)),
                     input_tokens: Some(input_tokens),
                     output_tokens: Some(output_tokens),
+                    latency_ms: None,
                 },
             );
         }

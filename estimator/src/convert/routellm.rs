@@ -60,6 +60,7 @@ impl Pricer<'_> {
             cost_usd: Some(entry.cost(input as f64, output as f64)),
             input_tokens: Some(input),
             output_tokens: Some(output),
+            latency_ms: None,
         })
     }
 }

@@ -4,7 +4,7 @@
 use crate::{Result, RouterError};
 use estimator::knn::outcome_cost;
 use estimator::records::{common_models, read_records};
-use estimator::{Catalog, KnnConfig, KnnEstimator, Record};
+use estimator::{Catalog, Estimator, KnnConfig, KnnEstimator, Record};
 use rand::SeedableRng;
 use rand_chacha::ChaCha8Rng;
 use rand_distr::{Distribution, Normal};
@@ -48,16 +48,22 @@ pub struct DataOptions<'a> {
     pub seed: u64,
     pub knn: KnnConfig,
     pub estimator_noise: f64,
+    /// A trained estimator (`estimator train`) instead of the plain kNN; it must have been
+    /// trained on this run's train split (same records, train fraction and seed).
+    pub artifact: Option<&'a Path>,
+    /// MiniLM embedding cache, for a MiniLM artifact.
+    pub embedding_cache: &'a Path,
 }
 
 fn build(
-    est: &KnnEstimator,
+    est: &Estimator,
+    emb: Option<&[Vec<f32>]>,
     recs: &[&Record],
     catalog: Option<&Catalog>,
     loo: bool,
     noise: Option<(&Normal<f64>, &mut ChaCha8Rng, f64)>,
 ) -> Result<SplitData> {
-    let m = est.models.len();
+    let m = est.models().len();
     let n = recs.len();
     let mut d = SplitData {
         n,
@@ -72,10 +78,11 @@ fn build(
     };
     let mut noise = noise;
     for (q, r) in recs.iter().enumerate() {
-        let p = est.predict_excluding(&r.prompt, r.task.as_deref(), loo.then_some(q));
+        let e = emb.map(|v| v[q].as_slice());
+        let p = est.predict_with(&r.prompt, r.task.as_deref(), e, loo.then_some(q));
         d.tasks.push(r.task.clone().unwrap_or_else(|| "unknown".into()));
         let input = estimator::estimate_tokens(&r.prompt) as f64;
-        for (j, model) in est.models.iter().enumerate() {
+        for (j, model) in est.models().iter().enumerate() {
             let (mut mu, mut sigma) = (p.mu[j], p.sigma[j]);
             if let Some((dist, rng, s)) = noise.as_mut() {
                 mu = (mu + dist.sample(*rng)).clamp(0.0, 1.0);
@@ -117,14 +124,68 @@ pub fn load(opts: &DataOptions) -> Result<EvalData> {
     let (tr, te) = estimator::split::train_test(all.len(), opts.train_frac, opts.seed);
     let train: Vec<&Record> = tr.iter().map(|&i| &all[i]).collect();
     let test: Vec<&Record> = te.iter().map(|&i| &all[i]).collect();
-    let est = KnnEstimator::train(&train, &models, catalog.as_ref(), opts.knn.clone())?;
-    let train_d = build(&est, &train, catalog.as_ref(), true, None)?;
+    let est = match opts.artifact {
+        Some(path) => from_artifact(path, opts, &models, &all, &train)?,
+        None => Estimator::from_knn(KnnEstimator::train(&train, &models, catalog.as_ref(), opts.knn.clone())?),
+    };
+    let embed = |recs: &[&Record]| {
+        let texts: Vec<&str> = recs.iter().map(|r| r.prompt.as_str()).collect();
+        est.embed_queries(&texts, opts.embedding_cache)
+    };
+    let (train_emb, test_emb) = (embed(&train)?, embed(&test)?);
+    let train_d = build(&est, train_emb.as_deref(), &train, catalog.as_ref(), true, None)?;
     let test_d = if opts.estimator_noise > 0.0 {
         let dist = Normal::new(0.0, opts.estimator_noise).map_err(|e| RouterError::Invalid(e.to_string()))?;
         let mut rng = ChaCha8Rng::seed_from_u64(opts.seed ^ 0x5eed);
-        build(&est, &test, catalog.as_ref(), false, Some((&dist, &mut rng, opts.estimator_noise)))?
+        build(&est, test_emb.as_deref(), &test, catalog.as_ref(), false, Some((&dist, &mut rng, opts.estimator_noise)))?
     } else {
-        build(&est, &test, catalog.as_ref(), false, None)?
+        build(&est, test_emb.as_deref(), &test, catalog.as_ref(), false, None)?
     };
     Ok(EvalData { records: all.len(), models, train: train_d, test: test_d })
+}
+
+/// Loads an estimator artifact and checks it was trained on exactly this run's train split —
+/// otherwise its "test" predictions would be in-sample.
+fn from_artifact(
+    path: &Path,
+    opts: &DataOptions,
+    models: &[String],
+    all: &[Record],
+    train: &[&Record],
+) -> Result<Estimator> {
+    let loaded = estimator::artifact::load(path)?;
+    let s = &loaded.split;
+    let retrain = format!(
+        "retrain it on this split: estimator train --records {} --train-frac {} --seed {} --out {}",
+        opts.records.display(),
+        opts.train_frac,
+        opts.seed,
+        path.display()
+    );
+    if loaded.estimator.models() != models {
+        return Err(RouterError::Invalid(format!(
+            "estimator artifact {}: models {:?}, the records have {:?}",
+            path.display(),
+            loaded.estimator.models(),
+            models
+        )));
+    }
+    let same_split = s.records == all.len()
+        && (s.train_frac - opts.train_frac).abs() < 1e-12
+        && s.seed == opts.seed
+        && loaded.records.len() == train.len()
+        && loaded.records.iter().zip(train).all(|(a, b)| a.id == b.id);
+    if !same_split {
+        return Err(RouterError::Invalid(format!(
+            "estimator artifact {} was trained on another split ({} of {} records in {}, train fraction {}, seed {}); {retrain}",
+            path.display(),
+            loaded.records.len(),
+            s.records,
+            s.source,
+            s.train_frac,
+            s.seed
+        )));
+    }
+    tracing::info!(artifact = %path.display(), embedder = ?loaded.estimator.embedder(), combine = ?loaded.estimator.combine(), "estimator artifact loaded");
+    Ok(loaded.estimator)
 }

@@ -30,6 +30,9 @@ pub struct EvalConfig {
     pub ledger: bool,
     pub sweep_points: usize,
     pub knn: estimator::KnnConfig,
+    /// A trained estimator artifact instead of the plain kNN (see `data::DataOptions`).
+    pub estimator_artifact: Option<std::path::PathBuf>,
+    pub embedding_cache: std::path::PathBuf,
     pub mip_time_limit_s: f64,
     pub mip_rel_gap: f64,
     pub carry_unspent: bool,
@@ -117,6 +120,8 @@ pub fn run_eval(cfg: &EvalConfig) -> Result<EvalReport> {
         seed: cfg.seed,
         knn: cfg.knn.clone(),
         estimator_noise: cfg.estimator_noise,
+        artifact: cfg.estimator_artifact.as_deref(),
+        embedding_cache: &cfg.embedding_cache,
     })?;
     let specs: Vec<Spec> = cfg.assigners.iter().map(|a| Spec::parse(a.trim(), &data.models)).collect::<Result<_>>()?;
     if let Some(f) = cfg.capacity_frac {
@@ -215,7 +220,7 @@ pub fn run_eval(cfg: &EvalConfig) -> Result<EvalReport> {
             "batch_size": cfg.batch_size, "batching": cfg.batching, "capacity_frac": cfg.capacity_frac,
             "gamma": cfg.gamma, "estimator_noise": cfg.estimator_noise, "train_frac": cfg.train_frac,
             "seed": cfg.seed, "bootstrap": cfg.bootstrap, "ledger": cfg.ledger, "carry_unspent": cfg.carry_unspent, "dual_price": cfg.dual_price, "k": cfg.knn.k,
-            "task_hint": cfg.knn.use_task, "c_min": c_min, "c_max": c_max, "prior_cost_margin": prior_margin,
+            "task_hint": cfg.knn.use_task, "estimator_artifact": cfg.estimator_artifact, "c_min": c_min, "c_max": c_max, "prior_cost_margin": prior_margin,
         }),
         single_models,
         results,

@@ -38,6 +38,7 @@ struct RawListen {
 #[serde(deny_unknown_fields)]
 struct RawEstimator {
     records: Option<String>,
+    artifact: Option<String>,
     k: Option<usize>,
     max_query_terms: Option<usize>,
     #[serde(default)]
@@ -142,6 +143,9 @@ pub struct Config {
     /// does not run gets no slots).
     pub plan: Option<PathBuf>,
     pub estimator_records: PathBuf,
+    /// A trained estimator (`estimator train --out`) used instead of training a kNN on
+    /// `estimator_records` (which still feed the replay backends).
+    pub estimator_artifact: Option<PathBuf>,
     pub estimator_k: usize,
     /// Neighbour scoring on the query's heaviest features only (0 = all).
     pub estimator_max_query_terms: usize,
@@ -346,6 +350,7 @@ impl Config {
             catalog,
             plan: raw.plan.map(|p| resolve(&p)),
             estimator_records,
+            estimator_artifact: est.artifact.map(|p| resolve(&p)),
             estimator_k,
             estimator_max_query_terms: est.max_query_terms.unwrap_or(32),
             proxies: est.proxies,

@@ -8,7 +8,7 @@ use super::config::{Config, Tenant};
 use super::tenants::TenantBook;
 use crate::ledger::Ledger;
 use crate::{Result, RouterError};
-use estimator::{Catalog, KnnConfig, KnnEstimator, ModelEntry, Record};
+use estimator::{Catalog, Estimator, KnnConfig, KnnEstimator, ModelEntry, Record};
 use std::collections::{BTreeMap, HashMap};
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
@@ -39,14 +39,21 @@ pub struct LiveModel {
 }
 
 /// What the trained estimator depends on: records, (k, max query terms), proxies, replay records,
-/// estimated models.
-type TrainKey = (PathBuf, (usize, usize), BTreeMap<String, String>, PathBuf, Vec<String>);
+/// estimated models, and the artifact (path, modification time) when there is one.
+type TrainKey = (
+    PathBuf,
+    (usize, usize),
+    BTreeMap<String, String>,
+    PathBuf,
+    Vec<String>,
+    Option<(PathBuf, Option<std::time::SystemTime>)>,
+);
 
 /// The estimator and replay data built from one records file (reused across reloads when the
 /// estimator settings do not change: training takes a second or two).
 pub struct Trained {
     key: TrainKey,
-    pub estimator: Arc<KnnEstimator>,
+    pub estimator: Arc<Estimator>,
     pub replay: Arc<ReplayData>,
 }
 
@@ -147,6 +154,7 @@ fn build_live(
         config.proxies.clone(),
         config.replay_records.clone(),
         est_models.clone(),
+        config.estimator_artifact.as_ref().map(|p| (p.clone(), std::fs::metadata(p).and_then(|m| m.modified()).ok())),
     );
     let trained = match previous.filter(|t| t.key == key) {
         Some(t) => t.clone(),
@@ -171,7 +179,7 @@ fn build_live(
     for (entry, rec) in catalog.models.iter().zip(&recorded) {
         let est_index = trained
             .estimator
-            .models
+            .models()
             .iter()
             .position(|m| m == rec)
             .ok_or_else(|| RouterError::Internal(format!("estimator lacks model {rec}")))?;
@@ -244,16 +252,48 @@ fn train(
     };
     let knn =
         KnnConfig { k: config.estimator_k, max_query_terms: config.estimator_max_query_terms, ..KnnConfig::default() };
-    let estimator = Arc::new(KnnEstimator::train(&usable, &est_models, Some(&est_catalog), knn)?);
-    let n_train = usable.len();
-    let replay_records: Vec<Record> = if config.replay_records == config.estimator_records {
+    let same_records = config.replay_records == config.estimator_records;
+    let (estimator, n_train, source) = match &config.estimator_artifact {
+        Some(path) => {
+            let loaded = estimator::artifact::load(path)
+                .map_err(|e| RouterError::config(&config.path, "estimator.artifact", e.to_string()))?;
+            if let Some(m) = est_models.iter().find(|m| !loaded.estimator.models().contains(m)) {
+                return Err(RouterError::config(
+                    &config.path,
+                    "estimator.artifact",
+                    format!(
+                        "{} has no model `{m}` (it has {}); retrain it or map the model with estimator.proxies",
+                        path.display(),
+                        loaded.estimator.models().join(", ")
+                    ),
+                ));
+            }
+            (Arc::new(loaded.estimator), loaded.records.len(), "artifact")
+        }
+        None => (
+            Arc::new(Estimator::from_knn(KnnEstimator::train(&usable, &est_models, Some(&est_catalog), knn.clone())?)),
+            usable.len(),
+            "records",
+        ),
+    };
+    let replay_records: Vec<Record> = if same_records {
         usable.into_iter().cloned().collect()
     } else {
         estimator::records::read_records(&config.replay_records)?
     };
-    let nearest = (config.replay_records == config.estimator_records).then(|| estimator.clone());
+    // Replay finds the most similar record by hashed features: the estimator's own index when it
+    // was trained on the replay records, else a kNN index over them.
+    let nearest = if same_records && config.estimator_artifact.is_none() {
+        Some(estimator.clone())
+    } else {
+        let refs: Vec<&Record> = replay_records.iter().collect();
+        KnnEstimator::train(&refs, &est_models, Some(&est_catalog), knn).ok().map(|k| Arc::new(Estimator::from_knn(k)))
+    };
     tracing::info!(
         records = n_train,
+        source,
+        embedder = ?estimator.embedder(),
+        combine = ?estimator.combine(),
         models = est_models.len(),
         ms = t0.elapsed().as_millis() as u64,
         "estimator trained"

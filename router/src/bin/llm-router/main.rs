@@ -107,6 +107,13 @@ struct EvalArgs {
     /// Ignore the records' task labels.
     #[arg(long)]
     no_task_hint: bool,
+    /// Use a trained estimator (`estimator train --records R --train-frac F --seed S --out FILE`,
+    /// same records, fraction and seed as this run) instead of the plain kNN.
+    #[arg(long)]
+    estimator_artifact: Option<PathBuf>,
+    /// MiniLM embedding cache (for a MiniLM artifact).
+    #[arg(long, default_value = "out/embeddings-minilm.bin")]
+    embedding_cache: PathBuf,
     /// HiGHS time limit per batch for `mip`, seconds.
     #[arg(long, default_value_t = 10.0)]
     mip_time_limit: f64,
@@ -146,6 +153,8 @@ fn eval(a: EvalArgs) -> Result<(), String> {
         ledger: !a.no_ledger,
         sweep_points: a.sweep_points,
         knn: estimator::KnnConfig { k: a.k, use_task: !a.no_task_hint, ..Default::default() },
+        estimator_artifact: a.estimator_artifact,
+        embedding_cache: a.embedding_cache,
         mip_time_limit_s: a.mip_time_limit,
         mip_rel_gap: a.mip_gap,
         carry_unspent: a.carry_unspent,

@@ -4,7 +4,7 @@
 
 use super::{prompt_text, BackendRequest, Completion};
 use crate::Result;
-use estimator::{KnnEstimator, Record};
+use estimator::{Estimator, Record};
 use std::collections::{BTreeMap, HashMap};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -15,11 +15,11 @@ pub struct ReplayData {
     records: Vec<Record>,
     by_prompt: HashMap<String, usize>,
     /// Finds the most similar record when the prompt is new (trained on the same records).
-    nearest: Option<Arc<KnnEstimator>>,
+    nearest: Option<Arc<Estimator>>,
 }
 
 impl ReplayData {
-    pub fn new(records: Vec<Record>, nearest: Option<Arc<KnnEstimator>>) -> ReplayData {
+    pub fn new(records: Vec<Record>, nearest: Option<Arc<Estimator>>) -> ReplayData {
         let by_prompt = records.iter().enumerate().map(|(i, r)| (r.prompt.clone(), i)).collect();
         ReplayData { records, by_prompt, nearest }
     }

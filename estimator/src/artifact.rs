@@ -1,0 +1,139 @@
+//! The estimator artifact (`estimator train --out FILE`): everything needed to rebuild the
+//! trained estimator without the records file — the training records, their embeddings (MiniLM),
+//! the kNN settings, the head's weights, the combination, σ's scales, the prices, and where the
+//! training split came from. Gzip-compressed JSON; large float arrays are base64.
+
+use crate::catalog::Catalog;
+use crate::error::{Error, Result};
+use crate::knn::{KnnConfig, KnnEstimator};
+use crate::mlp::Mlp;
+use crate::model::{Combine, Embedder, Estimator, TrainReport};
+use crate::records::Record;
+use flate2::read::GzDecoder;
+use flate2::write::GzEncoder;
+use serde::{Deserialize, Serialize};
+use std::io::{Read, Write};
+use std::path::Path;
+
+pub const FORMAT: &str = "llmroute-estimator/1";
+
+/// Which records and split the estimator was trained on.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct SplitInfo {
+    /// The records file's name (not its path) and its number of usable records.
+    pub source: String,
+    pub records: usize,
+    /// 1.0 = trained on every record.
+    pub train_frac: f64,
+    pub seed: u64,
+}
+
+#[derive(Serialize, Deserialize)]
+struct Embeddings {
+    dim: usize,
+    #[serde(with = "crate::b64")]
+    data: Vec<f32>,
+}
+
+#[derive(Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct File {
+    format: String,
+    embedder: Embedder,
+    knn: KnnConfig,
+    models: Vec<String>,
+    /// The catalog (prices) training used, as YAML.
+    catalog_yaml: Option<String>,
+    split: SplitInfo,
+    combine: Combine,
+    sigma_scale: Vec<f64>,
+    head: Option<Mlp>,
+    report: TrainReport,
+    records: Vec<Record>,
+    embeddings: Option<Embeddings>,
+}
+
+/// Writes the artifact for `est`, trained on `records` (in training order) with `embeddings`.
+pub fn save(
+    path: &Path,
+    est: &Estimator,
+    records: &[&Record],
+    embeddings: Option<&[Vec<f32>]>,
+    catalog: Option<&Catalog>,
+    split: SplitInfo,
+) -> Result<()> {
+    let catalog_yaml =
+        catalog.map(serde_yaml::to_string).transpose().map_err(|e| Error::Invalid(format!("catalog: {e}")))?;
+    let file = File {
+        format: FORMAT.into(),
+        embedder: est.embedder(),
+        knn: est.knn().config.clone(),
+        models: est.models().to_vec(),
+        catalog_yaml,
+        split,
+        combine: est.combine(),
+        sigma_scale: est.sigma_scales().to_vec(),
+        head: est.head().cloned(),
+        report: est.report.clone(),
+        records: records.iter().map(|r| (*r).clone()).collect(),
+        embeddings: embeddings
+            .filter(|_| est.embedder() == Embedder::Minilm)
+            .map(|e| Embeddings { dim: e.first().map_or(0, Vec::len), data: e.iter().flatten().copied().collect() }),
+    };
+    let json = serde_json::to_vec(&file).map_err(|e| Error::Invalid(format!("artifact: {e}")))?;
+    let f = std::fs::File::create(path).map_err(|e| Error::io(path, e))?;
+    let mut gz = GzEncoder::new(std::io::BufWriter::new(f), flate2::Compression::default());
+    gz.write_all(&json).map_err(|e| Error::io(path, e))?;
+    gz.finish().and_then(|mut w| w.flush()).map_err(|e| Error::io(path, e))?;
+    Ok(())
+}
+
+/// A loaded artifact: the estimator, its training records (in training order) and the split.
+pub struct Loaded {
+    pub estimator: Estimator,
+    pub records: Vec<Record>,
+    pub split: SplitInfo,
+}
+
+/// Reads an artifact and rebuilds the estimator (retrains the kNN index from the stored records:
+/// deterministic, well under a second). A MiniLM artifact also loads the MiniLM weights, to embed
+/// live queries; where they are missing the error says how to install them.
+pub fn load(path: &Path) -> Result<Loaded> {
+    let bad = |msg: String| Error::Invalid(format!("estimator artifact {}: {msg}", path.display()));
+    let f = std::fs::File::open(path).map_err(|e| Error::io(path, e))?;
+    let mut json = Vec::new();
+    GzDecoder::new(std::io::BufReader::new(f))
+        .read_to_end(&mut json)
+        .map_err(|e| bad(format!("not a gzip file ({e})")))?;
+    let file: File = serde_json::from_slice(&json).map_err(|e| bad(e.to_string()))?;
+    if file.format != FORMAT {
+        return Err(bad(format!("format `{}`, this build reads `{FORMAT}`", file.format)));
+    }
+    if file.sigma_scale.len() != file.models.len() {
+        return Err(bad(format!("{} σ scales for {} models", file.sigma_scale.len(), file.models.len())));
+    }
+    if let Some(h) = &file.head {
+        if h.models != file.models.len() || h.w1.len() != h.in_rows * h.hidden || h.v.len() != h.models * h.hidden {
+            return Err(bad("the head's weights do not match its shape".into()));
+        }
+    }
+    let catalog = file
+        .catalog_yaml
+        .as_deref()
+        .map(|y| Catalog::parse(y, path))
+        .transpose()
+        .map_err(|e| bad(format!("stored catalog: {e}")))?;
+    let refs: Vec<&Record> = file.records.iter().collect();
+    let mut knn = KnnEstimator::train(&refs, &file.models, catalog.as_ref(), file.knn.clone())?;
+    if let Some(e) = &file.embeddings {
+        if e.dim == 0 || e.data.len() != e.dim * file.records.len() {
+            return Err(bad(format!("{} embedding floats for {} records of dim {}", e.data.len(), refs.len(), e.dim)));
+        }
+        let rows: Vec<Vec<f32>> = e.data.chunks_exact(e.dim).map(<[f32]>::to_vec).collect();
+        knn = knn.with_embeddings(&rows)?;
+    } else if file.embedder == Embedder::Minilm {
+        return Err(bad("a minilm artifact without embeddings".into()));
+    }
+    let estimator = Estimator::from_parts(knn, file.head, file.combine, file.sigma_scale, file.embedder, file.report)?;
+    Ok(Loaded { estimator, records: file.records, split: file.split })
+}
