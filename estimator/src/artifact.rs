@@ -99,6 +99,12 @@ pub struct Loaded {
 /// deterministic, well under a second). A MiniLM artifact also loads the MiniLM weights, to embed
 /// live queries; where they are missing the error says how to install them.
 pub fn load(path: &Path) -> Result<Loaded> {
+    load_tuned(path, None)
+}
+
+/// As `load`, with the kNN's `max_query_terms` (a speed knob of retrieval, not a learned value)
+/// set by the caller — the router serves with its own setting.
+pub fn load_tuned(path: &Path, max_query_terms: Option<usize>) -> Result<Loaded> {
     let bad = |msg: String| Error::Invalid(format!("estimator artifact {}: {msg}", path.display()));
     let f = std::fs::File::open(path).map_err(|e| Error::io(path, e))?;
     let mut json = Vec::new();
@@ -124,7 +130,11 @@ pub fn load(path: &Path) -> Result<Loaded> {
         .transpose()
         .map_err(|e| bad(format!("stored catalog: {e}")))?;
     let refs: Vec<&Record> = file.records.iter().collect();
-    let mut knn = KnnEstimator::train(&refs, &file.models, catalog.as_ref(), file.knn.clone())?;
+    let mut cfg = file.knn.clone();
+    if let Some(t) = max_query_terms {
+        cfg.max_query_terms = t;
+    }
+    let mut knn = KnnEstimator::train(&refs, &file.models, catalog.as_ref(), cfg)?;
     if let Some(e) = &file.embeddings {
         if e.dim == 0 || e.data.len() != e.dim * file.records.len() {
             return Err(bad(format!("{} embedding floats for {} records of dim {}", e.data.len(), refs.len(), e.dim)));

@@ -734,7 +734,9 @@ fn bench_minilm(refs: &[&Record], n: usize) -> Result<(), String> {
         return Ok(());
     };
     let model = MiniLm::load(&dir).map_err(|e| e.to_string())?;
-    let texts: Vec<&str> = refs.iter().take(n.max(1)).map(|r| r.prompt.as_str()).collect();
+    // An evenly spaced sample (the records are grouped by task).
+    let step = (refs.len() / n.max(1)).max(1);
+    let texts: Vec<&str> = refs.iter().step_by(step).take(n.max(1)).map(|r| r.prompt.as_str()).collect();
     let tokens: usize = texts.iter().map(|t| model.ids(t).map_or(0, |v| v.len())).sum();
     println!(
         "MiniLM: {} prompts, mean {:.0} word pieces (truncated at {})",

@@ -255,7 +255,7 @@ fn train(
     let same_records = config.replay_records == config.estimator_records;
     let (estimator, n_train, source) = match &config.estimator_artifact {
         Some(path) => {
-            let loaded = estimator::artifact::load(path)
+            let loaded = estimator::artifact::load_tuned(path, Some(config.estimator_max_query_terms))
                 .map_err(|e| RouterError::config(&config.path, "estimator.artifact", e.to_string()))?;
             if let Some(m) = est_models.iter().find(|m| !loaded.estimator.models().contains(m)) {
                 return Err(RouterError::config(
