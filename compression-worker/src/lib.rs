@@ -9,6 +9,7 @@
 pub mod card;
 pub mod error;
 pub mod gguf;
+pub mod hf;
 pub mod llama;
 pub mod pipeline;
 pub mod prune;

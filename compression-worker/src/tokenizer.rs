@@ -36,6 +36,16 @@ impl Tok {
         Ok(Tok { inner, bos })
     }
 
+    /// A `tokenizer.json` (Hugging Face layout).
+    pub fn from_file(path: &std::path::Path, bos: Option<u32>) -> Result<Tok> {
+        let inner = Tokenizer::from_file(path).map_err(|e| Error::Tokenizer(format!("{}: {e}", path.display())))?;
+        Ok(Tok { inner, bos })
+    }
+
+    pub fn save(&self, path: &std::path::Path) -> Result<()> {
+        self.inner.save(path, false).map_err(|e| Error::Tokenizer(format!("{}: {e}", path.display())))
+    }
+
     pub fn encode(&self, text: &str) -> Result<Vec<u32>> {
         Ok(self.inner.encode(text, false).map_err(|e| Error::Tokenizer(e.to_string()))?.get_ids().to_vec())
     }

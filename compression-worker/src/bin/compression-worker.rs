@@ -3,7 +3,7 @@
 use clap::{Parser, Subcommand};
 use compression_worker::pipeline::{self, Method};
 use compression_worker::prune::{mask::Pattern, sparsegpt};
-use compression_worker::{card, gguf, llama::Llama, text, tokenizer::Tok};
+use compression_worker::{card, gguf, hf, llama::Llama, text, tokenizer::Tok};
 use std::io::{IsTerminal, Write};
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -26,7 +26,7 @@ enum Cmd {
     Run(RunArgs),
     /// Perplexity of a model on held-out text (plays not used for calibration).
     Ppl {
-        /// GGUF model file.
+        /// GGUF model file or Hugging Face folder.
         #[arg(long)]
         model: PathBuf,
         /// Windows of text.
@@ -42,9 +42,14 @@ enum Cmd {
 
 #[derive(clap::Args)]
 struct RunArgs {
-    /// Source model: a Llama-family GGUF (any quantization; dequantized to f32).
+    /// Source model: a Llama-family GGUF file (any quantization; dequantized to f32) or a Hugging
+    /// Face folder (config.json, model.safetensors, tokenizer.json).
     #[arg(long)]
     model: PathBuf,
+    /// What to write: the GGUF (needs a GGUF source, for its tokenizer metadata), a Hugging Face
+    /// folder (safetensors, F16), or both.
+    #[arg(long, value_enum, default_value = "gguf")]
+    format: OutFormat,
     #[arg(long, value_enum)]
     method: Method,
     /// 2:4, 4:8 (N of every M inputs zeroed), or unstructured:FRACTION.
@@ -88,13 +93,33 @@ struct RunArgs {
     out: PathBuf,
 }
 
+#[derive(Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+enum OutFormat {
+    Gguf,
+    Safetensors,
+    Both,
+}
+
+/// A GGUF file or a Hugging Face folder, with its tokenizer and the file that identifies it.
+fn load(path: &std::path::Path) -> Result<(gguf::GgufModel, Tok, PathBuf), String> {
+    if path.is_dir() {
+        let (m, tok) = hf::read(path).map_err(|e| e.to_string())?;
+        return Ok((m, tok, path.join("model.safetensors")));
+    }
+    let m = gguf::read(path).map_err(|e| e.to_string())?;
+    let tok = Tok::from_gguf(&m).map_err(|e| e.to_string())?;
+    Ok((m, tok, path.to_path_buf()))
+}
+
 fn run_prune(a: RunArgs) -> Result<(), String> {
     let t0 = std::time::Instant::now();
+    if a.model.is_dir() && a.format != OutFormat::Safetensors {
+        return Err("--format gguf/both needs a GGUF source (its tokenizer metadata); use --format safetensors".into());
+    }
     std::fs::create_dir_all(&a.out).map_err(|e| format!("{}: {e}", a.out.display()))?;
-    let m = gguf::read(&a.model).map_err(|e| e.to_string())?;
-    let tok = Tok::from_gguf(&m).map_err(|e| e.to_string())?;
+    let (m, tok, id_file) = load(&a.model)?;
     let mut net = Llama::from_gguf(&m).map_err(|e| e.to_string())?;
-    let source_hash = card::sha256(&a.model).map_err(|e| e.to_string())?;
+    let source_hash = card::sha256(&id_file).map_err(|e| e.to_string())?;
     let t_load = t0.elapsed().as_secs_f64();
     eprintln!(
         "loaded {} in {t_load:.1} s: {} layers, dim {}, ffn {}",
@@ -164,12 +189,27 @@ fn run_prune(a: RunArgs) -> Result<(), String> {
             a.pattern.to_string().replace(':', "-")
         )
     });
-    let out_model = a.out.join(format!("{name}.gguf"));
     let t4 = std::time::Instant::now();
-    gguf::write(&out_model, &m.metadata, &net.tensors, a.out_type).map_err(|e| e.to_string())?;
+    let mut outputs = Vec::new();
+    if a.format != OutFormat::Safetensors {
+        let p = a.out.join(format!("{name}.gguf"));
+        gguf::write(&p, &m.metadata, &net.tensors, a.out_type).map_err(|e| e.to_string())?;
+        outputs.push(p);
+    }
+    if a.format != OutFormat::Gguf {
+        let d = a.out.join(format!("{name}-hf"));
+        hf::write(&d, &net.tensors, &net.cfg, &tok, candle_core::DType::F16).map_err(|e| e.to_string())?;
+        outputs.push(d.join("model.safetensors"));
+    }
     let t_write = t4.elapsed().as_secs_f64();
-    let out_hash = card::sha256(&out_model).map_err(|e| e.to_string())?;
-    let bytes = std::fs::metadata(&out_model).map(|m| m.len()).unwrap_or(0);
+    let files: Vec<serde_json::Value> = outputs
+        .iter()
+        .map(|p| {
+            let bytes = std::fs::metadata(p).map(|m| m.len()).unwrap_or(0);
+            let sha = card::sha256(p).unwrap_or_default();
+            serde_json::json!({"file": p.strip_prefix(&a.out).unwrap_or(p), "bytes": bytes, "sha256": sha})
+        })
+        .collect();
     let wall = t0.elapsed().as_secs_f64();
     let model_card = serde_json::json!({
         "name": name,
@@ -188,7 +228,7 @@ fn run_prune(a: RunArgs) -> Result<(), String> {
         "layers": layers,
         "wall_time_s": {"total": wall, "load": t_load, "perplexity_dense": t_ppl_dense, "prune": t_prune, "perplexity_pruned": t_ppl_pruned, "write": t_write},
         "peak_rss_mb": card::peak_rss_mb(),
-        "output": {"file": out_model.file_name().and_then(|f| f.to_str()), "type": a.out_type, "bytes": bytes, "sha256": out_hash},
+        "output": {"gguf_type": a.out_type, "safetensors_dtype": "f16", "files": files},
     });
     let card_path = a.out.join("model-card.json");
     std::fs::write(&card_path, serde_json::to_string_pretty(&model_card).map_err(|e| e.to_string())?)
@@ -209,7 +249,12 @@ fn run_prune(a: RunArgs) -> Result<(), String> {
         zeros / total.max(1.0),
         card::peak_rss_mb().unwrap_or(0.0)
     );
-    println!("wrote {}, {}, {}", out_model.display(), card_path.display(), cat_path.display());
+    println!(
+        "wrote {}, {}, {}",
+        outputs.iter().map(|p| p.display().to_string()).collect::<Vec<_>>().join(", "),
+        card_path.display(),
+        cat_path.display()
+    );
     Ok(())
 }
 
@@ -218,8 +263,7 @@ fn run(cli: Cli) -> Result<(), String> {
         Cmd::Run(a) => run_prune(a),
         Cmd::Ppl { model, n, len, seed } => {
             let t0 = std::time::Instant::now();
-            let m = gguf::read(&model).map_err(|e| e.to_string())?;
-            let tok = Tok::from_gguf(&m).map_err(|e| e.to_string())?;
+            let (m, tok, _) = load(&model)?;
             let net = Llama::from_gguf(&m).map_err(|e| e.to_string())?;
             eprintln!("loaded {} ({:?}) in {:.1} s", model.display(), net.cfg, t0.elapsed().as_secs_f64());
             let dir = text::locate().ok_or(text::INSTALL_HINT)?;
