@@ -54,6 +54,7 @@ pub fn launch(shared: &Arc<Shared>, d: Decided) {
             ..Reply::default()
         };
         metrics::histogram!("llmroute_batch_wait_seconds").record(q.enqueued.elapsed().as_secs_f64());
+        metrics::histogram!("llmroute_predicted_quality", "model" => base.model.clone()).record(base.predicted.mu);
         if !q.dispatch {
             decision_only_cost += problem.cost[i * m + j];
             metrics::counter!("llmroute_requests_total", "model" => base.model.clone(), "outcome" => "decision_only")

@@ -26,9 +26,21 @@ pub fn install() -> PrometheusHandle {
             // Fails only when another recorder is installed (then ours renders nothing new).
             let _ = metrics::set_global_recorder(recorder);
             describe();
+            zero();
             handle
         })
         .clone()
+}
+
+/// Counters exported at 0 from the start, so dashboards and alert rules see the series before the
+/// first event (a missing series is not a zero rate).
+fn zero() {
+    metrics::counter!("llmroute_fallbacks_total").increment(0);
+    metrics::counter!("llmroute_overdraft_batches_total").increment(0);
+    metrics::counter!("llmroute_rejected_total", "reason" => "overloaded").increment(0);
+    for result in ["ok", "rejected"] {
+        metrics::counter!("llmroute_config_reloads_total", "result" => result).increment(0);
+    }
 }
 
 fn describe() {
@@ -51,6 +63,11 @@ fn describe() {
     describe_gauge!("llmroute_budget_reserved_usd", "Predicted cost of dispatched, unsettled queries (USD).");
     describe_gauge!("llmroute_budget_carried_usd", "Overspend carried into the next batch's budget (USD).");
     describe_gauge!("llmroute_tenant_spend_usd", "Tenant spend in its rolling window (USD).");
+    describe_gauge!("llmroute_tenant_budget_usd", "Tenant budget per rolling window (USD).");
+    describe_histogram!(
+        "llmroute_predicted_quality",
+        "Predicted quality (mu) of the model each query was routed to, by model: the accuracy proxy."
+    );
     describe_counter!("llmroute_fallbacks_total", "Queries moved to another model after a backend failure.");
     describe_counter!("llmroute_backend_failures_total", "Backend errors and timeouts, by model.");
     describe_counter!("llmroute_overdraft_batches_total", "Batches whose cheapest assignment exceeded the allowance.");

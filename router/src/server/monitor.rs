@@ -21,6 +21,7 @@ pub fn start(shared: Arc<Shared>) {
                     .set(md.capacity.saturating_sub(inf) as f64);
                 let state = md.state.breaker().state();
                 metrics::gauge!("llmroute_circuit_state", "model" => name.clone()).set(state.gauge());
+                metrics::counter!("llmroute_backend_failures_total", "model" => name.clone()).increment(0);
                 let due = md.state.breaker().due_for_probe(live.config.breaker_open, Instant::now());
                 if due {
                     let ok = md.backend.healthy().await;
@@ -38,6 +39,7 @@ pub fn start(shared: Arc<Shared>) {
             for t in &live.config.tenants {
                 let (spent, reserved) = shared.tenants.usage(&t.name, t.window);
                 metrics::gauge!("llmroute_tenant_spend_usd", "tenant" => t.name.clone()).set(spent + reserved);
+                metrics::gauge!("llmroute_tenant_budget_usd", "tenant" => t.name.clone()).set(t.budget_usd);
             }
         }
     });
