@@ -180,8 +180,13 @@ pub fn loadgen(a: LoadgenArgs) -> Result<(), String> {
         println!("{}", serde_json::to_string_pretty(&r).map_err(|e| e.to_string())?);
     } else {
         println!(
-            "offered {:.0}/s  sent {:.0}/s  ok {:.0}/s  ({} sent, {} ok, {} skipped at the client limit)",
-            r.offered_qps, r.achieved_qps, r.ok_qps, r.sent, r.ok, r.skipped_client_limit
+            "offered {}/s  sent {}/s  ok {}/s  ({} sent, {} ok, {} skipped at the client limit)",
+            rate(r.offered_qps),
+            rate(r.achieved_qps),
+            rate(r.ok_qps),
+            r.sent,
+            r.ok,
+            r.skipped_client_limit
         );
         let l = r.ok_latency_ms;
         println!("ok latency ms: p50 {:.3}  p90 {:.3}  p99 {:.3}  max {:.3}", l.p50, l.p90, l.p99, l.max);
@@ -194,4 +199,13 @@ pub fn loadgen(a: LoadgenArgs) -> Result<(), String> {
         }
     }
     Ok(())
+}
+
+/// A rate for the loadgen report: whole numbers from 100/s, two decimals below (0.5/s stays 0.50).
+fn rate(x: f64) -> String {
+    if x >= 100.0 {
+        format!("{x:.0}")
+    } else {
+        format!("{x:.2}")
+    }
 }
