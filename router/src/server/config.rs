@@ -108,9 +108,17 @@ struct RawTenant {
     name: Option<String>,
     api_key: Option<String>,
     api_key_env: Option<String>,
+    /// The key's SHA-256 (hex), so the file holds no key (`llm-router hash-key` prints it).
+    api_key_sha256: Option<String>,
     budget_usd: Option<f64>,
     window_s: Option<u64>,
     allowed_models: Option<Vec<String>>,
+}
+
+/// SHA-256 of an API key, lowercase hex: what the config may hold and what the router compares.
+pub fn key_hash(key: &str) -> String {
+    use sha2::{Digest, Sha256};
+    Sha256::digest(key.as_bytes()).iter().map(|b| format!("{b:02x}")).collect()
 }
 
 /// Which assigner solves each batch.
@@ -124,8 +132,10 @@ pub enum AssignerKind {
 #[derive(Debug, Clone, PartialEq)]
 pub struct Tenant {
     pub name: String,
-    /// None: calls without a key are accepted for this tenant.
-    pub api_key: Option<String>,
+    /// SHA-256 (lowercase hex) of the tenant's API key; keys given in plain text (or through the
+    /// environment) are hashed at load, so no key is kept in memory. None: calls without a key are
+    /// accepted for this tenant.
+    pub key_sha256: Option<String>,
     pub budget_usd: f64,
     pub window: Duration,
     /// None: every catalog model.
@@ -305,22 +315,34 @@ impl Config {
             if tenants.iter().any(|o| o.name == name) {
                 return Err(err(&f("name"), format!("duplicate tenant `{name}`")));
             }
-            let api_key = match (t.api_key, t.api_key_env) {
-                (Some(_), Some(_)) => return Err(err(&f("api_key"), "give api_key or api_key_env, not both".into())),
-                (Some(k), None) => Some(k),
+            let given = [t.api_key.is_some(), t.api_key_env.is_some(), t.api_key_sha256.is_some()];
+            if given.iter().filter(|g| **g).count() > 1 {
+                return Err(err(&f("api_key"), "give one of api_key, api_key_env, api_key_sha256".into()));
+            }
+            let plain = match (t.api_key, t.api_key_env) {
+                (Some(k), _) => Some(k),
                 (None, Some(var)) => Some(
                     std::env::var(&var)
                         .map_err(|_| err(&f("api_key_env"), format!("environment variable `{var}` is not set")))?,
                 ),
                 (None, None) => None,
             };
-            if let Some(k) = &api_key {
-                if k.len() < 8 {
-                    return Err(err(&f("api_key"), "too short: use at least 8 characters".into()));
+            if plain.as_ref().is_some_and(|k| k.len() < 8) {
+                return Err(err(&f("api_key"), "too short: use at least 8 characters".into()));
+            }
+            let key_sha256 = match (plain, t.api_key_sha256) {
+                (Some(k), _) => Some(key_hash(&k)),
+                (None, Some(h)) => {
+                    let h = h.trim().to_ascii_lowercase();
+                    if h.len() != 64 || !h.bytes().all(|b| b.is_ascii_hexdigit()) {
+                        return Err(err(&f("api_key_sha256"), "expected 64 hex digits (llm-router hash-key)".into()));
+                    }
+                    Some(h)
                 }
-                if tenants.iter().any(|o| o.api_key.as_deref() == Some(k.as_str())) {
-                    return Err(err(&f("api_key"), "the same key is given to another tenant".into()));
-                }
+                (None, None) => None,
+            };
+            if key_sha256.is_some() && tenants.iter().any(|o| o.key_sha256 == key_sha256) {
+                return Err(err(&f("api_key"), "the same key is given to another tenant".into()));
             }
             let budget_usd = t.budget_usd.ok_or_else(|| err(&f("budget_usd"), "missing".into()))?;
             if !(budget_usd.is_finite() && budget_usd > 0.0) {
@@ -337,7 +359,7 @@ impl Config {
             }
             tenants.push(Tenant {
                 name,
-                api_key,
+                key_sha256,
                 budget_usd,
                 window: Duration::from_secs(window_s),
                 allowed_models: t.allowed_models,
@@ -423,7 +445,25 @@ mod tests {
         assert_eq!(c.replay_records, PathBuf::from("/etc/llmroute/r.jsonl"));
         assert_eq!(c.max_batch, 64);
         assert_eq!(c.assigner, AssignerKind::Fast);
-        assert_eq!(c.tenants[0].api_key, None);
+        assert_eq!(c.tenants[0].key_sha256, None);
+    }
+
+    #[test]
+    fn api_keys_are_kept_hashed() {
+        let plain = GOOD.replace("budget_usd: 1}", "budget_usd: 1, api_key: secret-key-123}");
+        let c = Config::parse(&plain, Path::new("r.yaml")).unwrap();
+        let h = key_hash("secret-key-123");
+        assert_eq!(c.tenants[0].key_sha256.as_deref(), Some(h.as_str()));
+        assert_eq!(h.len(), 64);
+        // Only the hash in the file: same tenant key, upper case hex accepted.
+        let hashed = GOOD.replace("budget_usd: 1}", &format!("budget_usd: 1, api_key_sha256: {}}}", h.to_uppercase()));
+        let c = Config::parse(&hashed, Path::new("r.yaml")).unwrap();
+        assert_eq!(c.tenants[0].key_sha256.as_deref(), Some(h.as_str()));
+        for bad in ["api_key_sha256: abc", "api_key: secret-key-123, api_key_sha256: 00"] {
+            let text = GOOD.replace("budget_usd: 1}", &format!("budget_usd: 1, {bad}}}"));
+            let e = Config::parse(&text, Path::new("r.yaml")).unwrap_err().to_string();
+            assert!(e.contains("tenants[0].api_key"), "{bad}: {e}");
+        }
     }
 
     #[test]

@@ -99,7 +99,7 @@ pub fn resolve_tenant<'a>(live: &'a Live, tenant: &str, api_key: Option<&str>) -
             let t = live.tenant(name).ok_or_else(|| {
                 RouterError::Unauthenticated(format!("field `tenant`: unknown tenant `{name}` (and no API key given)"))
             })?;
-            if t.api_key.is_some() {
+            if t.key_sha256.is_some() {
                 return Err(RouterError::Unauthenticated(format!(
                     "tenant `{name}` needs an API key (metadata `authorization: Bearer <key>`)"
                 )));

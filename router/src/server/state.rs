@@ -75,8 +75,9 @@ impl Live {
         self.config.tenants.iter().find(|t| t.name == name)
     }
 
+    /// The tenant whose key this is (compared by SHA-256: the config keeps no plain key).
     pub fn tenant_by_key(&self, key: &str) -> Option<&Tenant> {
-        self.by_key.get(key).map(|&i| &self.config.tenants[i])
+        self.by_key.get(&super::config::key_hash(key)).map(|&i| &self.config.tenants[i])
     }
 }
 
@@ -208,7 +209,7 @@ fn build_live(
         });
     }
     let by_key =
-        config.tenants.iter().enumerate().filter_map(|(i, t)| t.api_key.as_ref().map(|k| (k.clone(), i))).collect();
+        config.tenants.iter().enumerate().filter_map(|(i, t)| t.key_sha256.as_ref().map(|k| (k.clone(), i))).collect();
     Ok(Live { generation, config, models, trained, by_key })
 }
 

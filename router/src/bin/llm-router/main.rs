@@ -22,6 +22,9 @@ enum Cmd {
     Serve(serving::ServeArgs),
     /// Send one query to a running router and print the JSON reply.
     Route(serving::RouteArgs),
+    /// Print the SHA-256 of an API key (read from stdin, one line), for a tenant's
+    /// `api_key_sha256` in the config: the file then holds no key.
+    HashKey,
     /// gRPC load at a fixed rate (or concurrency) for a duration; prints achieved QPS and latency
     /// percentiles. Works against the router and the bare echo server (examples/echo_server.rs).
     Loadgen(serving::LoadgenArgs),
@@ -180,6 +183,16 @@ fn run(cli: Cli) -> Result<(), String> {
     match cli.cmd {
         Cmd::Serve(a) => serving::serve(a),
         Cmd::Route(a) => serving::route(a),
+        Cmd::HashKey => {
+            let mut line = String::new();
+            std::io::stdin().read_line(&mut line).map_err(|e| format!("stdin: {e}"))?;
+            let key = line.trim_end_matches(['\r', '\n']);
+            if key.len() < 8 {
+                return Err("the key on stdin is shorter than 8 characters".into());
+            }
+            println!("{}", router::server::config::key_hash(key));
+            Ok(())
+        }
         Cmd::Loadgen(a) => serving::loadgen(a),
         Cmd::Eval(a) => eval(a),
         Cmd::BenchSolver { n, m, reps, highs_time_limit, seed, json } => {
