@@ -46,6 +46,10 @@ pub enum RouterError {
     /// Every feasible backend failed for this query (safe to retry: nothing was charged).
     #[error("backends unavailable: {0}")]
     Unavailable(String),
+    /// The shared budget store (Redis) did not answer and the policy is fail closed (safe to
+    /// retry: nothing was reserved or charged).
+    #[error("budget store unavailable: {0}")]
+    StoreUnavailable(String),
     /// A bug or an unexpected state.
     #[error("internal error: {0}")]
     Internal(String),

@@ -63,12 +63,20 @@ impl Api {
     }
 
     /// Validates one call and queues it. Errors here are the call's status.
-    pub fn submit(&self, input: RouteInput, timeout: Option<Duration>, stream: Option<StreamSink>) -> Result<Pending> {
+    pub async fn submit(
+        &self,
+        input: RouteInput,
+        timeout: Option<Duration>,
+        stream: Option<StreamSink>,
+    ) -> Result<Pending> {
         let live = self.shared.live();
-        let result = (|| {
+        let result = async {
             let tenant = resolve_tenant(&live, &input.tenant, input.api_key.as_deref())?;
             let deadline = deadline(live.config.request_timeout, timeout);
-            let mut q = validate(&live, input, "", tenant, &self.shared.tenants, deadline)?;
+            let mut q = validate(&live, input, "", tenant, deadline)?;
+            if q.dispatch {
+                q.reservation = Some(self.shared.budgets.reserve(tenant, q.cost_bound).await?);
+            }
             let (tx, rx) = oneshot::channel();
             q.reply = Some(tx);
             q.stream = stream;
@@ -76,7 +84,8 @@ impl Api {
                 return Err(RouterError::Overloaded("the batch queue is full; retry later".into()));
             }
             Ok(Pending { rx, deadline })
-        })();
+        }
+        .await;
         if let Err(e) = &result {
             reject_metric(e);
         }
@@ -84,7 +93,7 @@ impl Api {
     }
 
     pub async fn route(&self, input: RouteInput, timeout: Option<Duration>) -> Result<Reply> {
-        self.submit(input, timeout, None)?.wait().await
+        self.submit(input, timeout, None).await?.wait().await
     }
 
     /// The caller's own batch: validated whole (a bad query names its index), decided together.
@@ -96,7 +105,7 @@ impl Api {
         timeout: Option<Duration>,
     ) -> Result<Vec<Result<Reply>>> {
         let live = self.shared.live();
-        let result = (|| {
+        let result = async {
             if inputs.is_empty() {
                 return Err(RouterError::bad("queries", "empty: send at least one query"));
             }
@@ -115,7 +124,12 @@ impl Api {
                     return Err(RouterError::bad(format!("queries[{i}].tenant"), "differs from the batch's tenant"));
                 }
                 input.tenant = t.name.clone();
-                let mut q = validate(&live, input, &format!("queries[{i}]."), t, &self.shared.tenants, deadline)?;
+                let mut q = validate(&live, input, &format!("queries[{i}]."), t, deadline)?;
+                if q.dispatch {
+                    // A query over budget fails the call; what was reserved for the others is
+                    // released with them.
+                    q.reservation = Some(self.shared.budgets.reserve(t, q.cost_bound).await?);
+                }
                 let (tx, rx) = oneshot::channel();
                 q.reply = Some(tx);
                 pending.push(Pending { rx, deadline });
@@ -125,7 +139,8 @@ impl Api {
                 return Err(RouterError::Overloaded("the batch queue is full; retry later".into()));
             }
             Ok(pending)
-        })();
+        }
+        .await;
         let pending = result.inspect_err(reject_metric)?;
         let mut out = Vec::with_capacity(pending.len());
         for p in pending {

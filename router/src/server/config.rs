@@ -25,6 +25,30 @@ struct Raw {
     #[serde(default)]
     instances: BTreeMap<String, u32>,
     tenants: Option<Vec<RawTenant>>,
+    budget_store: Option<RawBudgetStore>,
+    tls: Option<RawTls>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawBudgetStore {
+    kind: Option<String>,
+    redis_url: Option<String>,
+    redis_url_env: Option<String>,
+    key_prefix: Option<String>,
+    timeout_ms: Option<u64>,
+    on_unreachable: Option<String>,
+    local_slice: Option<f64>,
+    lease_s: Option<u64>,
+    dedup_s: Option<u64>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawTls {
+    cert: Option<String>,
+    key: Option<String>,
+    reload_interval_s: Option<u64>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -121,6 +145,130 @@ pub fn key_hash(key: &str) -> String {
     Sha256::digest(key.as_bytes()).iter().map(|b| format!("{b:02x}")).collect()
 }
 
+/// Where tenants' rolling budgets are kept.
+#[derive(Debug, Clone, PartialEq, Default)]
+pub struct BudgetStore {
+    pub kind: StoreKind,
+}
+
+#[derive(Debug, Clone, PartialEq, Default)]
+pub enum StoreKind {
+    /// In this process (each replica keeps its own books).
+    #[default]
+    Memory,
+    /// In Redis, shared by every replica.
+    Redis {
+        url: String,
+        key_prefix: String,
+        timeout: Duration,
+        on_unreachable: Unreachable,
+        /// Fraction of each tenant's budget a replica may spend on its own while Redis is
+        /// unreachable (fail open).
+        local_slice: f64,
+        /// A reservation not settled within this long (its replica died) is released.
+        lease: Duration,
+        /// How long a settled call's id is remembered against a second charge.
+        dedup: Duration,
+    },
+}
+
+/// What a reservation does when Redis does not answer.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Unreachable {
+    FailClosed,
+    FailOpen,
+}
+
+/// TLS for both listeners (rustls): PEM certificate chain and private key, re-read when they
+/// change (checked every `reload_interval`) and on every config reload.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Tls {
+    pub cert: PathBuf,
+    pub key: PathBuf,
+    pub reload_interval: Duration,
+}
+
+fn parse_budget_store(
+    raw: Option<RawBudgetStore>,
+    request_timeout: Duration,
+    err: &dyn Fn(&str, String) -> RouterError,
+) -> Result<BudgetStore> {
+    let Some(b) = raw else { return Ok(BudgetStore::default()) };
+    match b.kind.as_deref().unwrap_or("memory") {
+        "memory" => {
+            if b.redis_url.is_some() || b.redis_url_env.is_some() {
+                return Err(err("budget_store.redis_url", "given, but budget_store.kind is `memory`".into()));
+            }
+            Ok(BudgetStore::default())
+        }
+        "redis" => {
+            let url = match (b.redis_url, b.redis_url_env) {
+                (Some(_), Some(_)) => {
+                    return Err(err("budget_store.redis_url", "give redis_url or redis_url_env, not both".into()))
+                }
+                (Some(u), None) => u,
+                (None, Some(var)) => std::env::var(&var).map_err(|_| {
+                    err("budget_store.redis_url_env", format!("environment variable `{var}` is not set"))
+                })?,
+                (None, None) => "redis://127.0.0.1:6379/".to_string(),
+            };
+            if let Err(e) = redis::Client::open(url.as_str()) {
+                // Never echo the URL: it may hold a password.
+                return Err(err("budget_store.redis_url", format!("not a Redis URL (redis://host:port/db): {e}")));
+            }
+            let key_prefix = b.key_prefix.unwrap_or_else(|| "llmroute".into());
+            if key_prefix.is_empty() || key_prefix.contains(['{', '}', ' ']) {
+                return Err(err("budget_store.key_prefix", "must be non-empty, without braces or spaces".into()));
+            }
+            let timeout_ms = b.timeout_ms.unwrap_or(250);
+            if !(1..=60_000).contains(&timeout_ms) {
+                return Err(err("budget_store.timeout_ms", format!("{timeout_ms} is not in 1..=60000")));
+            }
+            let on_unreachable = match b.on_unreachable.as_deref().unwrap_or("fail_closed") {
+                "fail_closed" => Unreachable::FailClosed,
+                "fail_open" => Unreachable::FailOpen,
+                other => {
+                    return Err(err(
+                        "budget_store.on_unreachable",
+                        format!("`{other}`: expected fail_closed or fail_open"),
+                    ))
+                }
+            };
+            let local_slice = b.local_slice.unwrap_or(0.1);
+            if !(local_slice.is_finite() && (0.0..=1.0).contains(&local_slice)) {
+                return Err(err("budget_store.local_slice", format!("{local_slice} is not in [0, 1]")));
+            }
+            let lease = match b.lease_s {
+                None => request_timeout + Duration::from_secs(60),
+                Some(0) => return Err(err("budget_store.lease_s", "must be at least 1".into())),
+                Some(s) => Duration::from_secs(s),
+            };
+            if lease <= request_timeout {
+                return Err(err(
+                    "budget_store.lease_s",
+                    format!("{} s is not longer than admission.request_timeout_ms", lease.as_secs()),
+                ));
+            }
+            let dedup = match b.dedup_s.unwrap_or(900) {
+                0 => return Err(err("budget_store.dedup_s", "must be at least 1".into())),
+                s => Duration::from_secs(s),
+            };
+            Ok(BudgetStore {
+                kind: StoreKind::Redis {
+                    url,
+                    key_prefix,
+                    timeout: Duration::from_millis(timeout_ms),
+                    on_unreachable,
+                    local_slice,
+                    lease,
+                    dedup,
+                },
+            })
+        }
+        other => Err(err("budget_store.kind", format!("`{other}`: expected memory or redis"))),
+    }
+}
+
 /// Which assigner solves each batch.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum AssignerKind {
@@ -185,6 +333,8 @@ pub struct Config {
     pub breaker_open: Duration,
     pub instances: BTreeMap<String, u32>,
     pub tenants: Vec<Tenant>,
+    pub budget_store: BudgetStore,
+    pub tls: Option<Tls>,
 }
 
 impl Config {
@@ -365,6 +515,23 @@ impl Config {
                 allowed_models: t.allowed_models,
             });
         }
+        let budget_store = parse_budget_store(raw.budget_store, request_timeout, &err)?;
+        let tls = match raw.tls {
+            None => None,
+            Some(t) => {
+                let file = |field: &str, v: Option<String>| -> Result<PathBuf> {
+                    let p = resolve(&v.ok_or_else(|| err(field, "missing: path of a PEM file".into()))?);
+                    if !p.is_file() {
+                        return Err(err(field, format!("{} is not a readable file", p.display())));
+                    }
+                    Ok(p)
+                };
+                let cert = file("tls.cert", t.cert)?;
+                let key = file("tls.key", t.key)?;
+                let every = pos("tls.reload_interval_s", t.reload_interval_s.map(|v| v as usize), 10)?;
+                Some(Tls { cert, key, reload_interval: Duration::from_secs(every as u64) })
+            }
+        };
         Ok(Config {
             path: path.to_path_buf(),
             grpc_listen,
@@ -400,6 +567,8 @@ impl Config {
             breaker_open,
             instances: raw.instances,
             tenants,
+            budget_store,
+            tls,
         })
     }
 

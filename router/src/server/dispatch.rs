@@ -66,15 +66,15 @@ pub fn launch(shared: &Arc<Shared>, d: Decided) {
         }
         let model = &live.models[j];
         model.state.in_flight.fetch_add(1, Ordering::Relaxed);
-        let reserve = problem.cost[i * m + j];
-        shared.tenants.reserve(&q.tenant, reserve);
-        let (shared, live, problem, account) = (shared.clone(), live.clone(), problem.clone(), account.clone());
+        let (live, problem, account) = (live.clone(), problem.clone(), account.clone());
         handles.push(tokio::spawn(async move {
-            let tenant = q.tenant.clone();
+            let reservation = q.reservation.take();
             let reply_tx = q.reply.take();
             let result = run_query(&live, &problem, &account, i, j, &mut q, base).await;
             let cost = result.as_ref().map_or(0.0, |r| r.cost_usd);
-            shared.tenants.settle(&tenant, reserve, cost);
+            if let Some(r) = reservation {
+                r.settle(cost);
+            }
             match reply_tx {
                 Some(tx) => {
                     let _ = tx.send(result);

@@ -130,7 +130,7 @@ impl pb::router_server::Router for RouterService {
         let (dtx, drx) = oneshot::channel();
         let (ptx, mut prx) = mpsc::channel::<String>(64);
         let pending =
-            self.api.submit(input(req.into_inner(), key), timeout, Some(StreamSink { decision: dtx, deltas: ptx }))?;
+            self.api.submit(input(req.into_inner(), key), timeout, Some(StreamSink { decision: dtx, deltas: ptx })).await?;
         let (tx, rx) = mpsc::channel(64);
         tokio::spawn(async move {
             if let Ok(start) = drx.await {

@@ -169,7 +169,7 @@ async fn chat(State(ctx): State<Ctx>, headers: HeaderMap, body: Bytes) -> Respon
     }
     let (dtx, drx) = oneshot::channel();
     let (ptx, mut prx) = mpsc::channel::<String>(64);
-    let pending = match ctx.api.submit(input, None, Some(StreamSink { decision: dtx, deltas: ptx })) {
+    let pending = match ctx.api.submit(input, None, Some(StreamSink { decision: dtx, deltas: ptx })).await {
         Ok(p) => p,
         Err(e) => return error(e),
     };

@@ -7,6 +7,7 @@ pub mod api;
 pub mod backend;
 mod batcher;
 pub mod breaker;
+pub mod budgets;
 pub mod client;
 pub mod config;
 mod decide;
@@ -19,7 +20,7 @@ mod monitor;
 pub mod query;
 pub mod state;
 mod status;
-pub mod tenants;
+pub mod tls;
 
 use crate::{Result, RouterError};
 use admission::AdmissionLayer;
@@ -27,11 +28,14 @@ use api::Api;
 use config::Config;
 use llmroute_proto::v1 as pb;
 use state::Shared;
+use std::future::{Future, IntoFuture};
 use std::net::SocketAddr;
 use std::path::PathBuf;
+use std::pin::Pin;
 use std::sync::Arc;
 use tokio::net::TcpListener;
-use tokio_stream::wrappers::TcpListenerStream;
+use tokio_stream::wrappers::{ReceiverStream, TcpListenerStream};
+use tokio_stream::StreamExt;
 
 /// Where a started server listens (ports may have been 0 in the config).
 #[derive(Debug, Clone, Copy)]
@@ -79,20 +83,40 @@ pub async fn serve(config_path: PathBuf) -> Result<()> {
     let reflection_v1 = reflection().build_v1().map_err(refl_err)?;
     let reflection_v1alpha = reflection().build_v1alpha().map_err(refl_err)?;
 
-    let grpc = tonic::transport::Server::builder()
+    let grpc_router = tonic::transport::Server::builder()
         .layer(admission.clone())
         .add_service(health_service)
         .add_service(reflection_v1)
         .add_service(reflection_v1alpha)
         .add_service(pb::router_server::RouterServer::new(grpc::RouterService { api: api.clone() }))
-        .add_service(pb::admin_server::AdminServer::new(grpc::AdminService { api: api.clone() }))
-        .serve_with_incoming_shutdown(TcpListenerStream::new(grpc_listener), shutdown());
+        .add_service(pb::admin_server::AdminServer::new(grpc::AdminService { api: api.clone() }));
     let http_app = http::router(api.clone(), handle, admission);
-    let http = axum::serve(http_listener, http_app).with_graceful_shutdown(shutdown());
+    type Serving<E> = Pin<Box<dyn Future<Output = std::result::Result<(), E>> + Send>>;
+    let (grpc, http): (Serving<tonic::transport::Error>, Serving<std::io::Error>) = match &shared.tls {
+        None => (
+            Box::pin(grpc_router.serve_with_incoming_shutdown(TcpListenerStream::new(grpc_listener), shutdown())),
+            Box::pin(axum::serve(http_listener, http_app).with_graceful_shutdown(shutdown()).into_future()),
+        ),
+        Some(tls) => {
+            tls.clone().watch();
+            let grpc_in = tls::incoming(grpc_listener, tls.acceptor(&[b"h2"])?);
+            let http_in = tls::incoming(http_listener, tls.acceptor(&[b"h2", b"http/1.1"])?);
+            let grpc_in = ReceiverStream::new(grpc_in).map(Ok::<_, std::io::Error>);
+            (
+                Box::pin(grpc_router.serve_with_incoming_shutdown(grpc_in, shutdown())),
+                Box::pin(
+                    axum::serve(tls::TlsListener::new(http_in, bound.http), http_app)
+                        .with_graceful_shutdown(shutdown())
+                        .into_future(),
+                ),
+            )
+        }
+    };
 
     tokio::spawn(reload_on_sighup(api.clone()));
     // The first line tests and scripts wait for.
-    println!("llm-router serving grpc={} http={}", bound.grpc, bound.http);
+    let scheme = if shared.tls.is_some() { "tls" } else { "plaintext" };
+    println!("llm-router serving grpc={} http={} ({scheme})", bound.grpc, bound.http);
     tracing::info!(
         grpc = %bound.grpc,
         http = %bound.http,
@@ -101,6 +125,10 @@ pub async fn serve(config_path: PathBuf) -> Result<()> {
         "serving"
     );
     let (g, h) = tokio::join!(grpc, http);
+    let unsettled = shared.budgets.flush(std::time::Duration::from_secs(10)).await;
+    if unsettled > 0 {
+        tracing::error!(unsettled, "stopping with settles the budget store never took; that spend is not recorded");
+    }
     g.map_err(|e| RouterError::Internal(format!("gRPC server: {e}")))?;
     h.map_err(|e| RouterError::Internal(format!("HTTP server: {e}")))?;
     tracing::info!("stopped");

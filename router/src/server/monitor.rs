@@ -7,6 +7,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 pub fn start(shared: Arc<Shared>) {
+    tokio::spawn(tenant_gauges(shared.clone()));
     tokio::spawn(async move {
         let mut tick = tokio::time::interval(Duration::from_millis(250));
         tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Skip);
@@ -36,11 +37,25 @@ pub fn start(shared: Arc<Shared>) {
                     metrics::gauge!("llmroute_circuit_state", "model" => name).set(b.state().gauge());
                 }
             }
-            for t in &live.config.tenants {
-                let (spent, reserved) = shared.tenants.usage(&t.name, t.window);
-                metrics::gauge!("llmroute_tenant_spend_usd", "tenant" => t.name.clone()).set(spent + reserved);
-                metrics::gauge!("llmroute_tenant_budget_usd", "tenant" => t.name.clone()).set(t.budget_usd);
-            }
         }
     });
+}
+
+/// Tenants' spend (settled in window + reserved) and budgets, once a second (with Redis, the shared
+/// figures; left as they were while it does not answer).
+async fn tenant_gauges(shared: Arc<Shared>) {
+    let mut tick = tokio::time::interval(Duration::from_secs(1));
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Skip);
+    loop {
+        tick.tick().await;
+        let live = shared.live();
+        for t in &live.config.tenants {
+            if let Some((spent, reserved)) = shared.budgets.usage(t).await {
+                metrics::gauge!("llmroute_tenant_spend_usd", "tenant" => t.name.clone()).set(spent + reserved);
+            }
+            metrics::gauge!("llmroute_tenant_budget_usd", "tenant" => t.name.clone()).set(t.budget_usd);
+        }
+        metrics::gauge!("llmroute_budget_settles_pending").set(shared.budgets.pending() as f64);
+        metrics::gauge!("llmroute_budget_store_up").set(if shared.budgets.store_up() { 1.0 } else { 0.0 });
+    }
 }

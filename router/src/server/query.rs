@@ -4,7 +4,7 @@
 use super::backend::{prompt_text, ChatMessage};
 use super::config::Tenant;
 use super::state::Live;
-use super::tenants::TenantBook;
+use super::budgets::Reservation;
 use crate::{Result, RouterError};
 use estimator::Prediction;
 use std::sync::Arc;
@@ -80,6 +80,11 @@ pub struct Query {
     pub enqueued: Instant,
     pub stream: Option<StreamSink>,
     pub reply: Option<oneshot::Sender<Result<Reply>>>,
+    /// An upper bound of what the call can cost on any allowed model (prompt bytes as input
+    /// tokens, `max_tokens` output tokens): what is reserved from the tenant's budget.
+    pub cost_bound: f64,
+    /// The tenant's budget reserved for this call (dispatched calls only).
+    pub reservation: Option<Reservation>,
 }
 
 /// Finds the caller's tenant from its API key and/or tenant name.
@@ -110,15 +115,8 @@ pub fn resolve_tenant<'a>(live: &'a Live, tenant: &str, api_key: Option<&str>) -
 }
 
 /// Checks a call, names the first bad field (prefixed by `at`, e.g. `queries[3].`), and predicts
-/// quality and cost for it. Also checks the tenant's budget.
-pub fn validate(
-    live: &Arc<Live>,
-    input: RouteInput,
-    at: &str,
-    tenant: &Tenant,
-    book: &TenantBook,
-    deadline: Instant,
-) -> Result<Query> {
+/// quality and cost for it. The tenant's budget is reserved after (`Api`), for `cost_bound`.
+pub fn validate(live: &Arc<Live>, input: RouteInput, at: &str, tenant: &Tenant, deadline: Instant) -> Result<Query> {
     let cfg = &live.config;
     let given_messages = !input.messages.is_empty();
     let f = |k: &str| format!("{at}{k}");
@@ -194,10 +192,17 @@ pub fn validate(
         }
         allowed = req;
     }
-    if input.dispatch {
-        book.check(&tenant.name, tenant.budget_usd, tenant.window)?;
-    }
     let prompt = prompt_text(&messages);
+    // Every tokenizer here spends at most one token per byte, plus a few per message for the chat
+    // template.
+    let bound_in = (prompt.len() + 8 * messages.len() + 32) as f64;
+    let cost_bound = live
+        .models
+        .iter()
+        .zip(&allowed)
+        .filter(|(_, &a)| a)
+        .map(|(m, _)| m.entry.cost(bound_in, max_tokens as f64))
+        .fold(0.0, f64::max);
     let prediction = live.trained.estimator.predict(&prompt, input.task.as_deref());
     let now = Instant::now();
     Ok(Query {
@@ -215,5 +220,7 @@ pub fn validate(
         enqueued: now,
         stream: None,
         reply: None,
+        cost_bound,
+        reservation: None,
     })
 }

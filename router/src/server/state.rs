@@ -5,7 +5,8 @@
 use super::backend::{Backend, OpenAi, Replay, ReplayData};
 use super::breaker::Breaker;
 use super::config::{Config, Tenant};
-use super::tenants::TenantBook;
+use super::budgets::Budgets;
+use super::tls::TlsState;
 use crate::ledger::Ledger;
 use crate::{Result, RouterError};
 use estimator::{Catalog, Estimator, KnnConfig, KnnEstimator, ModelEntry, Record};
@@ -84,7 +85,9 @@ impl Live {
 pub struct Shared {
     live: RwLock<Arc<Live>>,
     pub ledger: Mutex<Ledger>,
-    pub tenants: TenantBook,
+    pub budgets: Arc<Budgets>,
+    /// The listeners' certificate (when `tls` is configured).
+    pub tls: Option<Arc<TlsState>>,
     pub batch_seq: AtomicU64,
     states: Mutex<HashMap<String, Arc<ModelState>>>,
     pool: reqwest::Client,
@@ -99,10 +102,13 @@ impl Shared {
             .with_reference_batch(live.config.max_batch);
         let mut ledger = ledger;
         ledger.carry_unspent = live.config.carry_unspent;
+        let budgets = Budgets::new(&live.config.budget_store)?;
+        let tls = live.config.tls.as_ref().map(TlsState::new).transpose()?;
         Ok(Shared {
             live: RwLock::new(Arc::new(live)),
             ledger: Mutex::new(ledger),
-            tenants: TenantBook::default(),
+            budgets,
+            tls,
             batch_seq: AtomicU64::new(0),
             states,
             pool,
@@ -120,6 +126,17 @@ impl Shared {
     /// Loads, validates and swaps in a new config; on error the current one keeps serving.
     pub fn reload(&self, path: &std::path::Path) -> Result<u64> {
         let config = Config::load(path)?;
+        if config.budget_store != *self.budgets.config() {
+            return Err(RouterError::config(path, "budget_store", "changes take a restart (the running store is kept)"));
+        }
+        match (&self.tls, &config.tls) {
+            (Some(state), Some(t)) => state.reload(t).map_err(|e| match e {
+                RouterError::Config { field, msg, .. } => RouterError::config(path, field, msg),
+                e => e,
+            })?,
+            (None, None) => {}
+            _ => return Err(RouterError::config(path, "tls", "turning TLS on or off takes a restart")),
+        }
         let current = self.live();
         let live = build_live(config, current.generation + 1, Some(&current.trained), &self.states, &self.pool)?;
         let generation = live.generation;

@@ -8,7 +8,13 @@ use tonic::{Code, Status};
 impl RouterError {
     /// May the caller send the same call again (nothing was charged, the cause is transient)?
     pub fn retryable(&self) -> bool {
-        matches!(self, RouterError::Overloaded(_) | RouterError::Unavailable(_) | RouterError::DeadlineExceeded(_))
+        matches!(
+            self,
+            RouterError::Overloaded(_)
+                | RouterError::Unavailable(_)
+                | RouterError::StoreUnavailable(_)
+                | RouterError::DeadlineExceeded(_)
+        )
     }
 
     pub fn grpc_code(&self) -> Code {
@@ -19,7 +25,7 @@ impl RouterError {
             RouterError::Overloaded(_) | RouterError::TenantOverBudget { .. } => Code::ResourceExhausted,
             RouterError::NoFeasibleModel(_) => Code::FailedPrecondition,
             RouterError::DeadlineExceeded(_) => Code::DeadlineExceeded,
-            RouterError::Unavailable(_) => Code::Unavailable,
+            RouterError::Unavailable(_) | RouterError::StoreUnavailable(_) => Code::Unavailable,
             RouterError::Config { .. } => Code::FailedPrecondition,
             RouterError::Solver(_) | RouterError::Estimator(_) | RouterError::Io { .. } | RouterError::Internal(_) => {
                 Code::Internal

@@ -1,7 +1,8 @@
-//! Per-tenant rolling budgets (reserve, then settle): a call is admitted while the tenant's spend
-//! in the last `window` plus what it has reserved in flight is below its budget.
+//! Per-tenant rolling budgets in this process (the default store, and a replica's local slice
+//! while a shared store is unreachable): a reservation is admitted only when the tenant's settled
+//! spend in the last `window`, plus what is reserved in flight, plus the new amount stays within
+//! the budget — checked and recorded under one lock.
 
-use crate::{Result, RouterError};
 use std::collections::{HashMap, VecDeque};
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
@@ -29,39 +30,37 @@ impl Spend {
     }
 }
 
+/// What a refused reservation saw: (settled in window + reserved, budget).
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct Refused {
+    pub used: f64,
+    pub budget: f64,
+}
+
 #[derive(Default)]
-pub struct TenantBook {
+pub struct MemoryBook {
     spend: Mutex<HashMap<String, Spend>>,
 }
 
-impl TenantBook {
+impl MemoryBook {
     fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<String, Spend>> {
         self.spend.lock().unwrap_or_else(|p| p.into_inner())
     }
 
-    /// Errors when the tenant has no budget left in its window.
-    pub fn check(&self, tenant: &str, budget: f64, window: Duration) -> Result<()> {
+    /// Reserves `amount` for the tenant if it fits its budget (atomically).
+    pub fn reserve(&self, tenant: &str, amount: f64, budget: f64, window: Duration) -> Result<(), Refused> {
         let mut book = self.lock();
         let s = book.entry(tenant.to_string()).or_default();
         s.expire(window, Instant::now());
         let used = s.settled_sum + s.reserved;
-        if used >= budget {
-            return Err(RouterError::TenantOverBudget {
-                tenant: tenant.to_string(),
-                spent: used,
-                budget,
-                window_s: window.as_secs(),
-            });
+        if used + amount > budget + 1e-12 {
+            return Err(Refused { used, budget });
         }
+        s.reserved += amount;
         Ok(())
     }
 
-    /// Reserves `amount` (a call's predicted cost) for a dispatched call.
-    pub fn reserve(&self, tenant: &str, amount: f64) {
-        self.lock().entry(tenant.to_string()).or_default().reserved += amount;
-    }
-
-    /// Replaces a reservation by the realized cost (0 when the call failed).
+    /// Replaces a reservation by the realized cost (0 when the call failed or never ran).
     pub fn settle(&self, tenant: &str, reserved: f64, realized: f64) {
         let mut book = self.lock();
         let s = book.entry(tenant.to_string()).or_default();
@@ -72,7 +71,7 @@ impl TenantBook {
         }
     }
 
-    /// (settled in window, reserved) for the metrics.
+    /// (settled in window, reserved).
     pub fn usage(&self, tenant: &str, window: Duration) -> (f64, f64) {
         let mut book = self.lock();
         let s = book.entry(tenant.to_string()).or_default();
@@ -86,23 +85,21 @@ mod tests {
     use super::*;
 
     #[test]
-    fn over_budget_is_refused_until_the_window_passes() {
-        let book = TenantBook::default();
+    fn reservations_fit_the_budget_until_the_window_passes() {
+        let book = MemoryBook::default();
         let w = Duration::from_millis(50);
-        book.check("a", 1.0, w).unwrap();
-        book.reserve("a", 0.6);
-        book.check("a", 1.0, w).unwrap();
-        book.reserve("a", 0.6);
-        let e = book.check("a", 1.0, w).unwrap_err();
-        assert!(e.to_string().contains("tenant `a` is over budget"), "{e}");
-        book.settle("a", 0.6, 0.5);
-        book.settle("a", 0.6, 0.0);
-        book.check("a", 1.0, w).unwrap();
-        book.reserve("a", 0.0);
-        book.settle("a", 0.0, 0.6);
-        assert!(book.check("a", 1.0, w).is_err());
+        book.reserve("a", 0.4, 1.0, w).unwrap();
+        book.reserve("a", 0.4, 1.0, w).unwrap();
+        let r = book.reserve("a", 0.4, 1.0, w).unwrap_err();
+        assert!((r.used - 0.8).abs() < 1e-12 && r.budget == 1.0);
+        book.settle("a", 0.4, 0.3);
+        book.settle("a", 0.4, 0.0);
+        book.reserve("a", 0.7, 1.0, w).unwrap();
+        book.settle("a", 0.7, 0.6);
+        assert!(book.reserve("a", 0.2, 1.0, w).is_err());
         std::thread::sleep(Duration::from_millis(80));
-        book.check("a", 1.0, w).unwrap();
+        book.reserve("a", 1.0, 1.0, w).unwrap();
+        book.settle("a", 1.0, 0.0);
         assert_eq!(book.usage("a", w), (0.0, 0.0));
     }
 }

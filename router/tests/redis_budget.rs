@@ -1,0 +1,260 @@
+//! Budgets shared across replicas, end to end with a real `redis-server` (AOF, fsync on every
+//! write): three `llm-router serve` replicas, 1,000 concurrent calls of one tenant, Redis killed
+//! (SIGKILL) and restarted mid-run. Checks: the tenant's realized spend never goes over its budget;
+//! Redis' settled total equals the sum of the costs the callers were told (no settled spend lost
+//! in the restart, no call charged twice); no reservation is left behind.
+//!
+//! Prints the figures (budget, realized spend, accepted / refused calls before, during and after
+//! the outage). Needs `redis-server` (Debian `redis-server`; `scripts/setup.sh --test` installs it).
+
+mod common;
+
+use common::{config, http_get, scratch, Router};
+use llmroute_proto::v1 as pb;
+use pb::router_client::RouterClient;
+use router::server::client::connect;
+use std::path::Path;
+use std::process::{Child, Command, Stdio};
+use std::sync::atomic::{AtomicU8, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+use tonic::Code;
+
+const BUDGET: f64 = 0.01;
+const CALLS: usize = 1000;
+const PREFIX: &str = "llmroute-test";
+
+fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
+}
+
+struct Redis {
+    child: Child,
+}
+
+impl Redis {
+    fn start(dir: &Path, port: u16) -> Redis {
+        let child = Command::new("redis-server")
+            .args(["--port", &port.to_string(), "--bind", "127.0.0.1", "--save", ""])
+            .args(["--appendonly", "yes", "--appendfsync", "always", "--dir"])
+            .arg(dir)
+            .stdout(Stdio::null())
+            .stderr(Stdio::inherit())
+            .spawn()
+            .expect("redis-server not found: install Debian `redis-server` (scripts/setup.sh --test does)");
+        let url = format!("redis://127.0.0.1:{port}/");
+        let until = Instant::now() + Duration::from_secs(20);
+        loop {
+            if let Ok(mut c) = redis::Client::open(url.as_str()).and_then(|c| c.get_connection()) {
+                // Wait for the AOF to load (LOADING errors until then).
+                if redis::cmd("PING").query::<String>(&mut c).is_ok() {
+                    break;
+                }
+            }
+            assert!(Instant::now() < until, "redis-server did not start on {port}");
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        Redis { child }
+    }
+
+    fn kill(&mut self) {
+        // SIGKILL: a crash, not a clean shutdown (no final AOF rewrite or save).
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+impl Drop for Redis {
+    fn drop(&mut self) {
+        self.kill();
+    }
+}
+
+fn get_i64(c: &mut redis::Connection, key: &str) -> i64 {
+    redis::cmd("GET").arg(key).query::<Option<i64>>(c).unwrap().unwrap_or(0)
+}
+
+/// llmroute_budget_settles_pending from a replica's /metrics.
+fn pending(http: &str) -> f64 {
+    let body = http_get(http, "/metrics").1;
+    body.lines()
+        .find(|l| l.starts_with("llmroute_budget_settles_pending"))
+        .and_then(|l| l.split_whitespace().last())
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(f64::NAN)
+}
+
+/// Sum of a counter's series (all labels matching `filter`) on a replica's /metrics.
+fn counter(http: &str, name: &str, filter: &str) -> f64 {
+    http_get(http, "/metrics")
+        .1
+        .lines()
+        .filter(|l| l.starts_with(name) && l.contains(filter))
+        .filter_map(|l| l.split_whitespace().last()?.parse::<f64>().ok())
+        .sum()
+}
+
+/// What happened to one call, and when (relative to the outage).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Outcome {
+    Ok,
+    OverBudget,
+    StoreDown,
+    Other,
+}
+
+#[test]
+fn three_replicas_share_one_budget_through_a_redis_restart() {
+    let dir = scratch("redis-budget");
+    let rdir = dir.join("redis");
+    std::fs::create_dir_all(&rdir).unwrap();
+    let port = free_port();
+    let mut redis_server = Some(Redis::start(&rdir, port));
+    let url = format!("redis://127.0.0.1:{port}/");
+    let extra = format!(
+        "budget_store:\n  kind: redis\n  redis_url: {url}\n  key_prefix: {PREFIX}\n  on_unreachable: fail_closed\n  \
+         timeout_ms: 300\n\
+         replay:\n  ttft_ms: 40\n  ms_per_token: 2\n\
+         tenants:\n  - name: shared\n    budget_usd: {BUDGET}\n    window_s: 3600\n"
+    );
+    let routers: Vec<Router> = (0..3)
+        .map(|i| {
+            let d = dir.join(format!("r{i}"));
+            std::fs::create_dir_all(&d).unwrap();
+            Router::start(&d, &config(&extra))
+        })
+        .collect();
+
+    // Phase of the run a call started in: 0 before the outage, 1 during, 2 after.
+    let phase = Arc::new(AtomicU8::new(0));
+    let rt = tokio::runtime::Builder::new_multi_thread().enable_all().build().unwrap();
+    let t0 = Instant::now();
+    let results: Vec<(u8, Outcome, f64)> = rt.block_on(async {
+        let mut clients = Vec::new();
+        for r in &routers {
+            clients.push(RouterClient::new(connect(&r.grpc).await.unwrap()));
+        }
+        let mut handles = Vec::with_capacity(CALLS);
+        for i in 0..CALLS {
+            let mut c = clients[i % 3].clone();
+            let phase = phase.clone();
+            handles.push(tokio::spawn(async move {
+                // 1,000 calls started over ~4 s, all in flight together for most of it.
+                tokio::time::sleep(Duration::from_millis((i as u64 * 4000) / CALLS as u64)).await;
+                let p = phase.load(Ordering::SeqCst);
+                let req = pb::RouteRequest {
+                    tenant: "shared".into(),
+                    prompt: format!("Question {i}: explain step by step why {i} squared is {}.", i * i),
+                    max_output_tokens: Some(48),
+                    ..Default::default()
+                };
+                match c.route(req).await {
+                    Ok(r) => (p, Outcome::Ok, r.into_inner().cost_usd),
+                    Err(s) if s.code() == Code::ResourceExhausted && s.message().contains("over budget") => {
+                        (p, Outcome::OverBudget, 0.0)
+                    }
+                    Err(s) if s.code() == Code::Unavailable && s.message().contains("budget store") => {
+                        (p, Outcome::StoreDown, 0.0)
+                    }
+                    Err(s) => {
+                        eprintln!("call {i}: {s:?}");
+                        (p, Outcome::Other, 0.0)
+                    }
+                }
+            }));
+        }
+        // Kill Redis 1.2 s in, restart it (same port, same AOF) 1 s later.
+        tokio::time::sleep(Duration::from_millis(1200)).await;
+        phase.store(1, Ordering::SeqCst);
+        if let Some(mut r) = redis_server.take() {
+            r.kill();
+        }
+        eprintln!("redis killed at {:.2} s", t0.elapsed().as_secs_f64());
+        tokio::time::sleep(Duration::from_millis(1000)).await;
+        redis_server = Some(Redis::start(&rdir, port));
+        eprintln!("redis restarted at {:.2} s", t0.elapsed().as_secs_f64());
+        phase.store(2, Ordering::SeqCst);
+        let mut out = Vec::with_capacity(CALLS);
+        for h in handles {
+            out.push(h.await.unwrap());
+        }
+        out
+    });
+    let wall = t0.elapsed().as_secs_f64();
+
+    // Every replica's outbox drains (settles held through the outage land).
+    let until = Instant::now() + Duration::from_secs(30);
+    while routers.iter().any(|r| pending(&r.http) != 0.0) {
+        assert!(Instant::now() < until, "settles still pending after 30 s");
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    let mut c = redis::Client::open(url.as_str()).unwrap().get_connection().unwrap();
+    let key = |k: &str| format!("{PREFIX}:{{shared}}:{k}");
+    let settled_total = get_i64(&mut c, &key("settled_total")) as f64 / 1e9;
+    let reserved = get_i64(&mut c, &key("reserved"));
+    let settles = get_i64(&mut c, &key("settled_count"));
+
+    let count = |p: Option<u8>, o: Outcome| results.iter().filter(|r| p.is_none_or(|p| r.0 == p) && r.1 == o).count();
+    let client_sum: f64 = results.iter().map(|r| r.2).sum();
+    let accepted = count(None, Outcome::Ok);
+    println!("redis budget test: {CALLS} calls of tenant `shared` over 3 replicas in {wall:.1} s");
+    println!("  budget ${BUDGET:.6}; realized spend (Redis) ${settled_total:.6}; sum of costs told to callers ${client_sum:.6}");
+    for (p, name) in [(0u8, "before the outage"), (1, "during the outage"), (2, "after the restart")] {
+        println!(
+            "  started {name}: accepted {}, refused over budget {}, refused store unavailable {}, other errors {}",
+            count(Some(p), Outcome::Ok),
+            count(Some(p), Outcome::OverBudget),
+            count(Some(p), Outcome::StoreDown),
+            count(Some(p), Outcome::Other)
+        );
+    }
+    let retried: f64 =
+        routers.iter().map(|r| counter(&r.http, "llmroute_budget_store_errors_total", "op=\"settle\"")).sum();
+    println!("  settles applied in Redis: {settles}; failed settle attempts retried from the outboxes: {retried}");
+    println!("  reserved left: {reserved} nano-USD");
+
+    assert_eq!(count(None, Outcome::Other), 0, "unexpected errors");
+    assert!(settled_total <= BUDGET + 1e-9, "spend {settled_total} over the budget {BUDGET}");
+    assert!(
+        (settled_total - client_sum).abs() < 1e-8,
+        "Redis has ${settled_total:.9} settled, callers were charged ${client_sum:.9}: spend lost or charged twice"
+    );
+    assert_eq!(reserved, 0, "reservations left behind");
+    assert!(accepted > 0 && count(None, Outcome::OverBudget) > 0, "the budget never bound: {accepted} accepted");
+    assert!(count(Some(1), Outcome::StoreDown) > 0, "no call saw the outage (fail closed)");
+    assert!(count(Some(2), Outcome::Ok) + count(Some(2), Outcome::OverBudget) > 0, "nothing after the restart");
+    // Every admitted call (accepted, or failed after admission) settled exactly once; the
+    // refused ones reserved nothing.
+    assert!(settles as usize >= accepted, "{settles} settles for {accepted} accepted calls");
+    drop(routers);
+}
+
+#[test]
+fn a_settle_applies_once_even_when_retried() {
+    use router::server::budgets::RedisBook;
+    let dir = scratch("redis-dedup");
+    let port = free_port();
+    let _redis = Redis::start(&dir, port);
+    let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
+    rt.block_on(async {
+        let book = RedisBook::new(&format!("redis://127.0.0.1:{port}/"), "dedup", Duration::from_secs(1)).unwrap();
+        let w = Duration::from_secs(60);
+        let lease = Duration::from_secs(60);
+        let ttl = Duration::from_secs(60);
+        assert_eq!(book.reserve("t", "a", 600, 1000, w, lease).await.unwrap(), Ok(()));
+        assert_eq!(book.reserve("t", "b", 600, 1000, w, lease).await.unwrap(), Err((0, 600)));
+        assert!(book.settle("t", "a", 500, w, ttl).await.unwrap());
+        // The retry of a settle that landed: not charged again.
+        assert!(!book.settle("t", "a", 500, w, ttl).await.unwrap());
+        assert_eq!(book.usage("t", w).await.unwrap(), (500, 0));
+        assert_eq!(book.reserve("t", "c", 600, 1000, w, lease).await.unwrap(), Err((500, 0)));
+        assert_eq!(book.reserve("t", "c", 500, 1000, w, lease).await.unwrap(), Ok(()));
+        // A reservation whose holder died is released when its lease runs out.
+        let short = Duration::from_millis(200);
+        book.settle("t", "c", 0, w, ttl).await.unwrap();
+        assert_eq!(book.reserve("t", "d", 500, 1000, w, short).await.unwrap(), Ok(()));
+        tokio::time::sleep(Duration::from_millis(300)).await;
+        assert_eq!(book.reserve("t", "e", 500, 1000, w, lease).await.unwrap(), Ok(()));
+        assert_eq!(book.usage("t", w).await.unwrap(), (500, 500));
+    });
+}
