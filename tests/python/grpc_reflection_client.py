@@ -3,7 +3,9 @@
 server reflection only (no generated code): Route, RouteStream, ListModels, and the standard health
 service. Exits non-zero when a check fails.
 
-    python3 tests/python/grpc_reflection_client.py 127.0.0.1:50051
+    python3 tests/python/grpc_reflection_client.py 127.0.0.1:50051 [--ca CA.pem]
+
+With --ca the channel is TLS, verified against that CA (server name `localhost`).
 """
 import json
 import sys
@@ -53,7 +55,12 @@ def fetch_pool(channel, symbol):
 
 def main():
     addr = sys.argv[1]
-    channel = grpc.insecure_channel(addr)
+    if "--ca" in sys.argv:
+        with open(sys.argv[sys.argv.index("--ca") + 1], "rb") as f:
+            creds = grpc.ssl_channel_credentials(root_certificates=f.read())
+        channel = grpc.secure_channel(addr, creds, options=[("grpc.ssl_target_name_override", "localhost")])
+    else:
+        channel = grpc.insecure_channel(addr)
     pool, names = fetch_pool(channel, "llmroute.v1.Router")
     assert "llmroute.v1.Router" in names, names
     assert "grpc.health.v1.Health" in names, names

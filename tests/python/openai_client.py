@@ -2,7 +2,9 @@
 """Calls the router's OpenAI-compatible facade with the official `openai` Python client: routed
 (`model="auto"`) and pinned completions, streaming, `models.list()`, and a bad request.
 
-    python3 tests/python/openai_client.py http://127.0.0.1:8080/v1 API_KEY
+    python3 tests/python/openai_client.py http://127.0.0.1:8080/v1 API_KEY [--ca CA.pem]
+
+With --ca (and an https:// base URL) the server's certificate is verified against that CA.
 """
 import json
 import sys
@@ -12,7 +14,15 @@ import openai
 
 def main():
     base, key = sys.argv[1], sys.argv[2]
-    client = openai.OpenAI(base_url=base, api_key=key, max_retries=0, timeout=30)
+    kw = {}
+    if "--ca" in sys.argv:
+        import ssl
+
+        ctx = ssl.create_default_context(cafile=sys.argv[sys.argv.index("--ca") + 1])
+        # openai 3.x ships its own HTTP client (httpx2); 1.x used httpx.
+        factory = getattr(openai, "DefaultHttpx2Client", None) or openai.DefaultHttpxClient
+        kw["http_client"] = factory(verify=ctx, timeout=30)
+    client = openai.OpenAI(base_url=base, api_key=key, max_retries=0, timeout=30, **kw)
     out = {}
     models = [m.id for m in client.models.list().data]
     assert "auto" in models and len(models) > 1, models
