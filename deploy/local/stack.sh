@@ -1,20 +1,22 @@
 #!/usr/bin/env bash
-# The stack on one machine, no Docker: three llama.cpp model servers (xllamacpp: SmolLM2-135M twice,
-# Gemma-3-270M), two router replicas in front of them, a Prometheus scraping both routers; a minute
-# of load through each router (`llm-router loadgen --dispatch`), then a summary (QPS, latency
-# percentiles, spend vs budget, fallbacks per replica, a Prometheus query) and everything it started
-# is stopped. Needs `bash scripts/setup.sh --test` (xllamacpp, model packages, prometheus).
+# The stack on one machine, no Docker: a Redis (AOF) holding tenants' budgets for both routers,
+# three llama.cpp model servers (xllamacpp: SmolLM2-135M twice, Gemma-3-270M), two router replicas
+# in front of them sharing the Redis budget store, a Prometheus scraping both routers; a minute of
+# load through each router (`llm-router loadgen --dispatch`), then a summary (QPS, latency
+# percentiles, per-batch spend vs budget, fallbacks per replica, the tenant's shared spend in Redis
+# vs its budget, Prometheus queries) and everything it started is stopped.
+# Needs `bash scripts/setup.sh --test` (redis-server, xllamacpp, model packages, prometheus).
 #   bash deploy/local/stack.sh [--duration 60] [--qps 0.5]   (calls per second per router)
-# Not yet here (issue 7): the Redis-backed shared budget ledger — each replica keeps its own ledger.
 set -euo pipefail
 cd "$(dirname "$0")/../.."
 DURATION=60
 QPS=0.5
+TENANT_BUDGET=0.001   # the tenant's budget, shared by both routers through Redis
 while [ $# -gt 0 ]; do
   case "$1" in
     --duration) DURATION=$2; shift 2 ;;
     --qps) QPS=$2; shift 2 ;;
-    -h|--help) sed -n 2,8p "$0"; exit 0 ;;
+    -h|--help) sed -n 2,9p "$0"; exit 0 ;;
     *) echo "stack.sh: unknown argument $1 (see --help)" >&2; exit 2 ;;
   esac
 done
@@ -33,6 +35,14 @@ wait_for() { # url seconds
   for _ in $(seq 1 $(( $2 * 5 ))); do curl -sf "$1" >/dev/null 2>&1 && return 0; sleep 0.2; done
   echo "stack: $1 did not answer in $2 s" >&2; return 1
 }
+
+echo "stack: redis (budgets shared by the routers)" >&2
+mkdir -p "$WORK/redis"
+redis-server --port 18501 --bind 127.0.0.1 --save "" --appendonly yes --appendfsync always --dir "$WORK/redis" \
+  > "$WORK/redis.log" 2>&1 &
+PIDS+=($!)
+for _ in $(seq 1 50); do redis-cli -p 18501 ping 2>/dev/null | grep -q PONG && break; sleep 0.2; done
+redis-cli -p 18501 ping | grep -q PONG || { echo "stack: redis did not start" >&2; exit 1; }
 
 echo "stack: model servers" >&2
 i=0
@@ -63,7 +73,8 @@ limits: {max_prompt_chars: 1500, default_output_tokens: 24}
 budget: {per_query_usd: 0.000025, prior_margin: 1.0}
 assigner: {kind: fast, gamma: 1.0}
 backends: {timeout_ms: 60000, breaker_failures: 3, breaker_open_ms: 2000}
-tenants: [{name: default, budget_usd: 10}]
+budget_store: {kind: redis, redis_url: "redis://127.0.0.1:18501/", key_prefix: stack, on_unreachable: fail_closed}
+tenants: [{name: default, budget_usd: $TENANT_BUDGET, window_s: 3600}]
 CFG
   RUST_LOG=warn "$BIN" serve --config "$WORK/router-$r.yaml" > "$WORK/router-$r.log" 2>&1 &
   PIDS+=($!)
@@ -101,6 +112,17 @@ for r in 0 1; do
     /^llmroute_spend_usd /{s=$2} /^llmroute_budget_allowed_usd /{a=$2}
     /^llmroute_fallbacks_total/{f+=$2} /^llmroute_requests_total/{q+=$2}
     END {printf "spend %.7f USD vs budget allowed %.7f USD; %d queries answered, %d fallbacks\n", s, a, q, f}'
+done
+echo "-- tenant budget (shared by both routers, in Redis)"
+settled=$(redis-cli -p 18501 GET 'stack:{default}:settled_total')
+settles=$(redis-cli -p 18501 GET 'stack:{default}:settled_count')
+reserved=$(redis-cli -p 18501 GET 'stack:{default}:reserved')
+awk -v s="${settled:-0}" -v n="${settles:-0}" -v r="${reserved:-0}" -v b="$TENANT_BUDGET" 'BEGIN {
+  printf "tenant default: spent %.7f USD of its %.7f USD budget (%d calls settled, %.7f USD still reserved)\n", s / 1e9, b, n, r / 1e9 }'
+for r in 0 1; do
+  curl -s "http://127.0.0.1:$((18301 + r))/metrics" | awk -v r=$r '
+    /^llmroute_rejected_total.*tenant_budget/{t+=$2} /^llmroute_budget_settles_pending /{p=$2}
+    END {printf "router %d: %d calls refused over the tenant budget, %d settles pending\n", r, t, p}'
 done
 echo "-- prometheus (both replicas)"
 curl -s "http://127.0.0.1:18401/api/v1/query?query=sum(llmroute_requests_total)" | sed 's/^/sum(llmroute_requests_total): /'

@@ -160,13 +160,18 @@ fn rules_dashboard_metrics_and_a_real_prometheus_scrape() {
 
     // The router's manifests.
     if require(have("kubernetes-validate", "--version"), "kubernetes-validate") {
-        let k8s = root.join("deploy/k8s/router");
-        let files: Vec<std::path::PathBuf> = std::fs::read_dir(&k8s)
-            .unwrap()
-            .map(|e| e.unwrap().path())
-            .filter(|p| p.extension().is_some_and(|x| x == "yaml") && !p.ends_with("kustomization.yaml"))
-            .collect();
-        assert!(files.len() >= 8, "{files:?}");
+        // Whole manifests of the base and the TLS overlay (not kustomizations, patches, or the
+        // router config the overlay puts in the ConfigMap).
+        let mut files: Vec<std::path::PathBuf> = Vec::new();
+        for d in ["deploy/k8s/router", "deploy/k8s/router-tls"] {
+            files.extend(std::fs::read_dir(root.join(d)).unwrap().map(|e| e.unwrap().path()).filter(|p| {
+                let name = p.file_name().unwrap().to_string_lossy();
+                name.ends_with(".yaml")
+                    && !["kustomization.yaml", "router.yaml"].contains(&&*name)
+                    && !name.ends_with("-patch.yaml")
+            }));
+        }
+        assert!(files.len() >= 10, "{files:?}");
         let o = Command::new("kubernetes-validate").arg("--strict").args(&files).output().unwrap();
         assert!(o.status.success(), "{}{}", String::from_utf8_lossy(&o.stdout), String::from_utf8_lossy(&o.stderr));
     }

@@ -91,12 +91,22 @@ fn grpc_and_http_over_tls_with_certificate_reload() {
     }
     assert_eq!(peer(&r.grpc, &ca_path, &["h2"]), (first.2.clone(), "h2".into()));
     assert_eq!(peer(&r.http, &ca_path, &["http/1.1"]), (first.2.clone(), "http/1.1".into()));
-    if require(python_has("grpc, grpc_reflection, grpc_health"), "python grpcio, grpcio-reflection, grpcio-health-checking")
-    {
+    if require(
+        python_has("grpc, grpc_reflection, grpc_health"),
+        "python grpcio, grpcio-reflection, grpcio-health-checking",
+    ) {
         python("grpc_reflection_client.py", &[&r.grpc, "--ca", ca_path.to_str().unwrap()]);
     }
     if require(python_has("openai"), "python openai") {
-        python("openai_client.py", &[&format!("https://localhost:{}/v1", port(&r.http)), "llmroute-demo-key", "--ca", ca_path.to_str().unwrap()]);
+        python(
+            "openai_client.py",
+            &[
+                &format!("https://localhost:{}/v1", port(&r.http)),
+                "llmroute-demo-key",
+                "--ca",
+                ca_path.to_str().unwrap(),
+            ],
+        );
     }
 
     // Rotate: new key and certificate; new connections get it within a few seconds.
@@ -113,7 +123,8 @@ fn grpc_and_http_over_tls_with_certificate_reload() {
     }
 
     // A broken certificate file: refused, counted; the last good certificate serves on.
-    std::fs::write(dir.join("cert.pem"), "-----BEGIN CERTIFICATE-----\nnot base64\n-----END CERTIFICATE-----\n").unwrap();
+    std::fs::write(dir.join("cert.pem"), "-----BEGIN CERTIFICATE-----\nnot base64\n-----END CERTIFICATE-----\n")
+        .unwrap();
     std::thread::sleep(Duration::from_millis(2500));
     let out = python("tls_peer_cert.py", &[&r.http, ca_path.to_str().unwrap(), "http/1.1", "--get", "/metrics"]);
     assert!(out.starts_with(&second.2), "{}", &out[..200.min(out.len())]);

@@ -194,6 +194,7 @@ fn reject_metric(e: &RouterError) {
         RouterError::PermissionDenied(_) => "permission",
         RouterError::Overloaded(_) => "overloaded",
         RouterError::TenantOverBudget { .. } => "tenant_budget",
+        RouterError::StoreUnavailable(_) => "budget_store",
         _ => "other",
     };
     metrics::counter!("llmroute_rejected_total", "reason" => reason).increment(1);

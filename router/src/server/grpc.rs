@@ -45,7 +45,8 @@ pub fn grpc_timeout(md: &MetadataMap) -> Option<Duration> {
     })
 }
 
-fn input(r: pb::RouteRequest, key: Option<String>) -> RouteInput {
+/// A `RouteRequest` → the router's input.
+pub fn input(r: pb::RouteRequest, key: Option<String>) -> RouteInput {
     RouteInput {
         tenant: r.tenant,
         api_key: key,
@@ -129,8 +130,10 @@ impl pb::router_server::Router for RouterService {
         let (key, timeout) = (api_key(req.metadata()), grpc_timeout(req.metadata()));
         let (dtx, drx) = oneshot::channel();
         let (ptx, mut prx) = mpsc::channel::<String>(64);
-        let pending =
-            self.api.submit(input(req.into_inner(), key), timeout, Some(StreamSink { decision: dtx, deltas: ptx })).await?;
+        let pending = self
+            .api
+            .submit(input(req.into_inner(), key), timeout, Some(StreamSink { decision: dtx, deltas: ptx }))
+            .await?;
         let (tx, rx) = mpsc::channel(64);
         tokio::spawn(async move {
             if let Ok(start) = drx.await {

@@ -6,6 +6,7 @@ use super::admission::AdmissionLayer;
 use super::api::Api;
 use super::backend::ChatMessage;
 use super::query::{Reply, RouteInput, StreamSink};
+use super::state::Live;
 use crate::RouterError;
 use axum::body::Bytes;
 use axum::extract::State;
@@ -79,12 +80,13 @@ struct Extensions {
     tenant: Option<String>,
 }
 
-fn parse_chat(api: &Api, body: &[u8], key: Option<String>) -> Result<(RouteInput, bool), RouterError> {
+/// An OpenAI chat-completions body → the router's input and whether to stream.
+pub fn parse_chat(live: &Live, body: &[u8], key: Option<String>) -> Result<(RouteInput, bool), RouterError> {
     let b: ChatBody = serde_json::from_slice(body).map_err(|e| RouterError::bad("(body)", e.to_string()))?;
     let model = b.model.ok_or_else(|| RouterError::bad("model", "missing: use \"auto\" to route"))?;
     let mut allowed_models = Vec::new();
     if model != "auto" {
-        if api.shared.live().model_index(&model).is_none() {
+        if live.model_index(&model).is_none() {
             return Err(RouterError::bad(
                 "model",
                 format!("unknown model `{model}`: use \"auto\" or a name from /v1/models"),
@@ -146,7 +148,7 @@ fn extension(r: &Reply) -> Value {
 }
 
 async fn chat(State(ctx): State<Ctx>, headers: HeaderMap, body: Bytes) -> Response {
-    let (input, stream) = match parse_chat(&ctx.api, &body, bearer(&headers)) {
+    let (input, stream) = match parse_chat(&ctx.api.shared.live(), &body, bearer(&headers)) {
         Ok(v) => v,
         Err(e) => return error(e),
     };

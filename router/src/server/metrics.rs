@@ -38,6 +38,12 @@ fn zero() {
     metrics::counter!("llmroute_fallbacks_total").increment(0);
     metrics::counter!("llmroute_overdraft_batches_total").increment(0);
     metrics::counter!("llmroute_rejected_total", "reason" => "overloaded").increment(0);
+    metrics::counter!("llmroute_budget_overruns_total").increment(0);
+    metrics::gauge!("llmroute_budget_settles_pending").set(0.0);
+    metrics::gauge!("llmroute_budget_store_up").set(1.0);
+    for op in ["reserve", "settle"] {
+        metrics::counter!("llmroute_budget_store_errors_total", "op" => op).increment(0);
+    }
     for result in ["ok", "rejected"] {
         metrics::counter!("llmroute_config_reloads_total", "result" => result).increment(0);
     }
@@ -75,4 +81,21 @@ fn describe() {
     describe_gauge!("llmroute_queue_depth", Unit::Count, "Queries waiting for a batch.");
     describe_gauge!("llmroute_config_generation", "Config generation serving (1 at start, +1 per reload).");
     describe_counter!("llmroute_config_reloads_total", "Config reloads, by result.");
+    describe_gauge!(
+        "llmroute_budget_store_up",
+        "1 when the tenant budget store answered last time (always 1 for memory)."
+    );
+    describe_gauge!("llmroute_budget_settles_pending", Unit::Count, "Settles waiting to reach the Redis budget store.");
+    describe_counter!("llmroute_budget_store_errors_total", "Redis budget store calls that failed, by op.");
+    describe_counter!(
+        "llmroute_budget_settle_duplicates_total",
+        "Settle retries Redis had already applied (not charged again)."
+    );
+    describe_counter!(
+        "llmroute_budget_local_slice_total",
+        "Calls admitted on a local budget slice (Redis unreachable, fail open)."
+    );
+    describe_counter!("llmroute_budget_overruns_total", "Calls whose realized cost exceeded their reservation.");
+    describe_counter!("llmroute_tls_reloads_total", "TLS certificate reloads, by result.");
+    describe_counter!("llmroute_tls_handshake_failures_total", "TLS handshakes that failed or timed out.");
 }

@@ -13,6 +13,7 @@ pub mod config;
 mod decide;
 mod dispatch;
 pub mod echo;
+pub mod fuzzing;
 pub mod grpc;
 mod http;
 pub mod metrics;

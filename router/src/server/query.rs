@@ -2,9 +2,9 @@
 //! reply the router sends back. Shared by the gRPC service and the HTTP facade.
 
 use super::backend::{prompt_text, ChatMessage};
+use super::budgets::Reservation;
 use super::config::Tenant;
 use super::state::Live;
-use super::budgets::Reservation;
 use crate::{Result, RouterError};
 use estimator::Prediction;
 use std::sync::Arc;

@@ -4,8 +4,8 @@
 
 use super::backend::{Backend, OpenAi, Replay, ReplayData};
 use super::breaker::Breaker;
-use super::config::{Config, Tenant};
 use super::budgets::Budgets;
+use super::config::{Config, Tenant};
 use super::tls::TlsState;
 use crate::ledger::Ledger;
 use crate::{Result, RouterError};
@@ -127,7 +127,11 @@ impl Shared {
     pub fn reload(&self, path: &std::path::Path) -> Result<u64> {
         let config = Config::load(path)?;
         if config.budget_store != *self.budgets.config() {
-            return Err(RouterError::config(path, "budget_store", "changes take a restart (the running store is kept)"));
+            return Err(RouterError::config(
+                path,
+                "budget_store",
+                "changes take a restart (the running store is kept)",
+            ));
         }
         match (&self.tls, &config.tls) {
             (Some(state), Some(t)) => state.reload(t).map_err(|e| match e {

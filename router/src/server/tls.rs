@@ -59,10 +59,8 @@ fn load(t: &Tls) -> Result<CertifiedKey> {
     }
     let key = PrivateKeyDer::from_pem_file(&t.key).map_err(|e| bad("tls.key", format!("{}: {e}", t.key.display())))?;
     let provider = rustls::crypto::ring::default_provider();
-    let signer = provider
-        .key_provider
-        .load_private_key(key)
-        .map_err(|e| bad("tls.key", format!("{}: {e}", t.key.display())))?;
+    let signer =
+        provider.key_provider.load_private_key(key).map_err(|e| bad("tls.key", format!("{}: {e}", t.key.display())))?;
     let ck = CertifiedKey::new(certs, signer);
     ck.keys_match().map_err(|e| bad("tls.key", format!("does not match the certificate in tls.cert: {e}")))?;
     Ok(ck)

@@ -140,7 +140,13 @@ impl Budgets {
                 Some(shared)
             }
         };
-        Ok(Arc::new(Budgets { config: config.clone(), local: MemoryBook::default(), redis, replica, seq: AtomicU64::new(0) }))
+        Ok(Arc::new(Budgets {
+            config: config.clone(),
+            local: MemoryBook::default(),
+            redis,
+            replica,
+            seq: AtomicU64::new(0),
+        }))
     }
 
     /// The config this store was built from (a reload may not change it).
@@ -167,12 +173,18 @@ impl Budgets {
             window_s: tenant.window.as_secs(),
         };
         let Some(redis) = &self.redis else {
-            self.local.reserve(&tenant.name, amount, tenant.budget_usd, tenant.window).map_err(|e| over(e.used, e.budget))?;
+            self.local
+                .reserve(&tenant.name, amount, tenant.budget_usd, tenant.window)
+                .map_err(|e| over(e.used, e.budget))?;
             r.done = false;
             return Ok(r);
         };
         let s = &redis.settings;
-        match redis.book.reserve(&tenant.name, &r.id, nano(amount).max(0), nano(tenant.budget_usd), tenant.window, s.lease).await {
+        match redis
+            .book
+            .reserve(&tenant.name, &r.id, nano(amount).max(0), nano(tenant.budget_usd), tenant.window, s.lease)
+            .await
+        {
             Ok(Ok(())) => {
                 redis.mark_up(true);
                 r.place = Place::Redis;
@@ -192,7 +204,9 @@ impl Budgets {
                     ))),
                     Unreachable::FailOpen => {
                         let slice = tenant.budget_usd * s.local_slice;
-                        self.local.reserve(&tenant.name, amount, slice, tenant.window).map_err(|e| over(e.used, e.budget))?;
+                        self.local
+                            .reserve(&tenant.name, amount, slice, tenant.window)
+                            .map_err(|e| over(e.used, e.budget))?;
                         metrics::counter!("llmroute_budget_local_slice_total").increment(1);
                         r.place = Place::LocalSlice;
                         r.done = false;

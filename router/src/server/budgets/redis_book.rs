@@ -145,7 +145,14 @@ impl RedisBook {
 
     /// Settles `id` with `realized` nano-USD; Ok(false) when it was settled before (not charged
     /// again).
-    pub async fn settle(&self, tenant: &str, id: &str, realized: i64, window: Duration, dedup: Duration) -> Result<bool, String> {
+    pub async fn settle(
+        &self,
+        tenant: &str,
+        id: &str,
+        realized: i64,
+        window: Duration,
+        dedup: Duration,
+    ) -> Result<bool, String> {
         let k = self.keys(tenant);
         let (width, _) = buckets(window);
         let marker = format!("{}:{{{tenant}}}:done:{id}", self.prefix);
