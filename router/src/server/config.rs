@@ -653,6 +653,37 @@ mod tests {
     }
 
     #[test]
+    fn budget_store_and_tls_sections() {
+        let c = Config::parse(GOOD, Path::new("r.yaml")).unwrap();
+        assert_eq!(c.budget_store.kind, StoreKind::Memory);
+        assert_eq!(c.tls, None);
+        let text =
+            format!("{GOOD}budget_store: {{kind: redis, redis_url: 'redis://h:6380/2', on_unreachable: fail_open}}\n");
+        let c = Config::parse(&text, Path::new("r.yaml")).unwrap();
+        let StoreKind::Redis { url, on_unreachable, local_slice, lease, .. } = c.budget_store.kind else {
+            panic!("not redis")
+        };
+        assert_eq!((url.as_str(), on_unreachable, local_slice), ("redis://h:6380/2", Unreachable::FailOpen, 0.1));
+        assert_eq!(lease, Duration::from_secs(120));
+        let cases = [
+            ("budget_store: {kind: etcd}", "budget_store.kind"),
+            ("budget_store: {kind: redis, redis_url: 'http://x'}", "budget_store.redis_url"),
+            ("budget_store: {kind: redis, on_unreachable: maybe}", "budget_store.on_unreachable"),
+            ("budget_store: {kind: redis, local_slice: 2}", "budget_store.local_slice"),
+            ("budget_store: {kind: redis, lease_s: 5}", "budget_store.lease_s"),
+            ("budget_store: {kind: redis, key_prefix: 'a{b'}", "budget_store.key_prefix"),
+            ("budget_store: {kind: redis, redis_url_env: LLMROUTE_SURELY_UNSET_VAR}", "budget_store.redis_url_env"),
+            ("budget_store: {redis_url: 'redis://x'}", "budget_store.redis_url"),
+            ("tls: {cert: /nonexistent/cert.pem, key: /nonexistent/key.pem}", "tls.cert"),
+            ("tls: {key: k.pem}", "tls.cert"),
+        ];
+        for (extra, field) in cases {
+            let e = Config::parse(&format!("{GOOD}{extra}\n"), Path::new("r.yaml")).unwrap_err().to_string();
+            assert!(e.contains(&format!("field `{field}`")), "{field}: {e}");
+        }
+    }
+
+    #[test]
     fn names_are_checked_against_the_catalog() {
         let text = format!("{GOOD}instances: {{ghost: 2}}\n");
         let c = Config::parse(&text, Path::new("r.yaml")).unwrap();

@@ -243,3 +243,45 @@ impl axum::serve::Listener for TlsListener {
         Ok(self.local)
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn pair(dir: &std::path::Path, name: &str) -> (std::path::PathBuf, std::path::PathBuf) {
+        let key = rcgen::KeyPair::generate().unwrap();
+        let cert = rcgen::CertificateParams::new(vec!["localhost".into()]).unwrap().self_signed(&key).unwrap();
+        let (c, k) = (dir.join(format!("{name}.crt")), dir.join(format!("{name}.key")));
+        std::fs::write(&c, cert.pem()).unwrap();
+        std::fs::write(&k, key.serialize_pem()).unwrap();
+        (c, k)
+    }
+
+    #[test]
+    fn bad_files_name_the_field_and_a_good_pair_loads() {
+        let dir = std::env::temp_dir().join(format!("llmroute-tls-unit-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let (c1, k1) = pair(&dir, "a");
+        let (_c2, k2) = pair(&dir, "b");
+        let t = |cert: &std::path::Path, key: &std::path::Path| Tls {
+            cert: cert.to_path_buf(),
+            key: key.to_path_buf(),
+            reload_interval: Duration::from_secs(1),
+        };
+        assert!(load(&t(&c1, &k1)).is_ok());
+        let e = load(&t(&c1, &k2)).unwrap_err().to_string();
+        assert!(e.contains("field `tls.key`") && e.contains("does not match"), "{e}");
+        let empty = dir.join("empty.pem");
+        std::fs::write(&empty, "").unwrap();
+        let e = load(&t(&empty, &k1)).unwrap_err().to_string();
+        assert!(e.contains("field `tls.cert`"), "{e}");
+        let e = load(&t(&c1, &empty)).unwrap_err().to_string();
+        assert!(e.contains("field `tls.key`"), "{e}");
+        // A failed reload keeps the loaded key.
+        let state = TlsState::new(&t(&c1, &k1)).unwrap();
+        let before = state.slot.key.read().unwrap().cert[0].clone();
+        assert!(state.reload(&t(&empty, &k1)).is_err());
+        assert_eq!(state.slot.key.read().unwrap().cert[0], before);
+        let _ = std::fs::remove_dir_all(&dir);
+    }
+}
