@@ -103,7 +103,7 @@ fn pruned_model_is_served_by_llama_cpp() {
         .arg(&gguf)
         .args(["--port", &port.to_string(), "--parallel", "1"])
         .stdout(Stdio::piped())
-        .stderr(Stdio::null())
+        .stderr(std::fs::File::create(out.join("llama-server.log")).unwrap())
         .spawn()
         .unwrap();
     let t0 = Instant::now();
@@ -120,7 +120,11 @@ fn pruned_model_is_served_by_llama_cpp() {
     });
     let _ = server.kill();
     let _ = server.wait();
-    assert!(started, "llama.cpp did not load the pruned model");
+    if !started {
+        let log = std::fs::read_to_string(out.join("llama-server.log")).unwrap_or_default();
+        let tail: Vec<&str> = log.lines().rev().take(30).collect::<Vec<_>>().into_iter().rev().collect();
+        panic!("llama.cpp did not load the pruned model; its log ends:\n{}", tail.join("\n"));
+    }
     let (code, body) = reply.unwrap();
     assert_eq!(code, 200, "{body}");
     let v: serde_json::Value = serde_json::from_str(&body).unwrap();
