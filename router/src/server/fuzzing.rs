@@ -9,12 +9,37 @@ use crate::Result;
 use llmroute_proto::prost::Message;
 use llmroute_proto::v1 as pb;
 use std::path::Path;
-use std::sync::Arc;
+use std::sync::{Arc, OnceLock};
 use std::time::{Duration, Instant};
 
 /// A loaded config generation to validate requests against.
 pub struct Harness {
     live: Arc<Live>,
+}
+
+/// The harness on the embedded default config (`deploy/local/router.yaml`), built once per process.
+pub fn embedded_default() -> &'static Harness {
+    static H: OnceLock<Harness> = OnceLock::new();
+    H.get_or_init(|| {
+        let path = concat!(env!("CARGO_MANIFEST_DIR"), "/../deploy/local/router.yaml");
+        Harness::new(Path::new(path)).unwrap_or_else(|e| panic!("harness config: {e}"))
+    })
+}
+
+/// Splits a fuzz input into the caller (its first byte picks: no key — tenant `default` —, the
+/// embedded default's demo key, or an unknown key) and the request bytes.
+pub fn caller_and_request(data: &[u8]) -> (Option<&'static str>, &[u8]) {
+    match data.split_first() {
+        Some((k, rest)) => (
+            match k % 3 {
+                0 => None,
+                1 => Some("llmroute-demo-key"),
+                _ => Some("wrong-key"),
+            },
+            rest,
+        ),
+        None => (None, data),
+    }
 }
 
 impl Harness {
