@@ -38,8 +38,9 @@ for t in "${targets[@]}"; do
     -max_total_time="$secs" -print_final_stats=1 -artifact_prefix="artifacts/$t/" -rss_limit_mb=4096 2>&1 | tee "$log" |
     grep --line-buffered -E '^#[0-9]+.*(pulse|REDUCE|NEW)' | awk 'NR % 50 == 1' >&2
   set -e
-  execs=$(grep -o 'stat::number_of_executed_units: [0-9]*' "$log" | awk '{print $2}' | tail -1)
-  rate=$(grep -o 'stat::average_exec_per_sec: [0-9]*' "$log" | awk '{print $2}' | tail -1)
+  # libFuzzer pads these with a varying number of spaces.
+  execs=$(grep -oE 'stat::number_of_executed_units:[[:space:]]*[0-9]+' "$log" | awk '{print $2}' | tail -1)
+  rate=$(grep -oE 'stat::average_exec_per_sec:[[:space:]]*[0-9]+' "$log" | awk '{print $2}' | tail -1)
   crashes=$(find "artifacts/$t" -type f \( -name 'crash-*' -o -name 'oom-*' -o -name 'timeout-*' -o -name 'leak-*' \) | wc -l)
   corpus=$(find "corpus/$t" -type f | wc -l)
   printf '%-14s %14s %10s %10s %8s\n' "$t" "${execs:-?}" "${rate:-?}" "$corpus" "$crashes" >> "../$summary.tmp"

@@ -11,7 +11,7 @@ set -euo pipefail
 cd "$(dirname "$0")/../.."
 DURATION=60
 QPS=0.5
-TENANT_BUDGET=0.001   # the tenant's budget, shared by both routers through Redis
+TENANT_BUDGET=0.0003  # the tenant's budget, shared by both routers through Redis (binds during the minute)
 while [ $# -gt 0 ]; do
   case "$1" in
     --duration) DURATION=$2; shift 2 ;;
