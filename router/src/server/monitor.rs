@@ -42,7 +42,8 @@ pub fn start(shared: Arc<Shared>) {
 }
 
 /// Tenants' spend (settled in window + reserved) and budgets, once a second (with Redis, the shared
-/// figures; left as they were while it does not answer).
+/// figures; left as they were while it does not answer). The budget store's own gauges move where
+/// its state changes (`budgets`).
 async fn tenant_gauges(shared: Arc<Shared>) {
     let mut tick = tokio::time::interval(Duration::from_secs(1));
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Skip);
@@ -55,7 +56,5 @@ async fn tenant_gauges(shared: Arc<Shared>) {
             }
             metrics::gauge!("llmroute_tenant_budget_usd", "tenant" => t.name.clone()).set(t.budget_usd);
         }
-        metrics::gauge!("llmroute_budget_settles_pending").set(shared.budgets.pending() as f64);
-        metrics::gauge!("llmroute_budget_store_up").set(if shared.budgets.store_up() { 1.0 } else { 0.0 });
     }
 }

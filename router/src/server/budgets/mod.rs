@@ -219,10 +219,10 @@ impl Budgets {
 
     fn enqueue(&self, tenant: &str, id: &str, realized: f64, window: Duration) {
         if let Some(redis) = &self.redis {
-            redis.pending.fetch_add(1, Ordering::Relaxed);
+            redis.pending_add(1);
             let s = Settle { tenant: tenant.to_string(), id: id.to_string(), realized: nano(realized), window };
             if redis.outbox.send(s).is_err() {
-                redis.pending.fetch_sub(1, Ordering::Relaxed);
+                redis.pending_add(-1);
                 tracing::error!(tenant, id, realized, "settle outbox closed; this settle is lost");
             }
         }
@@ -267,6 +267,7 @@ impl Budgets {
 }
 
 impl RedisStore {
+    /// Records whether Redis answered; the gauge and the log change only on a transition.
     fn mark_up(&self, up: bool) {
         if self.up.swap(up, Ordering::Relaxed) != up {
             if up {
@@ -274,8 +275,19 @@ impl RedisStore {
             } else {
                 tracing::warn!(policy = ?self.settings.on_unreachable, "Redis budget store unreachable");
             }
+            metrics::gauge!("llmroute_budget_store_up").set(if up { 1.0 } else { 0.0 });
         }
-        metrics::gauge!("llmroute_budget_store_up").set(if up { 1.0 } else { 0.0 });
+    }
+
+    /// Moves the count of settles not yet in Redis, and its gauge with it (so /metrics never shows
+    /// 0 while one waits).
+    fn pending_add(&self, n: i64) {
+        if n >= 0 {
+            self.pending.fetch_add(n as usize, Ordering::Relaxed);
+        } else {
+            self.pending.fetch_sub(n.unsigned_abs() as usize, Ordering::Relaxed);
+        }
+        metrics::gauge!("llmroute_budget_settles_pending").increment(n as f64);
     }
 }
 
@@ -308,7 +320,7 @@ async fn settler(shared: Arc<RedisStore>, mut rx: mpsc::UnboundedReceiver<Settle
         for (s, r) in batch.into_iter().zip(results) {
             match r {
                 Ok(applied) => {
-                    shared.pending.fetch_sub(1, Ordering::Relaxed);
+                    shared.pending_add(-1);
                     if !applied {
                         metrics::counter!("llmroute_budget_settle_duplicates_total").increment(1);
                         tracing::info!(id = %s.id, "settle already applied (a retry); not charged again");
@@ -323,7 +335,6 @@ async fn settler(shared: Arc<RedisStore>, mut rx: mpsc::UnboundedReceiver<Settle
                 }
             }
         }
-        metrics::gauge!("llmroute_budget_settles_pending").set(shared.pending.load(Ordering::Relaxed) as f64);
         if failed > 0 {
             metrics::counter!("llmroute_budget_store_errors_total", "op" => "settle").increment(failed as u64);
             shared.mark_up(false);
