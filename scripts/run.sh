@@ -9,7 +9,7 @@ bash scripts/setup.sh
 export CARGO_TARGET_DIR="${CARGO_TARGET_DIR:-$HOME/.cache/llmroute-target}"
 if [ ! -x "$CARGO_TARGET_DIR/release/llm-router" ]; then
   echo "run: first build into $CARGO_TARGET_DIR: compiles HiGHS (C++, through cmake) and candle from source;" \
-    "measured ~20 min on 2 cores from an empty target directory (README). Later runs rebuild in seconds." >&2
+    "measured ~10 min on 2 cores from an empty target directory (README). Later runs rebuild in seconds." >&2
 else
   echo "run: building llm-router (incremental, $CARGO_TARGET_DIR)" >&2
 fi
