@@ -41,6 +41,12 @@ pub struct Prediction {
     pub sigma: Vec<f64>,
     pub output_tokens: Vec<f64>,
     pub cost: Vec<f64>,
+    /// The spread of the realized cost around `cost` (standard deviation, USD): the neighbours'
+    /// output-token spread × the output price, with the model's overall spread as one
+    /// pseudo-observation. Raw: the eval harness and the router calibrate it per model.
+    pub cost_sd: Vec<f64>,
+    /// The same spread in output tokens (the router prices it with its catalog).
+    pub output_tokens_sd: Vec<f64>,
 }
 
 /// Per-token prices of one model, in USD.
@@ -70,6 +76,8 @@ pub struct KnnEstimator {
     global_mean: Vec<f64>,
     task_mean: HashMap<String, Vec<f64>>,
     mean_output_tokens: Vec<f64>,
+    /// Variance of the recorded output tokens per model (0 where none are recorded).
+    var_output_tokens: Vec<f64>,
     task_output_tokens: HashMap<String, Vec<f64>>,
     /// Training documents' sentence embeddings (row-major, `dense_dim` wide), when retrieval is
     /// by embedding instead of hashed TF-IDF.
@@ -217,6 +225,16 @@ impl KnnEstimator {
                 }
             })
             .collect();
+        let var_output_tokens: Vec<f64> = (0..mm)
+            .map(|j| {
+                let v: Vec<f64> = docs.iter().filter_map(|d| d.output_tokens[j]).collect();
+                if v.len() < 2 {
+                    return 0.0;
+                }
+                let m = v.iter().sum::<f64>() / v.len() as f64;
+                v.iter().map(|t| (t - m) * (t - m)).sum::<f64>() / (v.len() - 1) as f64
+            })
+            .collect();
         // Per-task mean output tokens (where recorded), the prior for a query with a task hint.
         let mut task_tokens: HashMap<String, (Vec<f64>, Vec<f64>)> = HashMap::new();
         for (r, d) in records.iter().zip(&docs) {
@@ -251,6 +269,7 @@ impl KnnEstimator {
             global_mean,
             task_mean,
             mean_output_tokens,
+            var_output_tokens,
             task_output_tokens,
             dense: None,
             dense_dim: 0,
@@ -405,11 +424,18 @@ impl KnnEstimator {
         let input_tokens = crate::estimate_tokens(prompt) as f64;
         let mm = self.models.len();
         let mut p =
-            Prediction { mu: vec![0.0; mm], sigma: vec![0.0; mm], output_tokens: vec![0.0; mm], cost: vec![0.0; mm] };
+            Prediction {
+                mu: vec![0.0; mm],
+                sigma: vec![0.0; mm],
+                output_tokens: vec![0.0; mm],
+                cost: vec![0.0; mm],
+                cost_sd: vec![0.0; mm],
+                output_tokens_sd: vec![0.0; mm],
+            };
         for j in 0..mm {
             let mut a = s0 * prior[j];
             let mut b = s0 * (1.0 - prior[j]);
-            let (mut tw, mut tsum) = (0.0, 0.0);
+            let (mut tw, mut tsum, mut tsq) = (0.0, 0.0, 0.0);
             for &(d, s) in nb {
                 let w = s as f64;
                 let doc = &self.docs[d];
@@ -421,6 +447,7 @@ impl KnnEstimator {
                 if let (Some(t), true) = (doc.output_tokens[j], same_task) {
                     tw += w;
                     tsum += w * t;
+                    tsq += w * t * t;
                 }
             }
             let n = (a + b).max(1e-9);
@@ -431,6 +458,12 @@ impl KnnEstimator {
             let out = (tsum + token_prior[j]) / (tw + 1.0);
             p.output_tokens[j] = out;
             p.cost[j] = self.prices[j].input * input_tokens + self.prices[j].output * out;
+            // Weighted spread of the neighbours' lengths around `out`, the model's overall
+            // variance as one pseudo-observation (a lone neighbour does not claim certainty).
+            let spread = (tsq - 2.0 * out * tsum + out * out * tw).max(0.0);
+            let var = (spread + self.var_output_tokens[j]) / (tw + 1.0);
+            p.output_tokens_sd[j] = var.sqrt();
+            p.cost_sd[j] = self.prices[j].output * p.output_tokens_sd[j];
         }
         p
     }

@@ -9,6 +9,7 @@ mod b64;
 pub mod catalog;
 pub mod collect;
 pub mod convert;
+pub mod costmodel;
 #[cfg(feature = "minilm")]
 pub mod embed;
 pub mod error;
@@ -17,6 +18,7 @@ pub mod knn;
 pub mod metrics;
 pub mod mlp;
 pub mod model;
+pub mod plain;
 pub mod records;
 pub mod split;
 

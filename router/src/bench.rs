@@ -45,6 +45,23 @@ pub fn random_problem(n: usize, m: usize, seed: u64, capacity: bool, gamma: f64)
     p
 }
 
+/// `random_problem` with uncertain costs: each model's realized cost has a coefficient of
+/// variation in [0.2, 1.5] (reasoning models' thinking tokens), and the budget row is the chance
+/// constraint at ε = 0.05 (κ = 1.645).
+pub fn random_chance_problem(n: usize, m: usize, seed: u64, capacity: bool, gamma: f64) -> Problem {
+    let mut p = random_problem(n, m, seed, capacity, gamma);
+    let mut rng = ChaCha8Rng::seed_from_u64(seed ^ 0xc4a7ce);
+    let cv: Vec<f64> = (0..m).map(|_| rng.gen_range(0.2..1.5)).collect();
+    for i in 0..n {
+        for (j, c) in cv.iter().enumerate() {
+            let k = p.at(i, j);
+            p.cost_var[k] = (c * p.cost[k]).powi(2);
+        }
+    }
+    p.kappa = crate::assign::chance::kappa_for(0.05);
+    p
+}
+
 #[derive(Debug, Clone, serde::Serialize)]
 pub struct BenchRow {
     pub n: usize,
@@ -73,8 +90,11 @@ pub fn bench_solver(ns: &[usize], ms: &[usize], reps: usize, highs_limit_s: f64,
     let mut rows = Vec::new();
     for &n in ns {
         for &m in ms {
-            for (mode, gamma) in [("nominal", 0.0), ("robust", (n as f64 * 0.1).round())] {
-                let p = random_problem(n, m, seed ^ (n as u64 * 131 + m as u64), true, gamma);
+            for (mode, gamma, chance) in
+                [("nominal", 0.0, false), ("robust", (n as f64 * 0.1).round(), false), ("chance", 0.0, true)]
+            {
+                let s = seed ^ (n as u64 * 131 + m as u64);
+                let p = if chance { random_chance_problem(n, m, s, true, gamma) } else { random_problem(n, m, s, true, gamma) };
                 let mut times = Vec::with_capacity(reps);
                 let mut a = fast.solve(&p)?;
                 for _ in 0..reps.max(1) {
@@ -83,7 +103,9 @@ pub fn bench_solver(ns: &[usize], ms: &[usize], reps: usize, highs_limit_s: f64,
                     times.push(t.elapsed().as_secs_f64() * 1e3);
                 }
                 let t = Instant::now();
-                let h = mip.solve(&p)?;
+                // The chance row: HiGHS solves its exact piecewise-linear relaxation, whose dual
+                // bound is an upper bound on the chance optimum (`Mip::chance_bound`).
+                let h = if chance { mip.chance_bound(&p, 64)? } else { mip.solve(&p)? };
                 let highs_ms = t.elapsed().as_secs_f64() * 1e3;
                 let status = match h.status {
                     SolveStatus::Optimal => "optimal",

@@ -1,107 +1,187 @@
-//! The budget ledger: closes the loop on realized cost.
+//! The budget ledger: a running balance that closes the loop on realized cost.
 //!
-//! Each batch gets `budget_per_query × n` minus the overspend carried from earlier batches
-//! (realized cost above what they were allowed), plus carried unspent budget if configured.
-//! The assigner plans against that budget shrunk by a margin for cost-prediction error; the
-//! margin is the largest relative under-prediction (realized / predicted − 1) seen over a recent
-//! window of batches (× 1.5), starting from the value calibrated offline, widened by √(n_ref / n) for
-//! batches smaller than the ones it was measured on.
+//! - **Balance.** `reserve` adds the batch's allowance (`budget_per_query × n`) to the balance and
+//!   grants the batch what the balance holds (never less than its cheapest assignment: an
+//!   *overdraft*, reported), subtracting the grant at once — concurrent batches cannot each see
+//!   the same money. `settle` gives back the grant and subtracts the realized cost. Without
+//!   `carry_unspent` a surplus is dropped at settle (overspend is still repaid by later batches).
+//! - **Margin.** The assigner plans against `grant / (1 + margin)` with the budget row as a
+//!   chance constraint (Σ ĉ·x + κ·√(Σ v·x) ≤ plan). The margin is a conformal quantile, at level
+//!   1 − `max_over_probability`, of batch-level ratios realized / predicted budget use (the
+//!   left-hand side of that row): from calibration batches (cross-fitted: out-of-sample
+//!   predictions on training traffic) and then online from every settled batch. It is never the
+//!   maximum, so one heavy-tailed batch moves it by one rank, not to its own size.
+//!
+//! Guarantee (tested below): after every settle, cumulative realized spend ≤ cumulative
+//! allowance + the debt of the balance, and that debt is at most the last settled batch's
+//! overshoot (realized − grant) whenever no batch overshoots by more than the next batch's
+//! allowance and no overdraft was needed. The per-batch over-budget frequency is at most
+//! `max_over_probability` in expectation when the batches' ratios are exchangeable with the
+//! ones the quantile saw (the conformal argument).
 
 use std::collections::VecDeque;
 
-/// Online under-predictions are widened by this factor: errors that grow from batch to batch
-/// (traffic ordered by length, say) must not catch the margin from behind.
-const OBSERVED_SAFETY: f64 = 1.5;
+/// The margin may go below 0 — the plan above the grant — when the quantile says the predicted
+/// budget use (with its κ·√variance term) overstates what batches realize; never below this.
+const MIN_MARGIN: f64 = -0.5;
+
+/// Default ACI step γ: after one over-budget batch the level drops by γ·(1 − ε), after each
+/// batch within its grant it rises by γ·ε.
+pub const DEFAULT_ADAPT_RATE: f64 = 0.02;
+
+/// Online ratios kept for the quantile (the calibration ones first, the oldest dropped first).
+const WINDOW: usize = 400;
 
 #[derive(Debug, Clone)]
 pub struct Ledger {
     pub budget_per_query: f64,
-    /// Carry unspent budget forward as well as overspend.
+    /// Carry unspent budget forward as well as overspend (a rolling budget).
     pub carry_unspent: bool,
-    /// Overspend (> 0) or, with `carry_unspent`, unspent budget (< 0) carried to the next batch.
-    carried: f64,
-    prior_margin: f64,
-    window: usize,
+    /// Allowed per-batch over-budget probability ε (the margin's quantile level is 1 − ε).
+    pub max_over_probability: f64,
+    /// Σ allowance − Σ realized (settled) − Σ grants (outstanding).
+    balance: f64,
+    outstanding: usize,
     ratios: VecDeque<f64>,
+    /// The adaptive miscoverage level αₜ (adaptive conformal inference): starts at ε, falls after
+    /// a batch over its grant, rises slowly after batches within it.
+    alpha: f64,
+    /// ACI step γ (0: the plain split-conformal quantile at level 1 − ε).
+    pub adapt_rate: f64,
     spent: f64,
     allowed: f64,
     reference_n: usize,
+    prior_margin: f64,
 }
 
 /// What one batch may spend.
 #[derive(Debug, Clone, Copy, PartialEq)]
 pub struct BatchBudget {
-    /// The batch's budget (realized cost is judged against this).
+    /// The batch's grant (realized cost is judged against this).
     pub budget: f64,
-    /// The budget the assigner plans against (budget shrunk by the prediction-error margin).
+    /// The budget the assigner plans against (the grant shrunk by the margin).
     pub plan: f64,
-    /// The allowance could not cover the batch's cheapest assignment; the budget was raised.
+    /// The balance could not cover the batch's cheapest assignment; the grant was raised to it.
     pub overdraft: bool,
 }
 
 impl Ledger {
+    /// A ledger with no calibration ratios yet: until it has seen ⌈1/ε⌉ ratios the margin is
+    /// `prior_margin` (relative).
     pub fn new(budget_per_query: f64, prior_margin: f64) -> Ledger {
         Ledger {
             budget_per_query,
             carry_unspent: false,
-            carried: 0.0,
-            prior_margin: prior_margin.max(0.0),
-            window: 50,
+            max_over_probability: 0.05,
+            balance: 0.0,
+            outstanding: 0,
             ratios: VecDeque::new(),
+            alpha: f64::NAN,
+            adapt_rate: DEFAULT_ADAPT_RATE,
             spent: 0.0,
             allowed: 0.0,
             reference_n: 64,
+            prior_margin: prior_margin.max(0.0),
         }
     }
 
-    /// The batch size the margins were measured on; smaller batches get proportionally wider
+    /// The batch size the ratios were measured on; smaller batches get proportionally wider
     /// margins (the relative error of a sum of n independent errors shrinks like 1/√n).
     pub fn with_reference_batch(mut self, n: usize) -> Ledger {
         self.reference_n = n.max(1);
         self
     }
 
-    /// The margin for a batch of `n` queries.
-    pub fn margin_for(&self, n: usize) -> f64 {
-        self.margin() * (self.reference_n as f64 / n.max(1) as f64).sqrt().max(1.0)
+    /// Calibration ratios (realized / predicted budget use of batches planned like the live
+    /// ones, on out-of-sample predictions) to start the quantile from.
+    pub fn with_calibration(mut self, ratios: &[f64]) -> Ledger {
+        for &r in ratios {
+            self.push_ratio(r);
+        }
+        self
     }
 
-    /// The margin currently kept for cost-prediction error (relative).
-    pub fn margin(&self) -> f64 {
-        let observed = self.ratios.iter().map(|r| r - 1.0).fold(0.0, f64::max);
-        (OBSERVED_SAFETY * observed).max(self.prior_margin).max(0.0)
-    }
-
-    /// The budget of the next batch of `n` queries whose cheapest feasible assignment is
-    /// predicted to cost `min_cost`. When the allowance is below that (the batch cannot be served
-    /// within it), the ledger grants an overdraft up to `min_cost` — reported as `overdraft` —
-    /// and the excess is repaid by later batches through the carry-over.
-    pub fn reserve(&self, n: usize, min_cost: f64) -> BatchBudget {
-        let allowance = self.raw_budget(n).max(0.0);
-        let margin = self.margin_for(n);
-        let floor = min_cost * (1.0 + margin);
-        let budget = allowance.max(floor);
-        BatchBudget { budget, plan: (budget / (1.0 + margin)).max(min_cost), overdraft: budget > allowance }
-    }
-
-    fn raw_budget(&self, n: usize) -> f64 {
-        self.budget_per_query * n as f64 - self.carried
-    }
-
-    /// Records the realized and predicted cost of a batch of `n` queries that ran on the budget
-    /// `reserve(n)` gave. Overspend (and, with `carry_unspent`, unspent budget) carries over.
-    pub fn settle(&mut self, n: usize, predicted: f64, realized: f64) {
-        let raw = self.raw_budget(n);
-        self.spent += realized;
-        self.allowed += self.budget_per_query * n as f64;
-        let diff = realized - raw;
-        self.carried = if self.carry_unspent { diff } else { diff.max(0.0) };
-        if predicted > 0.0 && realized.is_finite() {
-            self.ratios.push_back(realized / predicted);
-            if self.ratios.len() > self.window {
+    fn push_ratio(&mut self, r: f64) {
+        if r.is_finite() && r >= 0.0 {
+            self.ratios.push_back(r);
+            if self.ratios.len() > WINDOW {
                 self.ratios.pop_front();
             }
         }
+    }
+
+    /// The margin currently kept for cost-prediction error (relative): the conformal
+    /// (1 − ε)-quantile of the ratios minus 1 (at least −0.5: a negative margin lets the plan's
+    /// predicted use exceed the grant when batches realize well below it); `prior_margin` while
+    /// fewer than ⌈1/ε⌉ ratios are known.
+    pub fn margin(&self) -> f64 {
+        let eps = self.max_over_probability.clamp(1e-6, 0.5);
+        let k = self.ratios.len();
+        if (k as f64) < (1.0 / eps).ceil() {
+            return self.prior_margin;
+        }
+        let alpha = self.level();
+        let mut v: Vec<f64> = self.ratios.iter().copied().collect();
+        v.sort_unstable_by(f64::total_cmp);
+        // Split-conformal rank: the ⌈(k + 1)(1 − α)⌉-th smallest (α ≤ 0: the largest).
+        let rank = (((k + 1) as f64) * (1.0 - alpha)).ceil() as usize;
+        (v[rank.clamp(1, k) - 1] - 1.0).max(MIN_MARGIN)
+    }
+
+    /// The current miscoverage level αₜ.
+    pub fn level(&self) -> f64 {
+        if self.alpha.is_nan() {
+            self.max_over_probability.clamp(1e-6, 0.5)
+        } else {
+            self.alpha
+        }
+    }
+
+    /// The margin for a batch of `n` queries (a positive margin widens for small batches).
+    pub fn margin_for(&self, n: usize) -> f64 {
+        let m = self.margin();
+        if m > 0.0 {
+            m * (self.reference_n as f64 / n.max(1) as f64).sqrt().max(1.0)
+        } else {
+            m
+        }
+    }
+
+    /// Grants the next batch of `n` queries its budget: what the balance holds with this batch's
+    /// allowance added, raised to `min_use` (the predicted budget use of its cheapest feasible
+    /// assignment) × (1 + margin) when the balance cannot cover it (an overdraft). The grant is
+    /// subtracted from the balance now; `settle` corrects it with the realized cost.
+    pub fn reserve(&mut self, n: usize, min_use: f64) -> BatchBudget {
+        self.balance += self.budget_per_query * n as f64;
+        self.allowed += self.budget_per_query * n as f64;
+        let margin = self.margin_for(n);
+        let available = self.balance.max(0.0);
+        let floor = min_use.max(0.0) * (1.0 + margin);
+        let budget = available.max(floor);
+        self.balance -= budget;
+        self.outstanding += 1;
+        BatchBudget { budget, plan: (budget / (1.0 + margin)).max(min_use.max(0.0)), overdraft: budget > available }
+    }
+
+    /// Settles a batch reserved with `reserve`: `predicted_use` is its assignment's predicted
+    /// budget use (Σ ĉ·x + κ·√(Σ v·x)), `realized` what it cost.
+    pub fn settle(&mut self, granted: &BatchBudget, predicted_use: f64, realized: f64) {
+        let realized = if realized.is_finite() { realized.max(0.0) } else { granted.budget };
+        self.outstanding = self.outstanding.saturating_sub(1);
+        self.balance += granted.budget - realized;
+        self.spent += realized;
+        if !self.carry_unspent && self.balance > 0.0 {
+            self.balance = 0.0;
+        }
+        if predicted_use > 0.0 {
+            self.push_ratio(realized / predicted_use);
+        }
+        // Adaptive conformal inference (Gibbs & Candès): α ← α + γ·(ε − 1[over]); the long-run
+        // share of batches over their grant tends to ε whatever the order of the traffic.
+        let eps = self.max_over_probability.clamp(1e-6, 0.5);
+        let over = realized > granted.budget * (1.0 + 1e-9) && !granted.overdraft;
+        let a = self.level() + self.adapt_rate * (eps - if over { 1.0 } else { 0.0 });
+        self.alpha = a.clamp(-1.0, 0.5);
     }
 
     /// Realized spend so far and the budget allowed so far (Σ budget_per_query × n).
@@ -109,56 +189,125 @@ impl Ledger {
         (self.spent, self.allowed)
     }
 
-    /// Overspend (or unspent budget, negative) carried into the next batch.
+    /// Settled balance less outstanding grants; negative = debt that later batches repay.
+    pub fn balance(&self) -> f64 {
+        self.balance
+    }
+
+    /// Overspend carried into the next batch (the debt), 0 when there is none.
     pub fn carried(&self) -> f64 {
-        self.carried
+        (-self.balance).max(0.0)
+    }
+
+    /// Batches reserved and not yet settled.
+    pub fn outstanding(&self) -> usize {
+        self.outstanding
     }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use rand::{Rng, SeedableRng};
+    use rand_chacha::ChaCha8Rng;
 
     #[test]
-    fn overspend_is_carried_and_repaid() {
+    fn overspend_is_repaid_and_unspent_dropped_by_default() {
         let mut l = Ledger::new(1.0, 0.0);
         let b = l.reserve(10, 0.0);
         assert_eq!(b.budget, 10.0);
         assert!(!b.overdraft);
-        l.settle(10, 10.0, 12.0); // 2 over
+        l.settle(&b, 10.0, 12.0); // 2 over
         assert_eq!(l.carried(), 2.0);
-        assert_eq!(l.reserve(10, 0.0).budget, 8.0);
-        l.settle(10, 8.0, 7.0); // 1 under: not carried by default
+        let b = l.reserve(10, 0.0);
+        assert_eq!(b.budget, 8.0);
+        l.settle(&b, 8.0, 7.0); // 1 under: dropped by default
         assert_eq!(l.carried(), 0.0);
         assert_eq!(l.reserve(10, 0.0).budget, 10.0);
-        assert_eq!(l.totals(), (19.0, 20.0));
+        assert_eq!(l.totals().0, 19.0);
     }
 
     #[test]
-    fn unspent_carries_when_configured_and_debt_beyond_a_batch_is_kept() {
+    fn unspent_rolls_over_when_configured_and_deep_debt_is_kept() {
         let mut l = Ledger::new(1.0, 0.0);
         l.carry_unspent = true;
-        l.settle(10, 10.0, 4.0);
+        let b = l.reserve(10, 0.0);
+        l.settle(&b, 10.0, 4.0);
         assert_eq!(l.reserve(10, 0.0).budget, 16.0);
         let mut l = Ledger::new(1.0, 0.0);
-        l.settle(10, 10.0, 35.0); // 25 over: two batches of 10 cannot repay it
-        assert_eq!(l.reserve(10, 0.0).budget, 0.0);
-        l.settle(10, 0.0, 1.0);
+        let b = l.reserve(10, 0.0);
+        l.settle(&b, 10.0, 35.0); // 25 over: one batch of 10 cannot repay it
+        let b = l.reserve(10, 0.0);
+        assert_eq!(b.budget, 0.0);
+        l.settle(&b, 0.0, 1.0);
         assert_eq!(l.carried(), 16.0);
     }
 
+    /// Two batches decided before either settles: the second sees the first's grant gone.
     #[test]
-    fn margin_tracks_under_prediction() {
-        let mut l = Ledger::new(1.0, 0.05).with_reference_batch(10);
-        assert!((l.reserve(10, 0.0).plan - 10.0 / 1.05).abs() < 1e-12);
-        // Overdraft: the cheapest assignment costs more than the allowance.
+    fn concurrent_batches_do_not_share_the_same_money() {
+        let mut l = Ledger::new(1.0, 0.0);
+        l.carry_unspent = true;
+        let b = l.reserve(10, 0.0);
+        l.settle(&b, 10.0, 0.0); // 10 unspent rolls over
+        let a = l.reserve(10, 0.0);
+        let c = l.reserve(10, 0.0);
+        assert_eq!((a.budget, c.budget), (20.0, 10.0));
+        assert_eq!(l.outstanding(), 2);
+        l.settle(&c, 10.0, 10.0);
+        l.settle(&a, 20.0, 20.0);
+        assert_eq!((l.balance(), l.outstanding()), (0.0, 0));
+    }
+
+    #[test]
+    fn overdraft_raises_the_grant_to_the_cheapest_assignment() {
+        let mut l = Ledger::new(1.0, 0.1).with_reference_batch(10);
         let b = l.reserve(10, 11.0);
-        assert!(b.overdraft && (b.budget - 11.0 * 1.05).abs() < 1e-12 && b.plan >= 11.0);
-        l.settle(10, 10.0, 12.0);
+        assert!(b.overdraft && (b.budget - 11.0 * 1.1).abs() < 1e-12 && b.plan >= 11.0);
+    }
+
+    #[test]
+    fn margin_is_a_quantile_not_the_max() {
+        let mut l = Ledger::new(1.0, 0.3).with_reference_batch(10);
+        // Before ⌈1/ε⌉ = 20 ratios: the prior.
         assert!((l.margin() - 0.3).abs() < 1e-12);
+        let ratios: Vec<f64> = (0..99).map(|k| 0.9 + 0.002 * k as f64).collect(); // 0.9 .. 1.096
+        l = l.with_calibration(&ratios);
+        let m = l.margin();
+        // ⌈100 · 0.95⌉ = 95th smallest = 0.9 + 0.002·94.
+        assert!((m - (0.9 + 0.002 * 94.0 - 1.0)).abs() < 1e-12, "{m}");
+        // One heavy-tailed batch moves the quantile by one rank, not to 10×.
+        let b = l.reserve(10, 0.0);
+        l.settle(&b, 10.0, 100.0);
+        assert!(l.margin() < 0.1, "{}", l.margin());
         // A batch a quarter of the reference size keeps twice the margin.
-        let l = l.with_reference_batch(64);
-        assert!((l.margin_for(16) - 0.6).abs() < 1e-12);
-        assert!((l.margin_for(128) - 0.3).abs() < 1e-12);
+        let l = l.with_reference_batch(40);
+        assert!((l.margin_for(10) - 2.0 * l.margin()).abs() < 1e-12);
+    }
+
+    /// The documented guarantee on a random stream of batches whose realized cost scatters
+    /// around the plan (heavy right tail, overshoots below the next allowance).
+    #[test]
+    fn cumulative_spend_never_exceeds_allowance_by_more_than_the_last_overshoot() {
+        for carry in [false, true] {
+            let mut rng = ChaCha8Rng::seed_from_u64(7);
+            let mut l = Ledger::new(1.0, 0.0);
+            l.carry_unspent = carry;
+            let mut last_overshoot: f64;
+            for _ in 0..2000 {
+                let n = rng.gen_range(1..64);
+                let b = l.reserve(n, 0.0);
+                assert!(!b.overdraft);
+                // Realized: the plan times a log-normal-ish factor, overshoot capped below the
+                // next batch's smallest allowance (1).
+                let f: f64 = (rng.gen::<f64>() * 1.2 - 0.6).exp();
+                let realized = (b.plan * f).min(b.budget + 0.99);
+                l.settle(&b, b.plan, realized);
+                last_overshoot = (realized - b.budget).max(0.0);
+                let (spent, allowed) = l.totals();
+                assert!(spent <= allowed + last_overshoot + 1e-9, "{spent} > {allowed} + {last_overshoot}");
+                assert!(l.carried() <= last_overshoot + 1e-9);
+            }
+        }
     }
 }

@@ -32,3 +32,32 @@ fn fast_within_a_tenth_of_a_percent_nominal() {
 fn fast_within_a_tenth_of_a_percent_robust() {
     certify(26.0, &[1, 2]);
 }
+
+/// The chance-constrained budget row (Σ c·x + κ·√(Σ v·x) ≤ B): `fast`'s answer meets it and is
+/// within 0.1 % of HiGHS's upper bound on the chance optimum (the dual bound of the exact
+/// piecewise-linear relaxation, `Mip::chance_bound`); `mip`'s own answer meets the row too.
+#[test]
+fn fast_within_a_tenth_of_a_percent_chance() {
+    for seed in [1u64, 2, 3] {
+        let p = router::bench::random_chance_problem(256, 11, seed, true, 0.0);
+        let fast = Fast::default().solve(&p).unwrap();
+        assert!(p.violation(&fast.choice).is_none(), "{:?}", p.violation(&fast.choice));
+        let mut point = p.clone();
+        point.kappa = 0.0;
+        let point_answer = Fast::default().solve(&point).unwrap();
+        assert!(p.violation(&point_answer.choice).is_some(), "seed {seed}: the chance row must bind");
+        let relax = Mip { time_limit_s: 60.0, rel_gap: 1e-6 }.chance_bound(&p, 64).unwrap();
+        let bound = relax.bound.unwrap_or(relax.objective);
+        let gap = (bound - fast.objective) / bound.abs();
+        let mip = Mip { time_limit_s: 60.0, rel_gap: 1e-6 }.solve(&p).unwrap();
+        assert!(p.violation(&mip.choice).is_none());
+        eprintln!(
+            "seed {seed} chance: HiGHS bound {bound:.6} fast {:.6} (gap ≤ {:.5} %), mip {:.6}, point-cost {:.6}",
+            fast.objective,
+            100.0 * gap,
+            mip.objective,
+            point_answer.objective
+        );
+        assert!(gap <= 1e-3, "gap to the bound {:.4} % above 0.1 % (seed {seed})", 100.0 * gap);
+    }
+}

@@ -2,7 +2,7 @@
 //! quality estimator on a held-back split.
 
 use clap::{Parser, Subcommand};
-use estimator::convert::{dcrouter, routellm};
+use estimator::convert::{dcrouter, pricing_reversal, routellm};
 use estimator::records::{common_models, read_records, write_records};
 use estimator::{Catalog, Combine, Embedder, Estimator, KnnConfig, KnnEstimator, Record, TrainOptions};
 use std::path::{Path, PathBuf};
@@ -178,6 +178,23 @@ enum Source {
         #[arg(long, default_value_t = 1)]
         seed: u64,
     },
+    /// shared/data/pricing-reversal: the real recorded USD cost and token counts of every answer
+    /// (thinking included) become cost_usd / input_tokens / output_tokens.
+    PricingReversal {
+        /// The pricing-reversal folder.
+        #[arg(long)]
+        input: PathBuf,
+        #[arg(long)]
+        out: PathBuf,
+        /// Parts (file stems), comma-separated: simpleqa-test, gpqa-test, aime-hybrid, livemathbench-test.
+        #[arg(long, default_value = "simpleqa-test")]
+        parts: String,
+        /// Keep only every record with probability FRAC (seeded), for a compact subset.
+        #[arg(long)]
+        sample: Option<f64>,
+        #[arg(long, default_value_t = 1)]
+        seed: u64,
+    },
     /// shared/data/routellm (prices from --catalog, e.g. deploy/catalogs/routellm.yaml).
     Routellm {
         /// The routellm folder.
@@ -243,6 +260,11 @@ fn convert(source: Source) -> Result<(), String> {
                 let yaml = serde_yaml::to_string(&catalog).map_err(|e| e.to_string())?;
                 std::fs::write(&p, yaml).map_err(|e| format!("{}: {e}", p.display()))?;
             }
+            (records, report, out, seed, sample)
+        }
+        Source::PricingReversal { input, out, parts, sample, seed } => {
+            let parts: Vec<String> = parts.split(',').map(|p| p.trim().to_string()).filter(|p| !p.is_empty()).collect();
+            let (records, report) = pricing_reversal::convert(&input, &parts).map_err(|e| e.to_string())?;
             (records, report, out, seed, sample)
         }
         Source::Routellm { input, catalog, out, parts, sample, seed } => {
@@ -451,6 +473,57 @@ fn eval(m: ModelArgs, json: bool) -> Result<(), String> {
         / test.len().max(1) as f64;
     let oracle = test.iter().map(|r| models.iter().map(|mm| r.outcomes[mm].score).fold(0.0, f64::max)).sum::<f64>()
         / test.len().max(1) as f64;
+    // The cost model: per-model bias and spread fitted on leave-one-out predictions of the train
+    // split, checked on the test split (realized / predicted, p90 coverage).
+    let cost_of = |r: &Record, mm: &str| estimator::knn::outcome_cost(r, mm, p.catalog.as_ref());
+    let train_preds: Vec<_> = train
+        .iter()
+        .enumerate()
+        .map(|(i, r)| {
+            let e = train_emb.as_ref().map(|v| v[i].as_slice());
+            est.predict_with(&r.prompt, r.task.as_deref(), e, Some(i))
+        })
+        .collect();
+    let triples = |recs: &[&Record], preds: &[estimator::Prediction], j: usize| -> Result<Vec<(f64, f64, f64)>, String> {
+        recs.iter()
+            .zip(preds)
+            .map(|(r, pr)| Ok((pr.cost[j], pr.cost_sd[j], cost_of(r, &models[j]).map_err(|e| e.to_string())?)))
+            .collect()
+    };
+    let train_t: Vec<Vec<(f64, f64, f64)>> = (0..models.len()).map(|j| triples(&train, &train_preds, j)).collect::<Result<_, _>>()?;
+    let test_t: Vec<Vec<(f64, f64, f64)>> = (0..models.len()).map(|j| triples(&test, &preds, j)).collect::<Result<_, _>>()?;
+    let cal = estimator::costmodel::CostCalibration::fit(&train_t);
+    let raw = estimator::costmodel::CostCalibration::identity(models.len());
+    let cost_rows: Vec<serde_json::Value> = (0..models.len())
+        .map(|j| {
+            let (c, r0) = (estimator::costmodel::check(&cal, j, &test_t[j]), estimator::costmodel::check(&raw, j, &test_t[j]));
+            serde_json::json!({"model": models[j], "bias": cal.bias[j], "var_scale": cal.var_scale[j],
+                "realized_over_predicted": c.realized_over_predicted, "p90_coverage": c.p90_coverage,
+                "raw_realized_over_predicted": r0.realized_over_predicted, "raw_p90_coverage": r0.p90_coverage})
+        })
+        .collect();
+    // The plain TF-IDF kNN reference on the same split.
+    let plain = estimator::plain::PlainKnn::train(&train, models, p.catalog.as_ref(), m.k).map_err(|e| e.to_string())?;
+    let plain_preds: Vec<_> = test.iter().map(|r| plain.predict(&r.prompt, None)).collect();
+    let plain_rows: Vec<serde_json::Value> = models
+        .iter()
+        .enumerate()
+        .map(|(j, mm)| {
+            let y: Vec<f64> = test.iter().map(|r| r.outcomes[mm].score).collect();
+            let labels: Vec<bool> = y.iter().map(|s| *s >= 0.5).collect();
+            let mu: Vec<f64> = plain_preds.iter().map(|p| p.mu[j]).collect();
+            serde_json::json!({"model": mm, "auc": estimator::metrics::auc(&labels, &mu), "brier": estimator::metrics::brier(&y, &mu)})
+        })
+        .collect();
+    let plain_argmax = test
+        .iter()
+        .zip(&plain_preds)
+        .map(|(r, p)| {
+            let j = (0..models.len()).max_by(|&a, &b| p.mu[a].total_cmp(&p.mu[b])).unwrap_or(0);
+            r.outcomes[&models[j]].score
+        })
+        .sum::<f64>()
+        / test.len().max(1) as f64;
     let best_single = (0..models.len())
         .map(|j| test.iter().map(|r| r.outcomes[&models[j]].score).sum::<f64>() / test.len().max(1) as f64)
         .fold(0.0, f64::max);
@@ -460,7 +533,8 @@ fn eval(m: ModelArgs, json: bool) -> Result<(), String> {
         "embedder": est.embedder(), "head": est.head().is_some(), "combine": est.combine(),
         "training": est.report,
         "models": rows, "argmax_mu_accuracy": argmax_acc, "best_single_accuracy": best_single,
-        "oracle_accuracy": oracle,
+        "oracle_accuracy": oracle, "cost_model": cost_rows,
+        "plain_knn": {"models": plain_rows, "argmax_mu_accuracy": plain_argmax},
         "output_tokens_mae": (tok_n > 0).then(|| tok_err / tok_n as f64),
         "output_tokens_mae_mean_baseline": (tok_n > 0).then(|| tok_base_err / tok_n as f64),
         "train_s": est.report.train_s, "predict_per_s": test.len() as f64 / t_pred.max(1e-9),
@@ -520,6 +594,24 @@ fn eval(m: ModelArgs, json: bool) -> Result<(), String> {
             tok_base_err / tok_n as f64
         );
     }
+    println!("cost model (fitted on leave-one-out train predictions), test split: calibrated (raw)");
+    println!("{:<36} {:>8} {:>9} {:>17} {:>17}", "model", "bias", "var×", "realized/pred", "p90 coverage");
+    for r in &cost_rows {
+        let f = |k: &str| r[k].as_f64().unwrap_or(f64::NAN);
+        println!(
+            "{:<36} {:>8.3} {:>9.3} {:>8.3} ({:>6.3}) {:>8.3} ({:>6.3})",
+            r["model"].as_str().unwrap_or(""),
+            f("bias"),
+            f("var_scale"),
+            f("realized_over_predicted"),
+            f("raw_realized_over_predicted"),
+            f("p90_coverage"),
+            f("raw_p90_coverage")
+        );
+    }
+    println!("plain-knn reference (TF-IDF 1–2-grams, cosine, k = {}): AUC per model {:?}; argmax-μ accuracy {plain_argmax:.3}",
+        m.k,
+        plain_rows.iter().map(|r| r["auc"].as_f64().map(|a| (a * 1000.0).round() / 1000.0)).collect::<Vec<_>>());
     println!(
         "argmax-μ accuracy {argmax_acc:.3} (best single model {best_single:.3}, oracle {oracle:.3}); train {:.2} s, predict {:.0} prompts/s",
         est.report.train_s,

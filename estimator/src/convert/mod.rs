@@ -1,6 +1,7 @@
 //! Converters from the public data in `shared/data` to routing records.
 
 pub mod dcrouter;
+pub mod pricing_reversal;
 pub mod routellm;
 
 use crate::records::Record;

@@ -490,6 +490,13 @@ impl Assigner for Fast {
 
     fn solve(&self, p: &Problem) -> Result<Assignment> {
         p.validate()?;
+        super::chance::solve(p, |q| self.solve_linear(q))
+    }
+}
+
+impl Fast {
+    /// The linear problem (κ = 0 or no cost variance).
+    fn solve_linear(&self, p: &Problem) -> Result<Assignment> {
         if p.n == 0 {
             return Ok(Assignment { choice: vec![], objective: 0.0, bound: Some(0.0), status: SolveStatus::Optimal });
         }

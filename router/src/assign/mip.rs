@@ -30,6 +30,23 @@ impl Assigner for Mip {
 
     fn solve(&self, p: &Problem) -> Result<Assignment> {
         p.validate()?;
+        super::chance::solve(p, |q| self.solve_linear(q, None))
+    }
+}
+
+impl Mip {
+    /// An exact upper bound on the chance-constrained optimum, for certifying `fast`: the MIP
+    /// whose budget row is Σ c·x + κ·t ≤ B with t ≥ the piecewise-linear secant under-estimator
+    /// of √(Σ v·x) on `breakpoints` points (SOS2 by binaries). Every assignment that meets the
+    /// chance row meets this one, so HiGHS's dual bound bounds the chance optimum from above.
+    pub fn chance_bound(&self, p: &Problem, breakpoints: usize) -> Result<Assignment> {
+        p.validate()?;
+        self.solve_linear(p, Some(breakpoints.max(3)))
+    }
+
+    /// The linear problem (κ = 0 or no cost variance), exactly; with `pwl`, the chance row's
+    /// relaxation instead (see `chance_bound`).
+    fn solve_linear(&self, p: &Problem, pwl: Option<usize>) -> Result<Assignment> {
         if p.n == 0 {
             return Ok(Assignment { choice: vec![], objective: 0.0, bound: Some(0.0), status: SolveStatus::Optimal });
         }
@@ -53,6 +70,16 @@ impl Assigner for Mip {
                 objective -= pi;
             }
         }
+        // The chance row's piecewise-linear relaxation (chance_bound): weights on breakpoints 0
+        // and a geometric ladder up to the largest possible variance, one binary per segment.
+        let pwl_vars = pwl.filter(|_| p.is_chance()).map(|k| {
+            let vmax: f64 = (0..p.n).map(|i| (0..p.m).map(|j| p.cost_var[p.at(i, j)]).fold(0.0, f64::max)).sum();
+            let mut pts: Vec<f64> = (0..k - 1).map(|t| vmax * 1e-6f64.powf((k - 2 - t) as f64 / (k - 2) as f64)).collect();
+            pts.insert(0, 0.0);
+            let lam: Vec<Variable> = pts.iter().map(|_| vars.add(variable().min(0.0).max(1.0))).collect();
+            let seg: Vec<Variable> = (1..pts.len()).map(|_| vars.add(variable().binary())).collect();
+            (pts, lam, seg)
+        });
         let mut model = vars.maximise(objective).using(highs);
         let mut per_query: Vec<Expression> = vec![Expression::from(0.0); p.n];
         let mut sigma_q: Vec<Expression> = vec![Expression::from(0.0); if robust { p.n } else { 0 }];
@@ -72,8 +99,35 @@ impl Assigner for Mip {
         for e in per_query {
             model.add_constraint(e.eq(1.0));
         }
-        if p.budget.is_finite() {
-            model.add_constraint(cost.leq(p.budget));
+        match pwl_vars {
+            Some((pts, lam, seg)) => {
+                let mut var_expr = Expression::from(0.0);
+                for &(i, j, x) in &cols {
+                    var_expr += p.cost_var[p.at(i, j)] * x;
+                }
+                let at_pts: Expression = lam.iter().zip(&pts).map(|(&l, &v)| v * l).sum();
+                let sqrt_pts: Expression = lam.iter().zip(&pts).map(|(&l, &v)| v.sqrt() * l).sum();
+                model.add_constraint((var_expr - at_pts).eq(0.0));
+                model.add_constraint(lam.iter().fold(Expression::from(0.0), |e, &l| e + l).eq(1.0));
+                model.add_constraint(seg.iter().fold(Expression::from(0.0), |e, &z| e + z).eq(1.0));
+                for (t, &l) in lam.iter().enumerate() {
+                    // λ_t may be positive only on a chosen segment touching point t.
+                    let mut e = Expression::from(0.0);
+                    if t > 0 {
+                        e += seg[t - 1];
+                    }
+                    if t < seg.len() {
+                        e += seg[t];
+                    }
+                    model.add_constraint((l - e).leq(0.0));
+                }
+                model.add_constraint((cost + p.kappa * sqrt_pts).leq(p.budget));
+            }
+            None => {
+                if p.budget.is_finite() {
+                    model.add_constraint(cost.leq(p.budget));
+                }
+            }
         }
         for (j, e) in per_model.into_iter().enumerate() {
             if p.slots[j] < p.n {

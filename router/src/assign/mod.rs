@@ -1,6 +1,7 @@
 //! The batch assignment problem (DESIGN.md, "The batch assignment problem") and its assigners.
 
 mod baselines;
+pub mod chance;
 mod fast;
 mod mip;
 mod problem;

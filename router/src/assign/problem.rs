@@ -15,8 +15,12 @@ pub struct Problem {
     pub tokens: Vec<f64>,
     /// Tenant policy: may query i go to model j.
     pub allowed: Vec<bool>,
-    /// Σ c·x ≤ budget.
+    /// Variance of the realized cost around `cost` (USD²); all 0 = costs known exactly.
+    pub cost_var: Vec<f64>,
+    /// Σ c·x + κ·√(Σ v·x) ≤ budget: the budget row as a chance constraint (κ = 0: point costs).
     pub budget: f64,
+    /// The chance constraint's κ (from the allowed over-budget probability; see `kappa_for`).
+    pub kappa: f64,
     /// Σ_i x[i][j] ≤ slots[j]; `usize::MAX` = unbounded.
     pub slots: Vec<usize>,
     /// Σ_i tokens[i][j]·x[i][j] ≤ kv_free[j]; `f64::INFINITY` = unbounded.
@@ -59,7 +63,9 @@ impl Problem {
             cost: vec![0.0; n * m],
             tokens: vec![0.0; n * m],
             allowed: vec![true; n * m],
+            cost_var: vec![0.0; n * m],
             budget: f64::INFINITY,
+            kappa: 0.0,
             slots: vec![usize::MAX; m],
             kv_free: vec![f64::INFINITY; m],
             gamma: 0.0,
@@ -83,6 +89,7 @@ impl Problem {
             ("cost", self.cost.len()),
             ("tokens", self.tokens.len()),
             ("allowed", self.allowed.len()),
+            ("cost_var", self.cost_var.len()),
         ] {
             if len != nm {
                 return Err(RouterError::Invalid(format!("{name} has {len} entries, expected {nm}")));
@@ -101,8 +108,13 @@ impl Problem {
         finite(&self.sigma, "sigma")?;
         finite(&self.cost, "cost")?;
         finite(&self.tokens, "tokens")?;
-        if self.sigma.iter().any(|s| *s < 0.0) || self.cost.iter().any(|c| *c < 0.0) {
-            return Err(RouterError::Invalid("sigma and cost must be non-negative".into()));
+        finite(&self.cost_var, "cost_var")?;
+        if self.sigma.iter().any(|s| *s < 0.0) || self.cost.iter().any(|c| *c < 0.0) || self.cost_var.iter().any(|v| *v < 0.0)
+        {
+            return Err(RouterError::Invalid("sigma, cost and cost_var must be non-negative".into()));
+        }
+        if !(self.kappa.is_finite() && self.kappa >= 0.0) {
+            return Err(RouterError::Invalid("kappa must be a number ≥ 0".into()));
         }
         if self.budget.is_nan() || !(self.gamma.is_finite() && self.gamma >= 0.0) {
             return Err(RouterError::Invalid("budget must be a number and gamma ≥ 0".into()));
@@ -117,6 +129,42 @@ impl Problem {
 
     pub fn cost_of(&self, choice: &[usize]) -> f64 {
         choice.iter().enumerate().map(|(i, &j)| self.cost[self.at(i, j)]).sum()
+    }
+
+    /// Σ v·x: the variance of the choice's realized cost.
+    pub fn cost_var_of(&self, choice: &[usize]) -> f64 {
+        choice.iter().enumerate().map(|(i, &j)| self.cost_var[self.at(i, j)]).sum()
+    }
+
+    /// What the choice uses of the budget row: Σ c·x + κ·√(Σ v·x).
+    pub fn budget_use(&self, choice: &[usize]) -> f64 {
+        let c = self.cost_of(choice);
+        if self.kappa > 0.0 {
+            c + self.kappa * self.cost_var_of(choice).sqrt()
+        } else {
+            c
+        }
+    }
+
+    /// The chance constraint has an uncertainty term.
+    pub fn is_chance(&self) -> bool {
+        self.kappa > 0.0 && self.budget.is_finite() && self.cost_var.iter().any(|&v| v > 0.0)
+    }
+
+    /// The linear problem whose budget row is the tangent of √ at `v0` > 0:
+    /// Σ (c + κ·v / (2√v0))·x ≤ B − κ·√v0 / 2. √ is concave, so the tangent lies above it and
+    /// every choice that satisfies this row satisfies the chance constraint (a conservative,
+    /// exact-at-v0 linearisation).
+    pub fn linearized(&self, v0: f64) -> Problem {
+        let r = v0.max(f64::MIN_POSITIVE).sqrt();
+        let mut q = self.clone();
+        for (c, v) in q.cost.iter_mut().zip(&self.cost_var) {
+            *c += self.kappa * v / (2.0 * r);
+        }
+        q.budget = self.budget - self.kappa * r / 2.0;
+        q.kappa = 0.0;
+        q.cost_var.iter_mut().for_each(|v| *v = 0.0);
+        q
     }
 
     /// The Bertsimas–Sim protection of a choice: the largest total σ over any ⌊Γ⌋ queries plus
@@ -155,9 +203,9 @@ impl Problem {
             count[j] += 1;
             kv[j] += self.tokens[self.at(i, j)];
         }
-        let cost = self.cost_of(choice);
+        let cost = self.budget_use(choice);
         if cost > self.budget * (1.0 + 1e-9) + 1e-12 {
-            return Some(format!("cost {cost} above budget {}", self.budget));
+            return Some(format!("cost {cost} (with the κ·√variance term) above budget {}", self.budget));
         }
         for j in 0..self.m {
             if count[j] > self.slots[j] {

@@ -64,6 +64,8 @@ mod tests {
             mu: vec![0.5; n],
             sigma: vec![0.1; n],
             pred_cost: cost.to_vec(),
+            cost_sd: vec![0.0; n],
+            cost_var: vec![0.0; n],
             tokens: vec![1.0; n],
             score: vec![1.0; n],
             cost: cost.to_vec(),

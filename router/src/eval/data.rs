@@ -4,10 +4,12 @@
 use crate::{Result, RouterError};
 use estimator::knn::outcome_cost;
 use estimator::records::{common_models, read_records};
-use estimator::{Catalog, Estimator, KnnConfig, KnnEstimator, Record};
-use rand::SeedableRng;
+use estimator::costmodel::{self, CostCalibration, CostCheck};
+use estimator::plain::PlainKnn;
+use estimator::{Catalog, Estimator, KnnConfig, KnnEstimator, Prediction, Record};
+use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
-use rand_distr::{Distribution, Normal};
+use rand_distr::{Distribution, Normal, StandardNormal};
 use std::path::Path;
 
 /// One split's queries: predictions and truth, row-major `q * m + j`.
@@ -18,7 +20,12 @@ pub struct SplitData {
     pub tasks: Vec<String>,
     pub mu: Vec<f64>,
     pub sigma: Vec<f64>,
+    /// Predicted cost: calibrated (per-model bias) once `load` returns.
     pub pred_cost: Vec<f64>,
+    /// The estimator's raw spread of the cost (sd, before calibration).
+    pub cost_sd: Vec<f64>,
+    /// Calibrated variance of the realized cost.
+    pub cost_var: Vec<f64>,
     pub tokens: Vec<f64>,
     pub score: Vec<f64>,
     pub cost: Vec<f64>,
@@ -34,11 +41,24 @@ impl SplitData {
     }
 }
 
+/// One estimator's predictions on both splits, with its cost model.
+pub struct Predicted {
+    pub train: SplitData,
+    pub test: SplitData,
+    pub cost_model: CostCalibration,
+    /// The cost model checked on the test split (raw predictions, corrected).
+    pub cost_checks: Vec<CostCheck>,
+    /// The identity cost model on the test split (what an uncalibrated router sees).
+    pub cost_checks_raw: Vec<CostCheck>,
+}
+
 pub struct EvalData {
     pub records: usize,
     pub models: Vec<String>,
-    pub train: SplitData,
-    pub test: SplitData,
+    /// The default estimator (or the artifact).
+    pub main: Predicted,
+    /// The plain TF-IDF kNN reference, when an assigner asks for it.
+    pub plain: Option<Predicted>,
 }
 
 pub struct DataOptions<'a> {
@@ -53,17 +73,21 @@ pub struct DataOptions<'a> {
     pub artifact: Option<&'a Path>,
     /// MiniLM embedding cache, for a MiniLM artifact.
     pub embedding_cache: &'a Path,
+    /// `--cost-noise lognormal:S`: S.
+    pub cost_noise: Option<f64>,
+    /// Also predict with the plain TF-IDF kNN reference (`--estimator plain-knn`, `ASSIGNER@plain-knn`).
+    pub plain_knn: bool,
 }
 
+/// One split's predictions next to the truth. Noise N(0, S) on μ (σ² grows by S²) when given.
 fn build(
-    est: &Estimator,
-    emb: Option<&[Vec<f32>]>,
+    models: &[String],
+    preds: &[Prediction],
     recs: &[&Record],
     catalog: Option<&Catalog>,
-    loo: bool,
     noise: Option<(&Normal<f64>, &mut ChaCha8Rng, f64)>,
 ) -> Result<SplitData> {
-    let m = est.models().len();
+    let m = models.len();
     let n = recs.len();
     let mut d = SplitData {
         n,
@@ -72,17 +96,17 @@ fn build(
         mu: Vec::with_capacity(n * m),
         sigma: Vec::with_capacity(n * m),
         pred_cost: Vec::with_capacity(n * m),
+        cost_sd: Vec::with_capacity(n * m),
+        cost_var: Vec::with_capacity(n * m),
         tokens: Vec::with_capacity(n * m),
         score: Vec::with_capacity(n * m),
         cost: Vec::with_capacity(n * m),
     };
     let mut noise = noise;
-    for (q, r) in recs.iter().enumerate() {
-        let e = emb.map(|v| v[q].as_slice());
-        let p = est.predict_with(&r.prompt, r.task.as_deref(), e, loo.then_some(q));
+    for (r, p) in recs.iter().zip(preds) {
         d.tasks.push(r.task.clone().unwrap_or_else(|| "unknown".into()));
         let input = estimator::estimate_tokens(&r.prompt) as f64;
-        for (j, model) in est.models().iter().enumerate() {
+        for (j, model) in models.iter().enumerate() {
             let (mut mu, mut sigma) = (p.mu[j], p.sigma[j]);
             if let Some((dist, rng, s)) = noise.as_mut() {
                 mu = (mu + dist.sample(*rng)).clamp(0.0, 1.0);
@@ -91,12 +115,55 @@ fn build(
             d.mu.push(mu);
             d.sigma.push(sigma);
             d.pred_cost.push(p.cost[j]);
+            d.cost_sd.push(p.cost_sd[j]);
+            d.cost_var.push(p.cost_sd[j] * p.cost_sd[j]);
             d.tokens.push(input + p.output_tokens[j]);
             d.score.push(r.outcomes[model].score);
             d.cost.push(outcome_cost(r, model, catalog)?);
         }
     }
     Ok(d)
+}
+
+/// Multiplies every realized cost by an independent, mean-one log-normal factor
+/// exp(S·Z − S²/2), seeded (`--cost-noise lognormal:S`).
+fn add_cost_noise(d: &mut SplitData, s: f64, rng: &mut ChaCha8Rng) {
+    for c in d.cost.iter_mut() {
+        let z: f64 = rng.sample(StandardNormal);
+        *c *= (s * z - s * s / 2.0).exp();
+    }
+}
+
+/// Fits the cost model on the train split's out-of-sample (leave-one-out) predictions and
+/// applies it to both splits.
+fn calibrate_costs(train: &mut SplitData, test: &mut SplitData) -> CostCalibration {
+    let per_model: Vec<Vec<(f64, f64, f64)>> = (0..train.m)
+        .map(|j| (0..train.n).map(|q| { let k = q * train.m + j; (train.pred_cost[k], train.cost_sd[k], train.cost[k]) }).collect())
+        .collect();
+    let cal = CostCalibration::fit(&per_model);
+    for d in [train, test] {
+        for q in 0..d.n {
+            for j in 0..d.m {
+                let k = q * d.m + j;
+                let (c, v) = cal.apply(j, d.pred_cost[k], d.cost_sd[k]);
+                d.pred_cost[k] = c;
+                d.cost_var[k] = v;
+            }
+        }
+    }
+    cal
+}
+
+/// The calibration table of a cost model on a split: per model, realized / predicted and p90
+/// coverage (on the raw predictions of `raw`, corrected by `cal`).
+pub fn cost_checks(cal: &CostCalibration, raw: &SplitData) -> Vec<CostCheck> {
+    (0..raw.m)
+        .map(|j| {
+            let t: Vec<(f64, f64, f64)> =
+                (0..raw.n).map(|q| { let k = q * raw.m + j; (raw.pred_cost[k], raw.cost_sd[k], raw.cost[k]) }).collect();
+            costmodel::check(cal, j, &t)
+        })
+        .collect()
 }
 
 /// Loads, splits, trains, predicts. Noise N(0, S) is added to the test split's μ only (the
@@ -133,15 +200,48 @@ pub fn load(opts: &DataOptions) -> Result<EvalData> {
         est.embed_queries(&texts, opts.embedding_cache)
     };
     let (train_emb, test_emb) = (embed(&train)?, embed(&test)?);
-    let train_d = build(&est, train_emb.as_deref(), &train, catalog.as_ref(), true, None)?;
-    let test_d = if opts.estimator_noise > 0.0 {
-        let dist = Normal::new(0.0, opts.estimator_noise).map_err(|e| RouterError::Invalid(e.to_string()))?;
-        let mut rng = ChaCha8Rng::seed_from_u64(opts.seed ^ 0x5eed);
-        build(&est, test_emb.as_deref(), &test, catalog.as_ref(), false, Some((&dist, &mut rng, opts.estimator_noise)))?
-    } else {
-        build(&est, test_emb.as_deref(), &test, catalog.as_ref(), false, None)?
+    let predict = |recs: &[&Record], emb: Option<&[Vec<f32>]>, loo: bool| -> Vec<Prediction> {
+        recs.iter()
+            .enumerate()
+            .map(|(q, r)| {
+                let e = emb.map(|v| v[q].as_slice());
+                est.predict_with(&r.prompt, r.task.as_deref(), e, loo.then_some(q))
+            })
+            .collect()
     };
-    Ok(EvalData { records: all.len(), models, train: train_d, test: test_d })
+    let main_preds = (predict(&train, train_emb.as_deref(), true), predict(&test, test_emb.as_deref(), false));
+    let plain_preds = if opts.plain_knn {
+        let p = PlainKnn::train(&train, &models, catalog.as_ref(), opts.knn.k)?;
+        let tr: Vec<Prediction> = train.iter().enumerate().map(|(q, r)| p.predict(&r.prompt, Some(q))).collect();
+        let te: Vec<Prediction> = test.iter().map(|r| p.predict(&r.prompt, None)).collect();
+        Some((tr, te))
+    } else {
+        None
+    };
+    let finish = |preds: (Vec<Prediction>, Vec<Prediction>)| -> Result<Predicted> {
+        let mut train_d = build(&models, &preds.0, &train, catalog.as_ref(), None)?;
+        let mut test_d = if opts.estimator_noise > 0.0 {
+            let dist = Normal::new(0.0, opts.estimator_noise).map_err(|e| RouterError::Invalid(e.to_string()))?;
+            let mut rng = ChaCha8Rng::seed_from_u64(opts.seed ^ 0x5eed);
+            build(&models, &preds.1, &test, catalog.as_ref(), Some((&dist, &mut rng, opts.estimator_noise)))?
+        } else {
+            build(&models, &preds.1, &test, catalog.as_ref(), None)?
+        };
+        if let Some(s) = opts.cost_noise {
+            // The same seed for every estimator: they see the same noisy costs.
+            let mut rng = ChaCha8Rng::seed_from_u64(opts.seed ^ 0xc057);
+            add_cost_noise(&mut train_d, s, &mut rng);
+            add_cost_noise(&mut test_d, s, &mut rng);
+        }
+        let raw_test = test_d.clone();
+        let cost_model = calibrate_costs(&mut train_d, &mut test_d);
+        let checks = cost_checks(&cost_model, &raw_test);
+        let checks_raw = cost_checks(&CostCalibration::identity(models.len()), &raw_test);
+        Ok(Predicted { train: train_d, test: test_d, cost_model, cost_checks: checks, cost_checks_raw: checks_raw })
+    };
+    let main = finish(main_preds)?;
+    let plain = plain_preds.map(finish).transpose()?;
+    Ok(EvalData { records: all.len(), models, main, plain })
 }
 
 /// Loads an estimator artifact and checks it was trained on exactly this run's train split —

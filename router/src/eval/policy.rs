@@ -82,6 +82,17 @@ pub struct RunOptions {
     /// Batch assigners maximize Σ (μ − λ·ĉ)·x under the ledger's rolling budget, with the price λ
     /// calibrated on train traffic; off: Σ μ·x under budget-per-query × n.
     pub dual_price: bool,
+    /// κ of the chance constraint (0: plan on point costs).
+    pub kappa: f64,
+    /// Step size of the price pacing (0: λ fixed).
+    pub pacing: f64,
+    /// The ledger's adaptive-conformal step γ.
+    pub adapt_rate: f64,
+    /// The ledger's allowed per-batch over-budget probability.
+    pub max_over_probability: f64,
+    /// Batch-level realized / predicted-use ratios from train traffic (cross-fitted), the
+    /// ledger's starting quantile.
+    pub calibration_ratios: Vec<f64>,
 }
 
 impl RunOptions {
@@ -111,6 +122,8 @@ pub struct BatchOutcome {
     pub solve_s: f64,
     /// The ledger raised the budget to the batch's cheapest feasible cost.
     pub overdraft: bool,
+    /// The batch's share of the allowance (target × n).
+    pub allowance: f64,
 }
 
 fn problem(d: &SplitData, batch: &[usize], oracle: bool, budget: f64, opts: &RunOptions) -> Problem {
@@ -126,12 +139,14 @@ fn problem(d: &SplitData, batch: &[usize], oracle: bool, budget: f64, opts: &Run
                 p.mu[k] = d.mu[s];
                 p.sigma[k] = d.sigma[s];
                 p.cost[k] = d.pred_cost[s];
+                p.cost_var[k] = d.cost_var[s];
             }
             p.tokens[k] = d.tokens[s];
         }
     }
     p.budget = budget;
     p.gamma = if oracle { 0.0 } else { opts.gamma };
+    p.kappa = if oracle { 0.0 } else { opts.kappa };
     if let Some(f) = opts.capacity_frac {
         p.slots = vec![((f * n as f64).ceil() as usize).max(1); m];
     }
@@ -148,9 +163,12 @@ pub fn run(
 ) -> Result<Vec<BatchOutcome>> {
     let oracle = matches!(spec, Spec::Oracle);
     let priced = opts.dual_price && matches!(spec, Spec::Fast | Spec::Mip);
-    let mut ledger =
-        Ledger::new(knob.allowance, if oracle { 0.0 } else { opts.prior_margin }).with_reference_batch(opts.batch_size);
+    let mut ledger = Ledger::new(knob.allowance, if oracle { 0.0 } else { opts.prior_margin })
+        .with_reference_batch(opts.batch_size)
+        .with_calibration(if oracle { &[] } else { &opts.calibration_ratios });
     ledger.carry_unspent = opts.rolling() && !oracle;
+    ledger.max_over_probability = opts.max_over_probability;
+    ledger.adapt_rate = opts.adapt_rate;
     let solver: Box<dyn Assigner> = match spec {
         Spec::Fast | Spec::Oracle => Box::new(Fast::default()),
         Spec::Mip => Box::new(Mip { time_limit_s: opts.mip_time_limit_s, rel_gap: opts.mip_rel_gap }),
@@ -160,11 +178,15 @@ pub fn run(
         Spec::Random => Box::new(RandomAssigner { seed: opts.seed }),
     };
     let (mut allowed_so_far, mut spent_so_far) = (0.0, 0.0);
+    // The batch price, paced (dual mirror descent on the rolling budget): a batch that spends
+    // less than its allowance lowers it, one that spends more raises it, within [λ₀/4, 4λ₀].
+    let mut lambda = knob.value;
     let mut out = Vec::with_capacity(batches.len());
     for batch in batches {
         let n = batch.len();
         let mut p = problem(d, batch, oracle, f64::INFINITY, opts);
         allowed_so_far += knob.allowance * n as f64;
+        let mut grant = None;
         let (budget, overdraft) = if !spec.is_batch() {
             // Per-query routers keep no ledger: they are judged like the batch assigners' ledger
             // would judge them (rolling or per batch), or against the batch's cheapest true cost
@@ -174,8 +196,9 @@ pub fn run(
             let t = if opts.rolling() { allowed_so_far - spent_so_far } else { knob.allowance * n as f64 };
             (t.max(cheapest), cheapest > t)
         } else if opts.ledger {
-            let b = ledger.reserve(n, p.cost_of(&min_cost_assignment(&p)));
+            let b = ledger.reserve(n, p.budget_use(&min_cost_assignment(&p)));
             p.budget = b.plan;
+            grant = Some(b);
             (b.budget, b.overdraft)
         } else {
             p.budget = knob.allowance * n as f64;
@@ -183,7 +206,7 @@ pub fn run(
         };
         if priced {
             for k in 0..p.mu.len() {
-                p.mu[k] -= knob.value * p.cost[k];
+                p.mu[k] -= lambda * p.cost[k];
             }
         }
         let t = Instant::now();
@@ -195,17 +218,48 @@ pub fn run(
             score += d.score[q * d.m + a.choice[i]];
         }
         spent_so_far += realized;
-        let predicted = p.cost_of(&a.choice);
-        if spec.is_batch() && opts.ledger {
-            ledger.settle(n, predicted, realized);
+        let predicted = p.budget_use(&a.choice);
+        if let Some(b) = grant {
+            ledger.settle(&b, predicted, realized);
         }
-        out.push(BatchOutcome { n, budget, realized, predicted, score, solve_s, overdraft });
+        if priced && opts.pacing > 0.0 && knob.allowance.is_finite() && knob.allowance > 0.0 {
+            let a = knob.allowance * n as f64;
+            let step = (opts.pacing * (realized - a) / a).clamp(-1.0, 1.0);
+            lambda = (lambda * step.exp()).clamp(knob.value / 4.0, knob.value * 4.0);
+        }
+        let allowance = knob.allowance * n as f64;
+        if std::env::var_os("LLMROUTE_EVAL_TRACE").is_some() {
+            eprintln!(
+                "trace {} knob {:.4e} n {n} grant {budget:.5} plan {:.5} pred_use {predicted:.5} realized {realized:.5} score {score} overdraft {overdraft} margin {:.3} balance {:.5} status {:?}",
+                spec.name(), knob.value, p.budget, ledger.margin(), ledger.balance(), a.status
+            );
+        }
+        out.push(BatchOutcome { n, budget, realized, predicted, score, solve_s, overdraft, allowance });
     }
     Ok(out)
 }
 
 pub fn mean_cost(r: &[BatchOutcome]) -> f64 {
     r.iter().map(|b| b.realized).sum::<f64>() / r.iter().map(|b| b.n).sum::<usize>().max(1) as f64
+}
+
+/// max over prefixes of (cumulative realized / cumulative allowance − 1), at least 0: how far the
+/// run was ever ahead of its budget.
+pub fn rolling_overspend(r: &[BatchOutcome]) -> f64 {
+    let (mut spent, mut allowed, mut worst) = (0.0, 0.0, 0.0f64);
+    for b in r {
+        spent += b.realized;
+        allowed += b.allowance;
+        if allowed > 0.0 && allowed.is_finite() {
+            worst = worst.max(spent / allowed - 1.0);
+        }
+    }
+    worst
+}
+
+/// Batch-level realized / predicted budget use, the ledger's calibration ratios.
+pub fn ratios(r: &[BatchOutcome]) -> Vec<f64> {
+    r.iter().filter(|b| b.predicted > 0.0).map(|b| b.realized / b.predicted).collect()
 }
 
 pub fn accuracy(r: &[BatchOutcome]) -> f64 {
@@ -240,16 +294,25 @@ fn knob_range(spec: &Spec, d: &SplitData) -> (f64, f64, bool, bool) {
 }
 
 /// Finds the knob whose realized mean cost on `d` (train) is closest to `target` without
-/// exceeding it where possible, by bisection (22 steps). Priced batch assigners calibrate λ with
-/// `fast` (`mip` solves the same problem; `fast` is certified within 0.1 % of it), so `mip`'s
-/// calibration does not cost 22 × HiGHS per batch.
+/// exceeding it where possible, by bisection (22 steps). Priced batch assigners calibrate λ as
+/// per-query pricing does (see below), so `mip`'s calibration does not cost 22 × HiGHS per batch.
 pub fn calibrate(spec: &Spec, target: f64, d: &SplitData, batches: &[Vec<usize>], opts: &RunOptions) -> Result<Knob> {
     let priced = opts.dual_price && matches!(spec, Spec::Fast | Spec::Mip);
     if !spec.has_knob() {
         return Ok(Knob { value: 0.0, allowance: target });
     }
+    if spec.is_batch() && !priced {
+        // Without a price a batch assigner's only knob is its budget: it is given the target
+        // itself and judged against it, like every other assigner.
+        return Ok(Knob { value: target, allowance: target });
+    }
     let (lo, hi, log, increasing) = if priced { knob_range(&Spec::PerQueryPrice, d) } else { knob_range(spec, d) };
-    let runner = if priced { &Spec::Fast } else { spec };
+    // A priced batch assigner's λ is the per-query price that spends the target on train traffic
+    // with no budget row: the batch's chance constraint and the ledger are then a safety net that
+    // binds only when a batch would overrun what the balance holds. (Calibrating λ through the
+    // budgeted run instead lets the budget row do the rationing; its variance term then prices
+    // spread, not expected cost, and loses accuracy at matched spend on heavy-tailed costs.)
+    let runner = if priced { &Spec::PerQueryPrice } else { spec };
     let (mut a, mut b) = if log { (lo.ln(), hi.ln()) } else { (lo, hi) };
     let val = |x: f64| if log { x.exp() } else { x };
     // Batch assigners without a price spend their allowance: the knob is the allowance itself.

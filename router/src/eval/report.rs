@@ -22,7 +22,7 @@ pub fn table(r: &EvalReport) -> String {
     }
     let _ = writeln!(
         s,
-        "\n{:<28} {:>5} {:>11} {:>11} {:>7} {:>15} {:>7} {:>9} {:>9} {:>8} {:>8} {:>8}",
+        "\n{:<28} {:>5} {:>11} {:>11} {:>7} {:>15} {:>7} {:>9} {:>9} {:>8} {:>8} {:>8} {:>8}",
         "assigner",
         "spend",
         "target $/q",
@@ -33,13 +33,14 @@ pub fn table(r: &EvalReport) -> String {
         "over-bud",
         "overdraft",
         "max over",
+        "roll over",
         "p50 ms",
         "p99 ms"
     );
     for x in &r.results {
         let _ = writeln!(
             s,
-            "{:<28} {:>5.2} {:>11.7} {:>11.7} {:>7.4} [{:.3}, {:.3}] {:>7} {:>9} {:>9} {:>8.3} {:>8.3} {:>8.3}",
+            "{:<28} {:>5.2} {:>11.7} {:>11.7} {:>7.4} [{:.3}, {:.3}] {:>7} {:>9} {:>9} {:>8.3} {:>8.4} {:>8.3} {:>8.3}",
             x.assigner,
             x.spend_frac,
             x.target_cost,
@@ -51,6 +52,7 @@ pub fn table(r: &EvalReport) -> String {
             x.batches_over_budget,
             x.batches_overdraft,
             x.max_overspend,
+            x.rolling_overspend,
             x.solve_ms_p50,
             x.solve_ms_p99
         );
@@ -68,7 +70,7 @@ pub fn table(r: &EvalReport) -> String {
         let _ = writeln!(s);
         let mut costs: Vec<f64> = r.matched.iter().map(|m| m.cost).collect();
         costs.dedup();
-        for c in costs {
+        for &c in &costs {
             let _ = write!(s, "{:>11.7}", c);
             for n in &names {
                 let a = r.matched.iter().find(|m| m.cost == c && m.assigner == *n).map(|m| m.accuracy);
@@ -76,9 +78,46 @@ pub fn table(r: &EvalReport) -> String {
             }
             let _ = writeln!(s);
         }
+        let _ = writeln!(
+            s,
+            "\nmatched accuracy with its 95% interval, and the difference to per-query-price (paired 95% interval):"
+        );
+        for &c in &costs {
+            for m in r.matched.iter().filter(|m| m.cost == c) {
+                let d = m.vs_per_query.map_or(String::new(), |d| {
+                    format!("  vs per-query-price {:+.4} [{:+.4}, {:+.4}]", d[0], d[1], d[2])
+                });
+                let _ = writeln!(
+                    s,
+                    "  {:>11.7} {:<28} {:.4} [{:.4}, {:.4}]{}",
+                    c, m.assigner, m.accuracy, m.ci[0], m.ci[1], d
+                );
+            }
+        }
         let _ = writeln!(s, "\nAIQ (mean of the hull over the common cost range):");
         for (k, v) in &r.aiq {
             let _ = writeln!(s, "  {:<28} {:.4}", k, v);
+        }
+    }
+    for cm in &r.cost_models {
+        let _ = writeln!(
+            s,
+            "\ncost model ({} estimator), test split: realized / predicted and p90 coverage, calibrated (raw):",
+            cm["estimator"].as_str().unwrap_or("?")
+        );
+        for m in cm["models"].as_array().into_iter().flatten() {
+            let f = |k: &str| m[k].as_f64().unwrap_or(f64::NAN);
+            let _ = writeln!(
+                s,
+                "  {:<36} bias {:>7.3}  var×{:>8.3}  realized/pred {:>6.3} ({:>6.3})  p90 cover {:>5.3} ({:>5.3})",
+                m["model"].as_str().unwrap_or(""),
+                f("bias"),
+                f("var_scale"),
+                f("realized_over_predicted"),
+                f("raw_realized_over_predicted"),
+                f("p90_coverage"),
+                f("raw_p90_coverage")
+            );
         }
     }
     s

@@ -37,25 +37,46 @@ pub fn bootstrap_ci(r: &[BatchOutcome], reps: usize, seed: u64) -> [f64; 2] {
 
 /// Upper concave, non-decreasing hull of (cost, accuracy) points, sorted by cost.
 pub fn upper_hull(points: &[(f64, f64)]) -> Vec<(f64, f64)> {
-    let mut p: Vec<(f64, f64)> = points.iter().copied().filter(|(c, a)| c.is_finite() && a.is_finite()).collect();
-    p.sort_by(|a, b| a.0.total_cmp(&b.0).then(b.1.total_cmp(&a.1)));
-    let mut h: Vec<(f64, f64)> = Vec::new();
-    for q in p {
+    upper_hull_idx(points).into_iter().map(|k| points[k]).collect()
+}
+
+/// The same hull as indices into `points`.
+pub fn upper_hull_idx(points: &[(f64, f64)]) -> Vec<usize> {
+    let mut p: Vec<usize> = (0..points.len()).filter(|&k| points[k].0.is_finite() && points[k].1.is_finite()).collect();
+    p.sort_by(|&a, &b| points[a].0.total_cmp(&points[b].0).then(points[b].1.total_cmp(&points[a].1)));
+    let mut h: Vec<usize> = Vec::new();
+    for k in p {
+        let q = points[k];
         // Non-decreasing: a point no better than the best so far adds nothing.
-        if h.last().is_some_and(|l| q.1 <= l.1) {
+        if h.last().is_some_and(|&l| q.1 <= points[l].1) {
             continue;
         }
         while h.len() >= 2 {
-            let (a, b) = (h[h.len() - 2], h[h.len() - 1]);
+            let (a, b) = (points[h[h.len() - 2]], points[h[h.len() - 1]]);
             if (b.1 - a.1) * (q.0 - b.0) <= (q.1 - b.1) * (b.0 - a.0) {
                 h.pop();
             } else {
                 break;
             }
         }
-        h.push(q);
+        h.push(k);
     }
     h
+}
+
+/// `hull_at` as weights on the hull's vertices: (vertex, weight) pairs summing to 1.
+pub fn hull_weights(h: &[(f64, f64)], cost: f64) -> Option<Vec<(usize, f64)>> {
+    let first = h.first()?;
+    if cost < first.0 - 1e-15 {
+        return None;
+    }
+    for (k, w) in h.windows(2).enumerate() {
+        if cost <= w[1].0 {
+            let t = if w[1].0 > w[0].0 { (cost - w[0].0) / (w[1].0 - w[0].0) } else { 1.0 };
+            return Some(vec![(k, 1.0 - t), (k + 1, t)]);
+        }
+    }
+    Some(vec![(h.len() - 1, 1.0)])
 }
 
 /// The hull's accuracy at `cost` (linear between points, flat after the last; None before the first).
@@ -103,5 +124,9 @@ mod tests {
         assert_eq!(hull_at(&h, 0.5), None);
         assert!((aiq(&h, 1.0, 3.0).unwrap() - 0.65).abs() < 1e-9);
         assert_eq!(percentile(&[3.0, 1.0, 2.0], 50.0), 2.0);
+        let w = hull_weights(&h, 2.0).unwrap();
+        assert_eq!(w, vec![(0, 0.5), (1, 0.5)]);
+        assert_eq!(hull_weights(&h, 9.0).unwrap(), vec![(1, 1.0)]);
+        assert_eq!(upper_hull_idx(&[(1.0, 0.5), (2.0, 0.55), (3.0, 0.8), (4.0, 0.7)]), vec![0, 2]);
     }
 }

@@ -107,6 +107,7 @@ struct RawBudget {
     per_query_usd: Option<f64>,
     carry_unspent: Option<bool>,
     prior_margin: Option<f64>,
+    max_over_probability: Option<f64>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -324,6 +325,9 @@ pub struct Config {
     pub budget_per_query: f64,
     pub carry_unspent: bool,
     pub prior_margin: f64,
+    /// Allowed probability that a batch's realized cost exceeds its grant: sets κ of the chance
+    /// constraint and the ledger margin's quantile level.
+    pub max_over_probability: f64,
     pub assigner: AssignerKind,
     pub gamma: f64,
     pub mip_max_batch: usize,
@@ -423,6 +427,10 @@ impl Config {
         let prior_margin = bud.prior_margin.unwrap_or(0.1);
         if !(prior_margin.is_finite() && (0.0..=10.0).contains(&prior_margin)) {
             return Err(err("budget.prior_margin", format!("{prior_margin} is not in [0, 10]")));
+        }
+        let max_over_probability = bud.max_over_probability.unwrap_or(0.05);
+        if !(max_over_probability.is_finite() && max_over_probability > 0.0 && max_over_probability <= 0.5) {
+            return Err(err("budget.max_over_probability", format!("{max_over_probability} is not in (0, 0.5]")));
         }
         let asg = raw.assigner.unwrap_or_default();
         let assigner = match asg.kind.as_deref().unwrap_or("fast") {
@@ -558,6 +566,7 @@ impl Config {
             budget_per_query,
             carry_unspent: bud.carry_unspent.unwrap_or(false),
             prior_margin,
+            max_over_probability,
             assigner,
             gamma,
             mip_max_batch,

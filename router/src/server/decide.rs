@@ -56,6 +56,7 @@ struct Row {
     mu: Vec<f64>,
     sigma: Vec<f64>,
     cost: Vec<f64>,
+    cost_var: Vec<f64>,
     tokens: Vec<f64>,
     allowed: Vec<bool>,
 }
@@ -76,14 +77,17 @@ pub async fn decide(shared: &Arc<Shared>, queries: Vec<Query>) -> Option<Decided
         }
         rebase(&mut q, &live);
         let p = &q.prediction;
-        let (mut mu, mut sigma, mut cost, mut tokens, mut allowed) =
-            (vec![0.0; m], vec![0.0; m], vec![0.0; m], vec![0.0; m], vec![false; m]);
+        let (mut mu, mut sigma, mut cost, mut cost_var, mut tokens, mut allowed) =
+            (vec![0.0; m], vec![0.0; m], vec![0.0; m], vec![0.0; m], vec![0.0; m], vec![false; m]);
         for (j, md) in live.models.iter().enumerate() {
             let e = md.est_index;
             let out = p.output_tokens[e].min(q.max_tokens as f64);
             mu[j] = p.mu[e];
             sigma[j] = p.sigma[e];
             cost[j] = md.entry.cost(q.input_tokens as f64, out);
+            // The realized output length's spread, priced like the output (capped by max_tokens).
+            let sd = p.output_tokens_sd.get(e).copied().unwrap_or(0.0).min(q.max_tokens as f64);
+            cost_var[j] = (md.entry.price_out_per_mtok / 1e6 * sd).powi(2);
             tokens[j] = q.input_tokens as f64 + out;
             // A model the plan runs no instance of cannot be chosen.
             allowed[j] = q.allowed[j] && !open[j] && md.capacity > 0 && q.cost_cap.is_none_or(|cap| cost[j] <= cap);
@@ -97,7 +101,7 @@ pub async fn decide(shared: &Arc<Shared>, queries: Vec<Query>) -> Option<Decided
             fail(q, RouterError::NoFeasibleModel(why.into()));
             continue;
         }
-        rows.push(Row { mu, sigma, cost, tokens, allowed });
+        rows.push(Row { mu, sigma, cost, cost_var, tokens, allowed });
         kept.push(q);
     }
     if kept.is_empty() {
@@ -105,11 +109,12 @@ pub async fn decide(shared: &Arc<Shared>, queries: Vec<Query>) -> Option<Decided
     }
     let n = kept.len();
     let mut p = Problem::new(n, m);
-    for (i, Row { mu, sigma, cost, tokens, allowed }) in rows.into_iter().enumerate() {
+    for (i, Row { mu, sigma, cost, cost_var, tokens, allowed }) in rows.into_iter().enumerate() {
         let r = i * m..(i + 1) * m;
         p.mu[r.clone()].copy_from_slice(&mu);
         p.sigma[r.clone()].copy_from_slice(&sigma);
         p.cost[r.clone()].copy_from_slice(&cost);
+        p.cost_var[r.clone()].copy_from_slice(&cost_var);
         p.tokens[r.clone()].copy_from_slice(&tokens);
         p.allowed[r].copy_from_slice(&allowed);
     }
@@ -119,8 +124,9 @@ pub async fn decide(shared: &Arc<Shared>, queries: Vec<Query>) -> Option<Decided
         p.kv_free[j] = md.entry.kv_tokens.map_or(f64::INFINITY, |kv| kv as f64 * instances);
     }
     p.gamma = cfg.gamma.min(n as f64);
-    let min_cost = p.cost_of(&min_cost_assignment(&p));
-    let budget = shared.ledger().reserve(n, min_cost);
+    p.kappa = crate::assign::chance::kappa_for(cfg.max_over_probability);
+    let min_use = p.budget_use(&min_cost_assignment(&p));
+    let budget = shared.ledger().reserve(n, min_use);
     p.budget = budget.plan;
     if budget.overdraft {
         metrics::counter!("llmroute_overdraft_batches_total").increment(1);

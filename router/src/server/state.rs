@@ -102,6 +102,7 @@ impl Shared {
             .with_reference_batch(live.config.max_batch);
         let mut ledger = ledger;
         ledger.carry_unspent = live.config.carry_unspent;
+        ledger.max_over_probability = live.config.max_over_probability;
         let budgets = Budgets::new(&live.config.budget_store)?;
         let tls = live.config.tls.as_ref().map(TlsState::new).transpose()?;
         Ok(Shared {
@@ -148,6 +149,7 @@ impl Shared {
             let mut l = self.ledger();
             l.budget_per_query = live.config.budget_per_query;
             l.carry_unspent = live.config.carry_unspent;
+            l.max_over_probability = live.config.max_over_probability;
         }
         *self.live.write().unwrap_or_else(|p| p.into_inner()) = Arc::new(live);
         Ok(generation)

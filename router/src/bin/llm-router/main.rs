@@ -56,6 +56,21 @@ enum Cmd {
     },
 }
 
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+enum EstimatorChoice {
+    Default,
+    PlainKnn,
+}
+
+fn parse_cost_noise(s: &str) -> Result<f64, String> {
+    let v = s.strip_prefix("lognormal:").ok_or_else(|| format!("`{s}`: expected lognormal:S (e.g. lognormal:0.5)"))?;
+    let x: f64 = v.parse().map_err(|_| format!("`{s}`: S = `{v}` is not a number"))?;
+    if !(x.is_finite() && x >= 0.0) {
+        return Err(format!("`{s}`: S must be ≥ 0"));
+    }
+    Ok(x)
+}
+
 #[derive(clap::Args)]
 struct EvalArgs {
     /// Routing records (.jsonl or .jsonl.gz).
@@ -64,7 +79,8 @@ struct EvalArgs {
     /// Catalog YAML; optional when every outcome carries cost_usd.
     #[arg(long)]
     catalog: Option<PathBuf>,
-    /// Assigners: fast, mip, oracle, per-query-price, per-query-threshold, single:MODEL, random.
+    /// Assigners: fast, mip, oracle, per-query-price, per-query-threshold, single:MODEL, random;
+    /// NAME@plain-knn runs NAME on the plain TF-IDF kNN reference estimator in the same run.
     #[arg(long, value_delimiter = ',', default_value = "fast,mip,per-query-price,per-query-threshold,oracle")]
     assigners: Vec<String>,
     /// Target spends F in [0, 1]: mean cost c_min + F·(c_max − c_min).
@@ -101,6 +117,29 @@ struct EvalArgs {
     /// Carry unspent budget into later batches (a rolling budget), not only overspend.
     #[arg(long)]
     carry_unspent: bool,
+    /// Multiply every recorded cost by an independent mean-one log-normal factor
+    /// exp(S·Z − S²/2), seeded: `lognormal:S` (a stress test of cost uncertainty).
+    #[arg(long, value_parser = parse_cost_noise)]
+    cost_noise: Option<f64>,
+    /// The estimator behind every assigner: `default` (kNN + task priors, or the artifact) or
+    /// `plain-knn` (TF-IDF word 1–2-grams, cosine, k neighbours, their mean: the reference).
+    #[arg(long, value_enum, default_value = "default")]
+    estimator: EstimatorChoice,
+    /// Allowed probability that a batch's realized cost exceeds its grant (κ of the chance
+    /// constraint; the ledger margin's quantile level).
+    #[arg(long, default_value_t = 0.05)]
+    max_over_probability: f64,
+    /// Plan on point costs (κ = 0) instead of the chance constraint.
+    #[arg(long)]
+    no_chance: bool,
+    /// Step size of the priced batch assigners' price pacing: after each batch
+    /// λ ← λ·exp(η·(realized − allowance)/allowance), within [λ₀/4, 4λ₀]; 0 keeps λ fixed.
+    #[arg(long, default_value_t = 0.0)]
+    pacing: f64,
+    /// The ledger's adaptive-conformal step γ: after each batch the margin's miscoverage level α
+    /// moves by γ·(ε − 1[batch over its grant]); 0 keeps the level at ε.
+    #[arg(long, default_value_t = router::ledger::DEFAULT_ADAPT_RATE)]
+    adapt_rate: f64,
     /// Knob values per assigner in the test sweep (matched costs, AIQ, plot).
     #[arg(long, default_value_t = 20)]
     sweep_points: usize,
@@ -162,6 +201,12 @@ fn eval(a: EvalArgs) -> Result<(), String> {
         mip_rel_gap: a.mip_gap,
         carry_unspent: a.carry_unspent,
         dual_price: !a.no_dual_price,
+        cost_noise: a.cost_noise,
+        plain_estimator: a.estimator == EstimatorChoice::PlainKnn,
+        max_over_probability: a.max_over_probability,
+        no_chance: a.no_chance,
+        pacing: a.pacing,
+        adapt_rate: a.adapt_rate,
     };
     let r = run_eval(&cfg).map_err(|e| e.to_string())?;
     let json = serde_json::to_string_pretty(&r).map_err(|e| e.to_string())?;
