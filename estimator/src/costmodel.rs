@@ -92,7 +92,8 @@ mod tests {
     #[test]
     fn bias_and_spread_are_fitted_per_model() {
         // Model 0 realizes twice its prediction with a spread twice the claimed one; model 1 is exact.
-        let t0: Vec<(f64, f64, f64)> = (0..1000).map(|k| (1.0, 0.5, 2.0 + if k % 2 == 0 { 2.0 } else { -2.0 })).collect();
+        let t0: Vec<(f64, f64, f64)> =
+            (0..1000).map(|k| (1.0, 0.5, 2.0 + if k % 2 == 0 { 2.0 } else { -2.0 })).collect();
         let t1: Vec<(f64, f64, f64)> = (0..1000).map(|_| (1.0, 0.1, 1.0)).collect();
         let c = CostCalibration::fit(&[t0.clone(), t1.clone()]);
         assert!((c.bias[0] - 2.0).abs() < 1e-12 && (c.bias[1] - 1.0).abs() < 1e-12);

@@ -423,15 +423,14 @@ impl KnnEstimator {
         let s0 = self.config.prior_strength;
         let input_tokens = crate::estimate_tokens(prompt) as f64;
         let mm = self.models.len();
-        let mut p =
-            Prediction {
-                mu: vec![0.0; mm],
-                sigma: vec![0.0; mm],
-                output_tokens: vec![0.0; mm],
-                cost: vec![0.0; mm],
-                cost_sd: vec![0.0; mm],
-                output_tokens_sd: vec![0.0; mm],
-            };
+        let mut p = Prediction {
+            mu: vec![0.0; mm],
+            sigma: vec![0.0; mm],
+            output_tokens: vec![0.0; mm],
+            cost: vec![0.0; mm],
+            cost_sd: vec![0.0; mm],
+            output_tokens_sd: vec![0.0; mm],
+        };
         for j in 0..mm {
             let mut a = s0 * prior[j];
             let mut b = s0 * (1.0 - prior[j]);

@@ -70,7 +70,8 @@ impl PlainKnn {
         for r in records {
             scores.push(models.iter().map(|m| r.outcomes.get(m).map_or(0.0, |o| o.score)).collect());
             costs.push(models.iter().map(|m| outcome_cost(r, m, catalog)).collect::<Result<Vec<f64>>>()?);
-            tokens.push(models.iter().map(|m| r.outcomes.get(m).and_then(|o| o.output_tokens).map(f64::from)).collect());
+            tokens
+                .push(models.iter().map(|m| r.outcomes.get(m).and_then(|o| o.output_tokens).map(f64::from)).collect());
         }
         Ok(PlainKnn { models: models.to_vec(), k: k.max(1), vocab, idf, postings, scores, costs, tokens })
     }
@@ -133,7 +134,13 @@ mod tests {
     use std::collections::BTreeMap;
 
     fn rec(id: usize, prompt: &str, a: f64, cost_a: f64) -> Record {
-        let o = |s: f64, c: f64| Outcome { score: s, cost_usd: Some(c), input_tokens: None, output_tokens: Some(10), latency_ms: None };
+        let o = |s: f64, c: f64| Outcome {
+            score: s,
+            cost_usd: Some(c),
+            input_tokens: None,
+            output_tokens: Some(10),
+            latency_ms: None,
+        };
         Record {
             id: id.to_string(),
             task: None,
@@ -144,7 +151,7 @@ mod tests {
 
     #[test]
     fn neighbours_by_words_and_bigrams_leave_one_out() {
-        let recs = vec![
+        let recs = [
             rec(0, "integrate the function over the interval", 1.0, 2.0),
             rec(1, "integrate this function please", 1.0, 4.0),
             rec(2, "who wrote the play hamlet", 0.0, 1.0),

@@ -94,7 +94,11 @@ pub fn bench_solver(ns: &[usize], ms: &[usize], reps: usize, highs_limit_s: f64,
                 [("nominal", 0.0, false), ("robust", (n as f64 * 0.1).round(), false), ("chance", 0.0, true)]
             {
                 let s = seed ^ (n as u64 * 131 + m as u64);
-                let p = if chance { random_chance_problem(n, m, s, true, gamma) } else { random_problem(n, m, s, true, gamma) };
+                let p = if chance {
+                    random_chance_problem(n, m, s, true, gamma)
+                } else {
+                    random_problem(n, m, s, true, gamma)
+                };
                 let mut times = Vec::with_capacity(reps);
                 let mut a = fast.solve(&p)?;
                 for _ in 0..reps.max(1) {

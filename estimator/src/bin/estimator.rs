@@ -484,26 +484,31 @@ fn eval(m: ModelArgs, json: bool) -> Result<(), String> {
             est.predict_with(&r.prompt, r.task.as_deref(), e, Some(i))
         })
         .collect();
-    let triples = |recs: &[&Record], preds: &[estimator::Prediction], j: usize| -> Result<Vec<(f64, f64, f64)>, String> {
-        recs.iter()
-            .zip(preds)
-            .map(|(r, pr)| Ok((pr.cost[j], pr.cost_sd[j], cost_of(r, &models[j]).map_err(|e| e.to_string())?)))
-            .collect()
-    };
-    let train_t: Vec<Vec<(f64, f64, f64)>> = (0..models.len()).map(|j| triples(&train, &train_preds, j)).collect::<Result<_, _>>()?;
-    let test_t: Vec<Vec<(f64, f64, f64)>> = (0..models.len()).map(|j| triples(&test, &preds, j)).collect::<Result<_, _>>()?;
+    let triples =
+        |recs: &[&Record], preds: &[estimator::Prediction], j: usize| -> Result<Vec<(f64, f64, f64)>, String> {
+            recs.iter()
+                .zip(preds)
+                .map(|(r, pr)| Ok((pr.cost[j], pr.cost_sd[j], cost_of(r, &models[j]).map_err(|e| e.to_string())?)))
+                .collect()
+        };
+    let train_t: Vec<Vec<(f64, f64, f64)>> =
+        (0..models.len()).map(|j| triples(&train, &train_preds, j)).collect::<Result<_, _>>()?;
+    let test_t: Vec<Vec<(f64, f64, f64)>> =
+        (0..models.len()).map(|j| triples(&test, &preds, j)).collect::<Result<_, _>>()?;
     let cal = estimator::costmodel::CostCalibration::fit(&train_t);
     let raw = estimator::costmodel::CostCalibration::identity(models.len());
     let cost_rows: Vec<serde_json::Value> = (0..models.len())
         .map(|j| {
-            let (c, r0) = (estimator::costmodel::check(&cal, j, &test_t[j]), estimator::costmodel::check(&raw, j, &test_t[j]));
+            let (c, r0) =
+                (estimator::costmodel::check(&cal, j, &test_t[j]), estimator::costmodel::check(&raw, j, &test_t[j]));
             serde_json::json!({"model": models[j], "bias": cal.bias[j], "var_scale": cal.var_scale[j],
                 "realized_over_predicted": c.realized_over_predicted, "p90_coverage": c.p90_coverage,
                 "raw_realized_over_predicted": r0.realized_over_predicted, "raw_p90_coverage": r0.p90_coverage})
         })
         .collect();
     // The plain TF-IDF kNN reference on the same split.
-    let plain = estimator::plain::PlainKnn::train(&train, models, p.catalog.as_ref(), m.k).map_err(|e| e.to_string())?;
+    let plain =
+        estimator::plain::PlainKnn::train(&train, models, p.catalog.as_ref(), m.k).map_err(|e| e.to_string())?;
     let plain_preds: Vec<_> = test.iter().map(|r| plain.predict(&r.prompt, None)).collect();
     let plain_rows: Vec<serde_json::Value> = models
         .iter()

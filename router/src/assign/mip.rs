@@ -74,7 +74,8 @@ impl Mip {
         // and a geometric ladder up to the largest possible variance, one binary per segment.
         let pwl_vars = pwl.filter(|_| p.is_chance()).map(|k| {
             let vmax: f64 = (0..p.n).map(|i| (0..p.m).map(|j| p.cost_var[p.at(i, j)]).fold(0.0, f64::max)).sum();
-            let mut pts: Vec<f64> = (0..k - 1).map(|t| vmax * 1e-6f64.powf((k - 2 - t) as f64 / (k - 2) as f64)).collect();
+            let mut pts: Vec<f64> =
+                (0..k - 1).map(|t| vmax * 1e-6f64.powf((k - 2 - t) as f64 / (k - 2) as f64)).collect();
             pts.insert(0, 0.0);
             let lam: Vec<Variable> = pts.iter().map(|_| vars.add(variable().min(0.0).max(1.0))).collect();
             let seg: Vec<Variable> = (1..pts.len()).map(|_| vars.add(variable().binary())).collect();

@@ -109,7 +109,9 @@ impl Problem {
         finite(&self.cost, "cost")?;
         finite(&self.tokens, "tokens")?;
         finite(&self.cost_var, "cost_var")?;
-        if self.sigma.iter().any(|s| *s < 0.0) || self.cost.iter().any(|c| *c < 0.0) || self.cost_var.iter().any(|v| *v < 0.0)
+        if self.sigma.iter().any(|s| *s < 0.0)
+            || self.cost.iter().any(|c| *c < 0.0)
+            || self.cost_var.iter().any(|v| *v < 0.0)
         {
             return Err(RouterError::Invalid("sigma, cost and cost_var must be non-negative".into()));
         }

@@ -2,10 +2,10 @@
 //! predictions (leave-one-out on train, plain on test) next to the recorded truth.
 
 use crate::{Result, RouterError};
-use estimator::knn::outcome_cost;
-use estimator::records::{common_models, read_records};
 use estimator::costmodel::{self, CostCalibration, CostCheck};
+use estimator::knn::outcome_cost;
 use estimator::plain::PlainKnn;
+use estimator::records::{common_models, read_records};
 use estimator::{Catalog, Estimator, KnnConfig, KnnEstimator, Prediction, Record};
 use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
@@ -138,7 +138,14 @@ fn add_cost_noise(d: &mut SplitData, s: f64, rng: &mut ChaCha8Rng) {
 /// applies it to both splits.
 fn calibrate_costs(train: &mut SplitData, test: &mut SplitData) -> CostCalibration {
     let per_model: Vec<Vec<(f64, f64, f64)>> = (0..train.m)
-        .map(|j| (0..train.n).map(|q| { let k = q * train.m + j; (train.pred_cost[k], train.cost_sd[k], train.cost[k]) }).collect())
+        .map(|j| {
+            (0..train.n)
+                .map(|q| {
+                    let k = q * train.m + j;
+                    (train.pred_cost[k], train.cost_sd[k], train.cost[k])
+                })
+                .collect()
+        })
         .collect();
     let cal = CostCalibration::fit(&per_model);
     for d in [train, test] {
@@ -159,8 +166,12 @@ fn calibrate_costs(train: &mut SplitData, test: &mut SplitData) -> CostCalibrati
 pub fn cost_checks(cal: &CostCalibration, raw: &SplitData) -> Vec<CostCheck> {
     (0..raw.m)
         .map(|j| {
-            let t: Vec<(f64, f64, f64)> =
-                (0..raw.n).map(|q| { let k = q * raw.m + j; (raw.pred_cost[k], raw.cost_sd[k], raw.cost[k]) }).collect();
+            let t: Vec<(f64, f64, f64)> = (0..raw.n)
+                .map(|q| {
+                    let k = q * raw.m + j;
+                    (raw.pred_cost[k], raw.cost_sd[k], raw.cost[k])
+                })
+                .collect();
             costmodel::check(cal, j, &t)
         })
         .collect()

@@ -7,10 +7,10 @@ pub mod policy;
 pub mod report;
 pub mod stats;
 
+use crate::ledger::Ledger;
 use crate::{Result, RouterError};
 use batching::{make_batches, Batching};
 use policy::{accuracy, calibrate, mean_cost, run, sweep_knobs, RunOptions, Spec};
-use crate::ledger::Ledger;
 use rand::{Rng, SeedableRng};
 use serde::Serialize;
 use std::path::PathBuf;
@@ -133,7 +133,10 @@ fn validate(cfg: &EvalConfig) -> Result<()> {
         return Err(RouterError::Invalid("--gamma must be ≥ 0".into()));
     }
     if !(cfg.max_over_probability > 0.0 && cfg.max_over_probability <= 0.5) {
-        return Err(RouterError::Invalid(format!("--max-over-probability {}: expected (0, 0.5]", cfg.max_over_probability)));
+        return Err(RouterError::Invalid(format!(
+            "--max-over-probability {}: expected (0, 0.5]",
+            cfg.max_over_probability
+        )));
     }
     if let Some(s) = cfg.cost_noise {
         if !(s.is_finite() && s >= 0.0) {
@@ -453,6 +456,9 @@ fn cost_margin(d: &data::SplitData, batches: &[Vec<usize>]) -> f64 {
     worst
 }
 
+/// An assigner's hull: name, is the oracle, (cost, accuracy) vertices, their sweep indices.
+type Hull = (String, bool, Vec<(f64, f64)>, Vec<usize>);
+
 fn matched_and_aiq(
     arms: &[Arm],
     sweep: &[SweepPoint],
@@ -461,12 +467,13 @@ fn matched_and_aiq(
     seed: u64,
 ) -> (Vec<MatchedPoint>, std::collections::BTreeMap<String, f64>) {
     // Each hull vertex keeps the index of its sweep point, for the bootstrap.
-    let hulls: Vec<(String, bool, Vec<(f64, f64)>, Vec<usize>)> = arms
+    let hulls: Vec<Hull> = arms
         .iter()
         .filter(|a| a.spec.has_knob())
         .map(|a| {
             let name = a.name();
-            let idx: Vec<usize> = sweep.iter().enumerate().filter(|(_, p)| p.assigner == name).map(|(k, _)| k).collect();
+            let idx: Vec<usize> =
+                sweep.iter().enumerate().filter(|(_, p)| p.assigner == name).map(|(k, _)| k).collect();
             let pts: Vec<(f64, f64)> = idx.iter().map(|&k| (sweep[k].cost, sweep[k].accuracy)).collect();
             let h = stats::upper_hull_idx(&pts);
             let hull: Vec<(f64, f64)> = h.iter().map(|&v| pts[v]).collect();
@@ -477,7 +484,7 @@ fn matched_and_aiq(
         .collect();
     // The common cost range of the non-oracle assigners (the oracle's narrow range must not cut
     // the comparison); the oracle is reported where its hull reaches.
-    let real: Vec<&(String, bool, Vec<(f64, f64)>, Vec<usize>)> = hulls.iter().filter(|h| !h.1).collect();
+    let real: Vec<&Hull> = hulls.iter().filter(|h| !h.1).collect();
     let range_of = if real.is_empty() { hulls.iter().collect::<Vec<_>>() } else { real };
     let lo = range_of.iter().map(|h| h.2[0].0).fold(f64::NEG_INFINITY, f64::max);
     let hi = range_of.iter().map(|h| h.2[h.2.len() - 1].0).fold(f64::INFINITY, f64::min);
@@ -491,7 +498,9 @@ fn matched_and_aiq(
     let draws: Vec<Vec<usize>> =
         (0..reps).map(|_| (0..batch_n.len()).map(|_| rng.gen_range(0..batch_n.len().max(1))).collect()).collect();
     let acc_on = |k: usize, draw: &[usize]| -> f64 {
-        let (s, n) = draw.iter().fold((0.0, 0usize), |a, &b| (a.0 + sweep[k].batch_scores.get(b).copied().unwrap_or(0.0), a.1 + batch_n[b]));
+        let (s, n) = draw.iter().fold((0.0, 0usize), |a, &b| {
+            (a.0 + sweep[k].batch_scores.get(b).copied().unwrap_or(0.0), a.1 + batch_n[b])
+        });
         s / n.max(1) as f64
     };
     // The bootstrap distribution of a hull's value at cost c: vertices' accuracies on each draw,

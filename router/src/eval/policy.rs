@@ -228,12 +228,10 @@ pub fn run(
             lambda = (lambda * step.exp()).clamp(knob.value / 4.0, knob.value * 4.0);
         }
         let allowance = knob.allowance * n as f64;
-        if std::env::var_os("LLMROUTE_EVAL_TRACE").is_some() {
-            eprintln!(
-                "trace {} knob {:.4e} n {n} grant {budget:.5} plan {:.5} pred_use {predicted:.5} realized {realized:.5} score {score} overdraft {overdraft} margin {:.3} balance {:.5} status {:?}",
-                spec.name(), knob.value, p.budget, ledger.margin(), ledger.balance(), a.status
-            );
-        }
+        tracing::trace!(
+            assigner = %spec.name(), lambda, n, grant = budget, plan = p.budget, predicted_use = predicted, realized, score,
+            overdraft, margin = ledger.margin(), balance = ledger.balance(), status = ?a.status, "batch"
+        );
         out.push(BatchOutcome { n, budget, realized, predicted, score, solve_s, overdraft, allowance });
     }
     Ok(out)
