@@ -60,6 +60,7 @@ fn json_schema_and_budget_adherence_on_dcrouter() {
             "batches",
             "batches_over_budget",
             "max_overspend",
+            "rolling_overspend",
             "solve_ms_p50",
             "solve_ms_p99",
         ] {
@@ -73,10 +74,20 @@ fn json_schema_and_budget_adherence_on_dcrouter() {
             assert_eq!(r["batches_over_budget"], 0, "{r}");
         }
     }
-    // Calibrated on train, the batch assigner's realized spend lands near its target on test.
-    let fast = results.iter().find(|r| r["assigner"] == "fast").unwrap();
-    let (t, c) = (fast["target_cost"].as_f64().unwrap(), fast["mean_cost"].as_f64().unwrap());
-    assert!((c - t).abs() / t < 0.1, "target {t} realized {c}");
+    // Calibrated on train, the batch assigner's realized spend lands near its target on test, and
+    // not above it: under adversarial order the dear tasks come first and bind the balance, so it
+    // spends somewhat less (the price is fixed; nothing re-spends what they saved).
+    for fast in results.iter().filter(|r| r["assigner"] == "fast") {
+        let (t, c) = (fast["target_cost"].as_f64().unwrap(), fast["mean_cost"].as_f64().unwrap());
+        assert!(c <= t * 1.01 && c >= 0.8 * t, "target {t} realized {c}");
+        // Ahead of the budget only where a batch's cheapest assignment alone exceeded what the
+        // balance held (an overdraft, outside the guarantee).
+        if fast["batches_overdraft"] == 0 {
+            assert!(fast["rolling_overspend"].as_f64().unwrap() <= 0.01, "{fast}");
+        }
+    }
+    // The cost model's calibration table rides along.
+    assert!(v["cost_models"][0]["models"].as_array().is_some_and(|m| m.len() == 9));
     for key in ["matched", "aiq"] {
         assert!(v.get(key).is_some());
     }
@@ -119,7 +130,9 @@ fn routellm_with_capacity_and_noise_runs() {
 #[test]
 fn ledger_holds_budget_with_cost_prediction_error_under_adversarial_batching() {
     // RouteLLM costs depend on the recorded answer lengths, which the estimator only predicts:
-    // the ledger's margin must still keep every batch within its budget.
+    // with the dearest queries first (an order no predictor sees coming) the share of batches over
+    // their grant stays within max_over_probability (0.05), and the run's mean spend within the
+    // target.
     let out = eval(&[
         "--records",
         "data/routellm.jsonl.gz",
@@ -140,8 +153,44 @@ fn ledger_holds_budget_with_cost_prediction_error_under_adversarial_batching() {
     let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
     assert!(v["settings"]["prior_cost_margin"].as_f64().unwrap() > 0.0, "costs here are uncertain");
     for r in v["results"].as_array().unwrap() {
-        assert_eq!(r["batches_over_budget"], 0, "{r}");
+        let (over, batches) = (r["batches_over_budget"].as_u64().unwrap(), r["batches"].as_u64().unwrap());
+        assert!(over as f64 <= (0.05 * batches as f64).ceil(), "{r}");
         assert!(r["spend_vs_allowance"].as_f64().unwrap() <= 1.0 + 1e-9, "{r}");
+    }
+}
+
+/// Real recorded costs (pricing-reversal SimpleQA): with random traffic `fast` holds the budget in
+/// every batch and at every prefix, where per-query pricing at the same target does not; the
+/// plain kNN reference arm runs in the same report.
+#[test]
+fn real_costs_budget_held_where_per_query_pricing_overspends() {
+    let out = eval(&[
+        "--records",
+        "data/pricing-reversal-simpleqa.jsonl.gz",
+        "--assigners",
+        "fast,per-query-price,fast@plain-knn",
+        "--spend",
+        "0.05",
+        "--bootstrap",
+        "20",
+        "--sweep-points",
+        "4",
+        "--format",
+        "json",
+    ]);
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    let row = |a: &str| v["results"].as_array().unwrap().iter().find(|r| r["assigner"] == a).unwrap().clone();
+    let (fast, pqp) = (row("fast"), row("per-query-price"));
+    assert_eq!(fast["batches_over_budget"], 0, "{fast}");
+    assert!(fast["rolling_overspend"].as_f64().unwrap() <= 0.01, "{fast}");
+    assert!(pqp["rolling_overspend"].as_f64().unwrap() > 0.05, "{pqp}");
+    assert!(row("fast@plain-knn")["accuracy"].as_f64().unwrap() > 0.3);
+    assert!(v["settings"]["kappa"].as_f64().unwrap() > 1.6);
+    // Per-model cost calibration within 10 % on held-out data for every model.
+    for m in v["cost_models"][0]["models"].as_array().unwrap() {
+        let r = m["realized_over_predicted"].as_f64().unwrap();
+        assert!((r - 1.0).abs() < 0.1, "{m}");
     }
 }
 
@@ -153,6 +202,8 @@ fn bad_flags_are_clear_errors() {
         (vec!["--records", "data/dcrouter.jsonl.gz", "--assigners", "single:gpt-9"], "no such model"),
         (vec!["--records", "does/not/exist.jsonl"], "exist.jsonl"),
         (vec!["--records", "data/dcrouter.jsonl.gz", "--capacity-frac", "0.01"], "cannot hold a batch"),
+        (vec!["--records", "data/dcrouter.jsonl.gz", "--cost-noise", "gauss:1"], "lognormal:S"),
+        (vec!["--records", "data/dcrouter.jsonl.gz", "--max-over-probability", "0.9"], "--max-over-probability"),
     ] {
         let out = eval(&args);
         assert!(!out.status.success());
