@@ -7,6 +7,7 @@ use estimator::knn::outcome_cost;
 use estimator::plain::PlainKnn;
 use estimator::records::{common_models, read_records};
 use estimator::{Catalog, Estimator, KnnConfig, KnnEstimator, Prediction, Record};
+use rand::seq::SliceRandom;
 use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
 use rand_distr::{Distribution, Normal, StandardNormal};
@@ -220,7 +221,15 @@ pub fn load(opts: &DataOptions) -> Result<EvalData> {
             })
             .collect()
     };
-    let main_preds = (predict(&train, train_emb.as_deref(), true), predict(&test, test_emb.as_deref(), false));
+    // Train-split predictions (what every knob and the cost model are calibrated on) are
+    // cross-fitted: the default estimator is retrained on 4 of 5 folds of the train split and
+    // predicts the fifth, so its task priors and token priors are out-of-sample too. An artifact
+    // (a trained head) cannot be refitted here: its train predictions are leave-one-out kNN.
+    let train_preds = match opts.artifact {
+        Some(_) => predict(&train, train_emb.as_deref(), true),
+        None => cross_fit(&train, &models, catalog.as_ref(), &opts.knn, opts.seed)?,
+    };
+    let main_preds = (train_preds, predict(&test, test_emb.as_deref(), false));
     let plain_preds = if opts.plain_knn {
         let p = PlainKnn::train(&train, &models, catalog.as_ref(), opts.knn.k)?;
         let tr: Vec<Prediction> = train.iter().enumerate().map(|(q, r)| p.predict(&r.prompt, Some(q))).collect();
@@ -253,6 +262,47 @@ pub fn load(opts: &DataOptions) -> Result<EvalData> {
     let main = finish(main_preds)?;
     let plain = plain_preds.map(finish).transpose()?;
     Ok(EvalData { records: all.len(), models, main, plain })
+}
+
+/// Folds of the train split for cross-fitted predictions.
+const FOLDS: usize = 5;
+
+/// Each train record predicted by the default estimator trained on the other folds.
+fn cross_fit(
+    train: &[&Record],
+    models: &[String],
+    catalog: Option<&Catalog>,
+    knn: &KnnConfig,
+    seed: u64,
+) -> Result<Vec<Prediction>> {
+    let n = train.len();
+    if n < 2 * FOLDS {
+        // Too few records to fold: leave-one-out on one estimator.
+        let est = KnnEstimator::train(train, models, catalog, knn.clone())?;
+        return Ok(train
+            .iter()
+            .enumerate()
+            .map(|(q, r)| est.predict_excluding(&r.prompt, r.task.as_deref(), Some(q)))
+            .collect());
+    }
+    let mut order: Vec<usize> = (0..n).collect();
+    order.shuffle(&mut ChaCha8Rng::seed_from_u64(seed ^ 0xf01d));
+    let mut fold = vec![0usize; n];
+    for (k, &q) in order.iter().enumerate() {
+        fold[q] = k % FOLDS;
+    }
+    let mut out: Vec<Option<Prediction>> = vec![None; n];
+    for f in 0..FOLDS {
+        let fit: Vec<&Record> = (0..n).filter(|&q| fold[q] != f).map(|q| train[q]).collect();
+        let est = KnnEstimator::train(&fit, models, catalog, knn.clone())?;
+        for q in (0..n).filter(|&q| fold[q] == f) {
+            out[q] = Some(est.predict(&train[q].prompt, train[q].task.as_deref()));
+        }
+    }
+    out.into_iter()
+        .enumerate()
+        .map(|(q, p)| p.ok_or_else(|| RouterError::Invalid(format!("train record {q} was in no fold"))))
+        .collect()
 }
 
 /// Loads an estimator artifact and checks it was trained on exactly this run's train split —
