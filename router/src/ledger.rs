@@ -19,6 +19,7 @@
 //! `max_over_probability` in expectation when the batches' ratios are exchangeable with the
 //! ones the quantile saw (the conformal argument).
 
+use crate::assign::chance::kappa_for;
 use std::collections::VecDeque;
 
 /// The margin may go below 0 — the plan above the grant — when the quantile says the predicted
@@ -29,20 +30,35 @@ const MIN_MARGIN: f64 = -0.5;
 /// batch within its grant it rises by γ·ε.
 pub const DEFAULT_ADAPT_RATE: f64 = 0.02;
 
-/// Online ratios kept for the quantile (the calibration ones first, the oldest dropped first).
+/// Observations kept for the quantiles (the calibration ones first, the oldest dropped first).
 const WINDOW: usize = 400;
+
+/// κ is kept within [0, this × the normal κ] whatever the observed errors say.
+const KAPPA_CAP: f64 = 3.0;
+
+/// One batch as planned and as it turned out.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct Observation {
+    /// Σ ĉ·x of the assignment that ran.
+    pub cost: f64,
+    /// Σ v·x: its predicted cost variance.
+    pub var: f64,
+    pub realized: f64,
+}
 
 #[derive(Debug, Clone)]
 pub struct Ledger {
     pub budget_per_query: f64,
     /// Carry unspent budget forward as well as overspend (a rolling budget).
     pub carry_unspent: bool,
-    /// Allowed per-batch over-budget probability ε (the margin's quantile level is 1 − ε).
+    /// Allowed per-batch over-budget probability ε (the quantiles' level is 1 − ε).
     pub max_over_probability: f64,
+    /// Plan with the chance row (κ > 0); off: point costs and the ratio margin only.
+    pub chance: bool,
     /// Σ allowance − Σ realized (settled) − Σ grants (outstanding).
     balance: f64,
     outstanding: usize,
-    ratios: VecDeque<f64>,
+    obs: VecDeque<Observation>,
     /// The adaptive miscoverage level αₜ (adaptive conformal inference): starts at ε, falls after
     /// a batch over its grant, rises slowly after batches within it.
     alpha: f64,
@@ -61,21 +77,36 @@ pub struct BatchBudget {
     pub budget: f64,
     /// The budget the assigner plans against (the grant shrunk by the margin).
     pub plan: f64,
+    /// κ of the batch's chance row (Σ ĉ·x + κ·√(Σ v·x) ≤ plan).
+    pub kappa: f64,
     /// The balance could not cover the batch's cheapest assignment; the grant was raised to it.
     pub overdraft: bool,
 }
 
+/// The split-conformal (1 − α)-quantile of `v`: its ⌈(k + 1)(1 − α)⌉-th smallest (α ≤ 0: the
+/// largest); None below ⌈1/ε⌉ values.
+fn conformal(mut v: Vec<f64>, alpha: f64, min: usize) -> Option<f64> {
+    let k = v.len();
+    if k == 0 || k < min {
+        return None;
+    }
+    v.sort_unstable_by(f64::total_cmp);
+    let rank = (((k + 1) as f64) * (1.0 - alpha)).ceil() as usize;
+    Some(v[rank.clamp(1, k) - 1])
+}
+
 impl Ledger {
-    /// A ledger with no calibration ratios yet: until it has seen ⌈1/ε⌉ ratios the margin is
-    /// `prior_margin` (relative).
+    /// A ledger with no calibration yet: until it has seen ⌈1/ε⌉ batches κ is the normal one,
+    /// Φ⁻¹(1 − ε), and the margin `prior_margin` (relative).
     pub fn new(budget_per_query: f64, prior_margin: f64) -> Ledger {
         Ledger {
             budget_per_query,
             carry_unspent: false,
             max_over_probability: 0.05,
+            chance: true,
             balance: 0.0,
             outstanding: 0,
-            ratios: VecDeque::new(),
+            obs: VecDeque::new(),
             alpha: f64::NAN,
             adapt_rate: DEFAULT_ADAPT_RATE,
             spent: 0.0,
@@ -85,53 +116,75 @@ impl Ledger {
         }
     }
 
-    /// The batch size the ratios were measured on; smaller batches get proportionally wider
-    /// margins (the relative error of a sum of n independent errors shrinks like 1/√n).
+    /// The batch size the observations were made on; smaller batches get proportionally wider
+    /// positive margins (the relative error of a sum of n independent errors shrinks like 1/√n).
     pub fn with_reference_batch(mut self, n: usize) -> Ledger {
         self.reference_n = n.max(1);
         self
     }
 
-    /// Calibration ratios (realized / predicted budget use of batches planned like the live
-    /// ones, on out-of-sample predictions) to start the quantile from.
-    pub fn with_calibration(mut self, ratios: &[f64]) -> Ledger {
-        for &r in ratios {
-            self.push_ratio(r);
+    /// Calibration batches (planned like the live ones, on out-of-sample predictions) to start
+    /// the quantiles from.
+    pub fn with_calibration(mut self, obs: &[Observation]) -> Ledger {
+        for &o in obs {
+            self.push(o);
         }
         self
     }
 
-    fn push_ratio(&mut self, r: f64) {
-        if r.is_finite() && r >= 0.0 {
-            self.ratios.push_back(r);
-            if self.ratios.len() > WINDOW {
-                self.ratios.pop_front();
+    fn push(&mut self, o: Observation) {
+        if o.cost.is_finite() && o.var.is_finite() && o.realized.is_finite() && o.cost >= 0.0 && o.var >= 0.0 {
+            self.obs.push_back(o);
+            if self.obs.len() > WINDOW {
+                self.obs.pop_front();
             }
         }
     }
 
-    /// The margin currently kept for cost-prediction error (relative): the conformal
-    /// (1 − ε)-quantile of the ratios minus 1 (at least −0.5: a negative margin lets the plan's
-    /// predicted use exceed the grant when batches realize well below it); `prior_margin` while
-    /// fewer than ⌈1/ε⌉ ratios are known.
-    pub fn margin(&self) -> f64 {
-        let eps = self.max_over_probability.clamp(1e-6, 0.5);
-        let k = self.ratios.len();
-        if (k as f64) < (1.0 / eps).ceil() {
-            return self.prior_margin;
+    fn eps(&self) -> f64 {
+        self.max_over_probability.clamp(1e-6, 0.5)
+    }
+
+    fn min_obs(&self) -> usize {
+        (1.0 / self.eps()).ceil() as usize
+    }
+
+    /// κ of the chance row: the conformal (1 − αₜ)-quantile of the batches' standardized errors
+    /// (realized − Σ ĉ·x) / √(Σ v·x) — calibrated on what batches did, not on a normal tail,
+    /// which overstates the quantile of right-skewed sums (most batches far below, a few far
+    /// above) — within [0, 3 Φ⁻¹(1 − ε)]; Φ⁻¹(1 − ε) until ⌈1/ε⌉ batches with a spread are known.
+    pub fn kappa(&self) -> f64 {
+        if !self.chance {
+            return 0.0;
         }
-        let alpha = self.level();
-        let mut v: Vec<f64> = self.ratios.iter().copied().collect();
-        v.sort_unstable_by(f64::total_cmp);
-        // Split-conformal rank: the ⌈(k + 1)(1 − α)⌉-th smallest (α ≤ 0: the largest).
-        let rank = (((k + 1) as f64) * (1.0 - alpha)).ceil() as usize;
-        (v[rank.clamp(1, k) - 1] - 1.0).max(MIN_MARGIN)
+        let normal = kappa_for(self.eps());
+        let z: Vec<f64> =
+            self.obs.iter().filter(|o| o.var > 0.0).map(|o| (o.realized - o.cost) / o.var.sqrt()).collect();
+        conformal(z, self.level(), self.min_obs()).map_or(normal, |q| q.clamp(0.0, KAPPA_CAP * normal))
+    }
+
+    /// The margin currently kept for cost-prediction error (relative): the conformal
+    /// (1 − αₜ)-quantile of realized / predicted budget use (Σ ĉ·x + κ·√(Σ v·x), at today's κ)
+    /// minus 1, at least −0.5 (a negative margin lets the plan exceed the grant when batches
+    /// realize well below their prediction); `prior_margin` while fewer than ⌈1/ε⌉ batches are
+    /// known. With spreads known, κ already holds the quantile and the margin is near 0; with
+    /// point costs (no spread) it is the whole protection.
+    pub fn margin(&self) -> f64 {
+        let kappa = self.kappa();
+        let ratios: Vec<f64> = self
+            .obs
+            .iter()
+            .map(|o| (o.realized, o.cost + kappa * o.var.sqrt()))
+            .filter(|&(_, p)| p > 0.0)
+            .map(|(r, p)| r / p)
+            .collect();
+        conformal(ratios, self.level(), self.min_obs()).map_or(self.prior_margin, |q| (q - 1.0).max(MIN_MARGIN))
     }
 
     /// The current miscoverage level αₜ.
     pub fn level(&self) -> f64 {
         if self.alpha.is_nan() {
-            self.max_over_probability.clamp(1e-6, 0.5)
+            self.eps()
         } else {
             self.alpha
         }
@@ -148,24 +201,26 @@ impl Ledger {
     }
 
     /// Grants the next batch of `n` queries its budget: what the balance holds with this batch's
-    /// allowance added, raised to `min_use` (the predicted budget use of its cheapest feasible
-    /// assignment) × (1 + margin) when the balance cannot cover it (an overdraft). The grant is
-    /// subtracted from the balance now; `settle` corrects it with the realized cost.
-    pub fn reserve(&mut self, n: usize, min_use: f64) -> BatchBudget {
+    /// allowance added, raised to the predicted budget use of its cheapest feasible assignment
+    /// (cost `min_cost`, variance `min_var`) × (1 + margin) when the balance cannot cover it (an
+    /// overdraft). The grant is subtracted from the balance now; `settle` corrects it with the
+    /// realized cost.
+    pub fn reserve(&mut self, n: usize, min_cost: f64, min_var: f64) -> BatchBudget {
         self.balance += self.budget_per_query * n as f64;
         self.allowed += self.budget_per_query * n as f64;
+        let kappa = self.kappa();
         let margin = self.margin_for(n);
+        let min_use = (min_cost + kappa * min_var.max(0.0).sqrt()).max(0.0);
         let available = self.balance.max(0.0);
-        let floor = min_use.max(0.0) * (1.0 + margin);
-        let budget = available.max(floor);
+        let budget = available.max(min_use * (1.0 + margin));
         self.balance -= budget;
         self.outstanding += 1;
-        BatchBudget { budget, plan: (budget / (1.0 + margin)).max(min_use.max(0.0)), overdraft: budget > available }
+        BatchBudget { budget, plan: (budget / (1.0 + margin)).max(min_use), kappa, overdraft: budget > available }
     }
 
-    /// Settles a batch reserved with `reserve`: `predicted_use` is its assignment's predicted
-    /// budget use (Σ ĉ·x + κ·√(Σ v·x)), `realized` what it cost.
-    pub fn settle(&mut self, granted: &BatchBudget, predicted_use: f64, realized: f64) {
+    /// Settles a batch reserved with `reserve`: `cost` and `var` are its assignment's Σ ĉ·x and
+    /// Σ v·x, `realized` what it cost.
+    pub fn settle(&mut self, granted: &BatchBudget, cost: f64, var: f64, realized: f64) {
         let realized = if realized.is_finite() { realized.max(0.0) } else { granted.budget };
         self.outstanding = self.outstanding.saturating_sub(1);
         self.balance += granted.budget - realized;
@@ -173,14 +228,11 @@ impl Ledger {
         if !self.carry_unspent && self.balance > 0.0 {
             self.balance = 0.0;
         }
-        if predicted_use > 0.0 {
-            self.push_ratio(realized / predicted_use);
-        }
+        self.push(Observation { cost, var, realized });
         // Adaptive conformal inference (Gibbs & Candès): α ← α + γ·(ε − 1[over]); the long-run
         // share of batches over their grant tends to ε whatever the order of the traffic.
-        let eps = self.max_over_probability.clamp(1e-6, 0.5);
         let over = realized > granted.budget * (1.0 + 1e-9) && !granted.overdraft;
-        let a = self.level() + self.adapt_rate * (eps - if over { 1.0 } else { 0.0 });
+        let a = self.level() + self.adapt_rate * (self.eps() - if over { 1.0 } else { 0.0 });
         self.alpha = a.clamp(-1.0, 0.5);
     }
 
@@ -214,16 +266,16 @@ mod tests {
     #[test]
     fn overspend_is_repaid_and_unspent_dropped_by_default() {
         let mut l = Ledger::new(1.0, 0.0);
-        let b = l.reserve(10, 0.0);
+        let b = l.reserve(10, 0.0, 0.0);
         assert_eq!(b.budget, 10.0);
         assert!(!b.overdraft);
-        l.settle(&b, 10.0, 12.0); // 2 over
+        l.settle(&b, 10.0, 0.0, 12.0); // 2 over
         assert_eq!(l.carried(), 2.0);
-        let b = l.reserve(10, 0.0);
+        let b = l.reserve(10, 0.0, 0.0);
         assert_eq!(b.budget, 8.0);
-        l.settle(&b, 8.0, 7.0); // 1 under: dropped by default
+        l.settle(&b, 8.0, 0.0, 7.0); // 1 under: dropped by default
         assert_eq!(l.carried(), 0.0);
-        assert_eq!(l.reserve(10, 0.0).budget, 10.0);
+        assert_eq!(l.reserve(10, 0.0, 0.0).budget, 10.0);
         assert_eq!(l.totals().0, 19.0);
     }
 
@@ -231,15 +283,15 @@ mod tests {
     fn unspent_rolls_over_when_configured_and_deep_debt_is_kept() {
         let mut l = Ledger::new(1.0, 0.0);
         l.carry_unspent = true;
-        let b = l.reserve(10, 0.0);
-        l.settle(&b, 10.0, 4.0);
-        assert_eq!(l.reserve(10, 0.0).budget, 16.0);
+        let b = l.reserve(10, 0.0, 0.0);
+        l.settle(&b, 10.0, 0.0, 4.0);
+        assert_eq!(l.reserve(10, 0.0, 0.0).budget, 16.0);
         let mut l = Ledger::new(1.0, 0.0);
-        let b = l.reserve(10, 0.0);
-        l.settle(&b, 10.0, 35.0); // 25 over: one batch of 10 cannot repay it
-        let b = l.reserve(10, 0.0);
+        let b = l.reserve(10, 0.0, 0.0);
+        l.settle(&b, 10.0, 0.0, 35.0); // 25 over: one batch of 10 cannot repay it
+        let b = l.reserve(10, 0.0, 0.0);
         assert_eq!(b.budget, 0.0);
-        l.settle(&b, 0.0, 1.0);
+        l.settle(&b, 0.0, 0.0, 1.0);
         assert_eq!(l.carried(), 16.0);
     }
 
@@ -248,21 +300,21 @@ mod tests {
     fn concurrent_batches_do_not_share_the_same_money() {
         let mut l = Ledger::new(1.0, 0.0);
         l.carry_unspent = true;
-        let b = l.reserve(10, 0.0);
-        l.settle(&b, 10.0, 0.0); // 10 unspent rolls over
-        let a = l.reserve(10, 0.0);
-        let c = l.reserve(10, 0.0);
+        let b = l.reserve(10, 0.0, 0.0);
+        l.settle(&b, 10.0, 0.0, 0.0); // 10 unspent rolls over
+        let a = l.reserve(10, 0.0, 0.0);
+        let c = l.reserve(10, 0.0, 0.0);
         assert_eq!((a.budget, c.budget), (20.0, 10.0));
         assert_eq!(l.outstanding(), 2);
-        l.settle(&c, 10.0, 10.0);
-        l.settle(&a, 20.0, 20.0);
+        l.settle(&c, 10.0, 0.0, 10.0);
+        l.settle(&a, 20.0, 0.0, 20.0);
         assert_eq!((l.balance(), l.outstanding()), (0.0, 0));
     }
 
     #[test]
     fn overdraft_raises_the_grant_to_the_cheapest_assignment() {
         let mut l = Ledger::new(1.0, 0.1).with_reference_batch(10);
-        let b = l.reserve(10, 11.0);
+        let b = l.reserve(10, 11.0, 0.0);
         assert!(b.overdraft && (b.budget - 11.0 * 1.1).abs() < 1e-12 && b.plan >= 11.0);
     }
 
@@ -271,18 +323,39 @@ mod tests {
         let mut l = Ledger::new(1.0, 0.3).with_reference_batch(10);
         // Before ⌈1/ε⌉ = 20 ratios: the prior.
         assert!((l.margin() - 0.3).abs() < 1e-12);
-        let ratios: Vec<f64> = (0..99).map(|k| 0.9 + 0.002 * k as f64).collect(); // 0.9 .. 1.096
-        l = l.with_calibration(&ratios);
+        // Point costs (no spread): the ratio realized / predicted is the whole margin.
+        let obs: Vec<Observation> =
+            (0..99).map(|k| Observation { cost: 1.0, var: 0.0, realized: 0.9 + 0.002 * k as f64 }).collect(); // 0.9 .. 1.096
+        l = l.with_calibration(&obs);
         let m = l.margin();
         // ⌈100 · 0.95⌉ = 95th smallest = 0.9 + 0.002·94.
         assert!((m - (0.9 + 0.002 * 94.0 - 1.0)).abs() < 1e-12, "{m}");
         // One heavy-tailed batch moves the quantile by one rank, not to 10×.
-        let b = l.reserve(10, 0.0);
-        l.settle(&b, 10.0, 100.0);
+        let b = l.reserve(10, 0.0, 0.0);
+        l.settle(&b, 10.0, 0.0, 100.0);
         assert!(l.margin() < 0.1, "{}", l.margin());
         // A batch a quarter of the reference size keeps twice the margin.
         let l = l.with_reference_batch(40);
         assert!((l.margin_for(10) - 2.0 * l.margin()).abs() < 1e-12);
+    }
+
+    /// κ follows the observed standardized errors of batch sums, not the normal tail.
+    #[test]
+    fn kappa_is_the_conformal_quantile_of_standardized_errors() {
+        let mut l = Ledger::new(1.0, 0.0);
+        assert!((l.kappa() - 1.6448536).abs() < 1e-6, "normal before any batch");
+        // z = −1.0, −0.98, …, 0.96: right-skewed sums that rarely exceed their mean by much.
+        let obs: Vec<Observation> = (0..99)
+            .map(|k| Observation { cost: 10.0, var: 4.0, realized: 10.0 + 2.0 * (-1.0 + 0.02 * k as f64) })
+            .collect();
+        l = l.with_calibration(&obs);
+        assert!((l.kappa() - (-1.0 + 0.02 * 94.0)).abs() < 1e-9, "{}", l.kappa());
+        // With κ the quantile of z, the ratio margin is about 0.
+        assert!(l.margin().abs() < 0.02, "{}", l.margin());
+        let b = l.reserve(10, 5.0, 4.0);
+        assert!((b.kappa - l.kappa()).abs() < 1e-12);
+        l.chance = false;
+        assert_eq!(l.kappa(), 0.0);
     }
 
     /// The documented guarantee on a random stream of batches whose realized cost scatters
@@ -296,13 +369,13 @@ mod tests {
             let mut last_overshoot: f64;
             for _ in 0..2000 {
                 let n = rng.gen_range(1..64);
-                let b = l.reserve(n, 0.0);
+                let b = l.reserve(n, 0.0, 0.0);
                 assert!(!b.overdraft);
                 // Realized: the plan times a log-normal-ish factor, overshoot capped below the
                 // next batch's smallest allowance (1).
                 let f: f64 = (rng.gen::<f64>() * 1.2 - 0.6).exp();
                 let realized = (b.plan * f).min(b.budget + 0.99);
-                l.settle(&b, b.plan, realized);
+                l.settle(&b, b.plan, 0.0, realized);
                 last_overshoot = (realized - b.budget).max(0.0);
                 let (spent, allowed) = l.totals();
                 assert!(spent <= allowed + last_overshoot + 1e-9, "{spent} > {allowed} + {last_overshoot}");

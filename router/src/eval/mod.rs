@@ -233,9 +233,9 @@ pub fn run_eval(cfg: &EvalConfig) -> Result<EvalReport> {
             pacing: cfg.pacing,
             adapt_rate: cfg.adapt_rate,
             max_over_probability: cfg.max_over_probability,
-            calibration_ratios: Vec::new(),
+            calibration: Vec::new(),
         };
-        o.calibration_ratios = calibration_ratios(&p.train, &train_batches, &o);
+        o.calibration = calibration_batches(&p.train, &train_batches);
         o
     };
     let main_opts = base_opts(&data.main);
@@ -254,7 +254,8 @@ pub fn run_eval(cfg: &EvalConfig) -> Result<EvalReport> {
         c_min,
         c_max,
         kappa,
-        margin = Ledger::new(0.0, main_opts.prior_margin).with_calibration(&main_opts.calibration_ratios).margin(),
+        margin = Ledger::new(0.0, main_opts.prior_margin).with_calibration(&main_opts.calibration).margin(),
+        calibrated_kappa = Ledger::new(0.0, 0.0).with_calibration(&main_opts.calibration).kappa(),
         "data ready"
     );
     let mut results = Vec::new();
@@ -359,11 +360,11 @@ fn cost_model_json(name: &str, models: &[String], p: &data::Predicted) -> serde_
     serde_json::json!({"estimator": name, "models": rows})
 }
 
-/// The ledger's calibration ratios, cross-fitted: on the train split's leave-one-out predictions,
-/// every random train batch planned by per-query pricing at λ spread over its range and by each
-/// single model, realized cost / predicted budget use (Σ ĉ·x + κ·√(Σ v·x)). The pool covers cheap
+/// The ledger's calibration batches, cross-fitted: on the train split's out-of-sample
+/// predictions, every random train batch planned by per-query pricing at λ spread over its range
+/// and by each single model — predicted Σ ĉ·x, Σ v·x and the realized cost. The pool covers cheap
 /// to dear policies, and the argmax choices carry the selection bias live batches have.
-fn calibration_ratios(d: &data::SplitData, batches: &[Vec<usize>], opts: &RunOptions) -> Vec<f64> {
+fn calibration_batches(d: &data::SplitData, batches: &[Vec<usize>]) -> Vec<crate::ledger::Observation> {
     let lambdas = sweep_knobs(&Spec::PerQueryPrice, d, 8);
     let mut out = Vec::new();
     for b in batches {
@@ -383,17 +384,14 @@ fn calibration_ratios(d: &data::SplitData, batches: &[Vec<usize>], opts: &RunOpt
             );
         }
         for ch in choices {
-            let (mut c, mut v, mut r) = (0.0, 0.0, 0.0);
+            let (mut cost, mut var, mut realized) = (0.0, 0.0, 0.0);
             for (&q, &j) in b.iter().zip(&ch) {
                 let k = q * d.m + j;
-                c += d.pred_cost[k];
-                v += d.cost_var[k];
-                r += d.cost[k];
+                cost += d.pred_cost[k];
+                var += d.cost_var[k];
+                realized += d.cost[k];
             }
-            let pred = c + opts.kappa * v.sqrt();
-            if pred > 0.0 {
-                out.push(r / pred);
-            }
+            out.push(crate::ledger::Observation { cost, var, realized });
         }
     }
     out

@@ -90,9 +90,9 @@ pub struct RunOptions {
     pub adapt_rate: f64,
     /// The ledger's allowed per-batch over-budget probability.
     pub max_over_probability: f64,
-    /// Batch-level realized / predicted-use ratios from train traffic (cross-fitted), the
-    /// ledger's starting quantile.
-    pub calibration_ratios: Vec<f64>,
+    /// Batches planned on train traffic (cross-fitted predictions): the ledger's starting
+    /// quantiles.
+    pub calibration: Vec<crate::ledger::Observation>,
 }
 
 impl RunOptions {
@@ -165,9 +165,10 @@ pub fn run(
     let priced = opts.dual_price && matches!(spec, Spec::Fast | Spec::Mip);
     let mut ledger = Ledger::new(knob.allowance, if oracle { 0.0 } else { opts.prior_margin })
         .with_reference_batch(opts.batch_size)
-        .with_calibration(if oracle { &[] } else { &opts.calibration_ratios });
+        .with_calibration(if oracle { &[] } else { &opts.calibration });
     ledger.carry_unspent = opts.rolling() && !oracle;
     ledger.max_over_probability = opts.max_over_probability;
+    ledger.chance = opts.kappa > 0.0;
     ledger.adapt_rate = opts.adapt_rate;
     let solver: Box<dyn Assigner> = match spec {
         Spec::Fast | Spec::Oracle => Box::new(Fast::default()),
@@ -196,8 +197,10 @@ pub fn run(
             let t = if opts.rolling() { allowed_so_far - spent_so_far } else { knob.allowance * n as f64 };
             (t.max(cheapest), cheapest > t)
         } else if opts.ledger {
-            let b = ledger.reserve(n, p.budget_use(&min_cost_assignment(&p)));
+            let mc = min_cost_assignment(&p);
+            let b = ledger.reserve(n, p.cost_of(&mc), p.cost_var_of(&mc));
             p.budget = b.plan;
+            p.kappa = b.kappa;
             grant = Some(b);
             (b.budget, b.overdraft)
         } else {
@@ -220,7 +223,7 @@ pub fn run(
         spent_so_far += realized;
         let predicted = p.budget_use(&a.choice);
         if let Some(b) = grant {
-            ledger.settle(&b, predicted, realized);
+            ledger.settle(&b, p.cost_of(&a.choice), p.cost_var_of(&a.choice), realized);
         }
         if priced && opts.pacing > 0.0 && knob.allowance.is_finite() && knob.allowance > 0.0 {
             let a = knob.allowance * n as f64;
@@ -253,11 +256,6 @@ pub fn rolling_overspend(r: &[BatchOutcome]) -> f64 {
         }
     }
     worst
-}
-
-/// Batch-level realized / predicted budget use, the ledger's calibration ratios.
-pub fn ratios(r: &[BatchOutcome]) -> Vec<f64> {
-    r.iter().filter(|b| b.predicted > 0.0).map(|b| b.realized / b.predicted).collect()
 }
 
 pub fn accuracy(r: &[BatchOutcome]) -> f64 {

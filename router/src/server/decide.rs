@@ -124,10 +124,10 @@ pub async fn decide(shared: &Arc<Shared>, queries: Vec<Query>) -> Option<Decided
         p.kv_free[j] = md.entry.kv_tokens.map_or(f64::INFINITY, |kv| kv as f64 * instances);
     }
     p.gamma = cfg.gamma.min(n as f64);
-    p.kappa = crate::assign::chance::kappa_for(cfg.max_over_probability);
-    let min_use = p.budget_use(&min_cost_assignment(&p));
-    let budget = shared.ledger().reserve(n, min_use);
+    let mc = min_cost_assignment(&p);
+    let budget = shared.ledger().reserve(n, p.cost_of(&mc), p.cost_var_of(&mc));
     p.budget = budget.plan;
+    p.kappa = budget.kappa;
     if budget.overdraft {
         metrics::counter!("llmroute_overdraft_batches_total").increment(1);
     }

@@ -40,7 +40,7 @@ pub fn launch(shared: &Arc<Shared>, d: Decided) {
     let mut handles = Vec::with_capacity(n);
     let mut decision_only_cost = 0.0;
     let predicted_total = problem.cost_of(&choice);
-    let predicted_use = problem.budget_use(&choice);
+    let predicted_var = problem.cost_var_of(&choice);
     for (i, mut q) in queries.into_iter().enumerate() {
         let j = choice[i];
         let base = Reply {
@@ -88,7 +88,7 @@ pub fn launch(shared: &Arc<Shared>, d: Decided) {
     if handles.is_empty() {
         // Decision only: the batch is charged its predicted cost now (its grant must not stay
         // outstanding).
-        settle(shared, &budget, predicted_use, decision_only_cost);
+        settle(shared, &budget, predicted_total, predicted_var, decision_only_cost);
         return;
     }
     let reserved = predicted_total - decision_only_cost;
@@ -100,13 +100,13 @@ pub fn launch(shared: &Arc<Shared>, d: Decided) {
             realized += h.await.unwrap_or(0.0);
         }
         add_reserved(-reserved);
-        settle(&shared, &budget, predicted_use, realized + decision_only_cost);
+        settle(&shared, &budget, predicted_total, predicted_var, realized + decision_only_cost);
     });
 }
 
-fn settle(shared: &Shared, budget: &crate::ledger::BatchBudget, predicted_use: f64, realized: f64) {
+fn settle(shared: &Shared, budget: &crate::ledger::BatchBudget, cost: f64, var: f64, realized: f64) {
     let mut ledger = shared.ledger();
-    ledger.settle(budget, predicted_use, realized);
+    ledger.settle(budget, cost, var, realized);
     let (spent, allowed) = ledger.totals();
     metrics::gauge!("llmroute_spend_usd").set(spent);
     metrics::gauge!("llmroute_budget_allowed_usd").set(allowed);
