@@ -86,6 +86,8 @@ pub struct RunOptions {
     pub kappa: f64,
     /// Step size of the price pacing (0: λ fixed).
     pub pacing: f64,
+    /// Priced batch assigners price for allowance / (1 + headroom).
+    pub headroom: f64,
     /// The ledger's adaptive-conformal step γ.
     pub adapt_rate: f64,
     /// The ledger's allowed per-batch over-budget probability.
@@ -319,10 +321,13 @@ pub fn calibrate(spec: &Spec, target: f64, d: &SplitData, batches: &[Vec<usize>]
             Knob { value: x, allowance: target }
         }
     };
+    // A priced batch assigner prices for target / (1 + headroom): the rest of the allowance stays
+    // in the balance for cost surprises, so the chance row binds (and rations by spread) less.
+    let aim = if priced { target / (1.0 + opts.headroom.max(0.0)) } else { target };
     for _ in 0..22 {
         let mid = 0.5 * (a + b);
         let c = mean_cost(&run(runner, knob_at(val(mid)), d, batches, opts)?);
-        if (c > target) == increasing {
+        if (c > aim) == increasing {
             b = mid;
         } else {
             a = mid;

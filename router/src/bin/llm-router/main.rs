@@ -140,6 +140,10 @@ struct EvalArgs {
     /// moves by γ·(ε − 1[batch over its grant]); 0 keeps the level at ε.
     #[arg(long, default_value_t = router::ledger::DEFAULT_ADAPT_RATE)]
     adapt_rate: f64,
+    /// Priced fast / mip set their price λ to spend target / (1 + H) on train traffic and keep
+    /// the rest of the allowance in the balance as headroom for cost surprises.
+    #[arg(long, default_value_t = 0.0)]
+    headroom: f64,
     /// Knob values per assigner in the test sweep (matched costs, AIQ, plot).
     #[arg(long, default_value_t = 20)]
     sweep_points: usize,
@@ -207,6 +211,7 @@ fn eval(a: EvalArgs) -> Result<(), String> {
         no_chance: a.no_chance,
         pacing: a.pacing,
         adapt_rate: a.adapt_rate,
+        headroom: a.headroom,
     };
     let r = run_eval(&cfg).map_err(|e| e.to_string())?;
     let json = serde_json::to_string_pretty(&r).map_err(|e| e.to_string())?;
