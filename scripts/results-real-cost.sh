@@ -30,8 +30,11 @@ for b in random adversarial; do
   ev "dcrouter-$b" data/dcrouter.jsonl.gz --catalog deploy/catalogs/dcrouter.yaml --batching "$b"
   ev "dcrouter-costnoise0.5-$b" data/dcrouter.jsonl.gz --catalog deploy/catalogs/dcrouter.yaml --batching "$b" --cost-noise lognormal:0.5
 done
-# The same on SimpleQA with the old planning (point costs, κ = 0), for the record.
+# The same on SimpleQA with the old planning (point costs, κ = 0), without headroom, and with the
+# no-price mode (Σ μ·x under each batch's grant), for the record.
 ev "simpleqa-random-point-costs" data/pricing-reversal-simpleqa.jsonl.gz --batching random --no-chance
+ev "simpleqa-random-headroom0" data/pricing-reversal-simpleqa.jsonl.gz --batching random --headroom 0
+ev "simpleqa-random-no-dual-price" data/pricing-reversal-simpleqa.jsonl.gz --batching random --no-dual-price
 # The cost model's calibration per dataset (estimator eval).
 for d in pricing-reversal-simpleqa pricing-reversal-reasoning; do
   "$BIN/estimator" eval --records "data/$d.jsonl.gz" > "$OUT/estimator-$d.txt"
