@@ -107,3 +107,26 @@ fn vendored_records_load_without_shared_data() {
         assert!(c.models.iter().all(|m| m.price_source.is_some()), "{f}: every price names its source");
     }
 }
+
+#[test]
+fn pricing_reversal_converts_and_matches_the_vendored_files() {
+    let Some(d) = shared() else { return };
+    let dir = d.join("pricing-reversal");
+    let (records, report) =
+        estimator::convert::pricing_reversal::convert(&dir, &["simpleqa-test".to_string()]).unwrap();
+    assert_eq!((report.rows_read, records.len()), (4310, 4310));
+    let (models, partial) = common_models(&records);
+    assert_eq!((models.len(), partial), (6, 0));
+    // Real, heavy-tailed costs: every outcome carries one, and they span orders of magnitude.
+    let costs: Vec<f64> = records.iter().flat_map(|r| r.outcomes.values().map(|o| o.cost_usd.unwrap())).collect();
+    let (lo, hi) = costs.iter().fold((f64::INFINITY, 0.0f64), |(a, b), &c| (a.min(c), b.max(c)));
+    assert!(hi / lo.max(1e-12) > 100.0, "{lo} .. {hi}");
+    let vendored = read_records(&repo().join("data/pricing-reversal-simpleqa.jsonl.gz")).unwrap();
+    assert_eq!(vendored.len(), records.len());
+    assert!(vendored.iter().zip(&records).all(|(v, r)| same(v, r)));
+    let parts: Vec<String> = ["gpqa-test", "aime-hybrid", "livemathbench-test"].iter().map(|s| s.to_string()).collect();
+    let (reasoning, _) = estimator::convert::pricing_reversal::convert(&dir, &parts).unwrap();
+    let vendored = read_records(&repo().join("data/pricing-reversal-reasoning.jsonl.gz")).unwrap();
+    assert_eq!((vendored.len(), reasoning.len()), (378, 378));
+    assert!(vendored.iter().zip(&reasoning).all(|(v, r)| same(v, r)));
+}

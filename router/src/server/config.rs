@@ -108,6 +108,27 @@ struct RawBudget {
     carry_unspent: Option<bool>,
     prior_margin: Option<f64>,
     max_over_probability: Option<f64>,
+    price: Option<RawPrice>,
+    headroom: Option<f64>,
+}
+
+/// `budget.price`: `auto`, `off` or a number (quality points per USD).
+#[derive(Debug, Deserialize)]
+#[serde(untagged)]
+enum RawPrice {
+    Number(f64),
+    Word(String),
+}
+
+/// How the batch price λ (the objective is Σ (μ − λ·ĉ)·x) is set.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub enum Price {
+    /// Calibrated at start-up and on reload on the estimator's own training records (out of
+    /// sample) so that pricing alone would spend `per_query_usd / (1 + headroom)`.
+    Auto,
+    /// Σ μ·x under each batch's grant (no price).
+    Off,
+    Fixed(f64),
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -328,6 +349,11 @@ pub struct Config {
     /// Allowed probability that a batch's realized cost exceeds its grant: sets κ of the chance
     /// constraint and the ledger margin's quantile level.
     pub max_over_probability: f64,
+    /// The batch price λ: the batch problem maximizes Σ (μ − λ·ĉ)·x under the grant.
+    pub price: Price,
+    /// With `price: auto`, the price aims at per_query_usd / (1 + headroom): the rest stays in the
+    /// ledger's balance for cost surprises.
+    pub headroom: f64,
     pub assigner: AssignerKind,
     pub gamma: f64,
     pub mip_max_batch: usize,
@@ -431,6 +457,22 @@ impl Config {
         let max_over_probability = bud.max_over_probability.unwrap_or(0.05);
         if !(max_over_probability.is_finite() && max_over_probability > 0.0 && max_over_probability <= 0.5) {
             return Err(err("budget.max_over_probability", format!("{max_over_probability} is not in (0, 0.5]")));
+        }
+        let price = match bud.price {
+            None => Price::Auto,
+            Some(RawPrice::Word(w)) if w == "auto" => Price::Auto,
+            Some(RawPrice::Word(w)) if w == "off" => Price::Off,
+            Some(RawPrice::Number(x)) if x.is_finite() && x >= 0.0 => Price::Fixed(x),
+            Some(RawPrice::Number(x)) => {
+                return Err(err("budget.price", format!("{x}: expected auto, off or a number ≥ 0")))
+            }
+            Some(RawPrice::Word(w)) => {
+                return Err(err("budget.price", format!("`{w}`: expected auto, off or a number ≥ 0")))
+            }
+        };
+        let headroom = bud.headroom.unwrap_or(0.2);
+        if !(headroom.is_finite() && (0.0..=1.0).contains(&headroom)) {
+            return Err(err("budget.headroom", format!("{headroom} is not in [0, 1]")));
         }
         let asg = raw.assigner.unwrap_or_default();
         let assigner = match asg.kind.as_deref().unwrap_or("fast") {
@@ -567,6 +609,8 @@ impl Config {
             carry_unspent: bud.carry_unspent.unwrap_or(false),
             prior_margin,
             max_over_probability,
+            price,
+            headroom,
             assigner,
             gamma,
             mip_max_batch,
@@ -654,7 +698,22 @@ mod tests {
             (GOOD.replace("budget_usd: 1", "budget_usd: 1, api_key: abc"), "tenants[0].api_key"),
             (format!("{GOOD}bogus: 1\n"), "(document)"),
             (GOOD.replace("catalog: c.yaml\n", ""), "catalog"),
+            (GOOD.replace("per_query_usd: 0.001", "per_query_usd: 0.001, price: cheap"), "budget.price"),
+            (GOOD.replace("per_query_usd: 0.001", "per_query_usd: 0.001, price: -3"), "budget.price"),
+            (GOOD.replace("per_query_usd: 0.001", "per_query_usd: 0.001, headroom: 2"), "budget.headroom"),
+            (
+                GOOD.replace("per_query_usd: 0.001", "per_query_usd: 0.001, max_over_probability: 0.7"),
+                "budget.max_over_probability",
+            ),
         ];
+        for (text, price) in [("auto", Price::Auto), ("off", Price::Off), ("250", Price::Fixed(250.0))] {
+            let c = Config::parse(
+                &GOOD.replace("per_query_usd: 0.001", &format!("per_query_usd: 0.001, price: {text}")),
+                Path::new("r.yaml"),
+            )
+            .unwrap();
+            assert_eq!(c.price, price);
+        }
         for (text, field) in cases {
             let e = Config::parse(&text, Path::new("r.yaml")).unwrap_err().to_string();
             assert!(e.contains(&format!("field `{field}`")), "{field}: {e}");

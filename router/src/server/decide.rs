@@ -132,7 +132,16 @@ pub async fn decide(shared: &Arc<Shared>, queries: Vec<Query>) -> Option<Decided
         metrics::counter!("llmroute_overdraft_batches_total").increment(1);
     }
     let p = Arc::new(p);
-    let (assignment, assigner) = solve(&live, &p).await;
+    // The batch price: solve Σ (μ − λ·ĉ)·x under the grant; replies and fallbacks keep the raw μ.
+    let (assignment, assigner) = if live.price > 0.0 {
+        let mut priced = (*p).clone();
+        for (mu, c) in priced.mu.iter_mut().zip(&p.cost) {
+            *mu -= live.price * c;
+        }
+        solve(&live, &Arc::new(priced)).await
+    } else {
+        solve(&live, &p).await
+    };
     let batch_id = next_batch_id(shared);
     metrics::histogram!("llmroute_decision_seconds").record(start.elapsed().as_secs_f64());
     metrics::histogram!("llmroute_batch_size").record(n as f64);

@@ -5,7 +5,7 @@
 use super::backend::{Backend, OpenAi, Replay, ReplayData};
 use super::breaker::Breaker;
 use super::budgets::Budgets;
-use super::config::{Config, Tenant};
+use super::config::{Config, Price, Tenant};
 use super::tls::TlsState;
 use crate::ledger::Ledger;
 use crate::{Result, RouterError};
@@ -56,11 +56,26 @@ pub struct Trained {
     key: TrainKey,
     pub estimator: Arc<Estimator>,
     pub replay: Arc<ReplayData>,
+    /// Out-of-sample predictions on a sample of the training records (leave-one-out when the
+    /// estimator was trained here), for calibrating the batch price.
+    pub calibration: Vec<CalibQuery>,
 }
+
+/// One training record as the estimator predicts it without itself.
+pub struct CalibQuery {
+    pub mu: Vec<f64>,
+    pub output_tokens: Vec<f64>,
+    pub input_tokens: f64,
+}
+
+/// Training records sampled for the price calibration.
+const CALIB_SAMPLE: usize = 1500;
 
 /// One config generation.
 pub struct Live {
     pub generation: u64,
+    /// The batch price λ (0: none): the batch problem maximizes Σ (μ − λ·ĉ)·x under the grant.
+    pub price: f64,
     pub config: Config,
     pub models: Vec<LiveModel>,
     pub trained: Arc<Trained>,
@@ -233,7 +248,24 @@ fn build_live(
     }
     let by_key =
         config.tenants.iter().enumerate().filter_map(|(i, t)| t.key_sha256.as_ref().map(|k| (k.clone(), i))).collect();
-    Ok(Live { generation, config, models, trained, by_key })
+    let price = match config.price {
+        Price::Off => 0.0,
+        Price::Fixed(x) => x,
+        Price::Auto => {
+            let target = config.budget_per_query / (1.0 + config.headroom);
+            let serving: Vec<(usize, &ModelEntry)> =
+                models.iter().filter(|m| m.capacity > 0).map(|m| (m.est_index, &m.entry)).collect();
+            let lambda = calibrate_price(&trained.calibration, &serving, config.max_output_tokens as f64, target);
+            tracing::info!(
+                price = lambda,
+                target_usd_per_query = target,
+                queries = trained.calibration.len(),
+                "batch price calibrated"
+            );
+            lambda
+        }
+    };
+    Ok(Live { generation, price, config, models, trained, by_key })
 }
 
 fn train(
@@ -300,6 +332,7 @@ fn train(
             "records",
         ),
     };
+    let calibration = calibration_queries(&estimator, &usable, config.estimator_artifact.is_none());
     let replay_records: Vec<Record> = if same_records {
         usable.into_iter().cloned().collect()
     } else {
@@ -322,10 +355,117 @@ fn train(
         ms = t0.elapsed().as_millis() as u64,
         "estimator trained"
     );
-    Ok(Trained { key, estimator, replay: Arc::new(ReplayData::new(replay_records, nearest)) })
+    Ok(Trained { key, estimator, replay: Arc::new(ReplayData::new(replay_records, nearest)), calibration })
+}
+
+/// Every ⌈n / CALIB_SAMPLE⌉-th training record predicted without itself (`loo`: the estimator's
+/// documents are these records in this order; an artifact's are not, so it predicts plainly).
+fn calibration_queries(estimator: &Estimator, records: &[&Record], loo: bool) -> Vec<CalibQuery> {
+    let step = records.len().div_ceil(CALIB_SAMPLE).max(1);
+    records
+        .iter()
+        .enumerate()
+        .step_by(step)
+        .map(|(q, r)| {
+            let p = if loo {
+                estimator.predict_with(&r.prompt, r.task.as_deref(), None, Some(q))
+            } else {
+                estimator.predict(&r.prompt, r.task.as_deref())
+            };
+            CalibQuery {
+                mu: p.mu,
+                output_tokens: p.output_tokens,
+                input_tokens: estimator::estimate_tokens(&r.prompt) as f64,
+            }
+        })
+        .collect()
+}
+
+/// The price λ at which routing each calibration query to its best model by μ − λ·ĉ among
+/// `models` (the serving ones: estimator column, catalog entry) spends `target` USD per query on
+/// average: 0 when the best-μ choice already spends no more; found by bisection on log λ.
+pub fn calibrate_price(queries: &[CalibQuery], models: &[(usize, &ModelEntry)], max_tokens: f64, target: f64) -> f64 {
+    let costs: Vec<Vec<f64>> = queries
+        .iter()
+        .map(|q| models.iter().map(|(e, m)| m.cost(q.input_tokens, q.output_tokens[*e].min(max_tokens))).collect())
+        .collect();
+    let spend = |lambda: f64| -> f64 {
+        let total: f64 = queries
+            .iter()
+            .zip(&costs)
+            .map(|(q, c)| {
+                let mut best = (f64::NEG_INFINITY, 0.0);
+                for ((e, _), &cost) in models.iter().zip(c) {
+                    let v = q.mu[*e] - lambda * cost;
+                    if v > best.0 {
+                        best = (v, cost);
+                    }
+                }
+                best.1
+            })
+            .sum();
+        total / queries.len().max(1) as f64
+    };
+    if queries.is_empty() || !(target > 0.0) || spend(0.0) <= target {
+        return 0.0;
+    }
+    // λ is in quality per USD: bracket around 1 / target.
+    let (mut lo, mut hi) = ((1e-4 / target).ln(), (1e4 / target).ln());
+    for _ in 0..60 {
+        let mid = 0.5 * (lo + hi);
+        if spend(mid.exp()) > target {
+            lo = mid;
+        } else {
+            hi = mid;
+        }
+    }
+    hi.exp()
 }
 
 /// Next batch id.
 pub fn next_batch_id(shared: &Shared) -> u64 {
     shared.batch_seq.fetch_add(1, Ordering::Relaxed) + 1
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn entry(name: &str, price_out: f64) -> ModelEntry {
+        ModelEntry {
+            name: name.into(),
+            backend: "replay".into(),
+            price_in_per_mtok: 0.0,
+            price_out_per_mtok: price_out,
+            price_source: None,
+            max_concurrency: 8,
+            kv_tokens: None,
+            default_output_tokens: 100,
+            parent: None,
+            recipe: None,
+        }
+    }
+
+    /// Half the queries gain 0.4 from the dear model, half 0.05: a price that spends the
+    /// midpoint sends only the first half up.
+    #[test]
+    fn price_spends_the_target_and_is_zero_when_it_need_not_bind() {
+        let (cheap, dear) = (entry("cheap", 1.0), entry("dear", 20.0));
+        let models = vec![(0usize, &cheap), (1usize, &dear)];
+        let queries: Vec<CalibQuery> = (0..100)
+            .map(|q| CalibQuery {
+                mu: vec![0.5, if q % 2 == 0 { 0.9 } else { 0.55 }],
+                output_tokens: vec![100.0, 100.0],
+                input_tokens: 10.0,
+            })
+            .collect();
+        let (c_cheap, c_dear) = (cheap.cost(10.0, 100.0), dear.cost(10.0, 100.0));
+        let target = 0.5 * (c_cheap + c_dear);
+        let lambda = calibrate_price(&queries, &models, 4096.0, target);
+        // Between the two gains per extra dollar: 0.05 / Δc < λ ≤ 0.4 / Δc.
+        let dc = c_dear - c_cheap;
+        assert!(lambda > 0.05 / dc && lambda <= 0.4 / dc * 1.0001, "{lambda}");
+        assert_eq!(calibrate_price(&queries, &models, 4096.0, c_dear * 2.0), 0.0);
+        assert_eq!(calibrate_price(&[], &models, 4096.0, target), 0.0);
+    }
 }
