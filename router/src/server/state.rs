@@ -406,7 +406,7 @@ pub fn calibrate_price(queries: &[CalibQuery], models: &[(usize, &ModelEntry)], 
             .sum();
         total / queries.len().max(1) as f64
     };
-    if queries.is_empty() || !(target > 0.0) || spend(0.0) <= target {
+    if queries.is_empty() || target.is_nan() || target <= 0.0 || spend(0.0) <= target {
         return 0.0;
     }
     // λ is in quality per USD: bracket around 1 / target.
