@@ -36,7 +36,8 @@ def main():
       "`docs/results/real-cost/`. Each row: accuracy on the test split (95 % bootstrap CI over batches), realized "
       "mean $/query, batches over their budget (realized > 1.01 × the batch's grant), and `roll` = max over prefixes "
       "of (cumulative realized / cumulative allowance − 1). `@plain-knn` = the same assigner on the plain TF-IDF kNN "
-      "reference estimator. κ = 1.645 (ε = 0.05) unless said.\n")
+      "reference estimator. ε = `max_over_probability` = 0.05 (κ from the conformal quantile of standardized batch errors), "
+      "priced `fast`/`mip` with headroom 0.2 (λ prices for target / 1.2), unless said.\n")
     summary = []
     for ds in ORDER:
         for b in ["random", "adversarial"]:

@@ -5,7 +5,9 @@
 //!
 //! - bias b[m] = Σ realized / Σ predicted (so the mean of b·ĉ matches the mean realized cost);
 //! - variance scale s[m] = Σ (realized − b·ĉ)² / Σ (b·sd)² (so Σ v over a batch estimates the
-//!   variance of the batch's realized cost);
+//!   variance of the batch's realized cost); where the estimator gives no spread at all (every sd
+//!   0, e.g. fixed output lengths) but realized costs still scatter, a relative variance
+//!   r[m] = Σ (realized − b·ĉ)² / Σ (b·ĉ)² instead (v = r·(b·ĉ)²);
 //! - q90[m]: the 0.9 quantile of the standardized error (realized − b·ĉ) / √v, for a p90 bound
 //!   that does not assume normal tails.
 
@@ -15,6 +17,9 @@ use serde::{Deserialize, Serialize};
 pub struct CostCalibration {
     pub bias: Vec<f64>,
     pub var_scale: Vec<f64>,
+    /// Relative variance for models whose predictions carry no spread (0 otherwise).
+    #[serde(default)]
+    pub rel_var: Vec<f64>,
     pub q90: Vec<f64>,
 }
 
@@ -24,7 +29,12 @@ pub type Triples = [(f64, f64, f64)];
 impl CostCalibration {
     /// The identity (no correction).
     pub fn identity(m: usize) -> CostCalibration {
-        CostCalibration { bias: vec![1.0; m], var_scale: vec![1.0; m], q90: vec![1.2815515655446004; m] }
+        CostCalibration {
+            bias: vec![1.0; m],
+            var_scale: vec![1.0; m],
+            rel_var: vec![0.0; m],
+            q90: vec![1.2815515655446004; m],
+        }
     }
 
     /// Fits per model on `per_model[m]` = that model's (ĉ, sd, realized) triples.
@@ -36,10 +46,15 @@ impl CostCalibration {
             let (se, sv): (f64, f64) =
                 t.iter().fold((0.0, 0.0), |a, x| (a.0 + (x.2 - b * x.0).powi(2), a.1 + (b * x.1).powi(2)));
             let s = if sv > 0.0 { se / sv } else { 1.0 };
+            let sc: f64 = t.iter().map(|x| (b * x.0).powi(2)).sum();
+            let r = if sv <= 0.0 && sc > 0.0 { se / sc } else { 0.0 };
+            c.rel_var[j] = r;
             let mut z: Vec<f64> = t
                 .iter()
-                .filter(|x| x.1 > 0.0)
-                .map(|x| (x.2 - b * x.0) / (b * x.1 * s.sqrt()))
+                .map(|x| {
+                    let (cc, v) = (b * x.0, s * (b * x.1).powi(2) + r * (b * x.0).powi(2));
+                    (x.2 - cc) / v.sqrt()
+                })
                 .filter(|z| z.is_finite())
                 .collect();
             z.sort_unstable_by(f64::total_cmp);
@@ -55,7 +70,8 @@ impl CostCalibration {
     /// The calibrated (cost, variance) of model j's raw (ĉ, sd).
     pub fn apply(&self, j: usize, cost: f64, sd: f64) -> (f64, f64) {
         let b = self.bias[j];
-        (b * cost, self.var_scale[j] * (b * sd).powi(2))
+        let r = self.rel_var.get(j).copied().unwrap_or(0.0);
+        (b * cost, self.var_scale[j] * (b * sd).powi(2) + r * (b * cost).powi(2))
     }
 }
 
@@ -103,5 +119,10 @@ mod tests {
         assert!((k.realized_over_predicted - 1.0).abs() < 1e-12);
         assert!(k.p90_coverage >= 0.9, "{}", k.p90_coverage);
         assert_eq!(check(&CostCalibration::identity(2), 0, &t0).realized_over_predicted, 2.0);
+        // No spread from the estimator, yet realized costs scatter ±50 %: a relative variance.
+        let t2: Vec<(f64, f64, f64)> = (0..1000).map(|k| (2.0, 0.0, if k % 2 == 0 { 3.0 } else { 1.0 })).collect();
+        let c = CostCalibration::fit(&[t2]);
+        assert!((c.rel_var[0] - 0.25).abs() < 1e-12, "{}", c.rel_var[0]);
+        assert!((c.apply(0, 2.0, 0.0).1 - 1.0).abs() < 1e-12);
     }
 }
