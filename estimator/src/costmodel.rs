@@ -101,6 +101,43 @@ pub fn check(cal: &CostCalibration, j: usize, t: &Triples) -> CostCheck {
     }
 }
 
+/// The calibration table's JSON rows (one per model): bias, variance scale, and on held-out data
+/// realized / predicted and p90 coverage, calibrated and raw (`raw_…`).
+pub fn report_rows(
+    models: &[String],
+    cal: &CostCalibration,
+    checks: &[CostCheck],
+    raw: &[CostCheck],
+) -> Vec<serde_json::Value> {
+    models
+        .iter()
+        .enumerate()
+        .map(|(j, m)| {
+            serde_json::json!({
+                "model": m, "bias": cal.bias[j], "var_scale": cal.var_scale[j],
+                "rel_var": cal.rel_var.get(j).copied().unwrap_or(0.0),
+                "realized_over_predicted": checks[j].realized_over_predicted, "p90_coverage": checks[j].p90_coverage,
+                "raw_realized_over_predicted": raw[j].realized_over_predicted, "raw_p90_coverage": raw[j].p90_coverage,
+            })
+        })
+        .collect()
+}
+
+/// One row of `report_rows` as a table line.
+pub fn table_line(r: &serde_json::Value) -> String {
+    let f = |k: &str| r[k].as_f64().unwrap_or(f64::NAN);
+    format!(
+        "{:<36} bias {:>7.3}  var×{:>8.3}  realized/pred {:>6.3} ({:>6.3})  p90 cover {:>5.3} ({:>5.3})",
+        r["model"].as_str().unwrap_or(""),
+        f("bias"),
+        f("var_scale"),
+        f("realized_over_predicted"),
+        f("raw_realized_over_predicted"),
+        f("p90_coverage"),
+        f("raw_p90_coverage")
+    )
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -49,6 +49,20 @@ pub struct Prediction {
     pub output_tokens_sd: Vec<f64>,
 }
 
+impl Prediction {
+    /// All zeros for `m` models.
+    pub fn zeros(m: usize) -> Prediction {
+        Prediction {
+            mu: vec![0.0; m],
+            sigma: vec![0.0; m],
+            output_tokens: vec![0.0; m],
+            cost: vec![0.0; m],
+            cost_sd: vec![0.0; m],
+            output_tokens_sd: vec![0.0; m],
+        }
+    }
+}
+
 /// Per-token prices of one model, in USD.
 #[derive(Debug, Clone, Copy, PartialEq)]
 pub struct TokenPrices {

@@ -101,14 +101,7 @@ impl PlainKnn {
         }
         let mm = self.models.len();
         let kf = hits.len().max(1) as f64;
-        let mut p = Prediction {
-            mu: vec![0.0; mm],
-            sigma: vec![0.0; mm],
-            output_tokens: vec![0.0; mm],
-            cost: vec![0.0; mm],
-            cost_sd: vec![0.0; mm],
-            output_tokens_sd: vec![0.0; mm],
-        };
+        let mut p = Prediction::zeros(mm);
         for j in 0..mm {
             let mu = hits.iter().map(|&(d, _)| self.scores[d][j]).sum::<f64>() / kf;
             let c = hits.iter().map(|&(d, _)| self.costs[d][j]).sum::<f64>() / kf;

@@ -462,15 +462,18 @@ fn eval(m: ModelArgs, json: bool) -> Result<(), String> {
             "output_tokens_mae_mean_baseline": (n > 0).then(|| eb / n as f64),
         }));
     }
-    let argmax_acc = test
-        .iter()
-        .zip(&preds)
-        .map(|(r, p)| {
-            let j = (0..models.len()).max_by(|&a, &b| p.mu[a].total_cmp(&p.mu[b])).unwrap_or(0);
-            r.outcomes[&models[j]].score
-        })
-        .sum::<f64>()
-        / test.len().max(1) as f64;
+    // Accuracy of sending each test query to its highest-μ model.
+    let argmax_accuracy = |preds: &[estimator::Prediction]| {
+        test.iter()
+            .zip(preds)
+            .map(|(r, p)| {
+                let j = (0..models.len()).max_by(|&a, &b| p.mu[a].total_cmp(&p.mu[b])).unwrap_or(0);
+                r.outcomes[&models[j]].score
+            })
+            .sum::<f64>()
+            / test.len().max(1) as f64
+    };
+    let argmax_acc = argmax_accuracy(&preds);
     let oracle = test.iter().map(|r| models.iter().map(|mm| r.outcomes[mm].score).fold(0.0, f64::max)).sum::<f64>()
         / test.len().max(1) as f64;
     // The cost model: per-model bias and spread fitted on leave-one-out predictions of the train
@@ -497,15 +500,9 @@ fn eval(m: ModelArgs, json: bool) -> Result<(), String> {
         (0..models.len()).map(|j| triples(&test, &preds, j)).collect::<Result<_, _>>()?;
     let cal = estimator::costmodel::CostCalibration::fit(&train_t);
     let raw = estimator::costmodel::CostCalibration::identity(models.len());
-    let cost_rows: Vec<serde_json::Value> = (0..models.len())
-        .map(|j| {
-            let (c, r0) =
-                (estimator::costmodel::check(&cal, j, &test_t[j]), estimator::costmodel::check(&raw, j, &test_t[j]));
-            serde_json::json!({"model": models[j], "bias": cal.bias[j], "var_scale": cal.var_scale[j],
-                "realized_over_predicted": c.realized_over_predicted, "p90_coverage": c.p90_coverage,
-                "raw_realized_over_predicted": r0.realized_over_predicted, "raw_p90_coverage": r0.p90_coverage})
-        })
-        .collect();
+    let checks: Vec<_> = (0..models.len()).map(|j| estimator::costmodel::check(&cal, j, &test_t[j])).collect();
+    let raw_checks: Vec<_> = (0..models.len()).map(|j| estimator::costmodel::check(&raw, j, &test_t[j])).collect();
+    let cost_rows = estimator::costmodel::report_rows(models, &cal, &checks, &raw_checks);
     // The plain TF-IDF kNN reference on the same split.
     let plain =
         estimator::plain::PlainKnn::train(&train, models, p.catalog.as_ref(), m.k).map_err(|e| e.to_string())?;
@@ -520,15 +517,7 @@ fn eval(m: ModelArgs, json: bool) -> Result<(), String> {
             serde_json::json!({"model": mm, "auc": estimator::metrics::auc(&labels, &mu), "brier": estimator::metrics::brier(&y, &mu)})
         })
         .collect();
-    let plain_argmax = test
-        .iter()
-        .zip(&plain_preds)
-        .map(|(r, p)| {
-            let j = (0..models.len()).max_by(|&a, &b| p.mu[a].total_cmp(&p.mu[b])).unwrap_or(0);
-            r.outcomes[&models[j]].score
-        })
-        .sum::<f64>()
-        / test.len().max(1) as f64;
+    let plain_argmax = argmax_accuracy(&plain_preds);
     let best_single = (0..models.len())
         .map(|j| test.iter().map(|r| r.outcomes[&models[j]].score).sum::<f64>() / test.len().max(1) as f64)
         .fold(0.0, f64::max);
@@ -600,19 +589,8 @@ fn eval(m: ModelArgs, json: bool) -> Result<(), String> {
         );
     }
     println!("cost model (fitted on leave-one-out train predictions), test split: calibrated (raw)");
-    println!("{:<36} {:>8} {:>9} {:>17} {:>17}", "model", "bias", "var×", "realized/pred", "p90 coverage");
     for r in &cost_rows {
-        let f = |k: &str| r[k].as_f64().unwrap_or(f64::NAN);
-        println!(
-            "{:<36} {:>8.3} {:>9.3} {:>8.3} ({:>6.3}) {:>8.3} ({:>6.3})",
-            r["model"].as_str().unwrap_or(""),
-            f("bias"),
-            f("var_scale"),
-            f("realized_over_predicted"),
-            f("raw_realized_over_predicted"),
-            f("p90_coverage"),
-            f("raw_p90_coverage")
-        );
+        println!("{}", estimator::costmodel::table_line(r));
     }
     println!("plain-knn reference (TF-IDF 1–2-grams, cosine, k = {}): AUC per model {:?}; argmax-μ accuracy {plain_argmax:.3}",
         m.k,

@@ -345,21 +345,7 @@ pub fn run_eval(cfg: &EvalConfig) -> Result<EvalReport> {
 }
 
 fn cost_model_json(name: &str, models: &[String], p: &data::Predicted) -> serde_json::Value {
-    let rows: Vec<serde_json::Value> = models
-        .iter()
-        .enumerate()
-        .map(|(j, m)| {
-            serde_json::json!({
-                "model": m,
-                "bias": p.cost_model.bias[j],
-                "var_scale": p.cost_model.var_scale[j],
-                "realized_over_predicted": p.cost_checks[j].realized_over_predicted,
-                "p90_coverage": p.cost_checks[j].p90_coverage,
-                "raw_realized_over_predicted": p.cost_checks_raw[j].realized_over_predicted,
-                "raw_p90_coverage": p.cost_checks_raw[j].p90_coverage,
-            })
-        })
-        .collect();
+    let rows = estimator::costmodel::report_rows(models, &p.cost_model, &p.cost_checks, &p.cost_checks_raw);
     serde_json::json!({"estimator": name, "models": rows})
 }
 

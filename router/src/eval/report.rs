@@ -106,18 +106,7 @@ pub fn table(r: &EvalReport) -> String {
             cm["estimator"].as_str().unwrap_or("?")
         );
         for m in cm["models"].as_array().into_iter().flatten() {
-            let f = |k: &str| m[k].as_f64().unwrap_or(f64::NAN);
-            let _ = writeln!(
-                s,
-                "  {:<36} bias {:>7.3}  var×{:>8.3}  realized/pred {:>6.3} ({:>6.3})  p90 cover {:>5.3} ({:>5.3})",
-                m["model"].as_str().unwrap_or(""),
-                f("bias"),
-                f("var_scale"),
-                f("realized_over_predicted"),
-                f("raw_realized_over_predicted"),
-                f("p90_coverage"),
-                f("raw_p90_coverage")
-            );
+            let _ = writeln!(s, "  {}", estimator::costmodel::table_line(m));
         }
     }
     s
