@@ -88,7 +88,7 @@ pub fn launch(shared: &Arc<Shared>, d: Decided) {
     if handles.is_empty() {
         // Decision only: the batch is charged its predicted cost now (its grant must not stay
         // outstanding).
-        settle(shared, &budget, predicted_total, predicted_var, decision_only_cost);
+        settle(shared, batch_id, &budget, predicted_total, predicted_var, decision_only_cost);
         return;
     }
     let reserved = predicted_total - decision_only_cost;
@@ -100,13 +100,25 @@ pub fn launch(shared: &Arc<Shared>, d: Decided) {
             realized += h.await.unwrap_or(0.0);
         }
         add_reserved(-reserved);
-        settle(&shared, &budget, predicted_total, predicted_var, realized + decision_only_cost);
+        settle(&shared, batch_id, &budget, predicted_total, predicted_var, realized + decision_only_cost);
     });
 }
 
-fn settle(shared: &Shared, budget: &crate::ledger::BatchBudget, cost: f64, var: f64, realized: f64) {
+fn settle(shared: &Shared, batch_id: u64, budget: &crate::ledger::BatchBudget, cost: f64, var: f64, realized: f64) {
+    if realized > budget.budget * (1.0 + 1e-9) && !budget.overdraft {
+        metrics::counter!("llmroute_batches_over_budget_total").increment(1);
+        tracing::warn!(
+            batch_id,
+            realized_usd = realized,
+            granted_usd = budget.budget,
+            predicted_usd = cost,
+            "batch realized more than its grant; later batches repay it"
+        );
+    }
     let mut ledger = shared.ledger();
     ledger.settle(budget, cost, var, realized);
+    metrics::gauge!("llmroute_budget_kappa").set(ledger.kappa());
+    metrics::gauge!("llmroute_budget_margin").set(ledger.margin());
     let (spent, allowed) = ledger.totals();
     metrics::gauge!("llmroute_spend_usd").set(spent);
     metrics::gauge!("llmroute_budget_allowed_usd").set(allowed);

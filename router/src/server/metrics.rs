@@ -37,6 +37,7 @@ pub fn install() -> PrometheusHandle {
 fn zero() {
     metrics::counter!("llmroute_fallbacks_total").increment(0);
     metrics::counter!("llmroute_overdraft_batches_total").increment(0);
+    metrics::counter!("llmroute_batches_over_budget_total").increment(0);
     metrics::counter!("llmroute_rejected_total", "reason" => "overloaded").increment(0);
     metrics::counter!("llmroute_budget_overruns_total").increment(0);
     metrics::gauge!("llmroute_budget_settles_pending").set(0.0);
@@ -77,6 +78,15 @@ fn describe() {
     describe_counter!("llmroute_fallbacks_total", "Queries moved to another model after a backend failure.");
     describe_counter!("llmroute_backend_failures_total", "Backend errors and timeouts, by model.");
     describe_counter!("llmroute_overdraft_batches_total", "Batches whose cheapest assignment exceeded the allowance.");
+    describe_counter!(
+        "llmroute_batches_over_budget_total",
+        "Batches whose realized cost exceeded their grant (the ledger keeps this near budget.max_over_probability)."
+    );
+    describe_gauge!(
+        "llmroute_budget_kappa",
+        "κ of the batch budget's chance constraint (conformal quantile of batch errors)."
+    );
+    describe_gauge!("llmroute_budget_margin", "The ledger's relative margin on predicted budget use.");
     describe_gauge!("llmroute_circuit_state", "Circuit breaker per model: 0 closed, 1 open, 2 half-open.");
     describe_gauge!("llmroute_queue_depth", Unit::Count, "Queries waiting for a batch.");
     describe_gauge!("llmroute_config_generation", "Config generation serving (1 at start, +1 per reload).");
