@@ -30,7 +30,7 @@ pub struct Fast {
 
 impl Default for Fast {
     fn default() -> Self {
-        Fast { price_rounds: 30, exchanges: 8, z_candidates: 16 }
+        Fast { price_rounds: 12, exchanges: 8, z_candidates: 16 }
     }
 }
 
@@ -337,6 +337,11 @@ fn improve(p: &Problem, s: &[f64], choice: &mut [usize], exchanges: usize) {
     }
 }
 
+/// Queries assigned to model j.
+fn u_count(choice: &[usize], j: usize) -> usize {
+    choice.iter().filter(|&&c| c == j).count()
+}
+
 impl Fast {
     /// Nominal solve with per-pair scores `s`; returns (choice, upper bound on Σ s·x, feasible).
     fn nominal(&self, p: &Problem, order: &[Vec<usize>], s: &[f64]) -> (Vec<usize>, f64, bool) {
@@ -399,9 +404,40 @@ impl Fast {
             }
             last = Some(g);
         }
-        let Some(g) = last else {
+        let Some(mut g) = last else {
             return (min_cost_assignment(p), f64::INFINITY, false);
         };
+        // The additive price updates can cycle when one model's slots and the budget bind
+        // together (moving queries off it costs budget, which moves others onto it). With a single
+        // over-full model, bisect its slot price: its count falls as the price rises.
+        let over: Vec<usize> = {
+            let u = Usage::of(p, &g.choice);
+            (0..p.m).filter(|&j| u.over(p, j)).collect()
+        };
+        if let [j] = over[..] {
+            if u_count(&g.choice, j) > p.slots[j] {
+                let spread = s.iter().fold(0.0f64, |a, &x| a.max(x.abs())) * 2.0 + 1.0;
+                let (mut lo, mut hi) = (nu[j], nu[j] + spread);
+                let mut best: Option<Greedy> = None;
+                for _ in 0..24 {
+                    let mid = 0.5 * (lo + hi);
+                    for i in 0..p.n {
+                        let k = p.at(i, j);
+                        adj[k] = s[k] - mid - kappa[j] * p.tokens[k];
+                    }
+                    let Some(t) = mckp(p, order, &adj, &mut hulls, &mut incs) else { break };
+                    if u_count(&t.choice, j) <= p.slots[j] {
+                        hi = mid;
+                        best = Some(t);
+                    } else {
+                        lo = mid;
+                    }
+                }
+                if let Some(t) = best {
+                    g = t;
+                }
+            }
+        }
         let mut choice = g.choice;
         if !repair(p, s, g.lambda, &mut choice) {
             // Budget and capacity both bind: start from the cheapest capacity-feasible
