@@ -12,7 +12,7 @@ use super::problem::{Assignment, Problem, SolveStatus};
 use crate::Result;
 
 /// Tangent rounds after the point-cost solve.
-const ROUNDS: usize = 4;
+const ROUNDS: usize = 3;
 
 /// κ for an allowed over-budget probability ε under a normal batch sum: Φ⁻¹(1 − ε).
 pub fn kappa_for(max_over_probability: f64) -> f64 {
