@@ -95,6 +95,20 @@ fn conformal(mut v: Vec<f64>, alpha: f64, min: usize) -> Option<f64> {
     Some(v[rank.clamp(1, k) - 1])
 }
 
+/// The most a priced assigner holds back (see `auto_headroom`).
+pub const MAX_HEADROOM: f64 = 0.2;
+
+/// Headroom for a priced assigner, from calibration batches: how far the (1 − ε)-quantile batch
+/// overruns its predicted cost, realized / Σ ĉ·x − 1, within [0, 0.2]. Costs known exactly give
+/// 0 (pricing spends the whole target); heavy-tailed costs give up to 0.2 (pricing aims at
+/// target / 1.2 and the rest stays in the balance for surprises).
+pub fn auto_headroom(obs: &[Observation], max_over_probability: f64) -> f64 {
+    let eps = max_over_probability.clamp(1e-6, 0.5);
+    let ratios: Vec<f64> = obs.iter().filter(|o| o.cost > 0.0).map(|o| o.realized / o.cost).collect();
+    let min = (1.0 / eps).ceil() as usize;
+    conformal(ratios, eps, min).map_or(0.0, |q| (q - 1.0).clamp(0.0, MAX_HEADROOM))
+}
+
 impl Ledger {
     /// A ledger with no calibration yet: until it has seen ⌈1/ε⌉ batches κ is the normal one,
     /// Φ⁻¹(1 − ε), and the margin `prior_margin` (relative).
@@ -356,6 +370,19 @@ mod tests {
         assert!((b.kappa - l.kappa()).abs() < 1e-12);
         l.chance = false;
         assert_eq!(l.kappa(), 0.0);
+    }
+
+    #[test]
+    fn headroom_follows_batch_overruns() {
+        let exact: Vec<Observation> = (0..50).map(|_| Observation { cost: 1.0, var: 0.0, realized: 1.0 }).collect();
+        assert_eq!(auto_headroom(&exact, 0.05), 0.0);
+        let skewed: Vec<Observation> =
+            (0..99).map(|k| Observation { cost: 1.0, var: 0.0, realized: 0.9 + 0.001 * k as f64 }).collect();
+        assert!((auto_headroom(&skewed, 0.05) - (0.9 + 0.001 * 94.0 - 1.0)).abs() < 1e-9);
+        let heavy: Vec<Observation> =
+            (0..99).map(|k| Observation { cost: 1.0, var: 0.0, realized: 0.5 + 0.02 * k as f64 }).collect();
+        assert_eq!(auto_headroom(&heavy, 0.05), MAX_HEADROOM);
+        assert_eq!(auto_headroom(&exact[..3], 0.05), 0.0, "too few batches");
     }
 
     /// The documented guarantee on a random stream of batches whose realized cost scatters

@@ -51,8 +51,9 @@ pub struct EvalConfig {
     pub pacing: f64,
     /// The ledger's adaptive-conformal step γ (0 = fixed quantile level).
     pub adapt_rate: f64,
-    /// Priced batch assigners price for allowance / (1 + headroom).
-    pub headroom: f64,
+    /// Priced batch assigners price for allowance / (1 + headroom); None: from the calibration
+    /// batches (`ledger::auto_headroom`).
+    pub headroom: Option<f64>,
 }
 
 #[derive(Debug, Clone, Serialize)]
@@ -233,12 +234,14 @@ pub fn run_eval(cfg: &EvalConfig) -> Result<EvalReport> {
             batch_size: cfg.batch_size,
             kappa,
             pacing: cfg.pacing,
-            headroom: cfg.headroom,
+            headroom: 0.0,
             adapt_rate: cfg.adapt_rate,
             max_over_probability: cfg.max_over_probability,
             calibration: Vec::new(),
         };
         o.calibration = calibration_batches(&p.train, &train_batches);
+        o.headroom =
+            cfg.headroom.unwrap_or_else(|| crate::ledger::auto_headroom(&o.calibration, cfg.max_over_probability));
         o
     };
     let main_opts = base_opts(&data.main);
@@ -290,7 +293,7 @@ pub fn run_eval(cfg: &EvalConfig) -> Result<EvalReport> {
                 .map(|l| {
                     let free = policy::Knob { value: l, allowance: f64::INFINITY };
                     let spend = mean_cost(&run(&Spec::PerQueryPrice, free, &pd.train, &train_batches, opts)?);
-                    Ok(policy::Knob { value: l, allowance: spend * (1.0 + cfg.headroom.max(0.0)) })
+                    Ok(policy::Knob { value: l, allowance: spend * (1.0 + opts.headroom.max(0.0)) })
                 })
                 .collect::<Result<_>>()?
         } else {
@@ -333,7 +336,7 @@ pub fn run_eval(cfg: &EvalConfig) -> Result<EvalReport> {
             "seed": cfg.seed, "bootstrap": cfg.bootstrap, "ledger": cfg.ledger, "carry_unspent": cfg.carry_unspent, "dual_price": cfg.dual_price, "k": cfg.knn.k,
             "task_hint": cfg.knn.use_task, "estimator_artifact": cfg.estimator_artifact, "c_min": c_min, "c_max": c_max,
             "prior_cost_margin": main_opts.prior_margin, "kappa": kappa, "max_over_probability": cfg.max_over_probability,
-            "cost_noise_lognormal_s": cfg.cost_noise, "pacing": cfg.pacing, "headroom": cfg.headroom, "adapt_rate": cfg.adapt_rate, "plain_estimator": cfg.plain_estimator,
+            "cost_noise_lognormal_s": cfg.cost_noise, "pacing": cfg.pacing, "headroom": main_opts.headroom, "headroom_auto": cfg.headroom.is_none(), "adapt_rate": cfg.adapt_rate, "plain_estimator": cfg.plain_estimator,
         }),
         single_models,
         results,

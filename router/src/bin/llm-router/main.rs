@@ -62,6 +62,21 @@ enum EstimatorChoice {
     PlainKnn,
 }
 
+/// `--headroom auto | H`.
+#[derive(Debug, Clone, Copy)]
+struct Headroom(Option<f64>);
+
+fn parse_headroom(s: &str) -> Result<Headroom, String> {
+    if s == "auto" {
+        return Ok(Headroom(None));
+    }
+    let x: f64 = s.parse().map_err(|_| format!("`{s}`: expected auto or a number in [0, 1]"))?;
+    if !(x.is_finite() && (0.0..=1.0).contains(&x)) {
+        return Err(format!("`{s}`: expected auto or a number in [0, 1]"));
+    }
+    Ok(Headroom(Some(x)))
+}
+
 fn parse_cost_noise(s: &str) -> Result<f64, String> {
     let v = s.strip_prefix("lognormal:").ok_or_else(|| format!("`{s}`: expected lognormal:S (e.g. lognormal:0.5)"))?;
     let x: f64 = v.parse().map_err(|_| format!("`{s}`: S = `{v}` is not a number"))?;
@@ -142,10 +157,11 @@ struct EvalArgs {
     adapt_rate: f64,
     /// Priced fast / mip set their price λ to spend target / (1 + H) on train traffic and keep
     /// the rest of the allowance in the balance as headroom for cost surprises (so the chance row
-    /// binds, and rations by spread, less often). 0.2: measured on every vendored dataset, no
-    /// worse than 0 on any and better on SimpleQA (docs/results/real-cost.md).
-    #[arg(long, default_value_t = 0.2)]
-    headroom: f64,
+    /// binds, and rations by spread, less often). `auto`: the (1 − ε)-quantile overrun of
+    /// calibration batches over their predicted cost, within [0, 0.2] — 0 where costs are known
+    /// exactly, 0.2 on heavy-tailed real costs (docs/results/real-cost.md).
+    #[arg(long, default_value = "auto", value_parser = parse_headroom)]
+    headroom: Headroom,
     /// Knob values per assigner in the test sweep (matched costs, AIQ, plot).
     #[arg(long, default_value_t = 20)]
     sweep_points: usize,
@@ -213,7 +229,7 @@ fn eval(a: EvalArgs) -> Result<(), String> {
         no_chance: a.no_chance,
         pacing: a.pacing,
         adapt_rate: a.adapt_rate,
-        headroom: a.headroom,
+        headroom: a.headroom.0,
     };
     let r = run_eval(&cfg).map_err(|e| e.to_string())?;
     let json = serde_json::to_string_pretty(&r).map_err(|e| e.to_string())?;
