@@ -377,8 +377,8 @@ mod tests {
         let exact: Vec<Observation> = (0..50).map(|_| Observation { cost: 1.0, var: 0.0, realized: 1.0 }).collect();
         assert_eq!(auto_headroom(&exact, 0.05), 0.0);
         let skewed: Vec<Observation> =
-            (0..99).map(|k| Observation { cost: 1.0, var: 0.0, realized: 0.9 + 0.001 * k as f64 }).collect();
-        assert!((auto_headroom(&skewed, 0.05) - (0.9 + 0.001 * 94.0 - 1.0)).abs() < 1e-9);
+            (0..99).map(|k| Observation { cost: 1.0, var: 0.0, realized: 0.95 + 0.001 * k as f64 }).collect();
+        assert!((auto_headroom(&skewed, 0.05) - (0.95 + 0.001 * 94.0 - 1.0)).abs() < 1e-9);
         let heavy: Vec<Observation> =
             (0..99).map(|k| Observation { cost: 1.0, var: 0.0, realized: 0.5 + 0.02 * k as f64 }).collect();
         assert_eq!(auto_headroom(&heavy, 0.05), MAX_HEADROOM);
