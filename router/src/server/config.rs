@@ -109,7 +109,7 @@ struct RawBudget {
     prior_margin: Option<f64>,
     max_over_probability: Option<f64>,
     price: Option<RawPrice>,
-    headroom: Option<f64>,
+    headroom: Option<RawPrice>,
 }
 
 /// `budget.price`: `auto`, `off` or a number (quality points per USD).
@@ -352,8 +352,9 @@ pub struct Config {
     /// The batch price λ: the batch problem maximizes Σ (μ − λ·ĉ)·x under the grant.
     pub price: Price,
     /// With `price: auto`, the price aims at per_query_usd / (1 + headroom): the rest stays in the
-    /// ledger's balance for cost surprises.
-    pub headroom: f64,
+    /// ledger's balance for cost surprises. None (`auto`, the default): from the training records'
+    /// batch overruns (`ledger::auto_headroom`).
+    pub headroom: Option<f64>,
     pub assigner: AssignerKind,
     pub gamma: f64,
     pub mip_max_batch: usize,
@@ -470,10 +471,17 @@ impl Config {
                 return Err(err("budget.price", format!("`{w}`: expected auto, off or a number ≥ 0")))
             }
         };
-        let headroom = bud.headroom.unwrap_or(0.2);
-        if !(headroom.is_finite() && (0.0..=1.0).contains(&headroom)) {
-            return Err(err("budget.headroom", format!("{headroom} is not in [0, 1]")));
-        }
+        let headroom = match bud.headroom {
+            None => None,
+            Some(RawPrice::Word(w)) if w == "auto" => None,
+            Some(RawPrice::Number(x)) if x.is_finite() && (0.0..=1.0).contains(&x) => Some(x),
+            Some(RawPrice::Number(x)) => {
+                return Err(err("budget.headroom", format!("{x}: expected auto or a number in [0, 1]")))
+            }
+            Some(RawPrice::Word(w)) => {
+                return Err(err("budget.headroom", format!("`{w}`: expected auto or a number in [0, 1]")))
+            }
+        };
         let asg = raw.assigner.unwrap_or_default();
         let assigner = match asg.kind.as_deref().unwrap_or("fast") {
             "fast" => AssignerKind::Fast,
@@ -701,6 +709,7 @@ mod tests {
             (GOOD.replace("per_query_usd: 0.001", "per_query_usd: 0.001, price: cheap"), "budget.price"),
             (GOOD.replace("per_query_usd: 0.001", "per_query_usd: 0.001, price: -3"), "budget.price"),
             (GOOD.replace("per_query_usd: 0.001", "per_query_usd: 0.001, headroom: 2"), "budget.headroom"),
+            (GOOD.replace("per_query_usd: 0.001", "per_query_usd: 0.001, headroom: lots"), "budget.headroom"),
             (
                 GOOD.replace("per_query_usd: 0.001", "per_query_usd: 0.001, max_over_probability: 0.7"),
                 "budget.max_over_probability",

@@ -66,6 +66,8 @@ pub struct CalibQuery {
     pub mu: Vec<f64>,
     pub output_tokens: Vec<f64>,
     pub input_tokens: f64,
+    /// The recorded cost of each estimated model's answer (None where the record cannot price it).
+    pub realized: Vec<Option<f64>>,
 }
 
 /// Training records sampled for the price calibration.
@@ -252,7 +254,17 @@ fn build_live(
         Price::Off => 0.0,
         Price::Fixed(x) => x,
         Price::Auto => {
-            let target = config.budget_per_query / (1.0 + config.headroom);
+            let serving_all: Vec<(usize, &ModelEntry)> =
+                models.iter().filter(|m| m.capacity > 0).map(|m| (m.est_index, &m.entry)).collect();
+            let headroom = config.headroom.unwrap_or_else(|| {
+                auto_headroom_from(
+                    &trained.calibration,
+                    &serving_all,
+                    config.max_output_tokens as f64,
+                    config.max_over_probability,
+                )
+            });
+            let target = config.budget_per_query / (1.0 + headroom);
             let serving: Vec<(usize, &ModelEntry)> =
                 models.iter().filter(|m| m.capacity > 0).map(|m| (m.est_index, &m.entry)).collect();
             let lambda = calibrate_price(&trained.calibration, &serving, config.max_output_tokens as f64, target);
@@ -332,7 +344,8 @@ fn train(
             "records",
         ),
     };
-    let calibration = calibration_queries(&estimator, &usable, config.estimator_artifact.is_none());
+    let calibration =
+        calibration_queries(&estimator, &usable, &est_models, &est_catalog, config.estimator_artifact.is_none());
     let replay_records: Vec<Record> = if same_records {
         usable.into_iter().cloned().collect()
     } else {
@@ -360,7 +373,13 @@ fn train(
 
 /// Every ⌈n / CALIB_SAMPLE⌉-th training record predicted without itself (`loo`: the estimator's
 /// documents are these records in this order; an artifact's are not, so it predicts plainly).
-fn calibration_queries(estimator: &Estimator, records: &[&Record], loo: bool) -> Vec<CalibQuery> {
+fn calibration_queries(
+    estimator: &Estimator,
+    records: &[&Record],
+    models: &[String],
+    catalog: &Catalog,
+    loo: bool,
+) -> Vec<CalibQuery> {
     let step = records.len().div_ceil(CALIB_SAMPLE).max(1);
     records
         .iter()
@@ -376,9 +395,43 @@ fn calibration_queries(estimator: &Estimator, records: &[&Record], loo: bool) ->
                 mu: p.mu,
                 output_tokens: p.output_tokens,
                 input_tokens: estimator::estimate_tokens(&r.prompt) as f64,
+                realized: models.iter().map(|m| estimator::knn::outcome_cost(r, m, Some(catalog)).ok()).collect(),
             }
         })
         .collect()
+}
+
+/// `ledger::auto_headroom` on the training records: consecutive batches of 64 calibration
+/// queries, each sent whole to one serving model and by best μ, predicted cost (catalog prices ×
+/// predicted tokens) against the recorded cost.
+fn auto_headroom_from(queries: &[CalibQuery], models: &[(usize, &ModelEntry)], max_tokens: f64, eps: f64) -> f64 {
+    let mut obs = Vec::new();
+    for batch in queries.chunks(64) {
+        let mut plans: Vec<Vec<usize>> = (0..models.len()).map(|k| vec![k; batch.len()]).collect();
+        plans.push(
+            batch
+                .iter()
+                .map(|q| {
+                    (0..models.len()).max_by(|&a, &b| q.mu[models[a].0].total_cmp(&q.mu[models[b].0])).unwrap_or(0)
+                })
+                .collect(),
+        );
+        for plan in plans {
+            let (mut cost, mut realized, mut priced) = (0.0, 0.0, true);
+            for (q, &k) in batch.iter().zip(&plan) {
+                let (e, m) = models[k];
+                cost += m.cost(q.input_tokens, q.output_tokens[e].min(max_tokens));
+                match q.realized.get(e).copied().flatten() {
+                    Some(r) => realized += r,
+                    None => priced = false,
+                }
+            }
+            if priced {
+                obs.push(crate::ledger::Observation { cost, var: 0.0, realized });
+            }
+        }
+    }
+    crate::ledger::auto_headroom(&obs, eps)
 }
 
 /// The price λ at which routing each calibration query to its best model by μ − λ·ĉ among
@@ -457,6 +510,7 @@ mod tests {
                 mu: vec![0.5, if q % 2 == 0 { 0.9 } else { 0.55 }],
                 output_tokens: vec![100.0, 100.0],
                 input_tokens: 10.0,
+                realized: vec![None, None],
             })
             .collect();
         let (c_cheap, c_dear) = (cheap.cost(10.0, 100.0), dear.cost(10.0, 100.0));
