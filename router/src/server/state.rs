@@ -265,12 +265,11 @@ fn build_live(
                 )
             });
             let target = config.budget_per_query / (1.0 + headroom);
-            let serving: Vec<(usize, &ModelEntry)> =
-                models.iter().filter(|m| m.capacity > 0).map(|m| (m.est_index, &m.entry)).collect();
-            let lambda = calibrate_price(&trained.calibration, &serving, config.max_output_tokens as f64, target);
+            let lambda = calibrate_price(&trained.calibration, &serving_all, config.max_output_tokens as f64, target);
             tracing::info!(
                 price = lambda,
                 target_usd_per_query = target,
+                headroom,
                 queries = trained.calibration.len(),
                 "batch price calibrated"
             );
