@@ -521,4 +521,28 @@ mod tests {
         assert_eq!(calibrate_price(&queries, &models, 4096.0, c_dear * 2.0), 0.0);
         assert_eq!(calibrate_price(&[], &models, 4096.0, target), 0.0);
     }
+
+    /// Records whose costs are predicted exactly need no headroom; records that overrun their
+    /// prediction by half get the cap.
+    #[test]
+    fn auto_headroom_from_the_training_records() {
+        let (cheap, dear) = (entry("cheap", 1.0), entry("dear", 20.0));
+        let models = vec![(0usize, &cheap), (1usize, &dear)];
+        let queries = |over: f64| -> Vec<CalibQuery> {
+            (0..640)
+                .map(|q| CalibQuery {
+                    mu: vec![0.5, if q % 2 == 0 { 0.9 } else { 0.4 }],
+                    output_tokens: vec![100.0, 100.0],
+                    input_tokens: 10.0,
+                    realized: vec![Some(cheap.cost(10.0, 100.0) * over), Some(dear.cost(10.0, 100.0) * over)],
+                })
+                .collect()
+        };
+        assert_eq!(auto_headroom_from(&queries(1.0), &models, 4096.0, 0.05), 0.0);
+        assert_eq!(auto_headroom_from(&queries(1.5), &models, 4096.0, 0.05), crate::ledger::MAX_HEADROOM);
+        // Records that cannot be priced are left out: no batch, no headroom.
+        let mut unpriced = queries(1.5);
+        unpriced.iter_mut().for_each(|q| q.realized = vec![None, None]);
+        assert_eq!(auto_headroom_from(&unpriced, &models, 4096.0, 0.05), 0.0);
+    }
 }
