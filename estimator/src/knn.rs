@@ -228,27 +228,25 @@ impl KnnEstimator {
                 (t, m)
             })
             .collect();
-        let mean_output_tokens: Vec<f64> = (0..mm)
+        // Per model: the mean of the recorded output tokens (the catalog default when none are
+        // recorded) and their variance (0 below two records), from one collection each.
+        let (mean_output_tokens, var_output_tokens): (Vec<f64>, Vec<f64>) = (0..mm)
             .map(|j| {
                 let v: Vec<f64> = docs.iter().filter_map(|d| d.output_tokens[j]).collect();
-                let default = catalog.and_then(|c| c.get(&models[j])).map_or(256.0, |e| e.default_output_tokens as f64);
                 if v.is_empty() {
-                    default
+                    let default =
+                        catalog.and_then(|c| c.get(&models[j])).map_or(256.0, |e| e.default_output_tokens as f64);
+                    return (default, 0.0);
+                }
+                let mean = v.iter().sum::<f64>() / v.len() as f64;
+                let var = if v.len() < 2 {
+                    0.0
                 } else {
-                    v.iter().sum::<f64>() / v.len() as f64
-                }
+                    v.iter().map(|t| (t - mean) * (t - mean)).sum::<f64>() / (v.len() - 1) as f64
+                };
+                (mean, var)
             })
-            .collect();
-        let var_output_tokens: Vec<f64> = (0..mm)
-            .map(|j| {
-                let v: Vec<f64> = docs.iter().filter_map(|d| d.output_tokens[j]).collect();
-                if v.len() < 2 {
-                    return 0.0;
-                }
-                let m = v.iter().sum::<f64>() / v.len() as f64;
-                v.iter().map(|t| (t - m) * (t - m)).sum::<f64>() / (v.len() - 1) as f64
-            })
-            .collect();
+            .unzip();
         // Per-task mean output tokens (where recorded), the prior for a query with a task hint.
         let mut task_tokens: HashMap<String, (Vec<f64>, Vec<f64>)> = HashMap::new();
         for (r, d) in records.iter().zip(&docs) {
@@ -437,14 +435,7 @@ impl KnnEstimator {
         let s0 = self.config.prior_strength;
         let input_tokens = crate::estimate_tokens(prompt) as f64;
         let mm = self.models.len();
-        let mut p = Prediction {
-            mu: vec![0.0; mm],
-            sigma: vec![0.0; mm],
-            output_tokens: vec![0.0; mm],
-            cost: vec![0.0; mm],
-            cost_sd: vec![0.0; mm],
-            output_tokens_sd: vec![0.0; mm],
-        };
+        let mut p = Prediction::zeros(mm);
         for j in 0..mm {
             let mut a = s0 * prior[j];
             let mut b = s0 * (1.0 - prior[j]);

@@ -184,7 +184,11 @@ impl Ledger {
     /// known. With spreads known, κ already holds the quantile and the margin is near 0; with
     /// point costs (no spread) it is the whole protection.
     pub fn margin(&self) -> f64 {
-        let kappa = self.kappa();
+        self.margin_at(self.kappa())
+    }
+
+    /// `margin` for a κ already computed (each is a quantile over the window: computed once).
+    pub fn margin_at(&self, kappa: f64) -> f64 {
         let ratios: Vec<f64> = self
             .obs
             .iter()
@@ -206,7 +210,10 @@ impl Ledger {
 
     /// The margin for a batch of `n` queries (a positive margin widens for small batches).
     pub fn margin_for(&self, n: usize) -> f64 {
-        let m = self.margin();
+        self.widen(self.margin(), n)
+    }
+
+    fn widen(&self, m: f64, n: usize) -> f64 {
         if m > 0.0 {
             m * (self.reference_n as f64 / n.max(1) as f64).sqrt().max(1.0)
         } else {
@@ -223,7 +230,7 @@ impl Ledger {
         self.balance += self.budget_per_query * n as f64;
         self.allowed += self.budget_per_query * n as f64;
         let kappa = self.kappa();
-        let margin = self.margin_for(n);
+        let margin = self.widen(self.margin_at(kappa), n);
         let min_use = (min_cost + kappa * min_var.max(0.0).sqrt()).max(0.0);
         let available = self.balance.max(0.0);
         let budget = available.max(min_use * (1.0 + margin));

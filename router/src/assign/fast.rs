@@ -410,12 +410,10 @@ impl Fast {
         // The additive price updates can cycle when one model's slots and the budget bind
         // together (moving queries off it costs budget, which moves others onto it). With a single
         // over-full model, bisect its slot price: its count falls as the price rises.
-        let over: Vec<usize> = {
-            let u = Usage::of(p, &g.choice);
-            (0..p.m).filter(|&j| u.over(p, j)).collect()
-        };
+        let u = Usage::of(p, &g.choice);
+        let over: Vec<usize> = (0..p.m).filter(|&j| u.over(p, j)).collect();
         if let [j] = over[..] {
-            if u_count(&g.choice, j) > p.slots[j] {
+            if u.count[j] > p.slots[j] {
                 let spread = s.iter().fold(0.0f64, |a, &x| a.max(x.abs())) * 2.0 + 1.0;
                 let (mut lo, mut hi) = (nu[j], nu[j] + spread);
                 let mut best: Option<Greedy> = None;

@@ -1,5 +1,5 @@
 //! Loads records, splits them, trains the estimator on the train split, and holds the per-query
-//! predictions (leave-one-out on train, plain on test) next to the recorded truth.
+//! predictions (cross-fitted on train, plain on test) next to the recorded truth.
 
 use crate::{Result, RouterError};
 use estimator::costmodel::{self, CostCalibration, CostCheck};
@@ -135,19 +135,20 @@ fn add_cost_noise(d: &mut SplitData, s: f64, rng: &mut ChaCha8Rng) {
     }
 }
 
-/// Fits the cost model on the train split's out-of-sample (leave-one-out) predictions and
+/// Model j's (raw predicted cost, raw predicted sd, realized cost) on every query of a split.
+fn cost_triples(d: &SplitData, j: usize) -> Vec<(f64, f64, f64)> {
+    (0..d.n)
+        .map(|q| {
+            let k = q * d.m + j;
+            (d.pred_cost[k], d.cost_sd[k], d.cost[k])
+        })
+        .collect()
+}
+
+/// Fits the cost model on the train split's out-of-sample (cross-fitted) predictions and
 /// applies it to both splits.
 fn calibrate_costs(train: &mut SplitData, test: &mut SplitData) -> CostCalibration {
-    let per_model: Vec<Vec<(f64, f64, f64)>> = (0..train.m)
-        .map(|j| {
-            (0..train.n)
-                .map(|q| {
-                    let k = q * train.m + j;
-                    (train.pred_cost[k], train.cost_sd[k], train.cost[k])
-                })
-                .collect()
-        })
-        .collect();
+    let per_model: Vec<Vec<(f64, f64, f64)>> = (0..train.m).map(|j| cost_triples(train, j)).collect();
     let cal = CostCalibration::fit(&per_model);
     for d in [train, test] {
         for q in 0..d.n {
@@ -165,17 +166,7 @@ fn calibrate_costs(train: &mut SplitData, test: &mut SplitData) -> CostCalibrati
 /// The calibration table of a cost model on a split: per model, realized / predicted and p90
 /// coverage (on the raw predictions of `raw`, corrected by `cal`).
 pub fn cost_checks(cal: &CostCalibration, raw: &SplitData) -> Vec<CostCheck> {
-    (0..raw.m)
-        .map(|j| {
-            let t: Vec<(f64, f64, f64)> = (0..raw.n)
-                .map(|q| {
-                    let k = q * raw.m + j;
-                    (raw.pred_cost[k], raw.cost_sd[k], raw.cost[k])
-                })
-                .collect();
-            costmodel::check(cal, j, &t)
-        })
-        .collect()
+    (0..raw.m).map(|j| costmodel::check(cal, j, &cost_triples(raw, j))).collect()
 }
 
 /// Loads, splits, trains, predicts. Noise N(0, S) is added to the test split's μ only (the

@@ -188,7 +188,9 @@ pub fn run(
     for batch in batches {
         let n = batch.len();
         let mut p = problem(d, batch, oracle, f64::INFINITY, opts);
-        allowed_so_far += knob.allowance * n as f64;
+        // The batch's share of the allowance.
+        let allowance = knob.allowance * n as f64;
+        allowed_so_far += allowance;
         let mut grant = None;
         let (budget, overdraft) = if !spec.is_batch() {
             // Per-query routers keep no ledger: they are judged like the batch assigners' ledger
@@ -196,7 +198,7 @@ pub fn run(
             // when even that exceeds it.
             let cheapest: f64 =
                 batch.iter().map(|&q| (0..d.m).map(|j| d.cost[q * d.m + j]).fold(f64::INFINITY, f64::min)).sum();
-            let t = if opts.rolling() { allowed_so_far - spent_so_far } else { knob.allowance * n as f64 };
+            let t = if opts.rolling() { allowed_so_far - spent_so_far } else { allowance };
             (t.max(cheapest), cheapest > t)
         } else if opts.ledger {
             let mc = min_cost_assignment(&p);
@@ -206,7 +208,7 @@ pub fn run(
             grant = Some(b);
             (b.budget, b.overdraft)
         } else {
-            p.budget = knob.allowance * n as f64;
+            p.budget = allowance;
             (p.budget, false)
         };
         if priced {
@@ -227,12 +229,10 @@ pub fn run(
         if let Some(b) = grant {
             ledger.settle(&b, p.cost_of(&a.choice), p.cost_var_of(&a.choice), realized);
         }
-        if priced && opts.pacing > 0.0 && knob.allowance.is_finite() && knob.allowance > 0.0 {
-            let a = knob.allowance * n as f64;
-            let step = (opts.pacing * (realized - a) / a).clamp(-1.0, 1.0);
+        if priced && opts.pacing > 0.0 && allowance.is_finite() && allowance > 0.0 {
+            let step = (opts.pacing * (realized - allowance) / allowance).clamp(-1.0, 1.0);
             lambda = (lambda * step.exp()).clamp(knob.value / 4.0, knob.value * 4.0);
         }
-        let allowance = knob.allowance * n as f64;
         tracing::trace!(
             assigner = %spec.name(), lambda, n, grant = budget, plan = p.budget, predicted_use = predicted, realized, score,
             overdraft, margin = ledger.margin(), balance = ledger.balance(), status = ?a.status, "batch"

@@ -108,16 +108,42 @@ struct RawBudget {
     carry_unspent: Option<bool>,
     prior_margin: Option<f64>,
     max_over_probability: Option<f64>,
-    price: Option<RawPrice>,
-    headroom: Option<RawPrice>,
+    price: Option<RawAutoNumber>,
+    headroom: Option<RawAutoNumber>,
 }
 
-/// `budget.price`: `auto`, `off` or a number (quality points per USD).
+/// A setting written as a word (`auto`, `off`) or a number: `budget.price`, `budget.headroom`.
 #[derive(Debug, Deserialize)]
 #[serde(untagged)]
-enum RawPrice {
+enum RawAutoNumber {
     Number(f64),
     Word(String),
+}
+
+/// A parsed `RawAutoNumber` (absent = `auto`).
+enum Setting {
+    Auto,
+    Off,
+    Number(f64),
+}
+
+/// `auto` (or absent), `off` where `allow_off`, or a finite number `valid` accepts; otherwise the
+/// message for the field.
+fn auto_or_number(
+    raw: Option<RawAutoNumber>,
+    allow_off: bool,
+    valid: impl Fn(f64) -> bool,
+    expected: &str,
+) -> std::result::Result<Setting, String> {
+    let words = if allow_off { "auto, off" } else { "auto" };
+    match raw {
+        None => Ok(Setting::Auto),
+        Some(RawAutoNumber::Word(w)) if w == "auto" => Ok(Setting::Auto),
+        Some(RawAutoNumber::Word(w)) if w == "off" && allow_off => Ok(Setting::Off),
+        Some(RawAutoNumber::Number(x)) if x.is_finite() && valid(x) => Ok(Setting::Number(x)),
+        Some(RawAutoNumber::Number(x)) => Err(format!("{x}: expected {words} or {expected}")),
+        Some(RawAutoNumber::Word(w)) => Err(format!("`{w}`: expected {words} or {expected}")),
+    }
 }
 
 /// How the batch price λ (the objective is Σ (μ − λ·ĉ)·x) is set.
@@ -459,28 +485,17 @@ impl Config {
         if !(max_over_probability.is_finite() && max_over_probability > 0.0 && max_over_probability <= 0.5) {
             return Err(err("budget.max_over_probability", format!("{max_over_probability} is not in (0, 0.5]")));
         }
-        let price = match bud.price {
-            None => Price::Auto,
-            Some(RawPrice::Word(w)) if w == "auto" => Price::Auto,
-            Some(RawPrice::Word(w)) if w == "off" => Price::Off,
-            Some(RawPrice::Number(x)) if x.is_finite() && x >= 0.0 => Price::Fixed(x),
-            Some(RawPrice::Number(x)) => {
-                return Err(err("budget.price", format!("{x}: expected auto, off or a number ≥ 0")))
-            }
-            Some(RawPrice::Word(w)) => {
-                return Err(err("budget.price", format!("`{w}`: expected auto, off or a number ≥ 0")))
-            }
-        };
-        let headroom = match bud.headroom {
-            None => None,
-            Some(RawPrice::Word(w)) if w == "auto" => None,
-            Some(RawPrice::Number(x)) if x.is_finite() && (0.0..=1.0).contains(&x) => Some(x),
-            Some(RawPrice::Number(x)) => {
-                return Err(err("budget.headroom", format!("{x}: expected auto or a number in [0, 1]")))
-            }
-            Some(RawPrice::Word(w)) => {
-                return Err(err("budget.headroom", format!("`{w}`: expected auto or a number in [0, 1]")))
-            }
+        let price =
+            match auto_or_number(bud.price, true, |x| x >= 0.0, "a number ≥ 0").map_err(|m| err("budget.price", m))? {
+                Setting::Auto => Price::Auto,
+                Setting::Off => Price::Off,
+                Setting::Number(x) => Price::Fixed(x),
+            };
+        let headroom = match auto_or_number(bud.headroom, false, |x| (0.0..=1.0).contains(&x), "a number in [0, 1]")
+            .map_err(|m| err("budget.headroom", m))?
+        {
+            Setting::Number(x) => Some(x),
+            Setting::Auto | Setting::Off => None,
         };
         let asg = raw.assigner.unwrap_or_default();
         let assigner = match asg.kind.as_deref().unwrap_or("fast") {

@@ -117,8 +117,9 @@ fn settle(shared: &Shared, batch_id: u64, budget: &crate::ledger::BatchBudget, c
     }
     let mut ledger = shared.ledger();
     ledger.settle(budget, cost, var, realized);
-    metrics::gauge!("llmroute_budget_kappa").set(ledger.kappa());
-    metrics::gauge!("llmroute_budget_margin").set(ledger.margin());
+    let kappa = ledger.kappa();
+    metrics::gauge!("llmroute_budget_kappa").set(kappa);
+    metrics::gauge!("llmroute_budget_margin").set(ledger.margin_at(kappa));
     let (spent, allowed) = ledger.totals();
     metrics::gauge!("llmroute_spend_usd").set(spent);
     metrics::gauge!("llmroute_budget_allowed_usd").set(allowed);

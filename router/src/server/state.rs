@@ -254,18 +254,14 @@ fn build_live(
         Price::Off => 0.0,
         Price::Fixed(x) => x,
         Price::Auto => {
-            let serving_all: Vec<(usize, &ModelEntry)> =
+            let serving: Vec<(usize, &ModelEntry)> =
                 models.iter().filter(|m| m.capacity > 0).map(|m| (m.est_index, &m.entry)).collect();
+            let costs = predicted_costs(&trained.calibration, &serving, config.max_output_tokens as f64);
             let headroom = config.headroom.unwrap_or_else(|| {
-                auto_headroom_from(
-                    &trained.calibration,
-                    &serving_all,
-                    config.max_output_tokens as f64,
-                    config.max_over_probability,
-                )
+                auto_headroom_from(&trained.calibration, &serving, &costs, config.max_over_probability)
             });
             let target = config.budget_per_query / (1.0 + headroom);
-            let lambda = calibrate_price(&trained.calibration, &serving_all, config.max_output_tokens as f64, target);
+            let lambda = calibrate_price(&trained.calibration, &serving, &costs, target);
             tracing::info!(
                 price = lambda,
                 target_usd_per_query = target,
@@ -400,12 +396,21 @@ fn calibration_queries(
         .collect()
 }
 
+/// The predicted cost of each calibration query on each serving model (catalog prices ×
+/// predicted tokens, capped at `max_tokens`), row per query.
+fn predicted_costs(queries: &[CalibQuery], models: &[(usize, &ModelEntry)], max_tokens: f64) -> Vec<Vec<f64>> {
+    queries
+        .iter()
+        .map(|q| models.iter().map(|(e, m)| m.cost(q.input_tokens, q.output_tokens[*e].min(max_tokens))).collect())
+        .collect()
+}
+
 /// `ledger::auto_headroom` on the training records: consecutive batches of 64 calibration
-/// queries, each sent whole to one serving model and by best μ, predicted cost (catalog prices ×
-/// predicted tokens) against the recorded cost.
-fn auto_headroom_from(queries: &[CalibQuery], models: &[(usize, &ModelEntry)], max_tokens: f64, eps: f64) -> f64 {
+/// queries, each sent whole to one serving model and by best μ, predicted cost (`costs`, from
+/// `predicted_costs`) against the recorded cost.
+fn auto_headroom_from(queries: &[CalibQuery], models: &[(usize, &ModelEntry)], costs: &[Vec<f64>], eps: f64) -> f64 {
     let mut obs = Vec::new();
-    for batch in queries.chunks(64) {
+    for (batch, batch_costs) in queries.chunks(64).zip(costs.chunks(64)) {
         let mut plans: Vec<Vec<usize>> = (0..models.len()).map(|k| vec![k; batch.len()]).collect();
         plans.push(
             batch
@@ -417,10 +422,9 @@ fn auto_headroom_from(queries: &[CalibQuery], models: &[(usize, &ModelEntry)], m
         );
         for plan in plans {
             let (mut cost, mut realized, mut priced) = (0.0, 0.0, true);
-            for (q, &k) in batch.iter().zip(&plan) {
-                let (e, m) = models[k];
-                cost += m.cost(q.input_tokens, q.output_tokens[e].min(max_tokens));
-                match q.realized.get(e).copied().flatten() {
+            for ((q, c), &k) in batch.iter().zip(batch_costs).zip(&plan) {
+                cost += c[k];
+                match q.realized.get(models[k].0).copied().flatten() {
                     Some(r) => realized += r,
                     None => priced = false,
                 }
@@ -434,17 +438,19 @@ fn auto_headroom_from(queries: &[CalibQuery], models: &[(usize, &ModelEntry)], m
 }
 
 /// The price λ at which routing each calibration query to its best model by μ − λ·ĉ among
-/// `models` (the serving ones: estimator column, catalog entry) spends `target` USD per query on
-/// average: 0 when the best-μ choice already spends no more; found by bisection on log λ.
-pub fn calibrate_price(queries: &[CalibQuery], models: &[(usize, &ModelEntry)], max_tokens: f64, target: f64) -> f64 {
-    let costs: Vec<Vec<f64>> = queries
-        .iter()
-        .map(|q| models.iter().map(|(e, m)| m.cost(q.input_tokens, q.output_tokens[*e].min(max_tokens))).collect())
-        .collect();
+/// `models` (the serving ones: estimator column, catalog entry; `costs` from `predicted_costs`)
+/// spends `target` USD per query on average: 0 when the best-μ choice already spends no more;
+/// found by bisection on log λ.
+pub fn calibrate_price(
+    queries: &[CalibQuery],
+    models: &[(usize, &ModelEntry)],
+    costs: &[Vec<f64>],
+    target: f64,
+) -> f64 {
     let spend = |lambda: f64| -> f64 {
         let total: f64 = queries
             .iter()
-            .zip(&costs)
+            .zip(costs)
             .map(|(q, c)| {
                 let mut best = (f64::NEG_INFINITY, 0.0);
                 for ((e, _), &cost) in models.iter().zip(c) {
@@ -514,12 +520,13 @@ mod tests {
             .collect();
         let (c_cheap, c_dear) = (cheap.cost(10.0, 100.0), dear.cost(10.0, 100.0));
         let target = 0.5 * (c_cheap + c_dear);
-        let lambda = calibrate_price(&queries, &models, 4096.0, target);
+        let costs = predicted_costs(&queries, &models, 4096.0);
+        let lambda = calibrate_price(&queries, &models, &costs, target);
         // Between the two gains per extra dollar: 0.05 / Δc < λ ≤ 0.4 / Δc.
         let dc = c_dear - c_cheap;
         assert!(lambda > 0.05 / dc && lambda <= 0.4 / dc * 1.0001, "{lambda}");
-        assert_eq!(calibrate_price(&queries, &models, 4096.0, c_dear * 2.0), 0.0);
-        assert_eq!(calibrate_price(&[], &models, 4096.0, target), 0.0);
+        assert_eq!(calibrate_price(&queries, &models, &costs, c_dear * 2.0), 0.0);
+        assert_eq!(calibrate_price(&[], &models, &[], target), 0.0);
     }
 
     /// Records whose costs are predicted exactly need no headroom; records that overrun their
@@ -538,11 +545,12 @@ mod tests {
                 })
                 .collect()
         };
-        assert_eq!(auto_headroom_from(&queries(1.0), &models, 4096.0, 0.05), 0.0);
-        assert_eq!(auto_headroom_from(&queries(1.5), &models, 4096.0, 0.05), crate::ledger::MAX_HEADROOM);
+        let headroom = |qs: &[CalibQuery]| auto_headroom_from(qs, &models, &predicted_costs(qs, &models, 4096.0), 0.05);
+        assert_eq!(headroom(&queries(1.0)), 0.0);
+        assert_eq!(headroom(&queries(1.5)), crate::ledger::MAX_HEADROOM);
         // Records that cannot be priced are left out: no batch, no headroom.
         let mut unpriced = queries(1.5);
         unpriced.iter_mut().for_each(|q| q.realized = vec![None, None]);
-        assert_eq!(auto_headroom_from(&unpriced, &models, 4096.0, 0.05), 0.0);
+        assert_eq!(headroom(&unpriced), 0.0);
     }
 }
