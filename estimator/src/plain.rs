@@ -7,7 +7,7 @@
 use crate::error::{Error, Result};
 use crate::knn::{outcome_cost, Prediction};
 use crate::{Catalog, Record};
-use std::collections::HashMap;
+use std::collections::{BTreeMap, HashMap};
 
 pub struct PlainKnn {
     pub models: Vec<String>,
@@ -39,9 +39,11 @@ impl PlainKnn {
         }
         let mut vocab: HashMap<String, u32> = HashMap::new();
         let mut df: Vec<u32> = Vec::new();
-        let mut doc_terms: Vec<HashMap<u32, f32>> = Vec::with_capacity(records.len());
+        // Term counts in term order (BTreeMap): the float sums below add in the same order on every
+        // run, so the neighbours (and every figure built on them) are reproducible.
+        let mut doc_terms: Vec<BTreeMap<u32, f32>> = Vec::with_capacity(records.len());
         for r in records {
-            let mut tf: HashMap<u32, f32> = HashMap::new();
+            let mut tf: BTreeMap<u32, f32> = BTreeMap::new();
             for t in terms(&r.prompt) {
                 let next = vocab.len() as u32;
                 let id = *vocab.entry(t).or_insert(next);
@@ -76,9 +78,9 @@ impl PlainKnn {
         Ok(PlainKnn { models: models.to_vec(), k: k.max(1), vocab, idf, postings, scores, costs, tokens })
     }
 
-    /// Predicts for `prompt`, leaving training document `exclude` out (leave-one-out on train).
-    pub fn predict(&self, prompt: &str, exclude: Option<usize>) -> Prediction {
-        let mut tf: HashMap<u32, f32> = HashMap::new();
+    /// Cosine similarity of `prompt` to every training document.
+    fn similarities(&self, prompt: &str) -> Vec<f32> {
+        let mut tf: BTreeMap<u32, f32> = BTreeMap::new();
         for t in terms(prompt) {
             if let Some(&id) = self.vocab.get(&t) {
                 *tf.entry(id).or_insert(0.0) += 1.0;
@@ -92,6 +94,12 @@ impl PlainKnn {
                 acc[d as usize] += w * x;
             }
         }
+        acc
+    }
+
+    /// Predicts for `prompt`, leaving training document `exclude` out (leave-one-out on train).
+    pub fn predict(&self, prompt: &str, exclude: Option<usize>) -> Prediction {
+        let acc = self.similarities(prompt);
         let mut hits: Vec<(usize, f32)> =
             acc.iter().enumerate().filter(|&(d, _)| Some(d) != exclude).map(|(d, &s)| (d, s)).collect();
         let k = self.k.min(hits.len());
@@ -162,5 +170,28 @@ mod tests {
         let q = p.predict("who wrote it", None);
         assert_eq!(q.mu[0], 0.0);
         assert_eq!(q.mu[1], 1.0);
+    }
+
+    /// Training twice gives bit-identical predictions (the TF-IDF sums add in term order).
+    #[test]
+    fn predictions_are_reproducible() {
+        let prompts: Vec<String> =
+            (0..60).map(|i| format!("question {} about topic {} and more words {}", i % 7, i % 5, i)).collect();
+        let recs: Vec<Record> =
+            prompts.iter().enumerate().map(|(i, t)| rec(i, t, (i % 2) as f64, 1.0 + i as f64)).collect();
+        let refs: Vec<&Record> = recs.iter().collect();
+        let models = vec!["a".to_string(), "b".to_string()];
+        let (p1, p2) =
+            (PlainKnn::train(&refs, &models, None, 5).unwrap(), PlainKnn::train(&refs, &models, None, 5).unwrap());
+        // A long query sharing many terms with each document: its similarities are sums of many
+        // terms, whose float rounding depends on the order they are added in.
+        let long: String = prompts[..20].join(" ");
+        for _ in 0..20 {
+            let (s1, s2) = (p1.similarities(&long), p2.similarities(&long));
+            assert!(s1.iter().zip(&s2).all(|(a, b)| a.to_bits() == b.to_bits()));
+        }
+        for t in ["question 3 about topic 2", "more words topic 4 question", long.as_str()] {
+            assert_eq!(p1.predict(t, None), p2.predict(t, None));
+        }
     }
 }
