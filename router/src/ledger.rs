@@ -242,6 +242,14 @@ impl Ledger {
     /// Settles a batch reserved with `reserve`: `cost` and `var` are its assignment's Σ ĉ·x and
     /// Σ v·x, `realized` what it cost.
     pub fn settle(&mut self, granted: &BatchBudget, cost: f64, var: f64, realized: f64) {
+        self.settle_with(granted, realized, Some(Observation { cost, var, realized }));
+    }
+
+    /// Settles a batch whose total charge is `realized`; `observed` is the part of it whose cost
+    /// was actually measured (the queries that ran), the only part the quantiles learn from. A
+    /// batch of decision-only queries is charged its prediction but teaches κ, the margin and the
+    /// adaptive level nothing: with `None` only the balance moves.
+    pub fn settle_with(&mut self, granted: &BatchBudget, realized: f64, observed: Option<Observation>) {
         let realized = if realized.is_finite() { realized.max(0.0) } else { granted.budget };
         self.outstanding = self.outstanding.saturating_sub(1);
         self.balance += granted.budget - realized;
@@ -249,7 +257,8 @@ impl Ledger {
         if !self.carry_unspent && self.balance > 0.0 {
             self.balance = 0.0;
         }
-        self.push(Observation { cost, var, realized });
+        let Some(o) = observed else { return };
+        self.push(o);
         // Adaptive conformal inference (Gibbs & Candès): α ← α + γ·(ε − 1[over]); the long-run
         // share of batches over their grant tends to ε whatever the order of the traffic.
         let over = realized > granted.budget * (1.0 + 1e-9) && !granted.overdraft;
@@ -390,6 +399,29 @@ mod tests {
             (0..99).map(|k| Observation { cost: 1.0, var: 0.0, realized: 0.5 + 0.02 * k as f64 }).collect();
         assert_eq!(auto_headroom(&heavy, 0.05), MAX_HEADROOM);
         assert_eq!(auto_headroom(&exact[..3], 0.05), 0.0, "too few batches");
+    }
+
+    /// Batches whose cost was not measured (decision only) are charged but teach the quantiles
+    /// nothing: a flood of them cannot talk κ down to "predictions are exact".
+    #[test]
+    fn unobserved_batches_move_the_balance_only() {
+        let obs: Vec<Observation> = (0..99)
+            .map(|k| Observation { cost: 10.0, var: 4.0, realized: 10.0 + 2.0 * (-1.0 + 0.02 * k as f64) })
+            .collect();
+        let mut l = Ledger::new(1.0, 0.0).with_calibration(&obs);
+        let (kappa, margin, level) = (l.kappa(), l.margin(), l.level());
+        for _ in 0..500 {
+            let b = l.reserve(10, 5.0, 4.0);
+            l.settle_with(&b, 5.0, None);
+        }
+        assert_eq!((l.kappa(), l.margin(), l.level()), (kappa, margin, level));
+        assert_eq!(l.totals().0, 2500.0);
+        // The same batches settled as observed would have pulled κ to 0 (realized = predicted).
+        for _ in 0..500 {
+            let b = l.reserve(10, 5.0, 4.0);
+            l.settle(&b, 5.0, 4.0, 5.0);
+        }
+        assert!(l.kappa() < kappa);
     }
 
     /// The documented guarantee on a random stream of batches whose realized cost scatters

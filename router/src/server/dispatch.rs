@@ -38,7 +38,7 @@ pub fn launch(shared: &Arc<Shared>, d: Decided) {
     let m = problem.m;
     let account = Arc::new(Account { budget: budget.budget, committed: Mutex::new(problem.cost_of(&choice)) });
     let mut handles = Vec::with_capacity(n);
-    let mut decision_only_cost = 0.0;
+    let (mut decision_only_cost, mut decision_only_var) = (0.0, 0.0);
     let predicted_total = problem.cost_of(&choice);
     let predicted_var = problem.cost_var_of(&choice);
     for (i, mut q) in queries.into_iter().enumerate() {
@@ -58,6 +58,7 @@ pub fn launch(shared: &Arc<Shared>, d: Decided) {
         metrics::histogram!("llmroute_predicted_quality", "model" => base.model.clone()).record(base.predicted.mu);
         if !q.dispatch {
             decision_only_cost += problem.cost[i * m + j];
+            decision_only_var += problem.cost_var[i * m + j];
             metrics::counter!("llmroute_requests_total", "model" => base.model.clone(), "outcome" => "decision_only")
                 .increment(1);
             if let Some(tx) = q.reply.take() {
@@ -88,7 +89,7 @@ pub fn launch(shared: &Arc<Shared>, d: Decided) {
     if handles.is_empty() {
         // Decision only: the batch is charged its predicted cost now (its grant must not stay
         // outstanding).
-        settle(shared, batch_id, &budget, predicted_total, predicted_var, decision_only_cost);
+        settle(shared, batch_id, &budget, predicted_total, decision_only_cost, None);
         return;
     }
     let reserved = predicted_total - decision_only_cost;
@@ -100,11 +101,24 @@ pub fn launch(shared: &Arc<Shared>, d: Decided) {
             realized += h.await.unwrap_or(0.0);
         }
         add_reserved(-reserved);
-        settle(&shared, batch_id, &budget, predicted_total, predicted_var, realized + decision_only_cost);
+        // Only the dispatched queries' cost was measured: the ledger learns from them alone.
+        let observed = crate::ledger::Observation {
+            cost: predicted_total - decision_only_cost,
+            var: (predicted_var - decision_only_var).max(0.0),
+            realized,
+        };
+        settle(&shared, batch_id, &budget, predicted_total, realized + decision_only_cost, Some(observed));
     });
 }
 
-fn settle(shared: &Shared, batch_id: u64, budget: &crate::ledger::BatchBudget, cost: f64, var: f64, realized: f64) {
+fn settle(
+    shared: &Shared,
+    batch_id: u64,
+    budget: &crate::ledger::BatchBudget,
+    cost: f64,
+    realized: f64,
+    observed: Option<crate::ledger::Observation>,
+) {
     if realized > budget.budget * (1.0 + 1e-9) && !budget.overdraft {
         metrics::counter!("llmroute_batches_over_budget_total").increment(1);
         tracing::warn!(
@@ -116,7 +130,7 @@ fn settle(shared: &Shared, batch_id: u64, budget: &crate::ledger::BatchBudget, c
         );
     }
     let mut ledger = shared.ledger();
-    ledger.settle(budget, cost, var, realized);
+    ledger.settle_with(budget, realized, observed);
     let kappa = ledger.kappa();
     metrics::gauge!("llmroute_budget_kappa").set(kappa);
     metrics::gauge!("llmroute_budget_margin").set(ledger.margin_at(kappa));
