@@ -19,7 +19,7 @@ SPEND=0.02,0.05,0.1,0.2,0.5
 ev() { # name records extra-args...
   local name=$1 rec=$2; shift 2
   echo "== $name" >&2
-  "$BIN/llm-router" eval --records "$rec" --assigners "$ARMS" --spend "$SPEND" --json-out "$OUT/$name.json" "$@" > "$OUT/$name.txt"
+  "$BIN/llmroute-eval" eval --records "$rec" --assigners "$ARMS" --spend "$SPEND" --json-out "$OUT/$name.json" "$@" > "$OUT/$name.txt"
 }
 for b in random adversarial; do
   ev "simpleqa-$b" data/pricing-reversal-simpleqa.jsonl.gz --batching "$b"

@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# Reproduces docs/results/: `llm-router eval` on both datasets under random and adversarial
+# Reproduces docs/results/: `llmroute-eval eval` on both datasets under random and adversarial
 # batching, the binding-capacity and noisy-estimator cases, and the solver benchmark.
 # The RouteLLM runs use the full conversion of ../shared/data/routellm (set SHARED to override).
 set -euo pipefail
@@ -18,7 +18,7 @@ ALL=fast,mip,per-query-price,per-query-threshold,oracle
 ev() { # name records catalog extra-args...
   local name=$1 rec=$2 cat=$3; shift 3
   echo "== $name" >&2
-  "$BIN/llm-router" eval --records "$rec" --catalog "$cat" --json-out "$OUT/$name.json" --plot "$OUT/$name.svg" "$@" > "$OUT/$name.txt"
+  "$BIN/llmroute-eval" eval --records "$rec" --catalog "$cat" --json-out "$OUT/$name.json" --plot "$OUT/$name.svg" "$@" > "$OUT/$name.txt"
 }
 for b in random adversarial; do
   ev "dcrouter-$b" data/dcrouter.jsonl.gz deploy/catalogs/dcrouter.yaml --assigners "$ALL" --batching "$b"
@@ -34,6 +34,6 @@ done
 ev dcrouter-no-dual-price-adversarial data/dcrouter.jsonl.gz deploy/catalogs/dcrouter.yaml --assigners fast,per-query-price --batching adversarial --no-dual-price
 # The benchmark takes ~5 min (HiGHS' 1024-query robust solves); SKIP_BENCH=1 leaves it out.
 if [ "${SKIP_BENCH:-0}" != 1 ]; then
-  "$BIN/llm-router" bench-solver --json "$OUT/bench-solver.json" > "$OUT/bench-solver.txt"
+  "$BIN/llmroute-eval" bench-solver --json "$OUT/bench-solver.json" > "$OUT/bench-solver.txt"
 fi
 rm -f "$RL"

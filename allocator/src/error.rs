@@ -20,7 +20,7 @@ pub enum AllocError {
     #[error(transparent)]
     Estimator(#[from] estimator::Error),
     #[error(transparent)]
-    Router(#[from] router::RouterError),
+    Core(#[from] llmroute_core::CoreError),
     #[error("invalid input: {0}")]
     Invalid(String),
 }

@@ -4,7 +4,7 @@
 
 use crate::error::{AllocError, Result};
 use crate::inputs::{Inventory, Models};
-use router::plan::Plan;
+use llmroute_core::plan::Plan;
 use std::path::{Path, PathBuf};
 
 /// A DNS-1123 name from a model or GPU name.

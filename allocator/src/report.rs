@@ -1,7 +1,7 @@
-//! Plans as files (router::plan::Plan) and as readable tables.
+//! Plans as files (llmroute_core::plan::Plan) and as readable tables.
 
 use crate::solve::{Instance, Solution};
-use router::plan::Plan;
+use llmroute_core::plan::Plan;
 use std::collections::BTreeMap;
 use std::fmt::Write;
 use std::path::PathBuf;

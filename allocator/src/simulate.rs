@@ -6,9 +6,9 @@
 use crate::error::{AllocError, Result};
 use crate::solve::Instance;
 use estimator::{Catalog, KnnConfig, KnnEstimator, Record};
+use llmroute_core::assign::{Assigner, Fast, Problem};
 use rand::seq::SliceRandom;
 use rand::{Rng, SeedableRng};
-use router::assign::{Assigner, Fast, Problem};
 use serde::Serialize;
 use std::cmp::Reverse;
 use std::collections::{BinaryHeap, VecDeque};

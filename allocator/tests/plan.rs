@@ -1,6 +1,8 @@
 //! The allocation MIP on random inputs (every constraint holds), infeasible inputs explained, and
 //! the CLI end to end on the realistic example: plan, manifests (checked by `kubernetes-validate`),
 //! simulate.
+// Test code: a failed unwrap is a failed test.
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
 use allocator::bench::random_inputs;
 use allocator::inputs::{Inventory, Models, Traffic};
@@ -138,7 +140,7 @@ fn example_plan_manifests_and_simulation() {
         out.contains("== optimized plan") && out.contains("== uniform plan") && out.contains("== proportional plan")
     );
     assert!(err.contains("solved in"), "{err}");
-    let p = router::plan::Plan::load(&plan).unwrap();
+    let p = llmroute_core::plan::Plan::load(&plan).unwrap();
     assert!(p.expected_quality > 0.5 && !p.instances.is_empty());
 
     // Manifests, validated by kubernetes-validate when it is installed (always in CI).

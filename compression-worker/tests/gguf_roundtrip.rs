@@ -1,5 +1,7 @@
 //! GGUF written by the worker keeps pruned zeros exactly (Q8_0 and F16), keeps the metadata, and
 //! reads back; a file that is not GGUF is a clear error.
+// Test code: a failed unwrap is a failed test.
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
 use candle_core::{Device, Tensor};
 use compression_worker::gguf::{self, OutType, Value};

@@ -3,6 +3,8 @@
 //! and a catalog entry, and a real llama.cpp server (PyPI `xllamacpp`) loads the pruned GGUF and
 //! answers a chat completion. The Kubernetes Job manifest passes `kubernetes-validate --strict`.
 //! Skipped outside CI when a peer is missing (`scripts/setup.sh --test` installs them).
+// Test code: a failed unwrap is a failed test.
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
 use std::io::{BufRead, BufReader, Read, Write};
 use std::path::PathBuf;

@@ -1,5 +1,7 @@
 //! The estimator artifact on the vendored records: `estimator train` writes it, loading it gives
 //! the same predictions as the estimator that was trained, and bad files are refused clearly.
+// Test code: a failed unwrap is a failed test.
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
 use estimator::records::{common_models, read_records};
 use estimator::{Catalog, Estimator, Record, TrainOptions};

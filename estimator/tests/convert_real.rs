@@ -1,4 +1,6 @@
 //! Converters on the real files in ../shared/data, and the vendored subsets against them.
+// Test code: a failed unwrap is a failed test.
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
 use estimator::convert::{dcrouter, routellm};
 use estimator::records::{common_models, read_records};

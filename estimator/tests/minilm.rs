@@ -1,6 +1,8 @@
 //! MiniLM embeddings (candle) against an independent reference (HF `tokenizers` + numpy BERT,
 //! `scripts/minilm_reference.py`): same word-piece ids, cosine ≥ 1 − 1e-4, alone and in a padded
 //! batch; and the on-disk cache gives back what it stored.
+// Test code: a failed unwrap is a failed test.
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 #![cfg(feature = "minilm")]
 
 use estimator::embed::{EmbeddingCache, MiniLm};

@@ -3,7 +3,7 @@
 #![no_main]
 
 use libfuzzer_sys::fuzz_target;
-use router::server::config::Config;
+use router::config::Config;
 use std::path::Path;
 
 fuzz_target!(|data: &[u8]| {

@@ -3,7 +3,7 @@
 #![no_main]
 
 use libfuzzer_sys::fuzz_target;
-use router::server::fuzzing::{caller_and_request, embedded_default};
+use router::fuzzing::{caller_and_request, embedded_default};
 
 fuzz_target!(|data: &[u8]| {
     let (key, body) = caller_and_request(data);

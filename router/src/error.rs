@@ -1,7 +1,8 @@
+use llmroute_core::CoreError;
 use std::path::PathBuf;
 
-/// The router crate's one error type. The server maps it to gRPC status codes and HTTP statuses
-/// in one place (`server::status`).
+/// The server crate's one error type, mapped to gRPC status codes and HTTP answers in one place
+/// (`status.rs`). Core errors (problem, solver, plan file) arrive through `From<CoreError>`.
 #[derive(Debug, thiserror::Error)]
 pub enum RouterError {
     /// The caller's input is malformed (bad problem shape, bad flag, bad file).
@@ -62,6 +63,18 @@ impl RouterError {
 
     pub fn config(path: impl Into<PathBuf>, field: impl Into<String>, msg: impl Into<String>) -> Self {
         RouterError::Config { path: path.into(), field: field.into(), msg: msg.into() }
+    }
+}
+
+impl From<CoreError> for RouterError {
+    fn from(e: CoreError) -> Self {
+        match e {
+            CoreError::Invalid(m) => RouterError::Invalid(m),
+            CoreError::Solver(m) => RouterError::Solver(m),
+            CoreError::Estimator(e) => RouterError::Estimator(e),
+            CoreError::Io { path, source } => RouterError::Io { path, source },
+            CoreError::Config { path, field, msg } => RouterError::Config { path, field, msg },
+        }
     }
 }
 

@@ -2,13 +2,15 @@
 //! twice and Gemma-3-270M, from their PyPI packages) behind the router. One server is killed
 //! mid-run: every query is still answered by a feasible model, spend stays within the budget, the
 //! breaker opens; after the server returns, the prober half-opens it and a query closes it.
+// Test code: a failed unwrap is a failed test.
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
 mod common;
 
+use common::connect;
 use common::{free_port, python_has, repo, require, scratch, wait_line, Router};
 use llmroute_proto::v1 as pb;
 use pb::router_client::RouterClient;
-use router::server::client::connect;
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 

@@ -3,13 +3,15 @@
 //! (Debian `prometheus`) scrapes the router on 127.0.0.1, evaluates the rules, and answers a query
 //! through its HTTP API after traffic; the router's Kubernetes manifests pass
 //! `kubernetes-validate --strict`. Peers missing outside CI: SKIPPED; in CI: fail.
+// Test code: a failed unwrap is a failed test.
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
 mod common;
 
+use common::connect;
 use common::{config, free_port, http_get, repo, require, scratch, Router};
 use llmroute_proto::v1 as pb;
 use pb::router_client::RouterClient;
-use router::server::client::connect;
 use std::collections::BTreeSet;
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};

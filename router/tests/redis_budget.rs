@@ -6,13 +6,15 @@
 //!
 //! Prints the figures (budget, realized spend, accepted / refused calls before, during and after
 //! the outage). Needs `redis-server` (Debian `redis-server`; `scripts/setup.sh --test` installs it).
+// Test code: a failed unwrap is a failed test.
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
 mod common;
 
+use common::connect;
 use common::{config, http_get, scratch, Router};
 use llmroute_proto::v1 as pb;
 use pb::router_client::RouterClient;
-use router::server::client::connect;
 use std::path::Path;
 use std::process::{Child, Command, Stdio};
 use std::sync::atomic::{AtomicU8, Ordering};
@@ -231,7 +233,7 @@ fn three_replicas_share_one_budget_through_a_redis_restart() {
 
 #[test]
 fn a_settle_applies_once_even_when_retried() {
-    use router::server::budgets::RedisBook;
+    use router::budgets::RedisBook;
     let dir = scratch("redis-dedup");
     let port = free_port();
     let _redis = Redis::start(&dir, port);

@@ -1,14 +1,16 @@
 //! End-to-end: a real `llm-router serve` process on the embedded default (replay backends) called
 //! over gRPC with the generated client — Route, RouteBatch, RouteStream, ListModels, bad inputs,
 //! tenant budgets, config reload (Admin RPC and SIGHUP), load shedding, /metrics.
+// Test code: a failed unwrap is a failed test.
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
 mod common;
 
 use common::{config, scratch, Router};
+use common::{connect, request};
 use llmroute_proto::v1 as pb;
 use pb::admin_client::AdminClient;
 use pb::router_client::RouterClient;
-use router::server::client::{connect, request};
 use std::time::{Duration, Instant};
 use tonic::Code;
 

@@ -2,6 +2,8 @@
 //! called by real clients (Python grpcio through reflection, the official `openai` client,
 //! Python's `ssl`); then the certificate files are replaced and new connections get the new
 //! certificate without a restart; a broken file is refused and the last good certificate serves on.
+// Test code: a failed unwrap is a failed test.
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
 mod common;
 

@@ -128,7 +128,7 @@ fn load(a: &InputArgs) -> Result<Loaded> {
 }
 
 /// One of the input files a plan was made from.
-fn plan_input(plan: &router::plan::Plan, key: &str) -> Result<PathBuf> {
+fn plan_input(plan: &llmroute_core::plan::Plan, key: &str) -> Result<PathBuf> {
     plan.inputs.get(key).cloned().ok_or_else(|| AllocError::Invalid(format!("the plan names no `{key}` input file")))
 }
 
@@ -198,7 +198,7 @@ fn run(cli: Cli) -> Result<()> {
             Ok(())
         }
         Cmd::Manifests { plan, out } => {
-            let p = router::plan::Plan::load(&plan)?;
+            let p = llmroute_core::plan::Plan::load(&plan)?;
             let get = |k: &str| plan_input(&p, k);
             let inv = Inventory::load(&get("inventory")?)?;
             let models = Models::load(&get("models")?, &inv)?;
@@ -209,7 +209,7 @@ fn run(cli: Cli) -> Result<()> {
             Ok(())
         }
         Cmd::Simulate { plan, records, catalog, qps, duration, budget_per_query, seed, json } => {
-            let p = router::plan::Plan::load(&plan)?;
+            let p = llmroute_core::plan::Plan::load(&plan)?;
             let get = |k: &str| plan_input(&p, k);
             let inputs = InputArgs {
                 inventory: get("inventory")?,

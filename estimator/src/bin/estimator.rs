@@ -35,7 +35,7 @@ enum Cmd {
         #[arg(long)]
         json: bool,
     },
-    /// Train the estimator and write it as an artifact the router loads (`llm-router eval
+    /// Train the estimator and write it as an artifact the router loads (`llmroute-eval eval
     /// --estimator-artifact`, `estimator.artifact` in the router config).
     Train {
         #[command(flatten)]

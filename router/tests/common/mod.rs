@@ -153,3 +153,24 @@ pub fn http_get(addr: &str, path: &str) -> (u16, String) {
     let body = buf.split_once("\r\n\r\n").map(|(_, b)| b.to_string()).unwrap_or_default();
     (status, body)
 }
+
+/// A gRPC channel to a router under test.
+pub async fn connect(addr: &str) -> Result<tonic::transport::Channel, tonic::transport::Error> {
+    tonic::transport::Endpoint::from_shared(format!("http://{addr}"))?
+        .connect_timeout(Duration::from_secs(3))
+        .connect()
+        .await
+}
+
+/// A request with `authorization: Bearer <key>` and a deadline, as clients send them.
+pub fn request<T>(msg: T, api_key: Option<&str>, timeout: Option<Duration>) -> Result<tonic::Request<T>, String> {
+    let mut r = tonic::Request::new(msg);
+    if let Some(k) = api_key {
+        let v = format!("Bearer {k}").parse().map_err(|_| format!("`{k}` is not a header value"))?;
+        r.metadata_mut().insert("authorization", v);
+    }
+    if let Some(t) = timeout {
+        r.set_timeout(t);
+    }
+    Ok(r)
+}

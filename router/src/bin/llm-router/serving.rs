@@ -1,8 +1,8 @@
 //! `serve`, `route` and `loadgen`.
 
+use crate::client::{self, LoadSpec};
 use clap::Args;
 use llmroute_proto::v1 as pb;
-use router::server::client::{self, LoadSpec};
 use std::path::PathBuf;
 use std::time::Duration;
 
@@ -86,7 +86,7 @@ fn runtime() -> Result<tokio::runtime::Runtime, String> {
 }
 
 pub fn serve(a: ServeArgs) -> Result<(), String> {
-    runtime()?.block_on(router::server::serve(a.config)).map_err(|e| e.to_string())
+    runtime()?.block_on(router::serve(a.config)).map_err(|e| e.to_string())
 }
 
 pub fn route(a: RouteArgs) -> Result<(), String> {

@@ -1,15 +1,16 @@
-//! The eval harness behind `llm-router eval`: every comparison at equal realized spend, on
+//! The eval harness behind `llmroute-eval eval`: every comparison at equal realized spend, on
 //! recorded outcomes, with bootstrap intervals, under random, by-task and adversarial batching.
 
 pub mod batching;
+pub mod bench;
 pub mod data;
 pub mod policy;
 pub mod report;
 pub mod stats;
 
-use crate::ledger::Ledger;
-use crate::{Result, RouterError};
 use batching::{make_batches, Batching};
+use llmroute_core::ledger::Ledger;
+use llmroute_core::{CoreError, Result};
 use policy::{accuracy, calibrate, mean_cost, run, sweep_knobs, RunOptions, Spec};
 use rand::{Rng, SeedableRng};
 use serde::Serialize;
@@ -122,32 +123,32 @@ pub struct EvalReport {
 
 fn validate(cfg: &EvalConfig) -> Result<()> {
     if cfg.batch_size == 0 {
-        return Err(RouterError::Invalid("--batch-size must be at least 1".into()));
+        return Err(CoreError::Invalid("--batch-size must be at least 1".into()));
     }
     if let Some(f) = cfg.spend.iter().find(|f| !(f.is_finite() && (0.0..=1.0).contains(*f))) {
-        return Err(RouterError::Invalid(format!("--spend {f}: expected fractions in [0, 1]")));
+        return Err(CoreError::Invalid(format!("--spend {f}: expected fractions in [0, 1]")));
     }
     if let Some(f) = cfg.capacity_frac {
         if !(f > 0.0 && f <= 1.0) {
-            return Err(RouterError::Invalid(format!("--capacity-frac {f}: expected a fraction in (0, 1]")));
+            return Err(CoreError::Invalid(format!("--capacity-frac {f}: expected a fraction in (0, 1]")));
         }
     }
     if !(cfg.gamma.is_finite() && cfg.gamma >= 0.0) {
-        return Err(RouterError::Invalid("--gamma must be ≥ 0".into()));
+        return Err(CoreError::Invalid("--gamma must be ≥ 0".into()));
     }
     if !(cfg.max_over_probability > 0.0 && cfg.max_over_probability <= 0.5) {
-        return Err(RouterError::Invalid(format!(
+        return Err(CoreError::Invalid(format!(
             "--max-over-probability {}: expected (0, 0.5]",
             cfg.max_over_probability
         )));
     }
     if let Some(s) = cfg.cost_noise {
         if !(s.is_finite() && s >= 0.0) {
-            return Err(RouterError::Invalid(format!("--cost-noise lognormal:{s}: S must be ≥ 0")));
+            return Err(CoreError::Invalid(format!("--cost-noise lognormal:{s}: S must be ≥ 0")));
         }
     }
     if cfg.assigners.is_empty() {
-        return Err(RouterError::Invalid("--assigners is empty".into()));
+        return Err(CoreError::Invalid("--assigners is empty".into()));
     }
     Ok(())
 }
@@ -199,7 +200,7 @@ pub fn run_eval(cfg: &EvalConfig) -> Result<EvalReport> {
     }
     if let Some(f) = cfg.capacity_frac {
         if (f * cfg.batch_size as f64).ceil() * (data.models.len() as f64) < (cfg.batch_size as f64) {
-            return Err(RouterError::Invalid(format!(
+            return Err(CoreError::Invalid(format!(
                 "--capacity-frac {f}: {} models × ⌈{f}·{}⌉ slots cannot hold a batch",
                 data.models.len(),
                 cfg.batch_size
@@ -219,7 +220,7 @@ pub fn run_eval(cfg: &EvalConfig) -> Result<EvalReport> {
     // Calibration runs on average (random) train traffic; evaluation on the chosen batching.
     let train_batches = make_batches(train, Batching::Random, cfg.batch_size, cfg.seed);
     let test_batches = make_batches(test, cfg.batching, cfg.batch_size, cfg.seed);
-    let kappa = if cfg.no_chance { 0.0 } else { crate::assign::chance::kappa_for(cfg.max_over_probability) };
+    let kappa = if cfg.no_chance { 0.0 } else { llmroute_core::assign::chance::kappa_for(cfg.max_over_probability) };
     let base_opts = |p: &data::Predicted| -> RunOptions {
         let mut o = RunOptions {
             gamma: cfg.gamma,
@@ -240,8 +241,9 @@ pub fn run_eval(cfg: &EvalConfig) -> Result<EvalReport> {
             calibration: Vec::new(),
         };
         o.calibration = calibration_batches(&p.train, &train_batches);
-        o.headroom =
-            cfg.headroom.unwrap_or_else(|| crate::ledger::auto_headroom(&o.calibration, cfg.max_over_probability));
+        o.headroom = cfg
+            .headroom
+            .unwrap_or_else(|| llmroute_core::ledger::auto_headroom(&o.calibration, cfg.max_over_probability));
         o
     };
     let main_opts = base_opts(&data.main);
@@ -356,7 +358,7 @@ fn cost_model_json(name: &str, models: &[String], p: &data::Predicted) -> serde_
 /// predictions, every random train batch planned by per-query pricing at λ spread over its range
 /// and by each single model — predicted Σ ĉ·x, Σ v·x and the realized cost. The pool covers cheap
 /// to dear policies, and the argmax choices carry the selection bias live batches have.
-fn calibration_batches(d: &data::SplitData, batches: &[Vec<usize>]) -> Vec<crate::ledger::Observation> {
+fn calibration_batches(d: &data::SplitData, batches: &[Vec<usize>]) -> Vec<llmroute_core::ledger::Observation> {
     let lambdas = sweep_knobs(&Spec::PerQueryPrice, d, 8);
     let mut out = Vec::new();
     for b in batches {
@@ -383,7 +385,7 @@ fn calibration_batches(d: &data::SplitData, batches: &[Vec<usize>]) -> Vec<crate
                 var += d.cost_var[k];
                 realized += d.cost[k];
             }
-            out.push(crate::ledger::Observation { cost, var, realized });
+            out.push(llmroute_core::ledger::Observation { cost, var, realized });
         }
     }
     out

@@ -2,9 +2,9 @@
 //! load at a fixed rate, or at a fixed concurrency, for a duration; prints achieved QPS and
 //! latency percentiles).
 
-use crate::{Result, RouterError};
 use llmroute_proto::v1 as pb;
 use llmroute_proto::v1::router_client::RouterClient;
+use router::{Result, RouterError};
 use serde::Serialize;
 use std::collections::BTreeMap;
 use std::time::{Duration, Instant};

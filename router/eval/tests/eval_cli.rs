@@ -1,21 +1,23 @@
-//! End to end: the `llm-router eval` binary on the vendored records — JSON schema, budget
+//! End to end: the `llmroute-eval eval` binary on the vendored records — JSON schema, budget
 //! adherence with the ledger under adversarial batching, the plot, and clear errors.
+// Test code: a failed unwrap is a failed test.
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
 use std::path::PathBuf;
 use std::process::Command;
 
 fn root() -> PathBuf {
-    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("..")
+    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../..")
 }
 
 fn eval(args: &[&str]) -> std::process::Output {
-    Command::new(env!("CARGO_BIN_EXE_llm-router"))
+    Command::new(env!("CARGO_BIN_EXE_llmroute-eval"))
         .current_dir(root())
         .arg("eval")
         .args(args)
         .env("RUST_LOG", "warn")
         .output()
-        .expect("run llm-router")
+        .expect("run llmroute-eval")
 }
 
 #[test]

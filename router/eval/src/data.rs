@@ -1,12 +1,12 @@
 //! Loads records, splits them, trains the estimator on the train split, and holds the per-query
 //! predictions (cross-fitted on train, plain on test) next to the recorded truth.
 
-use crate::{Result, RouterError};
 use estimator::costmodel::{self, CostCalibration, CostCheck};
 use estimator::knn::outcome_cost;
 use estimator::plain::PlainKnn;
 use estimator::records::{common_models, read_records};
 use estimator::{Catalog, Estimator, KnnConfig, KnnEstimator, Prediction, Record};
+use llmroute_core::{CoreError, Result};
 use rand::seq::SliceRandom;
 use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
@@ -173,16 +173,16 @@ pub fn cost_checks(cal: &CostCalibration, raw: &SplitData) -> Vec<CostCheck> {
 /// online predictions), and σ² grows by S² (an estimator calibrated to its own error).
 pub fn load(opts: &DataOptions) -> Result<EvalData> {
     if !(opts.train_frac > 0.0 && opts.train_frac < 1.0) {
-        return Err(RouterError::Invalid(format!("--train-frac {}: expected a fraction in (0, 1)", opts.train_frac)));
+        return Err(CoreError::Invalid(format!("--train-frac {}: expected a fraction in (0, 1)", opts.train_frac)));
     }
     if !(opts.estimator_noise.is_finite() && opts.estimator_noise >= 0.0) {
-        return Err(RouterError::Invalid("--estimator-noise must be ≥ 0".into()));
+        return Err(CoreError::Invalid("--estimator-noise must be ≥ 0".into()));
     }
     let catalog = opts.catalog.map(Catalog::load).transpose()?;
     let all = read_records(opts.records)?;
     let (models, partial) = common_models(&all);
     if models.len() < 2 {
-        return Err(RouterError::Invalid(format!(
+        return Err(CoreError::Invalid(format!(
             "{}: need at least 2 models with outcomes in every record, found {}",
             opts.records.display(),
             models.len()
@@ -232,7 +232,7 @@ pub fn load(opts: &DataOptions) -> Result<EvalData> {
     let finish = |preds: (Vec<Prediction>, Vec<Prediction>)| -> Result<Predicted> {
         let mut train_d = build(&models, &preds.0, &train, catalog.as_ref(), None)?;
         let mut test_d = if opts.estimator_noise > 0.0 {
-            let dist = Normal::new(0.0, opts.estimator_noise).map_err(|e| RouterError::Invalid(e.to_string()))?;
+            let dist = Normal::new(0.0, opts.estimator_noise).map_err(|e| CoreError::Invalid(e.to_string()))?;
             let mut rng = ChaCha8Rng::seed_from_u64(opts.seed ^ 0x5eed);
             build(&models, &preds.1, &test, catalog.as_ref(), Some((&dist, &mut rng, opts.estimator_noise)))?
         } else {
@@ -292,7 +292,7 @@ fn cross_fit(
     }
     out.into_iter()
         .enumerate()
-        .map(|(q, p)| p.ok_or_else(|| RouterError::Invalid(format!("train record {q} was in no fold"))))
+        .map(|(q, p)| p.ok_or_else(|| CoreError::Invalid(format!("train record {q} was in no fold"))))
         .collect()
 }
 
@@ -315,7 +315,7 @@ fn from_artifact(
         path.display()
     );
     if loaded.estimator.models() != models {
-        return Err(RouterError::Invalid(format!(
+        return Err(CoreError::Invalid(format!(
             "estimator artifact {}: models {:?}, the records have {:?}",
             path.display(),
             loaded.estimator.models(),
@@ -328,7 +328,7 @@ fn from_artifact(
         && loaded.records.len() == train.len()
         && loaded.records.iter().zip(train).all(|(a, b)| a.id == b.id);
     if !same_split {
-        return Err(RouterError::Invalid(format!(
+        return Err(CoreError::Invalid(format!(
             "estimator artifact {} was trained on another split ({} of {} records in {}, train fraction {}, seed {}); {retrain}",
             path.display(),
             loaded.records.len(),

@@ -3,7 +3,7 @@
 
 use super::problem::{Assignment, Problem, SolveStatus, Usage};
 use super::Assigner;
-use crate::{Result, RouterError};
+use crate::{CoreError, Result};
 use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
 
@@ -96,7 +96,7 @@ pub struct Single {
 impl Single {
     pub fn new(models: &[String], name: &str) -> Result<Single> {
         let model = models.iter().position(|m| m == name).ok_or_else(|| {
-            RouterError::Invalid(format!("single:{name}: no such model (known: {})", models.join(", ")))
+            CoreError::Invalid(format!("single:{name}: no such model (known: {})", models.join(", ")))
         })?;
         Ok(Single { model, name: name.to_string() })
     }

@@ -1,4 +1,4 @@
-use crate::{Result, RouterError};
+use crate::{CoreError, Result};
 
 /// One batch: n queries × m models, row-major `i * m + j`.
 #[derive(Debug, Clone)]
@@ -81,7 +81,7 @@ impl Problem {
     pub fn validate(&self) -> Result<()> {
         let nm = self.n * self.m;
         if self.m == 0 {
-            return Err(RouterError::Invalid("problem has no models".into()));
+            return Err(CoreError::Invalid("problem has no models".into()));
         }
         for (name, len) in [
             ("mu", self.mu.len()),
@@ -92,15 +92,15 @@ impl Problem {
             ("cost_var", self.cost_var.len()),
         ] {
             if len != nm {
-                return Err(RouterError::Invalid(format!("{name} has {len} entries, expected {nm}")));
+                return Err(CoreError::Invalid(format!("{name} has {len} entries, expected {nm}")));
             }
         }
         if self.slots.len() != self.m || self.kv_free.len() != self.m {
-            return Err(RouterError::Invalid("slots / kv_free need one entry per model".into()));
+            return Err(CoreError::Invalid("slots / kv_free need one entry per model".into()));
         }
         let finite = |v: &[f64], name: &str| -> Result<()> {
             match v.iter().position(|x| !x.is_finite()) {
-                Some(k) => Err(RouterError::Invalid(format!("{name}[{}][{}] is not finite", k / self.m, k % self.m))),
+                Some(k) => Err(CoreError::Invalid(format!("{name}[{}][{}] is not finite", k / self.m, k % self.m))),
                 None => Ok(()),
             }
         };
@@ -113,17 +113,17 @@ impl Problem {
             || self.cost.iter().any(|c| *c < 0.0)
             || self.cost_var.iter().any(|v| *v < 0.0)
         {
-            return Err(RouterError::Invalid("sigma, cost and cost_var must be non-negative".into()));
+            return Err(CoreError::Invalid("sigma, cost and cost_var must be non-negative".into()));
         }
         if !(self.kappa.is_finite() && self.kappa >= 0.0) {
-            return Err(RouterError::Invalid("kappa must be a number ≥ 0".into()));
+            return Err(CoreError::Invalid("kappa must be a number ≥ 0".into()));
         }
         if self.budget.is_nan() || !(self.gamma.is_finite() && self.gamma >= 0.0) {
-            return Err(RouterError::Invalid("budget must be a number and gamma ≥ 0".into()));
+            return Err(CoreError::Invalid("budget must be a number and gamma ≥ 0".into()));
         }
         for i in 0..self.n {
             if !(0..self.m).any(|j| self.allowed[self.at(i, j)]) {
-                return Err(RouterError::Invalid(format!("query {i} has no allowed model")));
+                return Err(CoreError::Invalid(format!("query {i} has no allowed model")));
             }
         }
         Ok(())

@@ -1,10 +1,14 @@
 //! Property tests: every assigner returns a feasible assignment on random instances, `fast` never
 //! beats the exact optimum and stays close to it, and infeasible budgets are answered with the
 //! cheapest assignment rather than an error.
+// Test code: a failed unwrap is a failed test.
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
+use llmroute_core::assign::instances::random_problem;
+use llmroute_core::assign::{
+    Assigner, Fast, Mip, PerQueryPrice, PerQueryThreshold, Problem, RandomAssigner, SolveStatus,
+};
 use proptest::prelude::*;
-use router::assign::{Assigner, Fast, Mip, PerQueryPrice, PerQueryThreshold, Problem, RandomAssigner, SolveStatus};
-use router::bench::random_problem;
 
 fn arb_problem() -> impl Strategy<Value = Problem> {
     (1usize..24, 2usize..6, any::<u64>(), 0.0f64..1.0, prop::bool::ANY, 0.0f64..4.0, prop::bool::ANY, prop::bool::ANY)
@@ -50,7 +54,7 @@ proptest! {
                 prop_assert!(p.violation(&a.choice).is_none(), "{:?}", p.violation(&a.choice));
             } else {
                 // Relaxed only when the budget truly cannot be met: HiGHS agrees it is infeasible.
-                let mc = router::assign::min_cost_assignment(&p);
+                let mc = llmroute_core::assign::min_cost_assignment(&p);
                 prop_assert_eq!(mip.status, SolveStatus::Relaxed, "fast: {:?}; min-cost {} budget {} mip cost {} min-cost violation {:?}",
                     p.violation(&a.choice), p.cost_of(&mc), p.budget, p.cost_of(&mip.choice), p.violation(&mc));
             }

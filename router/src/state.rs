@@ -7,9 +7,9 @@ use super::breaker::Breaker;
 use super::budgets::Budgets;
 use super::config::{Config, Price, Tenant};
 use super::tls::TlsState;
-use crate::ledger::Ledger;
 use crate::{Result, RouterError};
 use estimator::{Catalog, Estimator, KnnConfig, KnnEstimator, ModelEntry, Record};
+use llmroute_core::ledger::Ledger;
 use std::collections::{BTreeMap, HashMap};
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
@@ -203,7 +203,7 @@ fn build_live(
     };
     let plan = match &config.plan {
         Some(path) => {
-            let plan = crate::plan::Plan::load(path)?;
+            let plan = llmroute_core::plan::Plan::load(path)?;
             if let Some(m) = plan.instances.keys().find(|m| !names.contains(m)) {
                 return Err(RouterError::config(
                     path,
@@ -430,11 +430,11 @@ fn auto_headroom_from(queries: &[CalibQuery], models: &[(usize, &ModelEntry)], c
                 }
             }
             if priced {
-                obs.push(crate::ledger::Observation { cost, var: 0.0, realized });
+                obs.push(llmroute_core::ledger::Observation { cost, var: 0.0, realized });
             }
         }
     }
-    crate::ledger::auto_headroom(&obs, eps)
+    llmroute_core::ledger::auto_headroom(&obs, eps)
 }
 
 /// The price λ at which routing each calibration query to its best model by μ − λ·ĉ among
@@ -547,7 +547,7 @@ mod tests {
         };
         let headroom = |qs: &[CalibQuery]| auto_headroom_from(qs, &models, &predicted_costs(qs, &models, 4096.0), 0.05);
         assert_eq!(headroom(&queries(1.0)), 0.0);
-        assert_eq!(headroom(&queries(1.5)), crate::ledger::MAX_HEADROOM);
+        assert_eq!(headroom(&queries(1.5)), llmroute_core::ledger::MAX_HEADROOM);
         // Records that cannot be priced are left out: no batch, no headroom.
         let mut unpriced = queries(1.5);
         unpriced.iter_mut().for_each(|q| q.realized = vec![None, None]);

@@ -2,11 +2,11 @@
 //! calibrated on the train split to a target mean cost and swept on the test split.
 
 use super::data::SplitData;
-use crate::assign::{
+use llmroute_core::assign::{
     min_cost_assignment, Assigner, Fast, Mip, PerQueryPrice, PerQueryThreshold, Problem, RandomAssigner, Single,
 };
-use crate::ledger::Ledger;
-use crate::{Result, RouterError};
+use llmroute_core::ledger::Ledger;
+use llmroute_core::{CoreError, Result};
 use std::time::Instant;
 
 #[derive(Debug, Clone)]
@@ -35,7 +35,7 @@ impl Spec {
                     Spec::Single(single.model, name.to_string())
                 }
                 None => {
-                    return Err(RouterError::Invalid(format!(
+                    return Err(CoreError::Invalid(format!(
                         "unknown assigner `{other}` (fast, mip, oracle, per-query-price, per-query-threshold, single:MODEL, random)"
                     )))
                 }
@@ -94,7 +94,7 @@ pub struct RunOptions {
     pub max_over_probability: f64,
     /// Batches planned on train traffic (cross-fitted predictions): the ledger's starting
     /// quantiles.
-    pub calibration: Vec<crate::ledger::Observation>,
+    pub calibration: Vec<llmroute_core::ledger::Observation>,
 }
 
 impl RunOptions {

@@ -1,7 +1,7 @@
 //! The instance plan the allocator writes and the router reads: instances of each model per GPU
 //! type. The router's slots per model are Σ instances × the catalog's max concurrency.
 
-use crate::{Result, RouterError};
+use crate::{CoreError, Result};
 use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
@@ -34,16 +34,15 @@ pub struct Plan {
 
 impl Plan {
     pub fn load(path: &Path) -> Result<Plan> {
-        let text =
-            std::fs::read_to_string(path).map_err(|e| RouterError::Io { path: path.to_path_buf(), source: e })?;
+        let text = std::fs::read_to_string(path).map_err(|e| CoreError::Io { path: path.to_path_buf(), source: e })?;
         let plan: Plan =
-            serde_yaml::from_str(&text).map_err(|e| RouterError::config(path, "(document)", e.to_string()))?;
+            serde_yaml::from_str(&text).map_err(|e| CoreError::config(path, "(document)", e.to_string()))?;
         for (m, per) in &plan.instances {
             if m.trim().is_empty() {
-                return Err(RouterError::config(path, "instances", "empty model name"));
+                return Err(CoreError::config(path, "instances", "empty model name"));
             }
             if per.is_empty() {
-                return Err(RouterError::config(path, format!("instances.{m}"), "no GPU types"));
+                return Err(CoreError::config(path, format!("instances.{m}"), "no GPU types"));
             }
         }
         Ok(plan)
@@ -55,7 +54,8 @@ impl Plan {
     }
 
     pub fn save(&self, path: &Path) -> Result<()> {
-        let text = serde_yaml::to_string(self).map_err(|e| RouterError::Internal(e.to_string()))?;
-        std::fs::write(path, text).map_err(|e| RouterError::Io { path: path.to_path_buf(), source: e })
+        let text = serde_yaml::to_string(self)
+            .map_err(|e| CoreError::Invalid(format!("the plan cannot be written as YAML: {e}")))?;
+        std::fs::write(path, text).map_err(|e| CoreError::Io { path: path.to_path_buf(), source: e })
     }
 }

@@ -4,7 +4,7 @@
 
 use super::problem::{min_cost_assignment, Assignment, Problem, SolveStatus};
 use super::Assigner;
-use crate::{Result, RouterError};
+use crate::{CoreError, Result};
 use good_lp::solvers::highs::highs;
 use good_lp::{variable, Expression, ProblemVariables, SolverModel, Variable};
 use highs::HighsModelStatus;
@@ -145,16 +145,16 @@ impl Mip {
                 model.add_constraint((e - z - pv[i]).leq(0.0));
             }
         }
-        let mut hm = model.try_into_inner().map_err(|e| RouterError::Solver(e.to_string()))?;
+        let mut hm = model.try_into_inner().map_err(|e| CoreError::Solver(e.to_string()))?;
         hm.make_quiet();
         fn opt<V: highs::HighsOptionValue + Copy>(hm: &mut highs::Model, k: &str, v: V) -> Result<()> {
-            hm.try_set_option(k, v).map_err(|e| RouterError::Solver(format!("HiGHS option {k}: {e:?}")))
+            hm.try_set_option(k, v).map_err(|e| CoreError::Solver(format!("HiGHS option {k}: {e:?}")))
         }
         opt(&mut hm, "threads", 1)?;
         opt(&mut hm, "mip_rel_gap", self.rel_gap)?;
         opt(&mut hm, "time_limit", self.time_limit_s)?;
         opt(&mut hm, "mip_heuristic_run_feasibility_jump", false)?;
-        let solved = hm.try_solve().map_err(|e| RouterError::Solver(format!("{e:?}")))?;
+        let solved = hm.try_solve().map_err(|e| CoreError::Solver(format!("{e:?}")))?;
         let status = solved.status();
         let has_solution = matches!(solved.primal_solution_status(), highs::HighsSolutionStatus::Feasible);
         match status {
@@ -169,7 +169,7 @@ impl Mip {
             | HighsModelStatus::ReachedSolutionLimit
             | HighsModelStatus::ReachedInterrupt
                 if has_solution => {}
-            other => return Err(RouterError::Solver(format!("HiGHS ended with {other:?} and no solution"))),
+            other => return Err(CoreError::Solver(format!("HiGHS ended with {other:?} and no solution"))),
         }
         let sol = solved.get_solution();
         let values = sol.columns();

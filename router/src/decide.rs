@@ -5,9 +5,9 @@
 use super::config::AssignerKind;
 use super::query::Query;
 use super::state::{next_batch_id, Live, Shared};
-use crate::assign::{min_cost_assignment, Assigner, Assignment, Fast, Mip, Problem, SolveStatus};
-use crate::ledger::BatchBudget;
 use crate::RouterError;
+use llmroute_core::assign::{min_cost_assignment, Assigner, Assignment, Fast, Mip, Problem, SolveStatus};
+use llmroute_core::ledger::BatchBudget;
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::Instant;

@@ -1,8 +1,10 @@
 //! `fast` certified against the HiGHS optimum on batch-sized instances (256 × 11), nominal and
 //! Γ-robust, with binding budget and capacity: the gap must stay within 0.1 %.
+// Test code: a failed unwrap is a failed test.
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
-use router::assign::{Assigner, Fast, Mip, SolveStatus};
-use router::bench::random_problem;
+use llmroute_core::assign::instances::random_problem;
+use llmroute_core::assign::{Assigner, Fast, Mip, SolveStatus};
 
 fn certify(gamma: f64, seeds: &[u64]) {
     for &seed in seeds {
@@ -41,7 +43,7 @@ fn fast_within_a_tenth_of_a_percent_chance() {
     // 11 models; and 2 models with the cheap one's slots and the budget binding together (the
     // case the slot-price bisection exists for: 1.3 % below the bound before it).
     for (m, seed) in [(11usize, 1u64), (11, 2), (11, 3), (2, 1 ^ (256 * 131 + 2)), (2, 5)] {
-        let p = router::bench::random_chance_problem(256, m, seed, true, 0.0);
+        let p = llmroute_core::assign::instances::random_chance_problem(256, m, seed, true, 0.0);
         let fast = Fast::default().solve(&p).unwrap();
         assert!(p.violation(&fast.choice).is_none(), "{:?}", p.violation(&fast.choice));
         let mut point = p.clone();

@@ -1,7 +1,7 @@
 //! The eval report for a person (table) and as a picture (SVG cost–accuracy curves).
 
 use super::EvalReport;
-use crate::{Result, RouterError};
+use llmroute_core::{CoreError, Result};
 use plotters::prelude::*;
 use std::fmt::Write;
 use std::path::Path;
@@ -129,7 +129,7 @@ fn caption(r: &EvalReport) -> String {
 
 /// Draws each assigner's test sweep (cost vs accuracy) and the calibrated spend points.
 pub fn plot(r: &EvalReport, path: &Path) -> Result<()> {
-    let err = |e: String| RouterError::Io { path: path.into(), source: std::io::Error::other(e) };
+    let err = |e: String| CoreError::Io { path: path.into(), source: std::io::Error::other(e) };
     let pts: Vec<(f64, f64)> = r
         .sweep
         .iter()
@@ -137,7 +137,7 @@ pub fn plot(r: &EvalReport, path: &Path) -> Result<()> {
         .chain(r.results.iter().map(|x| (x.mean_cost, x.accuracy)))
         .collect();
     if pts.is_empty() {
-        return Err(RouterError::Invalid("nothing to plot".into()));
+        return Err(CoreError::Invalid("nothing to plot".into()));
     }
     let (x0, x1) = pts.iter().fold((f64::INFINITY, f64::NEG_INFINITY), |(a, b), p| (a.min(p.0), b.max(p.0)));
     let (y0, y1) = pts.iter().fold((f64::INFINITY, f64::NEG_INFINITY), |(a, b), p| (a.min(p.1), b.max(p.1)));

@@ -6,8 +6,8 @@ use super::backend::BackendRequest;
 use super::decide::Decided;
 use super::query::{Predicted, Query, Reply};
 use super::state::{Live, Shared};
-use crate::assign::Problem;
 use crate::{Result, RouterError};
+use llmroute_core::assign::Problem;
 use std::sync::atomic::Ordering;
 use std::sync::{Arc, Mutex};
 use std::time::Instant;
@@ -102,7 +102,7 @@ pub fn launch(shared: &Arc<Shared>, d: Decided) {
         }
         add_reserved(-reserved);
         // Only the dispatched queries' cost was measured: the ledger learns from them alone.
-        let observed = crate::ledger::Observation {
+        let observed = llmroute_core::ledger::Observation {
             cost: predicted_total - decision_only_cost,
             var: (predicted_var - decision_only_var).max(0.0),
             realized,
@@ -114,10 +114,10 @@ pub fn launch(shared: &Arc<Shared>, d: Decided) {
 fn settle(
     shared: &Shared,
     batch_id: u64,
-    budget: &crate::ledger::BatchBudget,
+    budget: &llmroute_core::ledger::BatchBudget,
     cost: f64,
     realized: f64,
-    observed: Option<crate::ledger::Observation>,
+    observed: Option<llmroute_core::ledger::Observation>,
 ) {
     if realized > budget.budget * (1.0 + 1e-9) && !budget.overdraft {
         metrics::counter!("llmroute_batches_over_budget_total").increment(1);

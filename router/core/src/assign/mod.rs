@@ -3,6 +3,7 @@
 mod baselines;
 pub mod chance;
 mod fast;
+pub mod instances;
 mod mip;
 mod problem;
 
