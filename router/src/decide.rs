@@ -61,6 +61,43 @@ struct Row {
     allowed: Vec<bool>,
 }
 
+/// One model's load when a batch is decided.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct ModelLoad {
+    /// Its circuit is not open and the plan runs instances of it.
+    pub usable: bool,
+    pub capacity: usize,
+    pub in_flight: usize,
+    pub kv_capacity: f64,
+    pub kv_in_flight: f64,
+}
+
+/// The slots and KV tokens a batch of `n` is solved under, and how many of its queries exceed
+/// the free slots. Each model offers its free slots (capacity − calls in flight) and free KV
+/// (its KV capacity − the KV tokens its running calls hold). When the usable models' free slots
+/// together cannot hold the batch, the overflow is shared out over them in proportion to their
+/// capacity (each queues its share, with the KV of those slots): the assigner still places every
+/// query by the objective within limits it can meet. Without this the assigners, finding no
+/// feasible assignment, answered with the cheapest one, which ignores capacity: a saturated
+/// fleet sent the whole overflow to the cheapest model, which then stayed saturated.
+pub(crate) fn batch_limits(n: usize, loads: &[ModelLoad]) -> (Vec<usize>, Vec<f64>, usize) {
+    let mut slots: Vec<usize> =
+        loads.iter().map(|l| if l.usable { l.capacity.saturating_sub(l.in_flight) } else { 0 }).collect();
+    let mut kv: Vec<f64> = loads.iter().map(|l| (l.kv_capacity - l.kv_in_flight).max(0.0)).collect();
+    let free: usize = slots.iter().sum();
+    let total: usize = loads.iter().filter(|l| l.usable).map(|l| l.capacity).sum();
+    if free >= n || total == 0 {
+        return (slots, kv, 0);
+    }
+    let overflow = n - free;
+    for (j, l) in loads.iter().enumerate().filter(|(_, l)| l.usable && l.capacity > 0) {
+        let extra = (overflow * l.capacity).div_ceil(total);
+        slots[j] += extra;
+        kv[j] += extra as f64 * l.kv_capacity / l.capacity as f64;
+    }
+    (slots, kv, overflow)
+}
+
 pub async fn decide(shared: &Arc<Shared>, queries: Vec<Query>) -> Option<Decided> {
     let start = Instant::now();
     let live = shared.live();
@@ -118,10 +155,27 @@ pub async fn decide(shared: &Arc<Shared>, queries: Vec<Query>) -> Option<Decided
         p.tokens[r.clone()].copy_from_slice(&tokens);
         p.allowed[r].copy_from_slice(&allowed);
     }
-    for (j, md) in live.models.iter().enumerate() {
-        p.slots[j] = md.capacity.saturating_sub(md.state.in_flight.load(Ordering::Relaxed));
-        let instances = (md.capacity / md.entry.max_concurrency.max(1) as usize) as f64;
-        p.kv_free[j] = md.entry.kv_tokens.map_or(f64::INFINITY, |kv| kv as f64 * instances);
+    let loads: Vec<ModelLoad> = live
+        .models
+        .iter()
+        .zip(&open)
+        .map(|(md, &open)| {
+            let instances = (md.capacity / md.entry.max_concurrency.max(1) as usize) as f64;
+            ModelLoad {
+                usable: !open && md.capacity > 0,
+                capacity: md.capacity,
+                in_flight: md.state.in_flight.load(Ordering::Relaxed),
+                kv_capacity: md.entry.kv_tokens.map_or(f64::INFINITY, |kv| kv as f64 * instances),
+                kv_in_flight: md.state.kv_in_flight.load(Ordering::Relaxed) as f64,
+            }
+        })
+        .collect();
+    let (slots, kv_free, spilled) = batch_limits(n, &loads);
+    p.slots = slots;
+    p.kv_free = kv_free;
+    if spilled > 0 {
+        metrics::counter!("llmroute_queries_over_capacity_total").increment(spilled as u64);
+        tracing::debug!(n, spilled, "the free slots cannot hold the batch; the overflow queues at the models by share");
     }
     p.gamma = cfg.gamma.min(n as f64);
     let mc = min_cost_assignment(&p);
@@ -168,9 +222,14 @@ async fn solve(live: &Live, p: &Arc<Problem>) -> (Assignment, String) {
         let hard = cfg.mip_time_limit * 2;
         let run = tokio::task::spawn_blocking(move || mip.solve(&pc));
         match tokio::time::timeout(hard, run).await {
-            Ok(Ok(Ok(a))) => {
+            Ok(Ok(Ok(a))) if a.status == SolveStatus::Relaxed || p.violation(&a.choice).is_none() => {
                 metrics::histogram!("llmroute_solver_seconds", "assigner" => "mip").record(t0.elapsed().as_secs_f64());
                 return (a, "mip".into());
+            }
+            Ok(Ok(Ok(a))) => {
+                // HiGHS's tolerances can pass an answer our own check rejects: never serve it.
+                let why = p.violation(&a.choice).unwrap_or_default();
+                tracing::warn!(violation = %why, "mip's answer breaks a hard constraint; falling back to fast");
             }
             Ok(Ok(Err(e))) => tracing::warn!(error = %e, "mip failed; falling back to fast"),
             Ok(Err(e)) => tracing::warn!(error = %e, "mip task failed; falling back to fast"),
@@ -191,5 +250,49 @@ async fn solve(live: &Live, p: &Arc<Problem>) -> (Assignment, String) {
             let objective = p.objective(&choice);
             (Assignment { choice, objective, bound: None, status: SolveStatus::Relaxed }, "min-cost".into())
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn load(capacity: usize, in_flight: usize) -> ModelLoad {
+        ModelLoad { usable: true, capacity, in_flight, kv_capacity: f64::INFINITY, kv_in_flight: 0.0 }
+    }
+
+    #[test]
+    fn free_slots_that_hold_the_batch_are_the_limits() {
+        let (slots, _, spilled) = batch_limits(5, &[load(4, 1), load(4, 0)]);
+        assert_eq!((slots, spilled), (vec![3, 4], 0));
+    }
+
+    /// Finding 1: 9 models × 2 slots, all busy, 64 queries: every usable model takes a share of
+    /// the overflow in proportion to its capacity, so the batch fits and no model takes it all.
+    #[test]
+    fn a_batch_over_the_free_slots_spreads_its_overflow_by_capacity() {
+        let mut loads = vec![load(2, 2); 9];
+        loads.push(ModelLoad { usable: false, ..load(2, 0) }); // circuit open
+        let (slots, _, spilled) = batch_limits(64, &loads);
+        assert_eq!(spilled, 64);
+        assert!(slots.iter().sum::<usize>() >= 64, "{slots:?}");
+        assert!(slots[..9].iter().all(|&s| s == 8), "{slots:?}");
+        assert_eq!(slots[9], 0, "an unusable model takes nothing");
+        // Unequal capacities: shares follow capacity.
+        let (slots, _, _) = batch_limits(30, &[load(10, 10), load(20, 15)]);
+        assert_eq!(slots, vec![9, 5 + 17]);
+    }
+
+    /// Finding 3: KV tokens held by running calls are not free.
+    #[test]
+    fn kv_held_by_running_calls_is_not_free() {
+        let busy = ModelLoad { usable: true, capacity: 8, in_flight: 3, kv_capacity: 10_000.0, kv_in_flight: 7_500.0 };
+        let (_, kv, _) = batch_limits(2, &[busy]);
+        assert_eq!(kv, vec![2_500.0]);
+        // Over-committed KV is 0 free, not negative; the overflow share brings its slots' KV.
+        let over = ModelLoad { kv_in_flight: 12_000.0, in_flight: 8, ..busy };
+        let (slots, kv, _) = batch_limits(2, &[over]);
+        assert_eq!(slots, vec![2]);
+        assert_eq!(kv, vec![2.0 * 10_000.0 / 8.0]);
     }
 }

@@ -5,29 +5,42 @@
 use super::backend::BackendRequest;
 use super::decide::Decided;
 use super::query::{Predicted, Query, Reply};
-use super::state::{Live, Shared};
+use super::state::{InFlight, Live, Shared};
 use crate::{Result, RouterError};
 use llmroute_core::assign::Problem;
-use std::sync::atomic::Ordering;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Instant;
 
-/// Predicted cost committed by the batch's queries; fallbacks may use what is left of its budget.
+/// The batch's running account: the predicted cost its queries have committed (fallbacks may use
+/// what is left of the plan, never the margin kept for prediction error) and what it has
+/// realized so far (an answer that takes it past its grant says so in its reply).
 struct Account {
-    budget: f64,
+    /// The budget the assigner planned against (the grant less the margin).
+    plan: f64,
+    /// The grant realized cost is judged against.
+    grant: f64,
     committed: Mutex<f64>,
+    realized: Mutex<f64>,
 }
 
 impl Account {
-    /// Moves a query's commitment from `from` to `to` if the batch's budget allows.
+    /// Moves a query's commitment from `from` to `to` if the batch's plan allows.
     fn shift(&self, from: f64, to: f64) -> bool {
         let mut c = self.committed.lock().unwrap_or_else(|p| p.into_inner());
-        if *c - from + to <= self.budget + 1e-12 || to <= from {
+        if *c - from + to <= self.plan + 1e-12 || to <= from {
             *c += to - from;
             true
         } else {
             false
         }
+    }
+
+    /// Adds a query's realized cost; true when the batch is now over its grant.
+    fn realize(&self, cost: f64) -> bool {
+        let mut r = self.realized.lock().unwrap_or_else(|p| p.into_inner());
+        *r += cost;
+        *r > self.grant * (1.0 + 1e-9)
     }
 }
 
@@ -36,7 +49,12 @@ pub fn launch(shared: &Arc<Shared>, d: Decided) {
     let Decided { batch_id, live, problem, choice, assigner, status, budget, queries } = d;
     let n = queries.len();
     let m = problem.m;
-    let account = Arc::new(Account { budget: budget.budget, committed: Mutex::new(problem.cost_of(&choice)) });
+    let account = Arc::new(Account {
+        plan: budget.plan.max(problem.cost_of(&choice)),
+        grant: budget.budget,
+        committed: Mutex::new(problem.cost_of(&choice)),
+        realized: Mutex::new(0.0),
+    });
     let mut handles = Vec::with_capacity(n);
     let (mut decision_only_cost, mut decision_only_var) = (0.0, 0.0);
     let predicted_total = problem.cost_of(&choice);
@@ -66,14 +84,17 @@ pub fn launch(shared: &Arc<Shared>, d: Decided) {
             }
             continue;
         }
-        let model = &live.models[j];
-        model.state.in_flight.fetch_add(1, Ordering::Relaxed);
+        let lease = live.models[j].state.begin(problem.tokens[i * m + j]);
         let (live, problem, account) = (live.clone(), problem.clone(), account.clone());
         handles.push(tokio::spawn(async move {
             let reservation = q.reservation.take();
             let reply_tx = q.reply.take();
-            let result = run_query(&live, &problem, &account, i, j, &mut q, base).await;
-            let cost = result.as_ref().map_or(0.0, |r| r.cost_usd);
+            let (mut result, cost) = run_query(&live, &problem, &account, i, j, lease, &mut q, base).await;
+            if account.realize(cost) {
+                if let Ok(r) = result.as_mut() {
+                    r.batch_over_budget = true;
+                }
+            }
             if let Some(r) = reservation {
                 r.settle(cost);
             }
@@ -174,6 +195,18 @@ fn next_model(live: &Live, p: &Problem, account: &Account, i: usize, cur: usize,
     order.into_iter().find(|&k| account.shift(p.cost[i * m + cur], p.cost[i * m + k]))
 }
 
+/// What a provider bills for an attempt's output: its reported tokens, or — when it reports none
+/// (no `usage`, or an attempt cut short) — the text's characters / 4, at most `max_tokens`.
+fn billable_output(reported: u32, text_chars: usize, max_tokens: u32) -> u32 {
+    if reported > 0 {
+        reported
+    } else {
+        (text_chars.div_ceil(4) as u64).min(max_tokens as u64) as u32
+    }
+}
+
+/// Runs query `i` on its model, falling back on failure. Returns the reply (or error) and what
+/// the call is charged: the answer that succeeded plus every failed attempt's streamed output.
 #[allow(clippy::too_many_arguments)]
 async fn run_query(
     live: &Arc<Live>,
@@ -181,14 +214,17 @@ async fn run_query(
     account: &Account,
     i: usize,
     first: usize,
+    mut lease: InFlight,
     q: &mut Query,
     mut reply: Reply,
-) -> Result<Reply> {
+) -> (Result<Reply>, f64) {
     let cfg = &live.config;
     let mut j = first;
     let mut tried: Vec<usize> = Vec::new();
     let mut stream = q.stream.take();
     let started = Instant::now();
+    // Failed attempts' charges (output streamed before the failure).
+    let mut failed_cost = 0.0;
     let outcome = loop {
         let model = &live.models[j];
         let name = model.entry.name.clone();
@@ -215,15 +251,16 @@ async fn run_query(
             }
             None => (None, None),
         };
-        // Streamed pieces go straight to the caller; `sent` tells whether a fallback is still clean.
-        let sent = Arc::new(std::sync::atomic::AtomicBool::new(false));
+        // Streamed pieces go straight to the caller; `sent` counts the characters that reached it
+        // (a fallback is clean only while it is 0, and a failed attempt is charged for them).
+        let sent = Arc::new(AtomicUsize::new(0));
         let pump = match (forward.take(), stream.as_ref()) {
             (Some(mut rx), Some(s)) => {
                 let out = s.deltas.clone();
                 let sent = sent.clone();
                 Some(tokio::spawn(async move {
                     while let Some(piece) = rx.recv().await {
-                        sent.store(true, Ordering::Relaxed);
+                        sent.fetch_add(piece.chars().count(), Ordering::Relaxed);
                         let _ = out.send(piece).await;
                     }
                 }))
@@ -243,21 +280,30 @@ async fn run_query(
                     .record(c.ttft.as_secs_f64());
                 metrics::histogram!("llmroute_backend_seconds", "model" => name.clone()).record(c.total.as_secs_f64());
                 let input_tokens = if c.input_tokens > 0 { c.input_tokens } else { q.input_tokens };
-                reply.cost_usd = model.entry.cost(input_tokens as f64, c.output_tokens as f64);
+                let output_tokens = billable_output(c.output_tokens, c.text.chars().count(), q.max_tokens);
+                reply.cost_usd = model.entry.cost(input_tokens as f64, output_tokens as f64) + failed_cost;
                 reply.model = name;
                 reply.predicted = predicted(p, q, live, i, j);
                 reply.answer = c.text;
                 reply.input_tokens = input_tokens;
-                reply.output_tokens = c.output_tokens;
+                reply.output_tokens = output_tokens;
                 reply.finish_reason = c.finish_reason;
                 reply.dispatched = true;
                 break Ok(reply);
             }
-            Err(_) if Instant::now() >= q.deadline => {
-                // The call's own deadline cut the attempt short: not the backend's fault.
-                break Err(RouterError::DeadlineExceeded(format!("{name} did not answer before the call's deadline")));
-            }
             Err(e) => {
+                let streamed = sent.load(Ordering::Relaxed);
+                if streamed > 0 {
+                    // Output reached the caller: the provider bills it, and so do we.
+                    let out = billable_output(0, streamed, q.max_tokens);
+                    failed_cost += model.entry.cost(q.input_tokens as f64, out as f64);
+                }
+                if Instant::now() >= q.deadline {
+                    // The call's own deadline cut the attempt short: not the backend's fault.
+                    break Err(RouterError::DeadlineExceeded(format!(
+                        "{name} did not answer before the call's deadline"
+                    )));
+                }
                 metrics::counter!("llmroute_backend_failures_total", "model" => name.clone()).increment(1);
                 let opened = model.state.breaker().on_failure(cfg.breaker_failures, Instant::now());
                 if opened {
@@ -267,13 +313,12 @@ async fn run_query(
                 tracing::info!(model = %name, batch_id = reply.batch_id, error = %e, "backend failed");
                 reply.failed_models.push(format!("{name}: {e}"));
                 tried.push(j);
-                if sent.load(Ordering::Relaxed) {
+                if streamed > 0 {
                     break Err(RouterError::Unavailable(format!("{name} failed mid-stream: {e}")));
                 }
                 match next_model(live, p, account, i, j, &tried) {
                     Some(k) => {
-                        live.models[k].state.in_flight.fetch_add(1, Ordering::Relaxed);
-                        model.state.in_flight.fetch_sub(1, Ordering::Relaxed);
+                        lease = live.models[k].state.begin(p.tokens[i * p.m + k]);
                         metrics::counter!("llmroute_fallbacks_total", "from" => name, "to" => live.models[k].entry.name.clone())
                             .increment(1);
                         reply.fallback = true;
@@ -289,19 +334,52 @@ async fn run_query(
             }
         }
     };
-    live.models[j].state.in_flight.fetch_sub(1, Ordering::Relaxed);
+    drop(lease);
     let label = live.models[j].entry.name.clone();
-    match &outcome {
+    let cost = match &outcome {
         Ok(r) => {
             let outcome = if r.fallback { "fallback" } else { "ok" };
             metrics::counter!("llmroute_requests_total", "model" => label, "outcome" => outcome).increment(1);
+            r.cost_usd
         }
         Err(_) => {
             metrics::counter!("llmroute_requests_total", "model" => label, "outcome" => "error").increment(1);
+            failed_cost
         }
-    }
-    outcome.map(|mut r| {
+    };
+    let outcome = outcome.map(|mut r| {
         r.latency_ms = started.elapsed().as_secs_f64() * 1e3;
         r
-    })
+    });
+    (outcome, cost)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn output_without_usage_is_billed_by_characters_capped_at_max_tokens() {
+        assert_eq!(billable_output(17, 400, 32), 17, "reported tokens win");
+        assert_eq!(billable_output(0, 10, 32), 3, "10 chars → ⌈10/4⌉");
+        assert_eq!(billable_output(0, 4000, 32), 32, "capped at max_tokens");
+        assert_eq!(billable_output(0, 0, 32), 0);
+    }
+
+    #[test]
+    fn fallbacks_spend_the_plan_not_the_margin() {
+        // Grant 1.0, plan 0.8 (0.2 kept for prediction error), 0.7 committed.
+        let a = Account { plan: 0.8, grant: 1.0, committed: Mutex::new(0.7), realized: Mutex::new(0.0) };
+        assert!(!a.shift(0.1, 0.3), "0.9 committed would eat the margin");
+        assert!(a.shift(0.1, 0.2), "0.8 fits the plan");
+        assert!(a.shift(0.3, 0.1), "a cheaper fallback always fits");
+    }
+
+    #[test]
+    fn the_answer_that_passes_the_grant_is_flagged() {
+        let a = Account { plan: 0.8, grant: 1.0, committed: Mutex::new(0.0), realized: Mutex::new(0.0) };
+        assert!(!a.realize(0.6));
+        assert!(!a.realize(0.4));
+        assert!(a.realize(0.01));
+    }
 }

@@ -80,6 +80,7 @@ pub fn to_pb(r: Reply) -> pb::RouteResponse {
             fallback: r.fallback,
             failed_models: r.failed_models,
             overdraft: r.overdraft,
+            batch_over_budget: r.batch_over_budget,
         }),
         dispatched: r.dispatched,
         finish_reason: r.finish_reason,

@@ -143,7 +143,7 @@ fn extension(r: &Reply) -> Value {
         "predicted": r.predicted, "batch_id": r.batch_id, "batch_size": r.batch_size,
         "batch_budget_usd": r.batch_budget_usd, "cost_usd": r.cost_usd, "assigner": r.assigner,
         "solve_status": r.solve_status, "fallback": r.fallback, "failed_models": r.failed_models,
-        "overdraft": r.overdraft, "dispatched": r.dispatched, "latency_ms": r.latency_ms,
+        "overdraft": r.overdraft, "batch_over_budget": r.batch_over_budget, "dispatched": r.dispatched, "latency_ms": r.latency_ms,
     })
 }
 

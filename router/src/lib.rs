@@ -49,11 +49,37 @@ fn io(addr: SocketAddr) -> impl Fn(std::io::Error) -> RouterError {
     move |e| RouterError::Io { path: PathBuf::from(addr.to_string()), source: e }
 }
 
-/// Loads the config, trains the estimator, binds both listeners and serves until SIGINT/SIGTERM.
-/// SIGHUP reloads the config.
-pub async fn serve(config_path: PathBuf) -> Result<()> {
+/// A started server: its bound addresses, its state, and the handle that stops it.
+pub struct Running {
+    pub bound: Bound,
+    pub shared: Arc<Shared>,
+    pub api: Api,
+    stop: tokio::sync::watch::Sender<bool>,
+    task: tokio::task::JoinHandle<Result<()>>,
+}
+
+impl Running {
+    /// Stops accepting, lets calls in flight finish (graceful shutdown), flushes the budget store.
+    pub async fn stop(self) -> Result<()> {
+        let _ = self.stop.send(true);
+        self.wait().await
+    }
+
+    /// Waits until the server stops (after `stop`, or a listener failure).
+    pub async fn wait(self) -> Result<()> {
+        self.task.await.map_err(|e| RouterError::Internal(format!("server task: {e}")))?
+    }
+
+    /// A handle that stops the server when sent `true` (e.g. from a signal handler).
+    pub fn stopper(&self) -> tokio::sync::watch::Sender<bool> {
+        self.stop.clone()
+    }
+}
+
+/// Trains the estimator, binds both listeners (port 0: any free port) and starts serving on the
+/// current runtime; returns at once with the bound addresses. `config_path` is what reloads read.
+pub async fn start(config: Config, config_path: PathBuf) -> Result<Running> {
     let handle = metrics::install();
-    let config = Config::load(&config_path)?;
     let (grpc_addr, http_addr) = (config.grpc_listen, config.http_listen);
     let shared = tokio::task::spawn_blocking(move || Shared::new(config))
         .await
@@ -61,7 +87,7 @@ pub async fn serve(config_path: PathBuf) -> Result<()> {
     let shared = Arc::new(shared);
     let live = shared.live();
     ::metrics::gauge!("llmroute_config_generation").set(live.generation as f64);
-    let api = Api::new(shared.clone(), config_path.clone());
+    let api = Api::new(shared.clone(), config_path);
     monitor::start(shared.clone());
     let admission = AdmissionLayer::new(live.config.max_concurrency);
 
@@ -92,11 +118,18 @@ pub async fn serve(config_path: PathBuf) -> Result<()> {
         .add_service(pb::router_server::RouterServer::new(grpc::RouterService { api: api.clone() }))
         .add_service(pb::admin_server::AdminServer::new(grpc::AdminService { api: api.clone() }));
     let http_app = http::router(api.clone(), handle, admission);
+    let (stop, stopped) = tokio::sync::watch::channel(false);
+    let until = move || {
+        let mut rx = stopped.clone();
+        async move {
+            let _ = rx.wait_for(|s| *s).await;
+        }
+    };
     type Serving<E> = Pin<Box<dyn Future<Output = std::result::Result<(), E>> + Send>>;
     let (grpc, http): (Serving<tonic::transport::Error>, Serving<std::io::Error>) = match &shared.tls {
         None => (
-            Box::pin(grpc_router.serve_with_incoming_shutdown(TcpListenerStream::new(grpc_listener), shutdown())),
-            Box::pin(axum::serve(http_listener, http_app).with_graceful_shutdown(shutdown()).into_future()),
+            Box::pin(grpc_router.serve_with_incoming_shutdown(TcpListenerStream::new(grpc_listener), until())),
+            Box::pin(axum::serve(http_listener, http_app).with_graceful_shutdown(until()).into_future()),
         ),
         Some(tls) => {
             tls.clone().watch();
@@ -104,20 +137,15 @@ pub async fn serve(config_path: PathBuf) -> Result<()> {
             let http_in = tls::incoming(http_listener, tls.acceptor(&[b"h2", b"http/1.1"])?);
             let grpc_in = ReceiverStream::new(grpc_in).map(Ok::<_, std::io::Error>);
             (
-                Box::pin(grpc_router.serve_with_incoming_shutdown(grpc_in, shutdown())),
+                Box::pin(grpc_router.serve_with_incoming_shutdown(grpc_in, until())),
                 Box::pin(
                     axum::serve(tls::TlsListener::new(http_in, bound.http), http_app)
-                        .with_graceful_shutdown(shutdown())
+                        .with_graceful_shutdown(until())
                         .into_future(),
                 ),
             )
         }
     };
-
-    tokio::spawn(reload_on_sighup(api.clone()));
-    // The first line tests and scripts wait for.
-    let scheme = if shared.tls.is_some() { "tls" } else { "plaintext" };
-    println!("llm-router serving grpc={} http={} ({scheme})", bound.grpc, bound.http);
     tracing::info!(
         grpc = %bound.grpc,
         http = %bound.http,
@@ -125,15 +153,35 @@ pub async fn serve(config_path: PathBuf) -> Result<()> {
         tenants = live.config.tenants.len(),
         "serving"
     );
-    let (g, h) = tokio::join!(grpc, http);
-    let unsettled = shared.budgets.flush(std::time::Duration::from_secs(10)).await;
-    if unsettled > 0 {
-        tracing::error!(unsettled, "stopping with settles the budget store never took; that spend is not recorded");
-    }
-    g.map_err(|e| RouterError::Internal(format!("gRPC server: {e}")))?;
-    h.map_err(|e| RouterError::Internal(format!("HTTP server: {e}")))?;
-    tracing::info!("stopped");
-    Ok(())
+    let flushing = shared.clone();
+    let task = tokio::spawn(async move {
+        let (g, h) = tokio::join!(grpc, http);
+        let unsettled = flushing.budgets.flush(std::time::Duration::from_secs(10)).await;
+        if unsettled > 0 {
+            tracing::error!(unsettled, "stopping with settles the budget store never took; that spend is not recorded");
+        }
+        g.map_err(|e| RouterError::Internal(format!("gRPC server: {e}")))?;
+        h.map_err(|e| RouterError::Internal(format!("HTTP server: {e}")))?;
+        tracing::info!("stopped");
+        Ok(())
+    });
+    Ok(Running { bound, shared, api, stop, task })
+}
+
+/// Loads the config and serves until SIGINT/SIGTERM; SIGHUP reloads the config.
+pub async fn serve(config_path: PathBuf) -> Result<()> {
+    let config = Config::load(&config_path)?;
+    let running = start(config, config_path).await?;
+    let scheme = if running.shared.tls.is_some() { "tls" } else { "plaintext" };
+    // The first line scripts and the end-to-end tests wait for.
+    println!("llm-router serving grpc={} http={} ({scheme})", running.bound.grpc, running.bound.http);
+    tokio::spawn(reload_on_sighup(running.api.clone()));
+    let stop = running.stopper();
+    tokio::spawn(async move {
+        shutdown().await;
+        let _ = stop.send(true);
+    });
+    running.wait().await
 }
 
 async fn shutdown() {

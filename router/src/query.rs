@@ -52,6 +52,8 @@ pub struct Reply {
     pub fallback: bool,
     pub failed_models: Vec<String>,
     pub overdraft: bool,
+    /// The batch's realized cost had passed its grant when this answer was charged.
+    pub batch_over_budget: bool,
     pub dispatched: bool,
     pub finish_reason: String,
     pub latency_ms: f64,

@@ -18,11 +18,36 @@ use std::sync::{Arc, Mutex, RwLock};
 /// Per-model runtime state, kept across reloads for models that stay in the catalog.
 #[derive(Default)]
 pub struct ModelState {
+    /// Calls dispatched to the model and not finished.
     pub in_flight: AtomicUsize,
+    /// KV tokens (input + expected output) those calls hold.
+    pub kv_in_flight: AtomicU64,
     pub breaker: Mutex<Breaker>,
 }
 
+/// One call running on a model: counted in its slots and KV tokens until dropped (also when the
+/// task that holds it ends early).
+pub struct InFlight {
+    state: Arc<ModelState>,
+    kv: u64,
+}
+
+impl Drop for InFlight {
+    fn drop(&mut self) {
+        self.state.in_flight.fetch_sub(1, Ordering::Relaxed);
+        self.state.kv_in_flight.fetch_sub(self.kv, Ordering::Relaxed);
+    }
+}
+
 impl ModelState {
+    /// Counts a call of `kv_tokens` on this model until the returned guard is dropped.
+    pub fn begin(self: &Arc<Self>, kv_tokens: f64) -> InFlight {
+        let kv = kv_tokens.max(0.0).round() as u64;
+        self.in_flight.fetch_add(1, Ordering::Relaxed);
+        self.kv_in_flight.fetch_add(kv, Ordering::Relaxed);
+        InFlight { state: self.clone(), kv }
+    }
+
     pub fn breaker(&self) -> std::sync::MutexGuard<'_, Breaker> {
         // A poisoned breaker lock only means a panic elsewhere; the state itself is still valid.
         self.breaker.lock().unwrap_or_else(|p| p.into_inner())

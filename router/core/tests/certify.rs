@@ -65,3 +65,32 @@ fn fast_within_a_tenth_of_a_percent_chance() {
         assert!(gap <= 1e-3, "gap to the bound {:.4} % above 0.1 % (m {m}, seed {seed})", 100.0 * gap);
     }
 }
+
+/// Finding 10. Small Γ-robust batches (n·m ≤ 64, where `fast` tries every breakpoint z) with
+/// tight slots and budget: whenever HiGHS finds a feasible assignment, `fast`'s answer must be
+/// feasible too. Before the fix `fast` kept the z with the best objective even when its
+/// assignment broke a slot limit while another z's assignment was feasible.
+#[test]
+fn small_robust_batches_never_prefer_an_infeasible_candidate() {
+    let mut checked = 0;
+    for seed in 0..400u64 {
+        let mut p = random_problem(12, 4, seed, true, 2.0);
+        // Tight: 13 slots for 12 queries, the budget near the cheapest assignment.
+        p.slots = vec![1, 3, 4, 5];
+        let cheapest = llmroute_core::assign::min_cost_assignment(&p);
+        p.budget = p.cost_of(&cheapest) * 1.15;
+        let exact = Mip { time_limit_s: 10.0, rel_gap: 1e-6 }.solve(&p).unwrap();
+        if p.violation(&exact.choice).is_some() {
+            continue;
+        }
+        checked += 1;
+        let fast = Fast::default().solve(&p).unwrap();
+        assert!(
+            p.violation(&fast.choice).is_none(),
+            "seed {seed}: fast returned a violating answer ({:?}, status {:?}) where HiGHS found a feasible one",
+            p.violation(&fast.choice),
+            fast.status
+        );
+    }
+    assert!(checked >= 100, "only {checked} feasible instances");
+}

@@ -1,6 +1,8 @@
 //! Starting real `llm-router serve` processes (and llama.cpp servers) for end-to-end tests.
 #![allow(dead_code)]
 
+pub mod scripted;
+
 use std::io::{BufRead, BufReader};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
@@ -173,4 +175,72 @@ pub fn request<T>(msg: T, api_key: Option<&str>, timeout: Option<Duration>) -> R
         r.set_timeout(t);
     }
     Ok(r)
+}
+
+/// The embedded default config as YAML values, with ports 0 and absolute paths: tests change
+/// fields by path (`set(&mut v, "budget.per_query_usd", ...)`), never by splicing text.
+pub fn default_config() -> serde_yaml::Value {
+    let root = repo();
+    let text = std::fs::read_to_string(root.join("deploy/local/router.yaml")).unwrap();
+    let mut v: serde_yaml::Value = serde_yaml::from_str(&text).unwrap();
+    set(&mut v, "listen.grpc", "127.0.0.1:0".into());
+    set(&mut v, "listen.http", "127.0.0.1:0".into());
+    set(&mut v, "catalog", root.join("deploy/catalogs/dcrouter.yaml").display().to_string().into());
+    set(&mut v, "estimator.records", root.join("data/dcrouter.jsonl.gz").display().to_string().into());
+    v
+}
+
+/// Sets `path` (dot-separated keys) in a YAML mapping, creating the mappings on the way.
+pub fn set(v: &mut serde_yaml::Value, path: &str, value: serde_yaml::Value) {
+    let mut cur = v;
+    let keys: Vec<&str> = path.split('.').collect();
+    for (k, key) in keys.iter().enumerate() {
+        if !cur.is_mapping() {
+            *cur = serde_yaml::Value::Mapping(Default::default());
+        }
+        let map = cur.as_mapping_mut().unwrap();
+        let key = serde_yaml::Value::String(key.to_string());
+        if k + 1 == keys.len() {
+            map.insert(key, value);
+            return;
+        }
+        cur = map.entry(key).or_insert(serde_yaml::Value::Null);
+    }
+}
+
+/// The dcrouter catalog with every model's backend and concurrency replaced; written to
+/// `dir/catalog.yaml`, whose path is returned.
+pub fn catalog_file(dir: &Path, backend: &str, max_concurrency: u64) -> PathBuf {
+    let text = std::fs::read_to_string(repo().join("deploy/catalogs/dcrouter.yaml")).unwrap();
+    let mut v: serde_yaml::Value = serde_yaml::from_str(&text).unwrap();
+    for m in v["models"].as_sequence_mut().unwrap() {
+        set(m, "backend", backend.into());
+        set(m, "max_concurrency", max_concurrency.into());
+    }
+    let path = dir.join("catalog.yaml");
+    std::fs::write(&path, serde_yaml::to_string(&v).unwrap()).unwrap();
+    path
+}
+
+/// Starts the router in this process on `cfg` (written to `dir/router.yaml`, which reloads read).
+pub async fn start_in_process(dir: &Path, cfg: &serde_yaml::Value) -> router::Running {
+    let path = dir.join("router.yaml");
+    let text = serde_yaml::to_string(cfg).unwrap();
+    std::fs::write(&path, &text).unwrap();
+    let config = router::config::Config::parse(&text, &path).unwrap();
+    router::start(config, path).await.unwrap()
+}
+
+/// The cheapest model of the dcrouter catalog (by input price, then name).
+pub fn cheapest_dcrouter_model() -> String {
+    let text = std::fs::read_to_string(repo().join("deploy/catalogs/dcrouter.yaml")).unwrap();
+    let v: serde_yaml::Value = serde_yaml::from_str(&text).unwrap();
+    let mut models: Vec<(f64, String)> = v["models"]
+        .as_sequence()
+        .unwrap()
+        .iter()
+        .map(|m| (m["price_in_per_mtok"].as_f64().unwrap(), m["name"].as_str().unwrap().to_string()))
+        .collect();
+    models.sort_by(|a, b| a.0.total_cmp(&b.0).then(a.1.cmp(&b.1)));
+    models[0].1.clone()
 }

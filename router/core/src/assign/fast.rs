@@ -471,7 +471,7 @@ impl Fast {
             let mut best: Option<(f64, Vec<usize>, bool)> = None;
             for &z in &zs {
                 let r = solve_at(z);
-                if best.as_ref().is_none_or(|b| r.0 > b.0) {
+                if best.as_ref().is_none_or(|b| better_candidate(p, &r, b)) {
                     best = Some(r);
                 }
             }
@@ -517,6 +517,17 @@ impl Fast {
     }
 }
 
+/// Is candidate `a` (objective, choice, feasible) better than `b`? A candidate that meets every
+/// hard constraint beats one that does not, whatever their objectives; then the objective decides.
+fn better_candidate(p: &Problem, a: &(f64, Vec<usize>, bool), b: &(f64, Vec<usize>, bool)) -> bool {
+    let ok = |c: &(f64, Vec<usize>, bool)| c.2 && p.violation(&c.1).is_none();
+    match (ok(a), ok(b)) {
+        (true, false) => true,
+        (false, true) => false,
+        _ => a.0 > b.0,
+    }
+}
+
 impl Assigner for Fast {
     fn name(&self) -> String {
         "fast".into()
@@ -551,5 +562,30 @@ impl Fast {
             SolveStatus::Feasible
         };
         Ok(Assignment { choice, objective, bound, status })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Finding 10: among the robust path's candidates (one per z), a feasible assignment beats an
+    /// infeasible one with a higher objective (the old rule compared objectives only).
+    #[test]
+    fn a_feasible_candidate_beats_a_better_scoring_infeasible_one() {
+        let mut p = Problem::new(2, 2);
+        p.mu = vec![0.9, 0.5, 0.9, 0.5];
+        p.slots = vec![1, 2];
+        let over = (1.8, vec![0, 0], true); // two queries on model 0, which has one slot
+        let fits = (1.4, vec![0, 1], true);
+        assert!(p.violation(&over.1).is_some() && p.violation(&fits.1).is_none());
+        assert!(better_candidate(&p, &fits, &over));
+        assert!(!better_candidate(&p, &over, &fits));
+        // Both feasible (or both not): the objective decides.
+        let also = (1.4, vec![1, 0], true);
+        assert!(!better_candidate(&p, &also, &fits));
+        assert!(better_candidate(&p, &(1.5, vec![1, 0], true), &fits));
+        // A candidate marked infeasible by its solve loses even if the check passes.
+        assert!(better_candidate(&p, &fits, &(1.9, vec![1, 0], false)));
     }
 }

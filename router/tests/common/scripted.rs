@@ -1,0 +1,121 @@
+//! A scripted OpenAI-compatible backend served in the test process (axum on 127.0.0.1:0): per
+//! model latency, failures and token counts, and what it saw — calls, the most calls in flight at
+//! once, per model and in all. The router reaches it through its real HTTP backend.
+
+use axum::extract::State;
+use axum::response::IntoResponse;
+use axum::routing::{get, post};
+use axum::Json;
+use serde_json::{json, Value};
+use std::collections::BTreeMap;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+/// What one model's server does with a call.
+#[derive(Debug, Clone)]
+pub struct Script {
+    pub latency: Duration,
+    /// Answer HTTP 500 to this many calls first.
+    pub fail_first: usize,
+    pub output_tokens: u32,
+    /// Send `usage` (a server that omits it bills nothing visible).
+    pub usage: bool,
+}
+
+impl Default for Script {
+    fn default() -> Script {
+        Script { latency: Duration::from_millis(20), fail_first: 0, output_tokens: 16, usage: true }
+    }
+}
+
+#[derive(Debug, Default, Clone)]
+pub struct Seen {
+    pub calls: usize,
+    pub failed: usize,
+    pub in_flight: usize,
+    pub max_in_flight: usize,
+}
+
+#[derive(Default)]
+struct Inner {
+    scripts: BTreeMap<String, Script>,
+    default: Script,
+    seen: BTreeMap<String, Seen>,
+    in_flight: usize,
+    max_in_flight: usize,
+}
+
+#[derive(Clone)]
+pub struct Scripted {
+    pub url: String,
+    inner: Arc<Mutex<Inner>>,
+}
+
+impl Scripted {
+    /// Starts the server; every model follows `default` unless `set` says otherwise.
+    pub async fn start(default: Script) -> Scripted {
+        let inner = Arc::new(Mutex::new(Inner { default, ..Inner::default() }));
+        let app = axum::Router::new()
+            .route("/v1/chat/completions", post(complete))
+            .route("/health", get(|| async { "ok" }))
+            .with_state(inner.clone());
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let url = format!("http://{}", listener.local_addr().unwrap());
+        tokio::spawn(async move {
+            let _ = axum::serve(listener, app).await;
+        });
+        Scripted { url, inner }
+    }
+
+    pub fn set(&self, model: &str, s: Script) {
+        self.inner.lock().unwrap().scripts.insert(model.to_string(), s);
+    }
+
+    pub fn seen(&self) -> BTreeMap<String, Seen> {
+        self.inner.lock().unwrap().seen.clone()
+    }
+
+    /// The most calls in flight at once over all models.
+    pub fn max_in_flight(&self) -> usize {
+        self.inner.lock().unwrap().max_in_flight
+    }
+}
+
+async fn complete(State(inner): State<Arc<Mutex<Inner>>>, Json(body): Json<Value>) -> axum::response::Response {
+    let model = body["model"].as_str().unwrap_or("").to_string();
+    let script = {
+        let mut g = inner.lock().unwrap();
+        let script = g.scripts.get(&model).cloned().unwrap_or_else(|| g.default.clone());
+        g.in_flight += 1;
+        g.max_in_flight = g.max_in_flight.max(g.in_flight);
+        let s = g.seen.entry(model.clone()).or_default();
+        s.calls += 1;
+        s.in_flight += 1;
+        s.max_in_flight = s.max_in_flight.max(s.in_flight);
+        script
+    };
+    tokio::time::sleep(script.latency).await;
+    let fail = {
+        let mut g = inner.lock().unwrap();
+        g.in_flight -= 1;
+        let s = g.seen.entry(model.clone()).or_default();
+        s.in_flight -= 1;
+        let fail = s.failed < script.fail_first;
+        if fail {
+            s.failed += 1;
+        }
+        fail
+    };
+    if fail {
+        return (axum::http::StatusCode::INTERNAL_SERVER_ERROR, "scripted failure").into_response();
+    }
+    let text = vec!["tok"; script.output_tokens as usize].join(" ");
+    let mut reply = json!({
+        "id": "scripted", "object": "chat.completion", "model": model,
+        "choices": [{"index": 0, "message": {"role": "assistant", "content": text}, "finish_reason": "stop"}],
+    });
+    if script.usage {
+        reply["usage"] = json!({"prompt_tokens": 10, "completion_tokens": script.output_tokens});
+    }
+    Json(reply).into_response()
+}
