@@ -1,12 +1,17 @@
 //! Admission control as a tower layer (for the gRPC server and the HTTP facade): at most
 //! `max_concurrency` calls in the router at once; a call over the limit is answered at once —
-//! gRPC `RESOURCE_EXHAUSTED`, HTTP 429 — instead of waiting in an unbounded queue.
+//! gRPC `RESOURCE_EXHAUSTED`, HTTP 429 with the OpenAI error body (both written by `status.rs`) —
+//! instead of waiting in an unbounded queue. A call holds its permit until its response body is
+//! finished or dropped, so a streamed answer counts for as long as it streams.
 
+use crate::RouterError;
+use bytes::Bytes;
+use http_body::{Body, Frame, SizeHint};
 use std::future::Future;
 use std::pin::Pin;
 use std::sync::Arc;
 use std::task::{Context, Poll};
-use tokio::sync::Semaphore;
+use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 use tower::{Layer, Service};
 
 #[derive(Clone)]
@@ -40,13 +45,70 @@ fn is_grpc<B>(req: &http::Request<B>) -> bool {
         .is_some_and(|v| v.starts_with("application/grpc"))
 }
 
+/// A response body that holds the call's permit until it ends (or a shed answer's own body).
+pub enum AdmittedBody<B> {
+    Admitted { body: Pin<Box<B>>, permit: Option<OwnedSemaphorePermit> },
+    Shed(Option<Bytes>),
+}
+
+impl<B> Body for AdmittedBody<B>
+where
+    B: Body<Data = Bytes>,
+{
+    type Data = Bytes;
+    type Error = B::Error;
+
+    fn poll_frame(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Result<Frame<Bytes>, B::Error>>> {
+        match self.get_mut() {
+            AdmittedBody::Admitted { body, permit } => {
+                let r = body.as_mut().poll_frame(cx);
+                if let Poll::Ready(None) = r {
+                    // The body is finished: the call is over even if the body is not dropped yet.
+                    permit.take();
+                }
+                r
+            }
+            AdmittedBody::Shed(bytes) => Poll::Ready(bytes.take().map(|b| Ok(Frame::data(b)))),
+        }
+    }
+
+    fn is_end_stream(&self) -> bool {
+        match self {
+            AdmittedBody::Admitted { body, .. } => body.is_end_stream(),
+            AdmittedBody::Shed(b) => b.is_none(),
+        }
+    }
+
+    fn size_hint(&self) -> SizeHint {
+        match self {
+            AdmittedBody::Admitted { body, .. } => body.size_hint(),
+            AdmittedBody::Shed(Some(b)) => SizeHint::with_exact(b.len() as u64),
+            AdmittedBody::Shed(None) => SizeHint::with_exact(0),
+        }
+    }
+}
+
+/// The answer to a call over the limit, written by `status.rs`.
+fn shed<B>(grpc: bool) -> http::Response<AdmittedBody<B>> {
+    metrics::counter!("llmroute_rejected_total", "reason" => "overloaded").increment(1);
+    let e = RouterError::Overloaded("the router is at its concurrency limit; retry later".into());
+    if grpc {
+        // gRPC carries the status in headers (trailers-only answer): the body is empty.
+        let (parts, _) = tonic::Status::from(e).into_http::<()>().into_parts();
+        http::Response::from_parts(parts, AdmittedBody::Shed(None))
+    } else {
+        let (parts, body) = e.http_response().into_parts();
+        http::Response::from_parts(parts, AdmittedBody::Shed(Some(Bytes::from(body))))
+    }
+}
+
 impl<S, ReqBody, ResBody> Service<http::Request<ReqBody>> for Admission<S>
 where
     S: Service<http::Request<ReqBody>, Response = http::Response<ResBody>> + Send + 'static,
     S::Future: Send + 'static,
-    ResBody: Default + Send + 'static,
+    ResBody: Body<Data = Bytes> + Send + 'static,
 {
-    type Response = http::Response<ResBody>;
+    type Response = http::Response<AdmittedBody<ResBody>>;
     type Error = S::Error;
     type Future = Pin<Box<dyn Future<Output = Result<Self::Response, Self::Error>> + Send>>;
 
@@ -59,27 +121,44 @@ where
             Ok(permit) => {
                 let fut = self.inner.call(req);
                 Box::pin(async move {
-                    let r = fut.await;
-                    drop(permit);
-                    r
+                    let r = fut.await?;
+                    Ok(r.map(|body| AdmittedBody::Admitted { body: Box::pin(body), permit: Some(permit) }))
                 })
             }
             Err(_) => {
-                metrics::counter!("llmroute_rejected_total", "reason" => "overloaded").increment(1);
-                let resp = if is_grpc(&req) {
-                    let mut s = tonic::Status::resource_exhausted(
-                        "overloaded: the router is at its concurrency limit; retry later",
-                    );
-                    s.metadata_mut().insert("llmroute-retryable", tonic::metadata::MetadataValue::from_static("true"));
-                    s.into_http()
-                } else {
-                    let mut r = http::Response::new(ResBody::default());
-                    *r.status_mut() = http::StatusCode::TOO_MANY_REQUESTS;
-                    r.headers_mut().insert(http::header::RETRY_AFTER, http::HeaderValue::from_static("1"));
-                    r
-                };
+                let resp = shed(is_grpc(&req));
                 Box::pin(async move { Ok(resp) })
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    async fn body_text(mut b: AdmittedBody<http_body_util::Empty<Bytes>>) -> String {
+        let mut out = Vec::new();
+        while let Some(f) = std::future::poll_fn(|cx| Pin::new(&mut b).poll_frame(cx)).await {
+            if let Ok(d) = f.unwrap().into_data() {
+                out.extend_from_slice(&d);
+            }
+        }
+        String::from_utf8(out).unwrap()
+    }
+
+    /// A shed HTTP call gets 429 with `retry-after` and the OpenAI error body (it had an empty
+    /// body); a shed gRPC call gets RESOURCE_EXHAUSTED, retryable.
+    #[tokio::test]
+    async fn shed_answers_carry_the_error_shape() {
+        let r = shed::<http_body_util::Empty<Bytes>>(false);
+        assert_eq!(r.status(), http::StatusCode::TOO_MANY_REQUESTS);
+        assert_eq!(r.headers()[http::header::RETRY_AFTER], "1");
+        let v: serde_json::Value = serde_json::from_str(&body_text(r.into_body()).await).unwrap();
+        assert_eq!(v["error"]["type"], "rate_limit_error");
+        assert_eq!(v["error"]["retryable"], true);
+        let g = shed::<http_body_util::Empty<Bytes>>(true);
+        assert_eq!(g.headers()["grpc-status"], (tonic::Code::ResourceExhausted as i32).to_string().as_str());
+        assert_eq!(g.headers()["llmroute-retryable"], "true");
     }
 }

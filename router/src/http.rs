@@ -42,9 +42,7 @@ pub fn router(api: Api, metrics: PrometheusHandle, admission: AdmissionLayer) ->
 
 /// An OpenAI-style error answer.
 fn error(e: RouterError) -> Response {
-    let (status, kind) = e.http();
-    let body = json!({"error": {"message": e.to_string(), "type": kind, "code": format!("{:?}", e.grpc_code()), "retryable": e.retryable()}});
-    (status, Json(body)).into_response()
+    e.http_response().into_response()
 }
 
 fn bearer(h: &HeaderMap) -> Option<String> {

@@ -49,6 +49,31 @@ impl RouterError {
     }
 }
 
+impl RouterError {
+    /// The OpenAI error shape the HTTP facade answers with.
+    pub fn http_body(&self) -> serde_json::Value {
+        let (_, kind) = self.http();
+        serde_json::json!({"error": {
+            "message": self.to_string(), "type": kind, "code": format!("{:?}", self.grpc_code()),
+            "retryable": self.retryable(),
+        }})
+    }
+
+    /// The whole HTTP answer: status, `llmroute-retryable`, `retry-after` when shed, JSON body.
+    pub fn http_response(&self) -> http::Response<String> {
+        let (status, _) = self.http();
+        let mut r = http::Response::new(self.http_body().to_string());
+        *r.status_mut() = status;
+        let h = r.headers_mut();
+        h.insert(http::header::CONTENT_TYPE, http::HeaderValue::from_static("application/json"));
+        h.insert("llmroute-retryable", http::HeaderValue::from_static(if self.retryable() { "true" } else { "false" }));
+        if matches!(self, RouterError::Overloaded(_)) {
+            h.insert(http::header::RETRY_AFTER, http::HeaderValue::from_static("1"));
+        }
+        r
+    }
+}
+
 impl From<RouterError> for Status {
     fn from(e: RouterError) -> Status {
         let mut s = Status::new(e.grpc_code(), e.to_string());

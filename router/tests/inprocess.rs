@@ -50,3 +50,91 @@ async fn saturated_fleet_does_not_send_everyone_to_the_cheapest_model() {
     assert!(on_cheapest <= 16, "{on_cheapest} of 64 went to the cheapest model {cheapest}: {by_model:?}");
     r.stop().await.unwrap();
 }
+
+/// Finding 6. With room for one call, a streamed answer holds its place for as long as it
+/// streams: a second call made while the first is still streaming is shed (RESOURCE_EXHAUSTED),
+/// and is admitted again once the stream has ended. Before the fix the permit was released when
+/// the stream started, so the second call was admitted.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_streamed_answer_holds_its_admission_permit_until_it_ends() {
+    let dir = scratch("stream-permit");
+    let backend =
+        Scripted::start(Script { latency: Duration::from_millis(800), output_tokens: 16, ..Script::default() }).await;
+    let mut cfg = default_config();
+    set(&mut cfg, "catalog", catalog_file(&dir, &backend.url, 4).display().to_string().into());
+    set(&mut cfg, "admission.max_concurrency", 1.into());
+    let r = start_in_process(&dir, &cfg).await;
+    let channel = connect(&r.bound.grpc.to_string()).await.unwrap();
+    let mut c = RouterClient::new(channel.clone());
+    let mut stream = c.route_stream(query("tell me a story")).await.unwrap().into_inner();
+    // Wait for the first piece of the answer: the call is now streaming.
+    loop {
+        let ev = stream.message().await.unwrap().expect("stream ended before any delta");
+        if matches!(ev.event, Some(pb::route_stream_event::Event::Delta(_))) {
+            break;
+        }
+    }
+    let mut other = RouterClient::new(channel.clone());
+    let e = other.route(query("another question")).await.unwrap_err();
+    assert_eq!(e.code(), tonic::Code::ResourceExhausted, "{e:?}");
+    while stream.message().await.unwrap().is_some() {}
+    drop(stream);
+    // Admitted again once the stream is over (the permit goes when its body ends).
+    let rep = other.route(query("another question")).await.unwrap().into_inner();
+    assert!(rep.dispatched);
+    r.stop().await.unwrap();
+}
+
+/// Finding 5. A stream that breaks after pieces of the answer reached the caller is charged for
+/// them (input + streamed output at the model's price): the ledger's spend rises above zero.
+/// Before the fix a failed attempt was free.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_stream_that_fails_after_deltas_is_charged() {
+    let dir = scratch("stream-charge");
+    let backend = Scripted::start(Script {
+        latency: Duration::from_millis(200),
+        output_tokens: 16,
+        break_after: Some(6),
+        ..Script::default()
+    })
+    .await;
+    let mut cfg = default_config();
+    set(&mut cfg, "catalog", catalog_file(&dir, &backend.url, 4).display().to_string().into());
+    let r = start_in_process(&dir, &cfg).await;
+    let mut c = RouterClient::new(connect(&r.bound.grpc.to_string()).await.unwrap());
+    let mut stream = c.route_stream(query("tell me a story")).await.unwrap().into_inner();
+    let mut deltas = 0;
+    let end = loop {
+        match stream.message().await {
+            Ok(Some(ev)) => deltas += matches!(ev.event, Some(pb::route_stream_event::Event::Delta(_))) as usize,
+            Ok(None) => break None,
+            Err(e) => break Some(e),
+        }
+    };
+    assert!(deltas >= 1, "no delta reached the caller");
+    let e = end.expect("the stream must end with an error");
+    assert_eq!(e.code(), tonic::Code::Unavailable, "{e:?}");
+    // The batch settles when its queries finish: wait for the ledger to see the charge.
+    let spent = wait_for(Duration::from_secs(10), || {
+        let (spent, _) = r.shared.ledger().totals();
+        (spent > 0.0).then_some(spent)
+    })
+    .await
+    .expect("the failed stream was not charged");
+    eprintln!("charged {spent:.9} USD for {deltas} streamed pieces");
+    r.stop().await.unwrap();
+}
+
+/// Polls `f` every 10 ms until it gives a value or `limit` passes.
+async fn wait_for<T>(limit: Duration, mut f: impl FnMut() -> Option<T>) -> Option<T> {
+    let end = tokio::time::Instant::now() + limit;
+    loop {
+        if let Some(v) = f() {
+            return Some(v);
+        }
+        if tokio::time::Instant::now() >= end {
+            return None;
+        }
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+}

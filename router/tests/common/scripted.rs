@@ -20,11 +20,13 @@ pub struct Script {
     pub output_tokens: u32,
     /// Send `usage` (a server that omits it bills nothing visible).
     pub usage: bool,
+    /// Streamed answers: drop the connection after this many pieces (no `[DONE]`).
+    pub break_after: Option<usize>,
 }
 
 impl Default for Script {
     fn default() -> Script {
-        Script { latency: Duration::from_millis(20), fail_first: 0, output_tokens: 16, usage: true }
+        Script { latency: Duration::from_millis(20), fail_first: 0, output_tokens: 16, usage: true, break_after: None }
     }
 }
 
@@ -109,6 +111,9 @@ async fn complete(State(inner): State<Arc<Mutex<Inner>>>, Json(body): Json<Value
     if fail {
         return (axum::http::StatusCode::INTERNAL_SERVER_ERROR, "scripted failure").into_response();
     }
+    if body["stream"].as_bool() == Some(true) {
+        return stream(model, script);
+    }
     let text = vec!["tok"; script.output_tokens as usize].join(" ");
     let mut reply = json!({
         "id": "scripted", "object": "chat.completion", "model": model,
@@ -118,4 +123,40 @@ async fn complete(State(inner): State<Arc<Mutex<Inner>>>, Json(body): Json<Value
         reply["usage"] = json!({"prompt_tokens": 10, "completion_tokens": script.output_tokens});
     }
     Json(reply).into_response()
+}
+
+/// An SSE answer: one piece per output token, the latency spread over them; `usage` and `[DONE]`
+/// at the end, unless the script breaks the stream first.
+fn stream(model: String, script: Script) -> axum::response::Response {
+    let n = script.output_tokens.max(1) as usize;
+    let gap = script.latency / n as u32;
+    let events = futures_util::stream::unfold(0usize, move |k| {
+        let model = model.clone();
+        let script = script.clone();
+        async move {
+            if script.break_after.is_some_and(|b| k >= b) {
+                // Ends the body early: the client sees a stream without [DONE].
+                return None;
+            }
+            if k > n {
+                return None;
+            }
+            tokio::time::sleep(gap).await;
+            let data = if k < n {
+                json!({"model": model, "choices": [{"index": 0, "delta": {"content": "tok "}, "finish_reason": null}]})
+                    .to_string()
+            } else {
+                let mut last = json!({"model": model, "choices": [{"index": 0, "delta": {}, "finish_reason": "stop"}]});
+                if script.usage {
+                    last["usage"] = json!({"prompt_tokens": 10, "completion_tokens": n});
+                }
+                format!("{last}\n\ndata: [DONE]")
+            };
+            Some((Ok::<_, std::convert::Infallible>(format!("data: {data}\n\n")), k + 1))
+        }
+    });
+    axum::response::Response::builder()
+        .header("content-type", "text/event-stream")
+        .body(axum::body::Body::from_stream(events))
+        .unwrap()
 }
