@@ -170,6 +170,7 @@ struct RawAssigner {
 #[serde(deny_unknown_fields)]
 struct RawBackends {
     timeout_ms: Option<u64>,
+    replicas: Option<u32>,
     breaker_failures: Option<u32>,
     breaker_open_ms: Option<u64>,
 }
@@ -388,6 +389,9 @@ pub struct Config {
     pub backend_timeout: Duration,
     pub breaker_failures: u32,
     pub breaker_open: Duration,
+    /// Router replicas sharing these backends: each takes 1/replicas of every model's slots
+    /// (rounded down, at least 1 where the model runs), so together they never exceed them.
+    pub replicas: usize,
     pub instances: BTreeMap<String, u32>,
     pub tenants: Vec<Tenant>,
     pub budget_store: BudgetStore,
@@ -515,6 +519,7 @@ impl Config {
         let be = raw.backends.unwrap_or_default();
         let backend_timeout =
             Duration::from_millis(pos("backends.timeout_ms", be.timeout_ms.map(|v| v as usize), 30_000)? as u64);
+        let replicas = pos("backends.replicas", be.replicas.map(|v| v as usize), 1)?;
         let breaker_failures = pos("backends.breaker_failures", be.breaker_failures.map(|v| v as usize), 3)? as u32;
         let breaker_open = Duration::from_millis(pos(
             "backends.breaker_open_ms",
@@ -641,6 +646,7 @@ impl Config {
             backend_timeout,
             breaker_failures,
             breaker_open,
+            replicas,
             instances: raw.instances,
             tenants,
             budget_store,

@@ -267,7 +267,21 @@ async fn run_query(
             }
             _ => None,
         };
+        // Wait for one of the model's slots (a batch over the free slots queues here, not at
+        // the backend); the call's deadline bounds the wait.
+        let permit = match tokio::time::timeout(remaining, model.state.slots.clone().acquire_owned()).await {
+            Ok(Ok(p)) => p,
+            Ok(Err(_)) => break Err(RouterError::Internal(format!("{name}: slot semaphore closed"))),
+            Err(_) => {
+                break Err(RouterError::DeadlineExceeded(format!("no slot of {name} came free before the deadline")))
+            }
+        };
+        let req = BackendRequest {
+            timeout: q.deadline.saturating_duration_since(Instant::now()).min(cfg.backend_timeout),
+            ..req
+        };
         let result = model.backend.complete(&name, &req, tx.as_ref()).await;
+        drop(permit);
         drop(tx);
         if let Some(h) = pump {
             let _ = h.await;

@@ -38,6 +38,7 @@ fn zero() {
     metrics::counter!("llmroute_fallbacks_total").increment(0);
     metrics::counter!("llmroute_overdraft_batches_total").increment(0);
     metrics::counter!("llmroute_batches_over_budget_total").increment(0);
+    metrics::counter!("llmroute_queries_over_capacity_total").increment(0);
     metrics::counter!("llmroute_rejected_total", "reason" => "overloaded").increment(0);
     metrics::counter!("llmroute_budget_overruns_total").increment(0);
     metrics::gauge!("llmroute_budget_settles_pending").set(0.0);
@@ -77,6 +78,15 @@ fn describe() {
     );
     describe_counter!("llmroute_fallbacks_total", "Queries moved to another model after a backend failure.");
     describe_counter!("llmroute_backend_failures_total", "Backend errors and timeouts, by model.");
+    describe_counter!(
+        "llmroute_queries_over_capacity_total",
+        "Queries of batches larger than the free slots (queued at the models by share of capacity)."
+    );
+    describe_histogram!(
+        "llmroute_decision_queue_seconds",
+        Unit::Seconds,
+        "From a batch's close to the start of its decision (behind slower decisions)."
+    );
     describe_counter!("llmroute_overdraft_batches_total", "Batches whose cheapest assignment exceeded the allowance.");
     describe_counter!(
         "llmroute_batches_over_budget_total",

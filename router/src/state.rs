@@ -15,14 +15,28 @@ use std::path::PathBuf;
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, RwLock};
 
+/// This replica's share of a model's slots: ⌊capacity / replicas⌋, at least 1 when the model has
+/// any (a model the plan runs must stay reachable from every replica).
+pub fn replica_share(capacity: usize, replicas: usize) -> usize {
+    if capacity == 0 {
+        0
+    } else {
+        (capacity / replicas.max(1)).max(1)
+    }
+}
+
 /// Per-model runtime state, kept across reloads for models that stay in the catalog.
-#[derive(Default)]
 pub struct ModelState {
-    /// Calls dispatched to the model and not finished.
+    /// Calls assigned to the model and not finished (running, or waiting for a slot).
     pub in_flight: AtomicUsize,
     /// KV tokens (input + expected output) those calls hold.
     pub kv_in_flight: AtomicU64,
     pub breaker: Mutex<Breaker>,
+    /// One permit per slot: a call holds one while the backend works on it, so the backend never
+    /// sees more than the model's capacity at once (a batch over the free slots waits here).
+    pub slots: Arc<tokio::sync::Semaphore>,
+    /// The permits `slots` was given (a reload that changes the capacity adds or forgets some).
+    slot_total: AtomicUsize,
 }
 
 /// One call running on a model: counted in its slots and KV tokens until dropped (also when the
@@ -39,7 +53,39 @@ impl Drop for InFlight {
     }
 }
 
+impl Default for ModelState {
+    fn default() -> Self {
+        ModelState {
+            in_flight: AtomicUsize::new(0),
+            kv_in_flight: AtomicU64::new(0),
+            breaker: Mutex::new(Breaker::default()),
+            slots: Arc::new(tokio::sync::Semaphore::new(0)),
+            slot_total: AtomicUsize::new(0),
+        }
+    }
+}
+
 impl ModelState {
+    /// Sets the number of slots (permits) to `capacity`. Shrinking forgets free permits now and
+    /// the rest as running calls return them.
+    pub fn set_capacity(&self, capacity: usize) {
+        let before = self.slot_total.swap(capacity, Ordering::Relaxed);
+        if capacity > before {
+            self.slots.add_permits(capacity - before);
+        } else if capacity < before {
+            let mut left = before - capacity;
+            left -= self.slots.forget_permits(left);
+            if left > 0 {
+                let slots = self.slots.clone();
+                tokio::spawn(async move {
+                    if let Ok(p) = slots.acquire_many_owned(left as u32).await {
+                        p.forget();
+                    }
+                });
+            }
+        }
+    }
+
     /// Counts a call of `kv_tokens` on this model until the returned guard is dropped.
     pub fn begin(self: &Arc<Self>, kv_tokens: f64) -> InFlight {
         let kv = kv_tokens.max(0.0).round() as u64;
@@ -265,13 +311,9 @@ fn build_live(
             None => config.instances.get(&entry.name).copied().unwrap_or(1) as usize,
         };
         let state = states.entry(entry.name.clone()).or_default().clone();
-        models.push(LiveModel {
-            capacity: instances * entry.max_concurrency as usize,
-            entry: entry.clone(),
-            backend,
-            est_index,
-            state,
-        });
+        let capacity = replica_share(instances * entry.max_concurrency as usize, config.replicas);
+        state.set_capacity(capacity);
+        models.push(LiveModel { capacity, entry: entry.clone(), backend, est_index, state });
     }
     let by_key =
         config.tenants.iter().enumerate().filter_map(|(i, t)| t.key_sha256.as_ref().map(|k| (k.clone(), i))).collect();

@@ -138,3 +138,58 @@ async fn wait_for<T>(limit: Duration, mut f: impl FnMut() -> Option<T>) -> Optio
         tokio::time::sleep(Duration::from_millis(10)).await;
     }
 }
+
+/// Three replicas on one fleet whose models have 4 slots each; 60 calls at once, spread over
+/// the replicas. Returns the most calls any model's backend saw at once, and the calls answered.
+async fn three_replicas(name: &str, replicas: Option<u32>) -> (usize, usize) {
+    let dir = scratch(name);
+    let backend = Scripted::start(Script { latency: Duration::from_millis(100), ..Script::default() }).await;
+    let mut cfg = default_config();
+    set(&mut cfg, "catalog", catalog_file(&dir, &backend.url, 4).display().to_string().into());
+    if let Some(n) = replicas {
+        set(&mut cfg, "backends.replicas", n.into());
+    }
+    let mut routers = Vec::new();
+    let mut channels = Vec::new();
+    for k in 0..3 {
+        let d = dir.join(format!("r{k}"));
+        std::fs::create_dir_all(&d).unwrap();
+        let r = start_in_process(&d, &cfg).await;
+        channels.push(connect(&r.bound.grpc.to_string()).await.unwrap());
+        routers.push(r);
+    }
+    let calls: Vec<_> = (0..60)
+        .map(|i| {
+            let mut c = RouterClient::new(channels[i % 3].clone());
+            tokio::spawn(async move { c.route(query(&format!("question {i}: what is a monad"))).await })
+        })
+        .collect();
+    let mut answered = 0;
+    for h in calls {
+        if h.await.unwrap().is_ok_and(|r| r.into_inner().dispatched) {
+            answered += 1;
+        }
+    }
+    for r in routers {
+        r.stop().await.unwrap();
+    }
+    let most = backend.seen().values().map(|s| s.max_in_flight).max().unwrap_or(0);
+    eprintln!(
+        "{name}: replicas setting {replicas:?}: most calls at one model at once {most}, answered {answered} of 60"
+    );
+    (most, answered)
+}
+
+/// Finding 2. Three router replicas told they are three (`backends.replicas: 3`) take a third
+/// of each model's 4 slots each: a model's backend never sees more than its 4 calls at once,
+/// and every call is answered (the overflow waits in the routers). Unsplit, the same load put
+/// more than 4 calls on one model at once.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn replicas_never_overcommit_a_model() {
+    let (most, answered) = three_replicas("replicas-split", Some(3)).await;
+    assert_eq!(answered, 60);
+    assert!(most <= 4, "a model saw {most} calls at once (4 slots)");
+    let (unsplit, answered) = three_replicas("replicas-unsplit", None).await;
+    assert_eq!(answered, 60);
+    assert!(unsplit > 4, "without the split three replicas overcommit ({unsplit}): the test would prove nothing");
+}
