@@ -399,6 +399,17 @@ pub struct Config {
 }
 
 impl Config {
+    /// What the budget ledger takes from the config (at start and on every reload).
+    pub fn ledger_settings(&self) -> llmroute_core::ledger::LedgerSettings {
+        llmroute_core::ledger::LedgerSettings {
+            budget_per_query: self.budget_per_query,
+            carry_unspent: self.carry_unspent,
+            max_over_probability: self.max_over_probability,
+            prior_margin: self.prior_margin,
+            reference_batch: self.max_batch,
+        }
+    }
+
     pub fn load(path: &Path) -> Result<Config> {
         let text =
             std::fs::read_to_string(path).map_err(|e| RouterError::Io { path: path.to_path_buf(), source: e })?;

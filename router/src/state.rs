@@ -186,11 +186,8 @@ impl Shared {
         let pool = OpenAi::pool()?;
         let states = Mutex::new(HashMap::new());
         let live = build_live(config, 1, None, &states, &pool)?;
-        let ledger = Ledger::new(live.config.budget_per_query, live.config.prior_margin)
-            .with_reference_batch(live.config.max_batch);
-        let mut ledger = ledger;
-        ledger.carry_unspent = live.config.carry_unspent;
-        ledger.max_over_probability = live.config.max_over_probability;
+        let mut ledger = Ledger::new(live.config.budget_per_query, live.config.prior_margin);
+        ledger.configure(&live.config.ledger_settings());
         let budgets = Budgets::new(&live.config.budget_store)?;
         let tls = live.config.tls.as_ref().map(TlsState::new).transpose()?;
         Ok(Shared {
@@ -234,10 +231,7 @@ impl Shared {
         let live = build_live(config, current.generation + 1, Some(&current.trained), &self.states, &self.pool)?;
         let generation = live.generation;
         {
-            let mut l = self.ledger();
-            l.budget_per_query = live.config.budget_per_query;
-            l.carry_unspent = live.config.carry_unspent;
-            l.max_over_probability = live.config.max_over_probability;
+            self.ledger().configure(&live.config.ledger_settings());
         }
         *self.live.write().unwrap_or_else(|p| p.into_inner()) = Arc::new(live);
         Ok(generation)

@@ -36,8 +36,13 @@ struct Redis {
 
 impl Redis {
     fn start(dir: &Path, port: u16) -> Redis {
+        Redis::start_with(dir, port, &[])
+    }
+
+    fn start_with(dir: &Path, port: u16, extra: &[&str]) -> Redis {
         let child = Command::new("redis-server")
             .args(["--port", &port.to_string(), "--bind", "127.0.0.1", "--save", ""])
+            .args(extra)
             .args(["--appendonly", "yes", "--appendfsync", "always", "--dir"])
             .arg(dir)
             .stdout(Stdio::null())
@@ -258,5 +263,91 @@ fn a_settle_applies_once_even_when_retried() {
         tokio::time::sleep(Duration::from_millis(300)).await;
         assert_eq!(book.reserve("t", "e", 500, 1000, w, lease).await.unwrap(), Ok(()));
         assert_eq!(book.usage("t", w).await.unwrap(), (500, 500));
+    });
+}
+
+/// Finding 9. Spend settled under one window is read right under another (a reload that changes
+/// `window_s`): settled a moment ago under a 1 h window (1-minute buckets), it is inside a 30 s
+/// window (1-second buckets) too. Keyed by bucket number, the minute bucket's number read as a
+/// second number lay 29 days back, and the spend was dropped.
+#[test]
+fn spend_survives_a_change_of_window() {
+    use router::budgets::RedisBook;
+    let dir = scratch("redis-window");
+    let port = free_port();
+    let _redis = Redis::start(&dir, port);
+    let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
+    rt.block_on(async {
+        let book = RedisBook::new(&format!("redis://127.0.0.1:{port}/"), "window", Duration::from_secs(1)).unwrap();
+        let (hour, half_minute) = (Duration::from_secs(3600), Duration::from_secs(30));
+        let (lease, ttl) = (Duration::from_secs(60), Duration::from_secs(60));
+        assert_eq!(book.reserve("t", "a", 600, 1000, hour, lease).await.unwrap(), Ok(()));
+        assert!(book.settle("t", "a", 500, hour, ttl).await.unwrap());
+        assert_eq!(book.usage("t", hour).await.unwrap(), (500, 0));
+        assert_eq!(book.usage("t", half_minute).await.unwrap(), (500, 0), "spend dropped by a shorter window");
+        // And the other way: settled under the short window, read under the long one.
+        assert_eq!(book.reserve("t", "b", 100, 1000, half_minute, lease).await.unwrap(), Ok(()));
+        assert!(book.settle("t", "b", 100, half_minute, ttl).await.unwrap());
+        assert_eq!(book.usage("t", hour).await.unwrap(), (600, 0));
+        // A reservation under the short window sees the hour's spend too.
+        assert_eq!(book.reserve("t", "c", 500, 1000, half_minute, lease).await.unwrap(), Err((600, 0)));
+    });
+}
+
+/// Finding 12. A reservation whose reply is lost (Redis ran it after the client's 250 ms timeout:
+/// the server was busy in `DEBUG SLEEP`) is released by id once Redis answers again, not held
+/// until its lease (60 s here): the tenant's reserved total returns to 0 within seconds.
+#[test]
+fn a_reservation_whose_reply_was_lost_is_released() {
+    use router::budgets::Budgets;
+    use router::config::{BudgetStore, StoreKind, Tenant, Unreachable};
+    let dir = scratch("redis-lost-reply");
+    let port = free_port();
+    let _redis = Redis::start_with(&dir, port, &["--enable-debug-command", "yes"]);
+    let url = format!("redis://127.0.0.1:{port}/");
+    let rt = tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build().unwrap();
+    rt.block_on(async {
+        let store = BudgetStore {
+            kind: StoreKind::Redis {
+                url: url.clone(),
+                key_prefix: "lost".into(),
+                timeout: Duration::from_millis(250),
+                on_unreachable: Unreachable::FailClosed,
+                local_slice: 0.1,
+                lease: Duration::from_secs(60),
+                dedup: Duration::from_secs(60),
+            },
+        };
+        let budgets = Budgets::new(&store).unwrap();
+        let t = Tenant {
+            name: "t".into(),
+            key_sha256: None,
+            budget_usd: 1.0,
+            window: Duration::from_secs(60),
+            allowed_models: None,
+        };
+        // Connect first (a reservation that lands and settles).
+        budgets.reserve(&t, 0.1).await.unwrap().settle(0.0);
+        // Redis busy for 600 ms: the next reservation runs after the client gave up on it.
+        let admin_url = url.clone();
+        let sleeper = std::thread::spawn(move || {
+            let mut admin = redis::Client::open(admin_url.as_str()).unwrap().get_connection().unwrap();
+            redis::cmd("DEBUG").arg("SLEEP").arg("0.6").query::<()>(&mut admin).unwrap();
+        });
+        tokio::time::sleep(Duration::from_millis(50)).await;
+        let e = budgets.reserve(&t, 0.4).await.err().expect("the reply must be lost");
+        assert!(matches!(e, router::RouterError::StoreUnavailable(_)), "{e}");
+        let until = Instant::now() + Duration::from_secs(10);
+        loop {
+            let (_, reserved) = budgets.usage(&t).await.unwrap_or((0.0, f64::NAN));
+            if reserved == 0.0 && budgets.pending() == 0 {
+                break;
+            }
+            assert!(Instant::now() < until, "reservation still held: {reserved} USD");
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        // And the budget is whole again: 1.0 fits.
+        budgets.reserve(&t, 1.0).await.unwrap().settle(0.0);
+        sleeper.join().unwrap();
     });
 }

@@ -46,6 +46,17 @@ pub struct Observation {
     pub realized: f64,
 }
 
+/// The ledger's settings from the config (`budget.*`, and `batch.max_batch` as the reference
+/// batch size).
+#[derive(Debug, Clone, PartialEq)]
+pub struct LedgerSettings {
+    pub budget_per_query: f64,
+    pub carry_unspent: bool,
+    pub max_over_probability: f64,
+    pub prior_margin: f64,
+    pub reference_batch: usize,
+}
+
 #[derive(Debug, Clone)]
 pub struct Ledger {
     pub budget_per_query: f64,
@@ -128,6 +139,18 @@ impl Ledger {
             reference_n: 64,
             prior_margin: prior_margin.max(0.0),
         }
+    }
+
+    /// Applies settings (at start and on every reload): the allowance per query, carrying
+    /// unspent budget, ε, the prior margin and the reference batch size. Batches already reserved
+    /// keep their grants (each settles against the `BatchBudget` it was given); the balance,
+    /// the observations and the adaptive level carry over.
+    pub fn configure(&mut self, s: &LedgerSettings) {
+        self.budget_per_query = s.budget_per_query;
+        self.carry_unspent = s.carry_unspent;
+        self.max_over_probability = s.max_over_probability;
+        self.prior_margin = s.prior_margin.max(0.0);
+        self.reference_n = s.reference_batch.max(1);
     }
 
     /// The batch size the observations were made on; smaller batches get proportionally wider
@@ -292,6 +315,30 @@ mod tests {
     use super::*;
     use rand::{Rng, SeedableRng};
     use rand_chacha::ChaCha8Rng;
+
+    /// Finding 8: a reload's settings reach the ledger (the prior margin and the reference batch
+    /// size were ignored), and a batch reserved before the reload settles against its own grant.
+    #[test]
+    fn reconfiguring_applies_every_setting_and_keeps_grants_in_flight() {
+        let mut l = Ledger::new(1.0, 0.1).with_reference_batch(64);
+        let before = l.reserve(10, 0.0, 0.0);
+        let margin_before = l.margin_for(16);
+        l.configure(&LedgerSettings {
+            budget_per_query: 2.0,
+            carry_unspent: true,
+            max_over_probability: 0.1,
+            prior_margin: 0.3,
+            reference_batch: 16,
+        });
+        assert_eq!((l.budget_per_query, l.carry_unspent, l.max_over_probability), (2.0, true, 0.1));
+        assert!(l.margin_for(16) > margin_before, "the new prior margin applies");
+        assert!((l.margin_for(16) - 0.3).abs() < 1e-12, "at the reference batch size: the prior margin itself");
+        // The batch reserved under the old allowance settles against its old grant.
+        l.settle_with(&before, before.budget, None);
+        assert!(l.balance().abs() < 1e-12, "{}", l.balance());
+        let after = l.reserve(10, 0.0, 0.0);
+        assert!((after.budget - 20.0).abs() < 1e-9, "{after:?}");
+    }
 
     #[test]
     fn overspend_is_repaid_and_unspent_dropped_by_default() {

@@ -106,6 +106,24 @@ impl Reservation {
     }
 }
 
+/// A Redis reservation sent and not answered yet; dropped with an id, it is released.
+struct Unanswered<'a> {
+    budgets: &'a Budgets,
+    tenant: &'a str,
+    id: String,
+    window: Duration,
+}
+
+impl Drop for Unanswered<'_> {
+    fn drop(&mut self) {
+        if !self.id.is_empty() {
+            metrics::counter!("llmroute_budget_releases_total").increment(1);
+            tracing::debug!(tenant = self.tenant, id = %self.id, "reservation reply lost; releasing it by id");
+            self.budgets.enqueue(self.tenant, &self.id, 0.0, self.window);
+        }
+    }
+}
+
 impl Drop for Reservation {
     fn drop(&mut self) {
         self.finish(0.0);
@@ -180,11 +198,20 @@ impl Budgets {
             return Ok(r);
         };
         let s = &redis.settings;
-        match redis
+        // Until Redis answers, the reservation may be held there with its reply lost (a timeout,
+        // or this call cancelled mid-await): then it is released by id (a settle of 0, retried
+        // by the outbox until Redis takes it) instead of staying held until its lease.
+        let mut unanswered =
+            Unanswered { budgets: self, tenant: &tenant.name, id: r.id.clone(), window: tenant.window };
+        let answer = redis
             .book
             .reserve(&tenant.name, &r.id, nano(amount).max(0), nano(tenant.budget_usd), tenant.window, s.lease)
-            .await
-        {
+            .await;
+        if answer.is_ok() {
+            unanswered.id.clear();
+        }
+        drop(unanswered);
+        match answer {
             Ok(Ok(())) => {
                 redis.mark_up(true);
                 r.place = Place::Redis;
@@ -208,6 +235,8 @@ impl Budgets {
                             .reserve(&tenant.name, amount, slice, tenant.window)
                             .map_err(|e| over(e.used, e.budget))?;
                         metrics::counter!("llmroute_budget_local_slice_total").increment(1);
+                        // Its own id: the release of the unanswered reservation uses the first.
+                        r.id.push_str("-local");
                         r.place = Place::LocalSlice;
                         r.done = false;
                         Ok(r)

@@ -40,11 +40,12 @@ pub struct RedisBook {
     usage: Script,
 }
 
-/// Window → (bucket width ms, buckets per window).
+/// Window → (bucket width ms, window ms). Buckets are keyed by their absolute end time (ms) and
+/// count while their end is inside the window, so spend settled under one window is read right
+/// under another after a reload (keyed by bucket number, it was dropped or kept for ever).
 fn buckets(window: Duration) -> (u64, u64) {
     let ms = window.as_millis().max(1) as u64;
-    let width = (ms / 60).max(1000);
-    (width, ms.div_ceil(width))
+    ((ms / 60).max(1000), ms)
 }
 
 impl RedisBook {
@@ -123,6 +124,11 @@ impl RedisBook {
         }
     }
 
+    /// The key that marks `id` settled (or released).
+    fn marker(&self, tenant: &str, id: &str) -> String {
+        format!("{}:{{{tenant}}}:done:{id}", self.prefix)
+    }
+
     /// Reserves `amount` nano-USD under `id` if it fits `budget`: Ok(Ok(())) admitted,
     /// Ok(Err((settled, reserved))) refused, Err(_) the store did not answer.
     pub async fn reserve(
@@ -136,8 +142,9 @@ impl RedisBook {
     ) -> Result<Result<(), (i64, i64)>, String> {
         let k = self.keys(tenant);
         let (width, n) = buckets(window);
+        let marker = self.marker(tenant, id);
         let mut inv = self.reserve.prepare_invoke();
-        inv.key(&k.spent).key(&k.reservations).key(&k.leases).key(&k.reserved);
+        inv.key(&k.spent).key(&k.reservations).key(&k.leases).key(&k.reserved).key(&marker);
         inv.arg(id).arg(amount).arg(budget).arg(width).arg(n).arg(lease.as_millis() as u64);
         let (ok, settled, reserved): (i64, i64, i64) = self.run(inv).await?;
         Ok(if ok == 1 { Ok(()) } else { Err((settled, reserved)) })
@@ -155,7 +162,7 @@ impl RedisBook {
     ) -> Result<bool, String> {
         let k = self.keys(tenant);
         let (width, _) = buckets(window);
-        let marker = format!("{}:{{{tenant}}}:done:{id}", self.prefix);
+        let marker = self.marker(tenant, id);
         let mut inv = self.settle.prepare_invoke();
         inv.key(&k.spent).key(&k.reservations).key(&k.leases).key(&k.reserved).key(&marker).key(&k.total).key(&k.count);
         inv.arg(id).arg(realized.max(0)).arg(width).arg(dedup.as_millis().max(1) as u64);
@@ -179,9 +186,9 @@ mod tests {
 
     #[test]
     fn buckets_cover_the_window() {
-        assert_eq!(buckets(Duration::from_secs(3600)), (60_000, 60));
-        assert_eq!(buckets(Duration::from_secs(30)), (1000, 30));
-        assert_eq!(buckets(Duration::from_millis(1500)), (1000, 2));
+        assert_eq!(buckets(Duration::from_secs(3600)), (60_000, 3_600_000));
+        assert_eq!(buckets(Duration::from_secs(30)), (1000, 30_000));
+        assert_eq!(buckets(Duration::from_millis(1500)), (1000, 1500));
         assert_eq!(nano(0.000_000_001_4), 1);
         assert_eq!(nano(1.0), 1_000_000_000);
     }

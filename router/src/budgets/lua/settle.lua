@@ -1,5 +1,5 @@
 -- Settle a call once: drop its reservation (if still held) and add the realized cost to the
--- current bucket and to the lifetime total. A second settle of the same id (a retry whose first
+-- current bucket (keyed by its end time in ms) and to the lifetime total. A second settle of the same id (a retry whose first
 -- reply was lost, say across a Redis restart) changes nothing.
 -- KEYS: 1 spent buckets, 2 reservations, 3 leases, 4 reserved total, 5 settled marker of this id,
 --       6 lifetime settled total, 7 lifetime settled count
@@ -18,7 +18,8 @@ local realized = tonumber(ARGV[2])
 if realized > 0 then
   local t = redis.call('TIME')
   local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
-  redis.call('HINCRBY', KEYS[1], math.floor(now / tonumber(ARGV[3])), realized)
+  local width = tonumber(ARGV[3])
+  redis.call('HINCRBY', KEYS[1], (math.floor(now / width) + 1) * width, realized)
   redis.call('INCRBY', KEYS[6], realized)
 end
 redis.call('INCR', KEYS[7])
