@@ -5,15 +5,10 @@ use std::path::PathBuf;
 /// (`status.rs`). Core errors (problem, solver, plan file) arrive through `From<CoreError>`.
 #[derive(Debug, thiserror::Error)]
 pub enum RouterError {
-    /// The caller's input is malformed (bad problem shape, bad flag, bad file).
-    #[error("invalid input: {0}")]
-    Invalid(String),
-    /// The solver failed (not: the problem was infeasible, which assigners answer with a
-    /// best-effort assignment and a status).
-    #[error("solver error: {0}")]
-    Solver(String),
+    /// From the core crate: a malformed batch problem, a solver failure, an estimator or plan
+    /// file error.
     #[error(transparent)]
-    Estimator(#[from] estimator::Error),
+    Core(#[from] CoreError),
     #[error("{path}: {source}")]
     Io {
         path: PathBuf,
@@ -66,15 +61,9 @@ impl RouterError {
     }
 }
 
-impl From<CoreError> for RouterError {
-    fn from(e: CoreError) -> Self {
-        match e {
-            CoreError::Invalid(m) => RouterError::Invalid(m),
-            CoreError::Solver(m) => RouterError::Solver(m),
-            CoreError::Estimator(e) => RouterError::Estimator(e),
-            CoreError::Io { path, source } => RouterError::Io { path, source },
-            CoreError::Config { path, field, msg } => RouterError::Config { path, field, msg },
-        }
+impl From<estimator::Error> for RouterError {
+    fn from(e: estimator::Error) -> Self {
+        RouterError::Core(CoreError::Estimator(e))
     }
 }
 

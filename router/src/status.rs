@@ -2,6 +2,7 @@
 //! whether a retry is safe (metadata / header `llmroute-retryable`).
 
 use crate::RouterError;
+use llmroute_core::CoreError;
 use tonic::metadata::MetadataValue;
 use tonic::{Code, Status};
 
@@ -19,7 +20,8 @@ impl RouterError {
 
     pub fn grpc_code(&self) -> Code {
         match self {
-            RouterError::BadRequest { .. } | RouterError::Invalid(_) => Code::InvalidArgument,
+            RouterError::BadRequest { .. } | RouterError::Core(CoreError::Invalid(_)) => Code::InvalidArgument,
+            RouterError::Core(CoreError::Config { .. }) => Code::FailedPrecondition,
             RouterError::Unauthenticated(_) => Code::Unauthenticated,
             RouterError::PermissionDenied(_) => Code::PermissionDenied,
             RouterError::Overloaded(_) | RouterError::TenantOverBudget { .. } => Code::ResourceExhausted,
@@ -27,9 +29,7 @@ impl RouterError {
             RouterError::DeadlineExceeded(_) => Code::DeadlineExceeded,
             RouterError::Unavailable(_) | RouterError::StoreUnavailable(_) => Code::Unavailable,
             RouterError::Config { .. } => Code::FailedPrecondition,
-            RouterError::Solver(_) | RouterError::Estimator(_) | RouterError::Io { .. } | RouterError::Internal(_) => {
-                Code::Internal
-            }
+            RouterError::Core(_) | RouterError::Io { .. } | RouterError::Internal(_) => Code::Internal,
         }
     }
 
