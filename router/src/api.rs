@@ -57,7 +57,7 @@ fn deadline(cap: Duration, timeout: Option<Duration>) -> Instant {
 
 impl Api {
     pub fn new(shared: Arc<Shared>, config_path: PathBuf) -> Api {
-        let queue = shared.live().config.max_queue;
+        let queue = shared.live().config.batch.max_queue;
         let batcher = Batcher::start(shared.clone(), queue);
         Api { shared, batcher, config_path }
     }
@@ -72,7 +72,7 @@ impl Api {
         let live = self.shared.live();
         let result = async {
             let tenant = resolve_tenant(&live, &input.tenant, input.api_key.as_deref())?;
-            let deadline = deadline(live.config.request_timeout, timeout);
+            let deadline = deadline(live.config.admission.request_timeout(), timeout);
             let mut q = validate(&live, input, "", tenant, deadline)?;
             if q.dispatch {
                 q.reservation = Some(self.shared.budgets.reserve(tenant, q.cost_bound).await?);
@@ -109,14 +109,14 @@ impl Api {
             if inputs.is_empty() {
                 return Err(RouterError::bad("queries", "empty: send at least one query"));
             }
-            if inputs.len() > live.config.max_batch_request {
+            if inputs.len() > live.config.limits.max_batch_request {
                 return Err(RouterError::bad(
                     "queries",
-                    format!("{} queries, over the limit of {}", inputs.len(), live.config.max_batch_request),
+                    format!("{} queries, over the limit of {}", inputs.len(), live.config.limits.max_batch_request),
                 ));
             }
             let t = resolve_tenant(&live, tenant, api_key)?;
-            let deadline = deadline(live.config.request_timeout, timeout);
+            let deadline = deadline(live.config.admission.request_timeout(), timeout);
             let mut pending = Vec::with_capacity(inputs.len());
             let mut queries = Vec::with_capacity(inputs.len());
             for (i, mut input) in inputs.into_iter().enumerate() {

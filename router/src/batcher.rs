@@ -50,7 +50,7 @@ impl Batcher<Query> {
             let shared = shared.clone();
             move || {
                 let live = shared.live();
-                (live.config.window, live.config.max_batch)
+                (live.config.batch.window(), live.config.batch.max_batch)
             }
         };
         tokio::spawn(collect_loop(rx, batcher.depth.clone(), limits, closed_tx));

@@ -1,5 +1,7 @@
-//! Router config (YAML): parsed into an unvalidated struct, then checked into `Config`. A bad file
-//! is rejected with a message naming the field; relative paths are relative to the config file.
+//! Router config (YAML) in typed sections, one per top-level key. Each section states its
+//! defaults once (`Default`), deserializes with serde (kinds are serde enums; a wrong type or an
+//! unknown field is reported with its path by `serde_path_to_error`) and checks its values in
+//! its own `validate`, naming the field. Relative paths are relative to the config file.
 
 use crate::{Result, RouterError};
 use serde::Deserialize;
@@ -8,183 +10,397 @@ use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
-#[derive(Debug, Default, Deserialize)]
-#[serde(deny_unknown_fields)]
-struct Raw {
-    listen: Option<RawListen>,
-    catalog: Option<String>,
-    plan: Option<String>,
-    estimator: Option<RawEstimator>,
-    replay: Option<RawReplay>,
-    batch: Option<RawBatch>,
-    admission: Option<RawAdmission>,
-    limits: Option<RawLimits>,
-    budget: Option<RawBudget>,
-    assigner: Option<RawAssigner>,
-    backends: Option<RawBackends>,
-    #[serde(default)]
-    instances: BTreeMap<String, u32>,
-    tenants: Option<Vec<RawTenant>>,
-    budget_store: Option<RawBudgetStore>,
-    tls: Option<RawTls>,
+/// A section's validation error: the field (relative to the document) and the message.
+type Check = std::result::Result<(), (String, String)>;
+
+fn bad(field: &str, msg: impl Into<String>) -> Check {
+    Err((field.to_string(), msg.into()))
 }
 
-#[derive(Debug, Default, Deserialize)]
-#[serde(deny_unknown_fields)]
-struct RawBudgetStore {
-    kind: Option<String>,
-    redis_url: Option<String>,
-    redis_url_env: Option<String>,
-    key_prefix: Option<String>,
-    timeout_ms: Option<u64>,
-    on_unreachable: Option<String>,
-    local_slice: Option<f64>,
-    lease_s: Option<u64>,
-    dedup_s: Option<u64>,
+/// `v` must be at least 1.
+fn positive(field: &str, v: u64) -> Check {
+    if v == 0 {
+        bad(field, "must be at least 1")
+    } else {
+        Ok(())
+    }
 }
 
-#[derive(Debug, Default, Deserialize)]
-#[serde(deny_unknown_fields)]
-struct RawTls {
-    cert: Option<String>,
-    key: Option<String>,
-    reload_interval_s: Option<u64>,
+/// A duration in milliseconds between 0 and an hour.
+fn millis(field: &str, v: f64) -> Check {
+    if v.is_finite() && (0.0..=3.6e6).contains(&v) {
+        Ok(())
+    } else {
+        bad(field, format!("{v} is not a duration in ms between 0 and 3600000"))
+    }
 }
 
-#[derive(Debug, Default, Deserialize)]
-#[serde(deny_unknown_fields)]
-struct RawListen {
-    grpc: Option<String>,
-    http: Option<String>,
+fn ms(v: f64) -> Duration {
+    Duration::from_secs_f64(v / 1e3)
 }
 
-#[derive(Debug, Default, Deserialize)]
-#[serde(deny_unknown_fields)]
-struct RawEstimator {
-    records: Option<String>,
-    artifact: Option<String>,
-    k: Option<usize>,
-    max_query_terms: Option<usize>,
-    #[serde(default)]
-    proxies: BTreeMap<String, String>,
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct Listen {
+    pub grpc: SocketAddr,
+    pub http: SocketAddr,
 }
 
-#[derive(Debug, Default, Deserialize)]
-#[serde(deny_unknown_fields)]
-struct RawReplay {
-    records: Option<String>,
-    ttft_ms: Option<f64>,
-    ms_per_token: Option<f64>,
+impl Default for Listen {
+    fn default() -> Self {
+        Listen { grpc: SocketAddr::from(([127, 0, 0, 1], 50051)), http: SocketAddr::from(([127, 0, 0, 1], 8080)) }
+    }
 }
 
-#[derive(Debug, Default, Deserialize)]
-#[serde(deny_unknown_fields)]
-struct RawBatch {
-    window_ms: Option<f64>,
-    max_batch: Option<usize>,
-    max_queue: Option<usize>,
+#[derive(Debug, Clone, PartialEq, Default, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct EstimatorSection {
+    /// Routing records to train on (required).
+    pub records: Option<PathBuf>,
+    /// A trained estimator (`estimator train --out`) used instead of training a kNN on
+    /// `records` (which still feed the replay backends).
+    pub artifact: Option<PathBuf>,
+    #[serde(default = "EstimatorSection::default_k")]
+    pub k: usize,
+    /// Neighbour scoring on the query's heaviest features only (0 = all).
+    #[serde(default = "EstimatorSection::default_terms")]
+    pub max_query_terms: usize,
+    /// Model → recorded model whose outcomes stand in for it in the estimator.
+    pub proxies: BTreeMap<String, String>,
 }
 
-#[derive(Debug, Default, Deserialize)]
-#[serde(deny_unknown_fields)]
-struct RawAdmission {
-    max_concurrency: Option<usize>,
-    request_timeout_ms: Option<u64>,
+impl EstimatorSection {
+    fn default_k() -> usize {
+        25
+    }
+    fn default_terms() -> usize {
+        32
+    }
+    fn validate(&self) -> Check {
+        if self.records.is_none() {
+            return bad("estimator.records", "missing: routing records to train on");
+        }
+        positive("estimator.k", self.k as u64)
+    }
 }
 
-#[derive(Debug, Default, Deserialize)]
-#[serde(deny_unknown_fields)]
-struct RawLimits {
-    max_prompt_chars: Option<usize>,
-    max_output_tokens: Option<u32>,
-    default_output_tokens: Option<u32>,
-    max_batch_request: Option<usize>,
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct ReplaySection {
+    /// Records the replay backends answer from (default: `estimator.records`).
+    pub records: Option<PathBuf>,
+    pub ttft_ms: f64,
+    pub ms_per_token: f64,
 }
 
-#[derive(Debug, Default, Deserialize)]
-#[serde(deny_unknown_fields)]
-struct RawBudget {
-    per_query_usd: Option<f64>,
-    carry_unspent: Option<bool>,
-    prior_margin: Option<f64>,
-    max_over_probability: Option<f64>,
-    price: Option<RawAutoNumber>,
-    headroom: Option<RawAutoNumber>,
+impl Default for ReplaySection {
+    fn default() -> Self {
+        ReplaySection { records: None, ttft_ms: 20.0, ms_per_token: 0.5 }
+    }
+}
+
+impl ReplaySection {
+    fn validate(&self) -> Check {
+        millis("replay.ttft_ms", self.ttft_ms)?;
+        millis("replay.ms_per_token", self.ms_per_token)
+    }
+    pub fn ttft(&self) -> Duration {
+        ms(self.ttft_ms)
+    }
+    pub fn per_token(&self) -> Duration {
+        ms(self.ms_per_token)
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct BatchSection {
+    pub window_ms: f64,
+    pub max_batch: usize,
+    pub max_queue: usize,
+}
+
+impl Default for BatchSection {
+    fn default() -> Self {
+        BatchSection { window_ms: 5.0, max_batch: 64, max_queue: 4096 }
+    }
+}
+
+impl BatchSection {
+    fn validate(&self) -> Check {
+        millis("batch.window_ms", self.window_ms)?;
+        positive("batch.max_batch", self.max_batch as u64)?;
+        positive("batch.max_queue", self.max_queue as u64)
+    }
+    pub fn window(&self) -> Duration {
+        ms(self.window_ms)
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct AdmissionSection {
+    pub max_concurrency: usize,
+    pub request_timeout_ms: u64,
+}
+
+impl Default for AdmissionSection {
+    fn default() -> Self {
+        AdmissionSection { max_concurrency: 2048, request_timeout_ms: 60_000 }
+    }
+}
+
+impl AdmissionSection {
+    fn validate(&self) -> Check {
+        positive("admission.max_concurrency", self.max_concurrency as u64)?;
+        positive("admission.request_timeout_ms", self.request_timeout_ms)
+    }
+    pub fn request_timeout(&self) -> Duration {
+        Duration::from_millis(self.request_timeout_ms)
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct LimitsSection {
+    pub max_prompt_chars: usize,
+    pub max_output_tokens: u32,
+    pub default_output_tokens: u32,
+    pub max_batch_request: usize,
+}
+
+impl Default for LimitsSection {
+    fn default() -> Self {
+        LimitsSection {
+            max_prompt_chars: 32_000,
+            max_output_tokens: 4096,
+            default_output_tokens: 256,
+            max_batch_request: 1024,
+        }
+    }
+}
+
+impl LimitsSection {
+    fn validate(&self) -> Check {
+        positive("limits.max_prompt_chars", self.max_prompt_chars as u64)?;
+        positive("limits.max_output_tokens", self.max_output_tokens as u64)?;
+        positive("limits.default_output_tokens", self.default_output_tokens as u64)?;
+        positive("limits.max_batch_request", self.max_batch_request as u64)?;
+        if self.default_output_tokens > self.max_output_tokens {
+            return bad(
+                "limits.default_output_tokens",
+                format!(
+                    "{} is above limits.max_output_tokens ({})",
+                    self.default_output_tokens, self.max_output_tokens
+                ),
+            );
+        }
+        Ok(())
+    }
 }
 
 /// A setting written as a word (`auto`, `off`) or a number: `budget.price`, `budget.headroom`.
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Clone, Deserialize)]
 #[serde(untagged)]
-enum RawAutoNumber {
+enum AutoNumber {
     Number(f64),
     Word(String),
 }
 
-/// A parsed `RawAutoNumber` (absent = `auto`).
-enum Setting {
-    Auto,
-    Off,
-    Number(f64),
-}
-
-/// `auto` (or absent), `off` where `allow_off`, or a finite number `valid` accepts; otherwise the
-/// message for the field.
-fn auto_or_number(
-    raw: Option<RawAutoNumber>,
-    allow_off: bool,
-    valid: impl Fn(f64) -> bool,
-    expected: &str,
-) -> std::result::Result<Setting, String> {
-    let words = if allow_off { "auto, off" } else { "auto" };
-    match raw {
-        None => Ok(Setting::Auto),
-        Some(RawAutoNumber::Word(w)) if w == "auto" => Ok(Setting::Auto),
-        Some(RawAutoNumber::Word(w)) if w == "off" && allow_off => Ok(Setting::Off),
-        Some(RawAutoNumber::Number(x)) if x.is_finite() && valid(x) => Ok(Setting::Number(x)),
-        Some(RawAutoNumber::Number(x)) => Err(format!("{x}: expected {words} or {expected}")),
-        Some(RawAutoNumber::Word(w)) => Err(format!("`{w}`: expected {words} or {expected}")),
-    }
-}
-
 /// How the batch price λ (the objective is Σ (μ − λ·ĉ)·x) is set.
-#[derive(Debug, Clone, Copy, PartialEq)]
+#[derive(Debug, Clone, Copy, PartialEq, Default, Deserialize)]
+#[serde(try_from = "AutoNumber")]
 pub enum Price {
     /// Calibrated at start-up and on reload on the estimator's own training records (out of
     /// sample) so that pricing alone would spend `per_query_usd / (1 + headroom)`.
+    #[default]
     Auto,
     /// Σ μ·x under each batch's grant (no price).
     Off,
     Fixed(f64),
 }
 
-#[derive(Debug, Default, Deserialize)]
-#[serde(deny_unknown_fields)]
-struct RawAssigner {
-    kind: Option<String>,
-    gamma: Option<f64>,
-    mip_max_batch: Option<usize>,
-    mip_time_limit_ms: Option<u64>,
+impl TryFrom<AutoNumber> for Price {
+    type Error = String;
+    fn try_from(v: AutoNumber) -> std::result::Result<Price, String> {
+        match v {
+            AutoNumber::Word(w) if w == "auto" => Ok(Price::Auto),
+            AutoNumber::Word(w) if w == "off" => Ok(Price::Off),
+            AutoNumber::Number(x) if x.is_finite() && x >= 0.0 => Ok(Price::Fixed(x)),
+            AutoNumber::Number(x) => Err(format!("{x}: expected auto, off or a number ≥ 0")),
+            AutoNumber::Word(w) => Err(format!("`{w}`: expected auto, off or a number ≥ 0")),
+        }
+    }
 }
 
-#[derive(Debug, Default, Deserialize)]
-#[serde(deny_unknown_fields)]
-struct RawBackends {
-    timeout_ms: Option<u64>,
-    replicas: Option<u32>,
-    breaker_failures: Option<u32>,
-    breaker_open_ms: Option<u64>,
+/// `budget.headroom`: `auto` (from the training records' batch overruns) or a number in [0, 1].
+#[derive(Debug, Clone, Copy, PartialEq, Default, Deserialize)]
+#[serde(try_from = "AutoNumber")]
+pub enum Headroom {
+    #[default]
+    Auto,
+    Fixed(f64),
 }
 
-#[derive(Debug, Default, Deserialize)]
-#[serde(deny_unknown_fields)]
-struct RawTenant {
+impl TryFrom<AutoNumber> for Headroom {
+    type Error = String;
+    fn try_from(v: AutoNumber) -> std::result::Result<Headroom, String> {
+        match v {
+            AutoNumber::Word(w) if w == "auto" => Ok(Headroom::Auto),
+            AutoNumber::Number(x) if x.is_finite() && (0.0..=1.0).contains(&x) => Ok(Headroom::Fixed(x)),
+            AutoNumber::Number(x) => Err(format!("{x}: expected auto or a number in [0, 1]")),
+            AutoNumber::Word(w) => Err(format!("`{w}`: expected auto or a number in [0, 1]")),
+        }
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct BudgetSection {
+    /// USD per query (required): each batch may spend it × its size (overspend carries over).
+    pub per_query_usd: Option<f64>,
+    pub carry_unspent: bool,
+    /// The ledger's relative margin until it has calibrated its own.
+    pub prior_margin: f64,
+    /// Allowed probability that a batch's realized cost exceeds its grant: sets κ of the chance
+    /// constraint and the ledger margin's quantile level.
+    pub max_over_probability: f64,
+    /// The batch price λ: the batch problem maximizes Σ (μ − λ·ĉ)·x under the grant.
+    pub price: Price,
+    /// With `price: auto`, the price aims at per_query_usd / (1 + headroom): the rest stays in the
+    /// ledger's balance for cost surprises.
+    pub headroom: Headroom,
+}
+
+impl Default for BudgetSection {
+    fn default() -> Self {
+        BudgetSection {
+            per_query_usd: None,
+            carry_unspent: false,
+            prior_margin: 0.1,
+            max_over_probability: 0.05,
+            price: Price::Auto,
+            headroom: Headroom::Auto,
+        }
+    }
+}
+
+impl BudgetSection {
+    fn validate(&self) -> Check {
+        match self.per_query_usd {
+            None => return bad("budget.per_query_usd", "missing: USD per query"),
+            Some(b) if !(b.is_finite() && b > 0.0) => {
+                return bad("budget.per_query_usd", format!("{b} is not a positive number"))
+            }
+            Some(_) => {}
+        }
+        let m = self.prior_margin;
+        if !(m.is_finite() && (0.0..=10.0).contains(&m)) {
+            return bad("budget.prior_margin", format!("{m} is not in [0, 10]"));
+        }
+        let e = self.max_over_probability;
+        if !(e.is_finite() && e > 0.0 && e <= 0.5) {
+            return bad("budget.max_over_probability", format!("{e} is not in (0, 0.5]"));
+        }
+        Ok(())
+    }
+
+    /// The validated allowance per query.
+    pub fn per_query(&self) -> f64 {
+        self.per_query_usd.unwrap_or(0.0)
+    }
+
+    /// The fixed headroom, or None for `auto`.
+    pub fn headroom(&self) -> Option<f64> {
+        match self.headroom {
+            Headroom::Auto => None,
+            Headroom::Fixed(x) => Some(x),
+        }
+    }
+}
+
+/// Which assigner solves each batch.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum AssignerKind {
+    #[default]
+    Fast,
+    /// HiGHS for batches up to `mip_max_batch`, `fast` above (and when HiGHS runs out of time).
+    Mip,
+}
+
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct AssignerSection {
+    pub kind: AssignerKind,
+    /// Bertsimas–Sim budget of uncertainty (0 = nominal).
+    pub gamma: f64,
+    pub mip_max_batch: usize,
+    pub mip_time_limit_ms: u64,
+}
+
+impl Default for AssignerSection {
+    fn default() -> Self {
+        AssignerSection { kind: AssignerKind::Fast, gamma: 0.0, mip_max_batch: 32, mip_time_limit_ms: 50 }
+    }
+}
+
+impl AssignerSection {
+    fn validate(&self) -> Check {
+        if !(self.gamma.is_finite() && self.gamma >= 0.0) {
+            return bad("assigner.gamma", format!("{} is not a non-negative number", self.gamma));
+        }
+        positive("assigner.mip_max_batch", self.mip_max_batch as u64)?;
+        positive("assigner.mip_time_limit_ms", self.mip_time_limit_ms)
+    }
+    pub fn mip_time_limit(&self) -> Duration {
+        Duration::from_millis(self.mip_time_limit_ms)
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct BackendsSection {
+    pub timeout_ms: u64,
+    /// Router replicas sharing these backends: each takes 1/replicas of every model's slots
+    /// (rounded down, at least 1 where the model runs), so together they never exceed them.
+    pub replicas: usize,
+    pub breaker_failures: u32,
+    pub breaker_open_ms: u64,
+}
+
+impl Default for BackendsSection {
+    fn default() -> Self {
+        BackendsSection { timeout_ms: 30_000, replicas: 1, breaker_failures: 3, breaker_open_ms: 2000 }
+    }
+}
+
+impl BackendsSection {
+    fn validate(&self) -> Check {
+        positive("backends.timeout_ms", self.timeout_ms)?;
+        positive("backends.replicas", self.replicas as u64)?;
+        positive("backends.breaker_failures", self.breaker_failures as u64)?;
+        positive("backends.breaker_open_ms", self.breaker_open_ms)
+    }
+    pub fn timeout(&self) -> Duration {
+        Duration::from_millis(self.timeout_ms)
+    }
+    pub fn breaker_open(&self) -> Duration {
+        Duration::from_millis(self.breaker_open_ms)
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Default, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+struct TenantSection {
     name: Option<String>,
     api_key: Option<String>,
     api_key_env: Option<String>,
     /// The key's SHA-256 (hex), so the file holds no key (`llm-router hash-key` prints it).
     api_key_sha256: Option<String>,
     budget_usd: Option<f64>,
-    window_s: Option<u64>,
+    #[serde(default = "TenantSection::default_window")]
+    window_s: u64,
     allowed_models: Option<Vec<String>>,
 }
 
@@ -192,6 +408,86 @@ struct RawTenant {
 pub fn key_hash(key: &str) -> String {
     use sha2::{Digest, Sha256};
     Sha256::digest(key.as_bytes()).iter().map(|b| format!("{b:02x}")).collect()
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct Tenant {
+    pub name: String,
+    /// SHA-256 (lowercase hex) of the tenant's API key; keys given in plain text (or through the
+    /// environment) are hashed at load, so no key is kept in memory. None: calls without a key are
+    /// accepted for this tenant.
+    pub key_sha256: Option<String>,
+    pub budget_usd: f64,
+    pub window: Duration,
+    /// None: every catalog model.
+    pub allowed_models: Option<Vec<String>>,
+}
+
+impl TenantSection {
+    fn default_window() -> u64 {
+        3600
+    }
+
+    /// The tenant, its key hashed; `others` are the tenants before it (names and keys unique).
+    fn validate(self, i: usize, others: &[Tenant]) -> std::result::Result<Tenant, (String, String)> {
+        let f = |k: &str| format!("tenants[{i}].{k}");
+        let fail = |k: &str, msg: String| Err((f(k), msg));
+        let Some(name) = self.name.filter(|s| !s.trim().is_empty()) else {
+            return fail("name", "missing or empty".into());
+        };
+        if others.iter().any(|o| o.name == name) {
+            return fail("name", format!("duplicate tenant `{name}`"));
+        }
+        let given = [self.api_key.is_some(), self.api_key_env.is_some(), self.api_key_sha256.is_some()];
+        if given.iter().filter(|g| **g).count() > 1 {
+            return fail("api_key", "give one of api_key, api_key_env, api_key_sha256".into());
+        }
+        let plain = match (self.api_key, self.api_key_env) {
+            (Some(k), _) => Some(k),
+            (None, Some(var)) => match std::env::var(&var) {
+                Ok(k) => Some(k),
+                Err(_) => return fail("api_key_env", format!("environment variable `{var}` is not set")),
+            },
+            (None, None) => None,
+        };
+        if plain.as_ref().is_some_and(|k| k.len() < 8) {
+            return fail("api_key", "too short: use at least 8 characters".into());
+        }
+        let key_sha256 = match (plain, self.api_key_sha256) {
+            (Some(k), _) => Some(key_hash(&k)),
+            (None, Some(h)) => {
+                let h = h.trim().to_ascii_lowercase();
+                if h.len() != 64 || !h.bytes().all(|b| b.is_ascii_hexdigit()) {
+                    return fail("api_key_sha256", "expected 64 hex digits (llm-router hash-key)".into());
+                }
+                Some(h)
+            }
+            (None, None) => None,
+        };
+        if key_sha256.is_some() && others.iter().any(|o| o.key_sha256 == key_sha256) {
+            return fail("api_key", "the same key is given to another tenant".into());
+        }
+        let budget_usd = match self.budget_usd {
+            None => return fail("budget_usd", "missing".into()),
+            Some(b) if !(b.is_finite() && b > 0.0) => {
+                return fail("budget_usd", format!("{b} is not a positive number"))
+            }
+            Some(b) => b,
+        };
+        if self.window_s == 0 {
+            return fail("window_s", "must be at least 1".into());
+        }
+        if self.allowed_models.as_ref().is_some_and(|l| l.is_empty()) {
+            return fail("allowed_models", "empty: omit it to allow every model".into());
+        }
+        Ok(Tenant {
+            name,
+            key_sha256,
+            budget_usd,
+            window: Duration::from_secs(self.window_s),
+            allowed_models: self.allowed_models,
+        })
+    }
 }
 
 /// Where tenants' rolling budgets are kept.
@@ -222,10 +518,107 @@ pub enum StoreKind {
 }
 
 /// What a reservation does when Redis does not answer.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize)]
+#[serde(rename_all = "snake_case")]
 pub enum Unreachable {
+    #[default]
     FailClosed,
     FailOpen,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize)]
+#[serde(rename_all = "snake_case")]
+enum StoreName {
+    #[default]
+    Memory,
+    Redis,
+}
+
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+struct BudgetStoreSection {
+    kind: StoreName,
+    redis_url: Option<String>,
+    redis_url_env: Option<String>,
+    key_prefix: String,
+    timeout_ms: u64,
+    on_unreachable: Unreachable,
+    local_slice: f64,
+    /// Default: the request timeout + 60 s.
+    lease_s: Option<u64>,
+    dedup_s: u64,
+}
+
+impl Default for BudgetStoreSection {
+    fn default() -> Self {
+        BudgetStoreSection {
+            kind: StoreName::Memory,
+            redis_url: None,
+            redis_url_env: None,
+            key_prefix: "llmroute".into(),
+            timeout_ms: 250,
+            on_unreachable: Unreachable::FailClosed,
+            local_slice: 0.1,
+            lease_s: None,
+            dedup_s: 900,
+        }
+    }
+}
+
+impl BudgetStoreSection {
+    fn validate(self, request_timeout: Duration) -> std::result::Result<BudgetStore, (String, String)> {
+        let fail = |k: &str, msg: String| Err((format!("budget_store.{k}"), msg));
+        if self.kind == StoreName::Memory {
+            if self.redis_url.is_some() || self.redis_url_env.is_some() {
+                return fail("redis_url", "given, but budget_store.kind is `memory`".into());
+            }
+            return Ok(BudgetStore::default());
+        }
+        let url = match (self.redis_url, self.redis_url_env) {
+            (Some(_), Some(_)) => return fail("redis_url", "give redis_url or redis_url_env, not both".into()),
+            (Some(u), None) => u,
+            (None, Some(var)) => match std::env::var(&var) {
+                Ok(u) => u,
+                Err(_) => return fail("redis_url_env", format!("environment variable `{var}` is not set")),
+            },
+            (None, None) => "redis://127.0.0.1:6379/".to_string(),
+        };
+        if let Err(e) = redis::Client::open(url.as_str()) {
+            // Never echo the URL: it may hold a password.
+            return fail("redis_url", format!("not a Redis URL (redis://host:port/db): {e}"));
+        }
+        if self.key_prefix.is_empty() || self.key_prefix.contains(['{', '}', ' ']) {
+            return fail("key_prefix", "must be non-empty, without braces or spaces".into());
+        }
+        if !(1..=60_000).contains(&self.timeout_ms) {
+            return fail("timeout_ms", format!("{} is not in 1..=60000", self.timeout_ms));
+        }
+        if !(self.local_slice.is_finite() && (0.0..=1.0).contains(&self.local_slice)) {
+            return fail("local_slice", format!("{} is not in [0, 1]", self.local_slice));
+        }
+        let lease = match self.lease_s {
+            None => request_timeout + Duration::from_secs(60),
+            Some(0) => return fail("lease_s", "must be at least 1".into()),
+            Some(s) => Duration::from_secs(s),
+        };
+        if lease <= request_timeout {
+            return fail("lease_s", format!("{} s is not longer than admission.request_timeout_ms", lease.as_secs()));
+        }
+        if self.dedup_s == 0 {
+            return fail("dedup_s", "must be at least 1".into());
+        }
+        Ok(BudgetStore {
+            kind: StoreKind::Redis {
+                url,
+                key_prefix: self.key_prefix,
+                timeout: Duration::from_millis(self.timeout_ms),
+                on_unreachable: self.on_unreachable,
+                local_slice: self.local_slice,
+                lease,
+                dedup: Duration::from_secs(self.dedup_s),
+            },
+        })
+    }
 }
 
 /// TLS for both listeners (rustls): PEM certificate chain and private key, re-read when they
@@ -237,161 +630,71 @@ pub struct Tls {
     pub reload_interval: Duration,
 }
 
-fn parse_budget_store(
-    raw: Option<RawBudgetStore>,
-    request_timeout: Duration,
-    err: &dyn Fn(&str, String) -> RouterError,
-) -> Result<BudgetStore> {
-    let Some(b) = raw else { return Ok(BudgetStore::default()) };
-    match b.kind.as_deref().unwrap_or("memory") {
-        "memory" => {
-            if b.redis_url.is_some() || b.redis_url_env.is_some() {
-                return Err(err("budget_store.redis_url", "given, but budget_store.kind is `memory`".into()));
-            }
-            Ok(BudgetStore::default())
-        }
-        "redis" => {
-            let url = match (b.redis_url, b.redis_url_env) {
-                (Some(_), Some(_)) => {
-                    return Err(err("budget_store.redis_url", "give redis_url or redis_url_env, not both".into()))
-                }
-                (Some(u), None) => u,
-                (None, Some(var)) => std::env::var(&var).map_err(|_| {
-                    err("budget_store.redis_url_env", format!("environment variable `{var}` is not set"))
-                })?,
-                (None, None) => "redis://127.0.0.1:6379/".to_string(),
-            };
-            if let Err(e) = redis::Client::open(url.as_str()) {
-                // Never echo the URL: it may hold a password.
-                return Err(err("budget_store.redis_url", format!("not a Redis URL (redis://host:port/db): {e}")));
-            }
-            let key_prefix = b.key_prefix.unwrap_or_else(|| "llmroute".into());
-            if key_prefix.is_empty() || key_prefix.contains(['{', '}', ' ']) {
-                return Err(err("budget_store.key_prefix", "must be non-empty, without braces or spaces".into()));
-            }
-            let timeout_ms = b.timeout_ms.unwrap_or(250);
-            if !(1..=60_000).contains(&timeout_ms) {
-                return Err(err("budget_store.timeout_ms", format!("{timeout_ms} is not in 1..=60000")));
-            }
-            let on_unreachable = match b.on_unreachable.as_deref().unwrap_or("fail_closed") {
-                "fail_closed" => Unreachable::FailClosed,
-                "fail_open" => Unreachable::FailOpen,
-                other => {
-                    return Err(err(
-                        "budget_store.on_unreachable",
-                        format!("`{other}`: expected fail_closed or fail_open"),
-                    ))
-                }
-            };
-            let local_slice = b.local_slice.unwrap_or(0.1);
-            if !(local_slice.is_finite() && (0.0..=1.0).contains(&local_slice)) {
-                return Err(err("budget_store.local_slice", format!("{local_slice} is not in [0, 1]")));
-            }
-            let lease = match b.lease_s {
-                None => request_timeout + Duration::from_secs(60),
-                Some(0) => return Err(err("budget_store.lease_s", "must be at least 1".into())),
-                Some(s) => Duration::from_secs(s),
-            };
-            if lease <= request_timeout {
-                return Err(err(
-                    "budget_store.lease_s",
-                    format!("{} s is not longer than admission.request_timeout_ms", lease.as_secs()),
-                ));
-            }
-            let dedup = match b.dedup_s.unwrap_or(900) {
-                0 => return Err(err("budget_store.dedup_s", "must be at least 1".into())),
-                s => Duration::from_secs(s),
-            };
-            Ok(BudgetStore {
-                kind: StoreKind::Redis {
-                    url,
-                    key_prefix,
-                    timeout: Duration::from_millis(timeout_ms),
-                    on_unreachable,
-                    local_slice,
-                    lease,
-                    dedup,
-                },
-            })
-        }
-        other => Err(err("budget_store.kind", format!("`{other}`: expected memory or redis"))),
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct TlsSection {
+    cert: Option<PathBuf>,
+    key: Option<PathBuf>,
+    #[serde(default = "TlsSection::default_interval")]
+    reload_interval_s: u64,
+}
+
+impl TlsSection {
+    fn default_interval() -> u64 {
+        10
+    }
+    fn validate(self, resolve: impl Fn(&Path) -> PathBuf) -> std::result::Result<Tls, (String, String)> {
+        let file = |field: &str, v: Option<PathBuf>| match v.map(|p| resolve(&p)) {
+            None => Err((format!("tls.{field}"), "missing: path of a PEM file".to_string())),
+            Some(p) if !p.is_file() => Err((format!("tls.{field}"), format!("{} is not a readable file", p.display()))),
+            Some(p) => Ok(p),
+        };
+        let cert = file("cert", self.cert)?;
+        let key = file("key", self.key)?;
+        positive("tls.reload_interval_s", self.reload_interval_s)?;
+        Ok(Tls { cert, key, reload_interval: Duration::from_secs(self.reload_interval_s) })
     }
 }
 
-/// Which assigner solves each batch.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum AssignerKind {
-    Fast,
-    /// HiGHS for batches up to `mip_max_batch`, `fast` above (and when HiGHS runs out of time).
-    Mip,
+/// The file as written: every section typed, with its defaults.
+#[derive(Debug, Default, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+struct Raw {
+    listen: Listen,
+    catalog: Option<PathBuf>,
+    plan: Option<PathBuf>,
+    estimator: EstimatorSection,
+    replay: ReplaySection,
+    batch: BatchSection,
+    admission: AdmissionSection,
+    limits: LimitsSection,
+    budget: BudgetSection,
+    assigner: AssignerSection,
+    backends: BackendsSection,
+    instances: BTreeMap<String, u32>,
+    tenants: Vec<TenantSection>,
+    budget_store: BudgetStoreSection,
+    tls: Option<TlsSection>,
 }
 
-#[derive(Debug, Clone, PartialEq)]
-pub struct Tenant {
-    pub name: String,
-    /// SHA-256 (lowercase hex) of the tenant's API key; keys given in plain text (or through the
-    /// environment) are hashed at load, so no key is kept in memory. None: calls without a key are
-    /// accepted for this tenant.
-    pub key_sha256: Option<String>,
-    pub budget_usd: f64,
-    pub window: Duration,
-    /// None: every catalog model.
-    pub allowed_models: Option<Vec<String>>,
-}
-
-/// A validated router config.
+/// A validated router config: the sections, paths resolved against the file's folder, tenants
+/// with their keys hashed, the budget store and TLS settings checked.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Config {
     pub path: PathBuf,
-    pub grpc_listen: SocketAddr,
-    pub http_listen: SocketAddr,
+    pub listen: Listen,
     pub catalog: PathBuf,
     /// The allocator's plan: instances per model (overrides `instances`; a catalog model the plan
     /// does not run gets no slots).
     pub plan: Option<PathBuf>,
-    pub estimator_records: PathBuf,
-    /// A trained estimator (`estimator train --out`) used instead of training a kNN on
-    /// `estimator_records` (which still feed the replay backends).
-    pub estimator_artifact: Option<PathBuf>,
-    pub estimator_k: usize,
-    /// Neighbour scoring on the query's heaviest features only (0 = all).
-    pub estimator_max_query_terms: usize,
-    /// Model → recorded model whose outcomes stand in for it in the estimator.
-    pub proxies: BTreeMap<String, String>,
-    pub replay_records: PathBuf,
-    pub replay_ttft: Duration,
-    pub replay_per_token: Duration,
-    pub window: Duration,
-    pub max_batch: usize,
-    pub max_queue: usize,
-    pub max_concurrency: usize,
-    pub request_timeout: Duration,
-    pub max_prompt_chars: usize,
-    pub max_output_tokens: u32,
-    pub default_output_tokens: u32,
-    pub max_batch_request: usize,
-    pub budget_per_query: f64,
-    pub carry_unspent: bool,
-    pub prior_margin: f64,
-    /// Allowed probability that a batch's realized cost exceeds its grant: sets κ of the chance
-    /// constraint and the ledger margin's quantile level.
-    pub max_over_probability: f64,
-    /// The batch price λ: the batch problem maximizes Σ (μ − λ·ĉ)·x under the grant.
-    pub price: Price,
-    /// With `price: auto`, the price aims at per_query_usd / (1 + headroom): the rest stays in the
-    /// ledger's balance for cost surprises. None (`auto`, the default): from the training records'
-    /// batch overruns (`ledger::auto_headroom`).
-    pub headroom: Option<f64>,
-    pub assigner: AssignerKind,
-    pub gamma: f64,
-    pub mip_max_batch: usize,
-    pub mip_time_limit: Duration,
-    pub backend_timeout: Duration,
-    pub breaker_failures: u32,
-    pub breaker_open: Duration,
-    /// Router replicas sharing these backends: each takes 1/replicas of every model's slots
-    /// (rounded down, at least 1 where the model runs), so together they never exceed them.
-    pub replicas: usize,
+    pub estimator: EstimatorSection,
+    pub replay: ReplaySection,
+    pub batch: BatchSection,
+    pub admission: AdmissionSection,
+    pub limits: LimitsSection,
+    pub budget: BudgetSection,
+    pub assigner: AssignerSection,
+    pub backends: BackendsSection,
     pub instances: BTreeMap<String, u32>,
     pub tenants: Vec<Tenant>,
     pub budget_store: BudgetStore,
@@ -399,17 +702,6 @@ pub struct Config {
 }
 
 impl Config {
-    /// What the budget ledger takes from the config (at start and on every reload).
-    pub fn ledger_settings(&self) -> llmroute_core::ledger::LedgerSettings {
-        llmroute_core::ledger::LedgerSettings {
-            budget_per_query: self.budget_per_query,
-            carry_unspent: self.carry_unspent,
-            max_over_probability: self.max_over_probability,
-            prior_margin: self.prior_margin,
-            reference_batch: self.max_batch,
-        }
-    }
-
     pub fn load(path: &Path) -> Result<Config> {
         let text =
             std::fs::read_to_string(path).map_err(|e| RouterError::Io { path: path.to_path_buf(), source: e })?;
@@ -418,251 +710,85 @@ impl Config {
 
     /// Parses and validates; `path` names the file in errors and anchors relative paths.
     pub fn parse(text: &str, path: &Path) -> Result<Config> {
-        let err = |field: &str, msg: String| RouterError::config(path, field, msg);
-        let raw: Raw = serde_yaml::from_str(text).map_err(|e| err("(document)", e.to_string()))?;
+        let err = |(field, msg): (String, String)| RouterError::config(path, field, msg);
+        let raw: Raw = serde_path_to_error::deserialize(serde_yaml::Deserializer::from_str(text)).map_err(|e| {
+            let field = e.path().to_string();
+            let field = if field == "." { "(document)".to_string() } else { field };
+            err((field, e.into_inner().to_string()))
+        })?;
         let base = path.parent().unwrap_or(Path::new("."));
-        let resolve = |p: &str| -> PathBuf {
-            let p = PathBuf::from(p);
-            if p.is_absolute() {
-                p
-            } else {
-                base.join(p)
-            }
-        };
-        let addr = |field: &str, v: Option<String>, default: &str| -> Result<SocketAddr> {
-            let v = v.unwrap_or_else(|| default.to_string());
-            v.parse().map_err(|_| err(field, format!("`{v}` is not an address like 127.0.0.1:50051")))
-        };
-        let listen = raw.listen.unwrap_or_default();
-        let grpc_listen = addr("listen.grpc", listen.grpc, "127.0.0.1:50051")?;
-        let http_listen = addr("listen.http", listen.http, "127.0.0.1:8080")?;
-        let catalog = resolve(&raw.catalog.ok_or_else(|| err("catalog", "missing: path of the model catalog".into()))?);
-        let est = raw.estimator.unwrap_or_default();
-        let estimator_records = resolve(
-            &est.records.ok_or_else(|| err("estimator.records", "missing: routing records to train on".into()))?,
-        );
-        let estimator_k = est.k.unwrap_or(25);
-        if estimator_k == 0 {
-            return Err(err("estimator.k", "must be at least 1".into()));
+        let resolve = |p: &Path| if p.is_absolute() { p.to_path_buf() } else { base.join(p) };
+        let catalog =
+            raw.catalog.as_deref().map(resolve).ok_or(("catalog".into(), "missing: path of the model catalog".into()));
+        let catalog = catalog.map_err(err)?;
+        let checks = [
+            raw.estimator.validate(),
+            raw.replay.validate(),
+            raw.batch.validate(),
+            raw.admission.validate(),
+            raw.limits.validate(),
+            raw.budget.validate(),
+            raw.assigner.validate(),
+            raw.backends.validate(),
+        ];
+        checks.into_iter().collect::<std::result::Result<(), _>>().map_err(err)?;
+        if let Some((model, _)) = raw.instances.iter().find(|(_, n)| **n == 0) {
+            return Err(err((format!("instances.{model}"), "must be at least 1".into())));
         }
-        let replay = raw.replay.unwrap_or_default();
-        let replay_records = replay.records.map(|p| resolve(&p)).unwrap_or_else(|| estimator_records.clone());
-        let ms = |field: &str, v: Option<f64>, default: f64| -> Result<Duration> {
-            let v = v.unwrap_or(default);
-            if !(v.is_finite() && (0.0..=3.6e6).contains(&v)) {
-                return Err(err(field, format!("{v} is not a duration in ms between 0 and 3600000")));
-            }
-            Ok(Duration::from_secs_f64(v / 1e3))
-        };
-        let replay_ttft = ms("replay.ttft_ms", replay.ttft_ms, 20.0)?;
-        let replay_per_token = ms("replay.ms_per_token", replay.ms_per_token, 0.5)?;
-        let batch = raw.batch.unwrap_or_default();
-        let window = ms("batch.window_ms", batch.window_ms, 5.0)?;
-        let pos = |field: &str, v: Option<usize>, default: usize| -> Result<usize> {
-            match v.unwrap_or(default) {
-                0 => Err(err(field, "must be at least 1".into())),
-                v => Ok(v),
-            }
-        };
-        let max_batch = pos("batch.max_batch", batch.max_batch, 64)?;
-        let max_queue = pos("batch.max_queue", batch.max_queue, 4096)?;
-        let adm = raw.admission.unwrap_or_default();
-        let max_concurrency = pos("admission.max_concurrency", adm.max_concurrency, 2048)?;
-        let request_timeout = Duration::from_millis(pos(
-            "admission.request_timeout_ms",
-            adm.request_timeout_ms.map(|v| v as usize),
-            60_000,
-        )? as u64);
-        let lim = raw.limits.unwrap_or_default();
-        let max_prompt_chars = pos("limits.max_prompt_chars", lim.max_prompt_chars, 32_000)?;
-        let max_output_tokens =
-            pos("limits.max_output_tokens", lim.max_output_tokens.map(|v| v as usize), 4096)? as u32;
-        let default_output_tokens =
-            pos("limits.default_output_tokens", lim.default_output_tokens.map(|v| v as usize), 256)? as u32;
-        if default_output_tokens > max_output_tokens {
-            return Err(err(
-                "limits.default_output_tokens",
-                format!("{default_output_tokens} is above limits.max_output_tokens ({max_output_tokens})"),
-            ));
+        if raw.tenants.is_empty() {
+            return Err(err(("tenants".into(), "missing or empty: list at least one tenant".into())));
         }
-        let max_batch_request = pos("limits.max_batch_request", lim.max_batch_request, 1024)?;
-        let bud = raw.budget.unwrap_or_default();
-        let budget_per_query =
-            bud.per_query_usd.ok_or_else(|| err("budget.per_query_usd", "missing: USD per query".into()))?;
-        if !(budget_per_query.is_finite() && budget_per_query > 0.0) {
-            return Err(err("budget.per_query_usd", format!("{budget_per_query} is not a positive number")));
+        let mut tenants: Vec<Tenant> = Vec::with_capacity(raw.tenants.len());
+        for (i, t) in raw.tenants.into_iter().enumerate() {
+            let t = t.validate(i, &tenants).map_err(err)?;
+            tenants.push(t);
         }
-        let prior_margin = bud.prior_margin.unwrap_or(0.1);
-        if !(prior_margin.is_finite() && (0.0..=10.0).contains(&prior_margin)) {
-            return Err(err("budget.prior_margin", format!("{prior_margin} is not in [0, 10]")));
-        }
-        let max_over_probability = bud.max_over_probability.unwrap_or(0.05);
-        if !(max_over_probability.is_finite() && max_over_probability > 0.0 && max_over_probability <= 0.5) {
-            return Err(err("budget.max_over_probability", format!("{max_over_probability} is not in (0, 0.5]")));
-        }
-        let price =
-            match auto_or_number(bud.price, true, |x| x >= 0.0, "a number ≥ 0").map_err(|m| err("budget.price", m))? {
-                Setting::Auto => Price::Auto,
-                Setting::Off => Price::Off,
-                Setting::Number(x) => Price::Fixed(x),
-            };
-        let headroom = match auto_or_number(bud.headroom, false, |x| (0.0..=1.0).contains(&x), "a number in [0, 1]")
-            .map_err(|m| err("budget.headroom", m))?
-        {
-            Setting::Number(x) => Some(x),
-            Setting::Auto | Setting::Off => None,
-        };
-        let asg = raw.assigner.unwrap_or_default();
-        let assigner = match asg.kind.as_deref().unwrap_or("fast") {
-            "fast" => AssignerKind::Fast,
-            "mip" => AssignerKind::Mip,
-            other => return Err(err("assigner.kind", format!("`{other}`: expected `fast` or `mip`"))),
-        };
-        let gamma = asg.gamma.unwrap_or(0.0);
-        if !(gamma.is_finite() && gamma >= 0.0) {
-            return Err(err("assigner.gamma", format!("{gamma} is not a non-negative number")));
-        }
-        let mip_max_batch = pos("assigner.mip_max_batch", asg.mip_max_batch, 32)?;
-        let mip_time_limit =
-            Duration::from_millis(
-                pos("assigner.mip_time_limit_ms", asg.mip_time_limit_ms.map(|v| v as usize), 50)? as u64
-            );
-        let be = raw.backends.unwrap_or_default();
-        let backend_timeout =
-            Duration::from_millis(pos("backends.timeout_ms", be.timeout_ms.map(|v| v as usize), 30_000)? as u64);
-        let replicas = pos("backends.replicas", be.replicas.map(|v| v as usize), 1)?;
-        let breaker_failures = pos("backends.breaker_failures", be.breaker_failures.map(|v| v as usize), 3)? as u32;
-        let breaker_open = Duration::from_millis(pos(
-            "backends.breaker_open_ms",
-            be.breaker_open_ms.map(|v| v as usize),
-            2000,
-        )? as u64);
-        for (model, n) in &raw.instances {
-            if *n == 0 {
-                return Err(err(&format!("instances.{model}"), "must be at least 1".into()));
-            }
-        }
-        let raw_tenants = raw.tenants.unwrap_or_default();
-        if raw_tenants.is_empty() {
-            return Err(err("tenants", "missing or empty: list at least one tenant".into()));
-        }
-        let mut tenants: Vec<Tenant> = Vec::new();
-        for (i, t) in raw_tenants.into_iter().enumerate() {
-            let f = |k: &str| format!("tenants[{i}].{k}");
-            let name =
-                t.name.filter(|s| !s.trim().is_empty()).ok_or_else(|| err(&f("name"), "missing or empty".into()))?;
-            if tenants.iter().any(|o| o.name == name) {
-                return Err(err(&f("name"), format!("duplicate tenant `{name}`")));
-            }
-            let given = [t.api_key.is_some(), t.api_key_env.is_some(), t.api_key_sha256.is_some()];
-            if given.iter().filter(|g| **g).count() > 1 {
-                return Err(err(&f("api_key"), "give one of api_key, api_key_env, api_key_sha256".into()));
-            }
-            let plain = match (t.api_key, t.api_key_env) {
-                (Some(k), _) => Some(k),
-                (None, Some(var)) => Some(
-                    std::env::var(&var)
-                        .map_err(|_| err(&f("api_key_env"), format!("environment variable `{var}` is not set")))?,
-                ),
-                (None, None) => None,
-            };
-            if plain.as_ref().is_some_and(|k| k.len() < 8) {
-                return Err(err(&f("api_key"), "too short: use at least 8 characters".into()));
-            }
-            let key_sha256 = match (plain, t.api_key_sha256) {
-                (Some(k), _) => Some(key_hash(&k)),
-                (None, Some(h)) => {
-                    let h = h.trim().to_ascii_lowercase();
-                    if h.len() != 64 || !h.bytes().all(|b| b.is_ascii_hexdigit()) {
-                        return Err(err(&f("api_key_sha256"), "expected 64 hex digits (llm-router hash-key)".into()));
-                    }
-                    Some(h)
-                }
-                (None, None) => None,
-            };
-            if key_sha256.is_some() && tenants.iter().any(|o| o.key_sha256 == key_sha256) {
-                return Err(err(&f("api_key"), "the same key is given to another tenant".into()));
-            }
-            let budget_usd = t.budget_usd.ok_or_else(|| err(&f("budget_usd"), "missing".into()))?;
-            if !(budget_usd.is_finite() && budget_usd > 0.0) {
-                return Err(err(&f("budget_usd"), format!("{budget_usd} is not a positive number")));
-            }
-            let window_s = t.window_s.unwrap_or(3600);
-            if window_s == 0 {
-                return Err(err(&f("window_s"), "must be at least 1".into()));
-            }
-            if let Some(list) = &t.allowed_models {
-                if list.is_empty() {
-                    return Err(err(&f("allowed_models"), "empty: omit it to allow every model".into()));
-                }
-            }
-            tenants.push(Tenant {
-                name,
-                key_sha256,
-                budget_usd,
-                window: Duration::from_secs(window_s),
-                allowed_models: t.allowed_models,
-            });
-        }
-        let budget_store = parse_budget_store(raw.budget_store, request_timeout, &err)?;
-        let tls = match raw.tls {
-            None => None,
-            Some(t) => {
-                let file = |field: &str, v: Option<String>| -> Result<PathBuf> {
-                    let p = resolve(&v.ok_or_else(|| err(field, "missing: path of a PEM file".into()))?);
-                    if !p.is_file() {
-                        return Err(err(field, format!("{} is not a readable file", p.display())));
-                    }
-                    Ok(p)
-                };
-                let cert = file("tls.cert", t.cert)?;
-                let key = file("tls.key", t.key)?;
-                let every = pos("tls.reload_interval_s", t.reload_interval_s.map(|v| v as usize), 10)?;
-                Some(Tls { cert, key, reload_interval: Duration::from_secs(every as u64) })
-            }
-        };
+        let budget_store = raw.budget_store.validate(raw.admission.request_timeout()).map_err(err)?;
+        let tls = raw.tls.map(|t| t.validate(resolve)).transpose().map_err(err)?;
+        let mut estimator = raw.estimator;
+        estimator.records = estimator.records.as_deref().map(resolve);
+        estimator.artifact = estimator.artifact.as_deref().map(resolve);
+        let mut replay = raw.replay;
+        replay.records = replay.records.as_deref().map(resolve);
         Ok(Config {
             path: path.to_path_buf(),
-            grpc_listen,
-            http_listen,
+            listen: raw.listen,
             catalog,
-            plan: raw.plan.map(|p| resolve(&p)),
-            estimator_records,
-            estimator_artifact: est.artifact.map(|p| resolve(&p)),
-            estimator_k,
-            estimator_max_query_terms: est.max_query_terms.unwrap_or(32),
-            proxies: est.proxies,
-            replay_records,
-            replay_ttft,
-            replay_per_token,
-            window,
-            max_batch,
-            max_queue,
-            max_concurrency,
-            request_timeout,
-            max_prompt_chars,
-            max_output_tokens,
-            default_output_tokens,
-            max_batch_request,
-            budget_per_query,
-            carry_unspent: bud.carry_unspent.unwrap_or(false),
-            prior_margin,
-            max_over_probability,
-            price,
-            headroom,
-            assigner,
-            gamma,
-            mip_max_batch,
-            mip_time_limit,
-            backend_timeout,
-            breaker_failures,
-            breaker_open,
-            replicas,
+            plan: raw.plan.as_deref().map(resolve),
+            estimator,
+            replay,
+            batch: raw.batch,
+            admission: raw.admission,
+            limits: raw.limits,
+            budget: raw.budget,
+            assigner: raw.assigner,
+            backends: raw.backends,
             instances: raw.instances,
             tenants,
             budget_store,
             tls,
         })
+    }
+
+    /// The records the estimator trains on (validated: present).
+    pub fn estimator_records(&self) -> &Path {
+        self.estimator.records.as_deref().unwrap_or(Path::new(""))
+    }
+
+    /// The records the replay backends answer from: `replay.records`, else the estimator's.
+    pub fn replay_records(&self) -> &Path {
+        self.replay.records.as_deref().unwrap_or_else(|| self.estimator_records())
+    }
+
+    /// What the budget ledger takes from the config (at start and on every reload).
+    pub fn ledger_settings(&self) -> llmroute_core::ledger::LedgerSettings {
+        llmroute_core::ledger::LedgerSettings {
+            budget_per_query: self.budget.per_query(),
+            carry_unspent: self.budget.carry_unspent,
+            max_over_probability: self.budget.max_over_probability,
+            prior_margin: self.budget.prior_margin,
+            reference_batch: self.batch.max_batch,
+        }
     }
 
     /// Checks names that refer to the catalog (instances, proxies, tenants' allowed models).
@@ -674,7 +800,7 @@ impl Config {
                 return Err(err(format!("instances.{m}"), format!("`{m}` is not in the catalog")));
             }
         }
-        for m in self.proxies.keys() {
+        for m in self.estimator.proxies.keys() {
             if !known(m) {
                 return Err(err(format!("estimator.proxies.{m}"), format!("`{m}` is not in the catalog")));
             }
@@ -704,9 +830,9 @@ mod tests {
     fn good_config_gets_defaults_and_relative_paths() {
         let c = Config::parse(GOOD, Path::new("/etc/llmroute/router.yaml")).unwrap();
         assert_eq!(c.catalog, PathBuf::from("/etc/llmroute/c.yaml"));
-        assert_eq!(c.replay_records, PathBuf::from("/etc/llmroute/r.jsonl"));
-        assert_eq!(c.max_batch, 64);
-        assert_eq!(c.assigner, AssignerKind::Fast);
+        assert_eq!(c.replay_records(), Path::new("/etc/llmroute/r.jsonl"));
+        assert_eq!(c.batch.max_batch, 64);
+        assert_eq!(c.assigner.kind, AssignerKind::Fast);
         assert_eq!(c.tenants[0].key_sha256, None);
     }
 
@@ -736,7 +862,13 @@ mod tests {
             (format!("{GOOD}assigner: {{kind: greedy}}\n"), "assigner.kind"),
             (format!("{GOOD}listen: {{grpc: nowhere}}\n"), "listen.grpc"),
             (GOOD.replace("budget_usd: 1", "budget_usd: 1, api_key: abc"), "tenants[0].api_key"),
-            (format!("{GOOD}bogus: 1\n"), "(document)"),
+            (format!("{GOOD}bogus: 1\n"), "bogus"),
+            // Type errors and unknown fields are reported at their path (serde_path_to_error).
+            (format!("{GOOD}batch: {{window_ms: soon}}\n"), "batch.window_ms"),
+            (format!("{GOOD}batch: {{windw_ms: 5}}\n"), "batch.windw_ms"),
+            (GOOD.replace("budget_usd: 1}", "budget_usd: 1, window_s: -1}"), "tenants[0].window_s"),
+            (format!("{GOOD}budget_store: {{kind: redis, on_unreachable: 3}}\n"), "budget_store.on_unreachable"),
+            ("[1, 2]".to_string(), "(document)"),
             (GOOD.replace("catalog: c.yaml\n", ""), "catalog"),
             (GOOD.replace("per_query_usd: 0.001", "per_query_usd: 0.001, price: cheap"), "budget.price"),
             (GOOD.replace("per_query_usd: 0.001", "per_query_usd: 0.001, price: -3"), "budget.price"),
@@ -753,7 +885,7 @@ mod tests {
                 Path::new("r.yaml"),
             )
             .unwrap();
-            assert_eq!(c.price, price);
+            assert_eq!(c.budget.price, price);
         }
         for (text, field) in cases {
             let e = Config::parse(&text, Path::new("r.yaml")).unwrap_err().to_string();

@@ -177,7 +177,7 @@ pub async fn decide(shared: &Arc<Shared>, queries: Vec<Query>) -> Option<Decided
         metrics::counter!("llmroute_queries_over_capacity_total").increment(spilled as u64);
         tracing::debug!(n, spilled, "the free slots cannot hold the batch; the overflow queues at the models by share");
     }
-    p.gamma = cfg.gamma.min(n as f64);
+    p.gamma = cfg.assigner.gamma.min(n as f64);
     let mc = min_cost_assignment(&p);
     let budget = shared.ledger().reserve(n, p.cost_of(&mc), p.cost_var_of(&mc));
     p.budget = budget.plan;
@@ -215,11 +215,11 @@ pub async fn decide(shared: &Arc<Shared>, queries: Vec<Query>) -> Option<Decided
 async fn solve(live: &Live, p: &Arc<Problem>) -> (Assignment, String) {
     let cfg = &live.config;
     let fast_name = if p.gamma > 0.0 { format!("fast(gamma={})", p.gamma) } else { "fast".to_string() };
-    if cfg.assigner == AssignerKind::Mip && p.n <= cfg.mip_max_batch {
-        let mip = Mip { time_limit_s: cfg.mip_time_limit.as_secs_f64(), rel_gap: 1e-3 };
+    if cfg.assigner.kind == AssignerKind::Mip && p.n <= cfg.assigner.mip_max_batch {
+        let mip = Mip { time_limit_s: cfg.assigner.mip_time_limit().as_secs_f64(), rel_gap: 1e-3 };
         let pc = p.clone();
         let t0 = Instant::now();
-        let hard = cfg.mip_time_limit * 2;
+        let hard = cfg.assigner.mip_time_limit() * 2;
         let run = tokio::task::spawn_blocking(move || mip.solve(&pc));
         match tokio::time::timeout(hard, run).await {
             Ok(Ok(Ok(a))) if a.status == SolveStatus::Relaxed || p.violation(&a.choice).is_none() => {

@@ -242,7 +242,7 @@ async fn run_query(
         let req = BackendRequest {
             messages: q.messages.clone(),
             max_tokens: q.max_tokens,
-            timeout: remaining.min(cfg.backend_timeout),
+            timeout: remaining.min(cfg.backends.timeout()),
         };
         let (tx, mut forward) = match &stream {
             Some(_) => {
@@ -277,7 +277,7 @@ async fn run_query(
             }
         };
         let req = BackendRequest {
-            timeout: q.deadline.saturating_duration_since(Instant::now()).min(cfg.backend_timeout),
+            timeout: q.deadline.saturating_duration_since(Instant::now()).min(cfg.backends.timeout()),
             ..req
         };
         let result = model.backend.complete(&name, &req, tx.as_ref()).await;
@@ -319,7 +319,7 @@ async fn run_query(
                     )));
                 }
                 metrics::counter!("llmroute_backend_failures_total", "model" => name.clone()).increment(1);
-                let opened = model.state.breaker().on_failure(cfg.breaker_failures, Instant::now());
+                let opened = model.state.breaker().on_failure(cfg.backends.breaker_failures, Instant::now());
                 if opened {
                     tracing::warn!(model = %name, "circuit opened");
                     metrics::gauge!("llmroute_circuit_state", "model" => name.clone()).set(1.0);

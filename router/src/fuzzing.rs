@@ -72,12 +72,12 @@ impl Harness {
 /// What every accepted query must satisfy.
 fn invariants(live: &Live, q: &Query) {
     let cfg = &live.config;
-    assert!(q.max_tokens >= 1 && q.max_tokens <= cfg.max_output_tokens, "max_tokens {}", q.max_tokens);
+    assert!(q.max_tokens >= 1 && q.max_tokens <= cfg.limits.max_output_tokens, "max_tokens {}", q.max_tokens);
     assert_eq!(q.allowed.len(), live.models.len());
     assert!(q.allowed.iter().any(|&a| a), "no model allowed");
     assert!(q.cost_bound.is_finite() && q.cost_bound >= 0.0, "cost bound {}", q.cost_bound);
     let chars: usize = q.messages.iter().map(|m| m.content.chars().count()).sum();
-    assert!(chars <= cfg.max_prompt_chars);
+    assert!(chars <= cfg.limits.max_prompt_chars);
     assert!(q.messages.iter().any(|m| m.role == "user" && !m.content.trim().is_empty()));
     let n = q.prediction.mu.len();
     assert!(n > 0 && q.prediction.sigma.len() == n && q.prediction.output_tokens.len() == n);

@@ -80,7 +80,7 @@ impl Running {
 /// current runtime; returns at once with the bound addresses. `config_path` is what reloads read.
 pub async fn start(config: Config, config_path: PathBuf) -> Result<Running> {
     let handle = metrics::install();
-    let (grpc_addr, http_addr) = (config.grpc_listen, config.http_listen);
+    let (grpc_addr, http_addr) = (config.listen.grpc, config.listen.http);
     let shared = tokio::task::spawn_blocking(move || Shared::new(config))
         .await
         .map_err(|e| RouterError::Internal(format!("startup task: {e}")))??;
@@ -89,7 +89,7 @@ pub async fn start(config: Config, config_path: PathBuf) -> Result<Running> {
     ::metrics::gauge!("llmroute_config_generation").set(live.generation as f64);
     let api = Api::new(shared.clone(), config_path);
     monitor::start(shared.clone());
-    let admission = AdmissionLayer::new(live.config.max_concurrency);
+    let admission = AdmissionLayer::new(live.config.admission.max_concurrency);
 
     let grpc_listener = TcpListener::bind(grpc_addr).await.map_err(io(grpc_addr))?;
     let http_listener = TcpListener::bind(http_addr).await.map_err(io(http_addr))?;

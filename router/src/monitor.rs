@@ -23,7 +23,7 @@ pub fn start(shared: Arc<Shared>) {
                 let state = md.state.breaker().state();
                 metrics::gauge!("llmroute_circuit_state", "model" => name.clone()).set(state.gauge());
                 metrics::counter!("llmroute_backend_failures_total", "model" => name.clone()).increment(0);
-                let due = md.state.breaker().due_for_probe(live.config.breaker_open, Instant::now());
+                let due = md.state.breaker().due_for_probe(live.config.backends.breaker_open(), Instant::now());
                 if due {
                     let ok = md.backend.healthy().await;
                     let mut b = md.state.breaker();

@@ -145,19 +145,19 @@ pub fn validate(live: &Arc<Live>, input: RouteInput, at: &str, tenant: &Tenant, 
         vec![ChatMessage { role: "user".into(), content: input.prompt }]
     };
     let chars: usize = messages.iter().map(|m| m.content.chars().count()).sum();
-    if chars > cfg.max_prompt_chars {
+    if chars > cfg.limits.max_prompt_chars {
         return Err(RouterError::bad(
             f(if given_messages { "messages" } else { "prompt" }),
-            format!("{chars} characters, over the limit of {}", cfg.max_prompt_chars),
+            format!("{chars} characters, over the limit of {}", cfg.limits.max_prompt_chars),
         ));
     }
     let max_tokens = match input.max_output_tokens {
-        None => cfg.default_output_tokens,
+        None => cfg.limits.default_output_tokens,
         Some(0) => return Err(RouterError::bad(f("max_output_tokens"), "must be at least 1")),
-        Some(n) if n > cfg.max_output_tokens => {
+        Some(n) if n > cfg.limits.max_output_tokens => {
             return Err(RouterError::bad(
                 f("max_output_tokens"),
-                format!("{n} is over the limit of {}", cfg.max_output_tokens),
+                format!("{n} is over the limit of {}", cfg.limits.max_output_tokens),
             ))
         }
         Some(n) => n,

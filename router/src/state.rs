@@ -186,7 +186,7 @@ impl Shared {
         let pool = OpenAi::pool()?;
         let states = Mutex::new(HashMap::new());
         let live = build_live(config, 1, None, &states, &pool)?;
-        let mut ledger = Ledger::new(live.config.budget_per_query, live.config.prior_margin);
+        let mut ledger = Ledger::new(live.config.budget.per_query(), live.config.budget.prior_margin);
         ledger.configure(&live.config.ledger_settings());
         let budgets = Budgets::new(&live.config.budget_store)?;
         let tls = live.config.tls.as_ref().map(TlsState::new).transpose()?;
@@ -249,18 +249,21 @@ fn build_live(
     let names: Vec<String> = catalog.models.iter().map(|m| m.name.clone()).collect();
     config.check_against(&names)?;
     // The recorded model each catalog model is estimated (and replayed) as.
-    let recorded: Vec<String> =
-        catalog.models.iter().map(|m| config.proxies.get(&m.name).cloned().unwrap_or_else(|| m.name.clone())).collect();
+    let recorded: Vec<String> = catalog
+        .models
+        .iter()
+        .map(|m| config.estimator.proxies.get(&m.name).cloned().unwrap_or_else(|| m.name.clone()))
+        .collect();
     let mut est_models: Vec<String> = recorded.clone();
     est_models.sort();
     est_models.dedup();
     let key = (
-        config.estimator_records.clone(),
-        (config.estimator_k, config.estimator_max_query_terms),
-        config.proxies.clone(),
-        config.replay_records.clone(),
+        config.estimator_records().to_path_buf(),
+        (config.estimator.k, config.estimator.max_query_terms),
+        config.estimator.proxies.clone(),
+        config.replay_records().to_path_buf(),
         est_models.clone(),
-        config.estimator_artifact.as_ref().map(|p| (p.clone(), std::fs::metadata(p).and_then(|m| m.modified()).ok())),
+        config.estimator.artifact.as_ref().map(|p| (p.clone(), std::fs::metadata(p).and_then(|m| m.modified()).ok())),
     );
     let trained = match previous.filter(|t| t.key == key) {
         Some(t) => t.clone(),
@@ -292,10 +295,10 @@ fn build_live(
         let backend = if entry.backend == "replay" {
             Backend::Replay(Replay::new(
                 trained.replay.clone(),
-                config.proxies.clone(),
-                entry.default_output_tokens.min(config.max_output_tokens),
-                config.replay_ttft,
-                config.replay_per_token,
+                config.estimator.proxies.clone(),
+                entry.default_output_tokens.min(config.limits.max_output_tokens),
+                config.replay.ttft(),
+                config.replay.per_token(),
             ))
         } else {
             Backend::OpenAi(OpenAi::new(&entry.backend, pool.clone()))
@@ -305,23 +308,23 @@ fn build_live(
             None => config.instances.get(&entry.name).copied().unwrap_or(1) as usize,
         };
         let state = states.entry(entry.name.clone()).or_default().clone();
-        let capacity = replica_share(instances * entry.max_concurrency as usize, config.replicas);
+        let capacity = replica_share(instances * entry.max_concurrency as usize, config.backends.replicas);
         state.set_capacity(capacity);
         models.push(LiveModel { capacity, entry: entry.clone(), backend, est_index, state });
     }
     let by_key =
         config.tenants.iter().enumerate().filter_map(|(i, t)| t.key_sha256.as_ref().map(|k| (k.clone(), i))).collect();
-    let price = match config.price {
+    let price = match config.budget.price {
         Price::Off => 0.0,
         Price::Fixed(x) => x,
         Price::Auto => {
             let serving: Vec<(usize, &ModelEntry)> =
                 models.iter().filter(|m| m.capacity > 0).map(|m| (m.est_index, &m.entry)).collect();
-            let costs = predicted_costs(&trained.calibration, &serving, config.max_output_tokens as f64);
-            let headroom = config.headroom.unwrap_or_else(|| {
-                auto_headroom_from(&trained.calibration, &serving, &costs, config.max_over_probability)
+            let costs = predicted_costs(&trained.calibration, &serving, config.limits.max_output_tokens as f64);
+            let headroom = config.budget.headroom().unwrap_or_else(|| {
+                auto_headroom_from(&trained.calibration, &serving, &costs, config.budget.max_over_probability)
             });
-            let target = config.budget_per_query / (1.0 + headroom);
+            let target = config.budget.per_query() / (1.0 + headroom);
             let lambda = calibrate_price(&trained.calibration, &serving, &costs, target);
             tracing::info!(
                 price = lambda,
@@ -344,18 +347,18 @@ fn train(
     key: TrainKey,
 ) -> Result<Trained> {
     let t0 = std::time::Instant::now();
-    let records = estimator::records::read_records(&config.estimator_records)?;
+    let records = estimator::records::read_records(config.estimator_records())?;
     let usable: Vec<&Record> =
         records.iter().filter(|r| est_models.iter().all(|m| r.outcomes.contains_key(m))).collect();
     if usable.is_empty() {
-        let field = if config.proxies.is_empty() { "estimator.records" } else { "estimator.proxies" };
+        let field = if config.estimator.proxies.is_empty() { "estimator.records" } else { "estimator.proxies" };
         return Err(RouterError::config(
             &config.path,
             field,
             format!(
                 "no record in {} has outcomes for every catalog model ({}); map models without records to \
                  recorded ones with estimator.proxies",
-                config.estimator_records.display(),
+                config.estimator_records().display(),
                 est_models.join(", ")
             ),
         ));
@@ -375,11 +378,11 @@ fn train(
             .collect(),
     };
     let knn =
-        KnnConfig { k: config.estimator_k, max_query_terms: config.estimator_max_query_terms, ..KnnConfig::default() };
-    let same_records = config.replay_records == config.estimator_records;
-    let (estimator, n_train, source) = match &config.estimator_artifact {
+        KnnConfig { k: config.estimator.k, max_query_terms: config.estimator.max_query_terms, ..KnnConfig::default() };
+    let same_records = config.replay_records() == config.estimator_records();
+    let (estimator, n_train, source) = match &config.estimator.artifact {
         Some(path) => {
-            let loaded = estimator::artifact::load_tuned(path, Some(config.estimator_max_query_terms))
+            let loaded = estimator::artifact::load_tuned(path, Some(config.estimator.max_query_terms))
                 .map_err(|e| RouterError::config(&config.path, "estimator.artifact", e.to_string()))?;
             if let Some(m) = est_models.iter().find(|m| !loaded.estimator.models().contains(m)) {
                 return Err(RouterError::config(
@@ -401,15 +404,15 @@ fn train(
         ),
     };
     let calibration =
-        calibration_queries(&estimator, &usable, &est_models, &est_catalog, config.estimator_artifact.is_none());
+        calibration_queries(&estimator, &usable, &est_models, &est_catalog, config.estimator.artifact.is_none());
     let replay_records: Vec<Record> = if same_records {
         usable.into_iter().cloned().collect()
     } else {
-        estimator::records::read_records(&config.replay_records)?
+        estimator::records::read_records(config.replay_records())?
     };
     // Replay finds the most similar record by hashed features: the estimator's own index when it
     // was trained on the replay records, else a kNN index over them.
-    let nearest = if same_records && config.estimator_artifact.is_none() {
+    let nearest = if same_records && config.estimator.artifact.is_none() {
         Some(estimator.clone())
     } else {
         let refs: Vec<&Record> = replay_records.iter().collect();

@@ -203,10 +203,19 @@ impl Budgets {
         // by the outbox until Redis takes it) instead of staying held until its lease.
         let mut unanswered =
             Unanswered { budgets: self, tenant: &tenant.name, id: r.id.clone(), window: tenant.window };
-        let answer = redis
-            .book
-            .reserve(&tenant.name, &r.id, nano(amount).max(0), nano(tenant.budget_usd), tenant.window, s.lease)
-            .await;
+        let answer = match redis.book.connect().await {
+            // Not connected: the reservation was never sent, there is nothing to release.
+            Err(e) => {
+                unanswered.id.clear();
+                Err(e)
+            }
+            Ok(()) => {
+                redis
+                    .book
+                    .reserve(&tenant.name, &r.id, nano(amount).max(0), nano(tenant.budget_usd), tenant.window, s.lease)
+                    .await
+            }
+        };
         if answer.is_ok() {
             unanswered.id.clear();
         }

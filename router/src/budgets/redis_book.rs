@@ -76,6 +76,11 @@ impl RedisBook {
         }
     }
 
+    /// Connects when there is no connection; Err when Redis cannot be reached (nothing sent).
+    pub async fn connect(&self) -> Result<(), String> {
+        self.conn().await.map(|_| ())
+    }
+
     /// The shared connection, connecting (again) when there is none.
     async fn conn(&self) -> Result<MultiplexedConnection, String> {
         let mut guard = self.conn.lock().await;
