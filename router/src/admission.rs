@@ -4,6 +4,7 @@
 //! instead of waiting in an unbounded queue. A call holds its permit until its response body is
 //! finished or dropped, so a streamed answer counts for as long as it streams.
 
+use crate::metrics::names;
 use crate::RouterError;
 use bytes::Bytes;
 use http_body::{Body, Frame, SizeHint};
@@ -90,7 +91,7 @@ where
 
 /// The answer to a call over the limit, written by `status.rs`.
 fn shed<B>(grpc: bool) -> http::Response<AdmittedBody<B>> {
-    metrics::counter!("llmroute_rejected_total", "reason" => "overloaded").increment(1);
+    metrics::counter!(names::REJECTED_TOTAL, "reason" => "overloaded").increment(1);
     let e = RouterError::Overloaded("the router is at its concurrency limit; retry later".into());
     if grpc {
         // gRPC carries the status in headers (trailers-only answer): the body is empty.

@@ -4,6 +4,7 @@
 use super::batcher::{Batcher, Job};
 use super::query::{resolve_tenant, validate, Reply, RouteInput, StreamSink};
 use super::state::Shared;
+use crate::metrics::names;
 use crate::{Result, RouterError};
 use std::path::PathBuf;
 use std::sync::atomic::Ordering;
@@ -175,12 +176,12 @@ impl Api {
         match &r {
             Ok(g) => {
                 tracing::info!(generation = g, "config reloaded");
-                metrics::counter!("llmroute_config_reloads_total", "result" => "ok").increment(1);
-                metrics::gauge!("llmroute_config_generation").set(*g as f64);
+                metrics::counter!(names::CONFIG_RELOADS_TOTAL, "result" => "ok").increment(1);
+                metrics::gauge!(names::CONFIG_GENERATION).set(*g as f64);
             }
             Err(e) => {
                 tracing::error!(error = %e, "config reload rejected; the last good config keeps serving");
-                metrics::counter!("llmroute_config_reloads_total", "result" => "rejected").increment(1);
+                metrics::counter!(names::CONFIG_RELOADS_TOTAL, "result" => "rejected").increment(1);
             }
         }
         r
@@ -197,5 +198,5 @@ fn reject_metric(e: &RouterError) {
         RouterError::StoreUnavailable(_) => "budget_store",
         _ => "other",
     };
-    metrics::counter!("llmroute_rejected_total", "reason" => reason).increment(1);
+    metrics::counter!(names::REJECTED_TOTAL, "reason" => reason).increment(1);
 }

@@ -8,6 +8,7 @@ use super::decide::decide;
 use super::dispatch::launch;
 use super::query::Query;
 use super::state::Shared;
+use crate::metrics::names;
 use std::sync::atomic::{AtomicI64, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
@@ -70,7 +71,7 @@ impl<T> Batcher<T> {
         match self.tx.try_send(job) {
             Ok(()) => {
                 let d = self.depth.fetch_add(1, Ordering::Relaxed) + 1;
-                metrics::gauge!("llmroute_queue_depth").set(d as f64);
+                metrics::gauge!(names::QUEUE_DEPTH).set(d as f64);
                 true
             }
             Err(_) => false,
@@ -98,7 +99,7 @@ async fn collect_loop<T: Timed>(
 ) {
     let took = |depth: &AtomicI64| {
         let d = depth.fetch_sub(1, Ordering::Relaxed) - 1;
-        metrics::gauge!("llmroute_queue_depth").set(d.max(0) as f64);
+        metrics::gauge!(names::QUEUE_DEPTH).set(d.max(0) as f64);
     };
     let send = |items: Vec<T>| out.send(Closed { at: Instant::now(), items }).is_ok();
     loop {
@@ -149,7 +150,7 @@ async fn collect_loop<T: Timed>(
 /// the previous one took.
 async fn decide_loop(shared: Arc<Shared>, mut rx: mpsc::UnboundedReceiver<Closed<Query>>) {
     while let Some(c) = rx.recv().await {
-        metrics::histogram!("llmroute_decision_queue_seconds").record(c.at.elapsed().as_secs_f64());
+        metrics::histogram!(names::DECISION_QUEUE_SECONDS).record(c.at.elapsed().as_secs_f64());
         if let Some(d) = decide(&shared, c.items).await {
             launch(&shared, d);
         }

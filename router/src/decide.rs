@@ -5,6 +5,7 @@
 use super::config::AssignerKind;
 use super::query::Query;
 use super::state::{next_batch_id, Live, Shared};
+use crate::metrics::names;
 use crate::RouterError;
 use llmroute_core::assign::{min_cost_assignment, Assigner, Assignment, Fast, Mip, Problem, SolveStatus};
 use llmroute_core::ledger::BatchBudget;
@@ -174,7 +175,7 @@ pub async fn decide(shared: &Arc<Shared>, queries: Vec<Query>) -> Option<Decided
     p.slots = slots;
     p.kv_free = kv_free;
     if spilled > 0 {
-        metrics::counter!("llmroute_queries_over_capacity_total").increment(spilled as u64);
+        metrics::counter!(names::QUERIES_OVER_CAPACITY_TOTAL).increment(spilled as u64);
         tracing::debug!(n, spilled, "the free slots cannot hold the batch; the overflow queues at the models by share");
     }
     p.gamma = cfg.assigner.gamma.min(n as f64);
@@ -183,7 +184,7 @@ pub async fn decide(shared: &Arc<Shared>, queries: Vec<Query>) -> Option<Decided
     p.budget = budget.plan;
     p.kappa = budget.kappa;
     if budget.overdraft {
-        metrics::counter!("llmroute_overdraft_batches_total").increment(1);
+        metrics::counter!(names::OVERDRAFT_BATCHES_TOTAL).increment(1);
     }
     let p = Arc::new(p);
     // The batch price: solve Σ (μ − λ·ĉ)·x under the grant; replies and fallbacks keep the raw μ.
@@ -197,8 +198,8 @@ pub async fn decide(shared: &Arc<Shared>, queries: Vec<Query>) -> Option<Decided
         solve(&live, &p).await
     };
     let batch_id = next_batch_id(shared);
-    metrics::histogram!("llmroute_decision_seconds").record(start.elapsed().as_secs_f64());
-    metrics::histogram!("llmroute_batch_size").record(n as f64);
+    metrics::histogram!(names::DECISION_SECONDS).record(start.elapsed().as_secs_f64());
+    metrics::histogram!(names::BATCH_SIZE).record(n as f64);
     tracing::debug!(batch_id, n, assigner = %assigner, status = ?assignment.status, budget = budget.budget, "batch decided");
     Some(Decided {
         batch_id,
@@ -223,7 +224,7 @@ async fn solve(live: &Live, p: &Arc<Problem>) -> (Assignment, String) {
         let run = tokio::task::spawn_blocking(move || mip.solve(&pc));
         match tokio::time::timeout(hard, run).await {
             Ok(Ok(Ok(a))) if a.status == SolveStatus::Relaxed || p.violation(&a.choice).is_none() => {
-                metrics::histogram!("llmroute_solver_seconds", "assigner" => "mip").record(t0.elapsed().as_secs_f64());
+                metrics::histogram!(names::SOLVER_SECONDS, "assigner" => "mip").record(t0.elapsed().as_secs_f64());
                 return (a, "mip".into());
             }
             Ok(Ok(Ok(a))) => {
@@ -240,7 +241,7 @@ async fn solve(live: &Live, p: &Arc<Problem>) -> (Assignment, String) {
     }
     let t0 = Instant::now();
     let result = Fast::default().solve(p);
-    metrics::histogram!("llmroute_solver_seconds", "assigner" => "fast").record(t0.elapsed().as_secs_f64());
+    metrics::histogram!(names::SOLVER_SECONDS, "assigner" => "fast").record(t0.elapsed().as_secs_f64());
     match result {
         Ok(a) => (a, fast_name),
         Err(e) => {

@@ -6,6 +6,7 @@ use super::backend::BackendRequest;
 use super::decide::Decided;
 use super::query::{Predicted, Query, Reply};
 use super::state::{InFlight, Live, Shared};
+use crate::metrics::names;
 use crate::{Result, RouterError};
 use llmroute_core::assign::Problem;
 use std::sync::atomic::{AtomicUsize, Ordering};
@@ -72,12 +73,12 @@ pub fn launch(shared: &Arc<Shared>, d: Decided) {
             overdraft: budget.overdraft,
             ..Reply::default()
         };
-        metrics::histogram!("llmroute_batch_wait_seconds").record(q.enqueued.elapsed().as_secs_f64());
-        metrics::histogram!("llmroute_predicted_quality", "model" => base.model.clone()).record(base.predicted.mu);
+        metrics::histogram!(names::BATCH_WAIT_SECONDS).record(q.enqueued.elapsed().as_secs_f64());
+        metrics::histogram!(names::PREDICTED_QUALITY, "model" => base.model.clone()).record(base.predicted.mu);
         if !q.dispatch {
             decision_only_cost += problem.cost[i * m + j];
             decision_only_var += problem.cost_var[i * m + j];
-            metrics::counter!("llmroute_requests_total", "model" => base.model.clone(), "outcome" => "decision_only")
+            metrics::counter!(names::REQUESTS_TOTAL, "model" => base.model.clone(), "outcome" => "decision_only")
                 .increment(1);
             if let Some(tx) = q.reply.take() {
                 let _ = tx.send(Ok(base));
@@ -141,7 +142,7 @@ fn settle(
     observed: Option<llmroute_core::ledger::Observation>,
 ) {
     if realized > budget.budget * (1.0 + 1e-9) && !budget.overdraft {
-        metrics::counter!("llmroute_batches_over_budget_total").increment(1);
+        metrics::counter!(names::BATCHES_OVER_BUDGET_TOTAL).increment(1);
         tracing::warn!(
             batch_id,
             realized_usd = realized,
@@ -153,16 +154,16 @@ fn settle(
     let mut ledger = shared.ledger();
     ledger.settle_with(budget, realized, observed);
     let kappa = ledger.kappa();
-    metrics::gauge!("llmroute_budget_kappa").set(kappa);
-    metrics::gauge!("llmroute_budget_margin").set(ledger.margin_at(kappa));
+    metrics::gauge!(names::BUDGET_KAPPA).set(kappa);
+    metrics::gauge!(names::BUDGET_MARGIN).set(ledger.margin_at(kappa));
     let (spent, allowed) = ledger.totals();
-    metrics::gauge!("llmroute_spend_usd").set(spent);
-    metrics::gauge!("llmroute_budget_allowed_usd").set(allowed);
-    metrics::gauge!("llmroute_budget_carried_usd").set(ledger.carried());
+    metrics::gauge!(names::SPEND_USD).set(spent);
+    metrics::gauge!(names::BUDGET_ALLOWED_USD).set(allowed);
+    metrics::gauge!(names::BUDGET_CARRIED_USD).set(ledger.carried());
 }
 
 fn add_reserved(delta: f64) {
-    metrics::gauge!("llmroute_budget_reserved_usd").increment(delta);
+    metrics::gauge!(names::BUDGET_RESERVED_USD).increment(delta);
 }
 
 fn predicted(p: &Problem, q: &Query, live: &Live, i: usize, j: usize) -> Predicted {
@@ -289,10 +290,9 @@ async fn run_query(
         match result {
             Ok(c) => {
                 model.state.breaker().on_success();
-                metrics::gauge!("llmroute_circuit_state", "model" => name.clone()).set(0.0);
-                metrics::histogram!("llmroute_backend_ttft_seconds", "model" => name.clone())
-                    .record(c.ttft.as_secs_f64());
-                metrics::histogram!("llmroute_backend_seconds", "model" => name.clone()).record(c.total.as_secs_f64());
+                metrics::gauge!(names::CIRCUIT_STATE, "model" => name.clone()).set(0.0);
+                metrics::histogram!(names::BACKEND_TTFT_SECONDS, "model" => name.clone()).record(c.ttft.as_secs_f64());
+                metrics::histogram!(names::BACKEND_SECONDS, "model" => name.clone()).record(c.total.as_secs_f64());
                 let input_tokens = if c.input_tokens > 0 { c.input_tokens } else { q.input_tokens };
                 let output_tokens = billable_output(c.output_tokens, c.text.chars().count(), q.max_tokens);
                 reply.cost_usd = model.entry.cost(input_tokens as f64, output_tokens as f64) + failed_cost;
@@ -318,11 +318,11 @@ async fn run_query(
                         "{name} did not answer before the call's deadline"
                     )));
                 }
-                metrics::counter!("llmroute_backend_failures_total", "model" => name.clone()).increment(1);
+                metrics::counter!(names::BACKEND_FAILURES_TOTAL, "model" => name.clone()).increment(1);
                 let opened = model.state.breaker().on_failure(cfg.backends.breaker_failures, Instant::now());
                 if opened {
                     tracing::warn!(model = %name, "circuit opened");
-                    metrics::gauge!("llmroute_circuit_state", "model" => name.clone()).set(1.0);
+                    metrics::gauge!(names::CIRCUIT_STATE, "model" => name.clone()).set(1.0);
                 }
                 tracing::info!(model = %name, batch_id = reply.batch_id, error = %e, "backend failed");
                 reply.failed_models.push(format!("{name}: {e}"));
@@ -333,7 +333,7 @@ async fn run_query(
                 match next_model(live, p, account, i, j, &tried) {
                     Some(k) => {
                         lease = live.models[k].state.begin(p.tokens[i * p.m + k]);
-                        metrics::counter!("llmroute_fallbacks_total", "from" => name, "to" => live.models[k].entry.name.clone())
+                        metrics::counter!(names::FALLBACKS_TOTAL, "from" => name, "to" => live.models[k].entry.name.clone())
                             .increment(1);
                         reply.fallback = true;
                         j = k;
@@ -353,11 +353,11 @@ async fn run_query(
     let cost = match &outcome {
         Ok(r) => {
             let outcome = if r.fallback { "fallback" } else { "ok" };
-            metrics::counter!("llmroute_requests_total", "model" => label, "outcome" => outcome).increment(1);
+            metrics::counter!(names::REQUESTS_TOTAL, "model" => label, "outcome" => outcome).increment(1);
             r.cost_usd
         }
         Err(_) => {
-            metrics::counter!("llmroute_requests_total", "model" => label, "outcome" => "error").increment(1);
+            metrics::counter!(names::REQUESTS_TOTAL, "model" => label, "outcome" => "error").increment(1);
             failed_cost
         }
     };

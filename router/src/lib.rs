@@ -86,7 +86,7 @@ pub async fn start(config: Config, config_path: PathBuf) -> Result<Running> {
         .map_err(|e| RouterError::Internal(format!("startup task: {e}")))??;
     let shared = Arc::new(shared);
     let live = shared.live();
-    ::metrics::gauge!("llmroute_config_generation").set(live.generation as f64);
+    ::metrics::gauge!(metrics::names::CONFIG_GENERATION).set(live.generation as f64);
     let api = Api::new(shared.clone(), config_path);
     monitor::start(shared.clone());
     let admission = AdmissionLayer::new(live.config.admission.max_concurrency);

@@ -5,6 +5,48 @@ use metrics::{describe_counter, describe_gauge, describe_histogram, Unit};
 use metrics_exporter_prometheus::{Matcher, PrometheusBuilder, PrometheusHandle};
 use std::sync::OnceLock;
 
+/// Every metric's name, once: the code and the tests refer to these, never to a string.
+pub mod names {
+    pub const BACKEND_FAILURES_TOTAL: &str = "llmroute_backend_failures_total";
+    pub const BACKEND_SECONDS: &str = "llmroute_backend_seconds";
+    pub const BACKEND_TTFT_SECONDS: &str = "llmroute_backend_ttft_seconds";
+    pub const BATCH_SIZE: &str = "llmroute_batch_size";
+    pub const BATCH_WAIT_SECONDS: &str = "llmroute_batch_wait_seconds";
+    pub const BATCHES_OVER_BUDGET_TOTAL: &str = "llmroute_batches_over_budget_total";
+    pub const BUDGET_ALLOWED_USD: &str = "llmroute_budget_allowed_usd";
+    pub const BUDGET_CARRIED_USD: &str = "llmroute_budget_carried_usd";
+    pub const BUDGET_KAPPA: &str = "llmroute_budget_kappa";
+    pub const BUDGET_LOCAL_SLICE_TOTAL: &str = "llmroute_budget_local_slice_total";
+    pub const BUDGET_MARGIN: &str = "llmroute_budget_margin";
+    pub const BUDGET_OVERRUNS_TOTAL: &str = "llmroute_budget_overruns_total";
+    pub const BUDGET_RELEASES_TOTAL: &str = "llmroute_budget_releases_total";
+    pub const BUDGET_RESERVED_USD: &str = "llmroute_budget_reserved_usd";
+    pub const BUDGET_SETTLE_DUPLICATES_TOTAL: &str = "llmroute_budget_settle_duplicates_total";
+    pub const BUDGET_SETTLES_PENDING: &str = "llmroute_budget_settles_pending";
+    pub const BUDGET_STORE_ERRORS_TOTAL: &str = "llmroute_budget_store_errors_total";
+    pub const BUDGET_STORE_UP: &str = "llmroute_budget_store_up";
+    pub const CIRCUIT_STATE: &str = "llmroute_circuit_state";
+    pub const CONFIG_GENERATION: &str = "llmroute_config_generation";
+    pub const CONFIG_RELOADS_TOTAL: &str = "llmroute_config_reloads_total";
+    pub const DECISION_QUEUE_SECONDS: &str = "llmroute_decision_queue_seconds";
+    pub const DECISION_SECONDS: &str = "llmroute_decision_seconds";
+    pub const FALLBACKS_TOTAL: &str = "llmroute_fallbacks_total";
+    pub const FREE_SLOTS: &str = "llmroute_free_slots";
+    pub const IN_FLIGHT: &str = "llmroute_in_flight";
+    pub const OVERDRAFT_BATCHES_TOTAL: &str = "llmroute_overdraft_batches_total";
+    pub const PREDICTED_QUALITY: &str = "llmroute_predicted_quality";
+    pub const QUERIES_OVER_CAPACITY_TOTAL: &str = "llmroute_queries_over_capacity_total";
+    pub const QUEUE_DEPTH: &str = "llmroute_queue_depth";
+    pub const REJECTED_TOTAL: &str = "llmroute_rejected_total";
+    pub const REQUESTS_TOTAL: &str = "llmroute_requests_total";
+    pub const SOLVER_SECONDS: &str = "llmroute_solver_seconds";
+    pub const SPEND_USD: &str = "llmroute_spend_usd";
+    pub const TENANT_BUDGET_USD: &str = "llmroute_tenant_budget_usd";
+    pub const TENANT_SPEND_USD: &str = "llmroute_tenant_spend_usd";
+    pub const TLS_HANDSHAKE_FAILURES_TOTAL: &str = "llmroute_tls_handshake_failures_total";
+    pub const TLS_RELOADS_TOTAL: &str = "llmroute_tls_reloads_total";
+}
+
 static HANDLE: OnceLock<PrometheusHandle> = OnceLock::new();
 
 const SECONDS: &[f64] =
@@ -17,7 +59,7 @@ pub fn install() -> PrometheusHandle {
         .get_or_init(|| {
             let builder = PrometheusBuilder::new()
                 .set_buckets_for_metric(Matcher::Suffix("_seconds".into()), SECONDS)
-                .and_then(|b| b.set_buckets_for_metric(Matcher::Full("llmroute_batch_size".into()), SIZES));
+                .and_then(|b| b.set_buckets_for_metric(Matcher::Full(names::BATCH_SIZE.into()), SIZES));
             let recorder = match builder {
                 Ok(b) => b.build_recorder(),
                 Err(_) => PrometheusBuilder::new().build_recorder(),
@@ -35,87 +77,88 @@ pub fn install() -> PrometheusHandle {
 /// Counters exported at 0 from the start, so dashboards and alert rules see the series before the
 /// first event (a missing series is not a zero rate).
 fn zero() {
-    metrics::counter!("llmroute_fallbacks_total").increment(0);
-    metrics::counter!("llmroute_overdraft_batches_total").increment(0);
-    metrics::counter!("llmroute_batches_over_budget_total").increment(0);
-    metrics::counter!("llmroute_queries_over_capacity_total").increment(0);
-    metrics::counter!("llmroute_rejected_total", "reason" => "overloaded").increment(0);
-    metrics::counter!("llmroute_budget_overruns_total").increment(0);
-    metrics::gauge!("llmroute_budget_settles_pending").set(0.0);
-    metrics::gauge!("llmroute_budget_store_up").set(1.0);
+    metrics::counter!(names::FALLBACKS_TOTAL).increment(0);
+    metrics::counter!(names::OVERDRAFT_BATCHES_TOTAL).increment(0);
+    metrics::counter!(names::BATCHES_OVER_BUDGET_TOTAL).increment(0);
+    metrics::counter!(names::QUERIES_OVER_CAPACITY_TOTAL).increment(0);
+    metrics::counter!(names::REJECTED_TOTAL, "reason" => "overloaded").increment(0);
+    metrics::counter!(names::BUDGET_OVERRUNS_TOTAL).increment(0);
+    metrics::gauge!(names::BUDGET_SETTLES_PENDING).set(0.0);
+    metrics::gauge!(names::BUDGET_STORE_UP).set(1.0);
     for op in ["reserve", "settle"] {
-        metrics::counter!("llmroute_budget_store_errors_total", "op" => op).increment(0);
+        metrics::counter!(names::BUDGET_STORE_ERRORS_TOTAL, "op" => op).increment(0);
     }
     for result in ["ok", "rejected"] {
-        metrics::counter!("llmroute_config_reloads_total", "result" => result).increment(0);
+        metrics::counter!(names::CONFIG_RELOADS_TOTAL, "result" => result).increment(0);
     }
 }
 
 fn describe() {
-    describe_counter!("llmroute_requests_total", "Queries answered, by model and outcome.");
-    describe_counter!("llmroute_rejected_total", "Calls refused before routing, by reason.");
+    describe_counter!(names::REQUESTS_TOTAL, "Queries answered, by model and outcome.");
+    describe_counter!(names::REJECTED_TOTAL, "Calls refused before routing, by reason.");
     describe_histogram!(
-        "llmroute_decision_seconds",
+        names::DECISION_SECONDS,
         Unit::Seconds,
         "Batch close to assignment (estimate + solve + ledger)."
     );
-    describe_histogram!("llmroute_batch_wait_seconds", Unit::Seconds, "Time a query waited for its batch to close.");
-    describe_histogram!("llmroute_batch_size", Unit::Count, "Queries per batch.");
-    describe_histogram!("llmroute_solver_seconds", Unit::Seconds, "Assigner solve time, by assigner.");
-    describe_histogram!("llmroute_backend_ttft_seconds", Unit::Seconds, "Backend time to first token, by model.");
-    describe_histogram!("llmroute_backend_seconds", Unit::Seconds, "Backend total time, by model.");
-    describe_gauge!("llmroute_in_flight", Unit::Count, "Queries dispatched and not finished, by model.");
-    describe_gauge!("llmroute_free_slots", Unit::Count, "Capacity minus in-flight queries, by model.");
-    describe_gauge!("llmroute_spend_usd", "Realized spend since start (USD).");
-    describe_gauge!("llmroute_budget_allowed_usd", "Budget allowed since start: per-query budget x settled queries.");
-    describe_gauge!("llmroute_budget_reserved_usd", "Predicted cost of dispatched, unsettled queries (USD).");
-    describe_gauge!("llmroute_budget_carried_usd", "Overspend carried into the next batch's budget (USD).");
-    describe_gauge!("llmroute_tenant_spend_usd", "Tenant spend in its rolling window (USD).");
-    describe_gauge!("llmroute_tenant_budget_usd", "Tenant budget per rolling window (USD).");
+    describe_histogram!(names::BATCH_WAIT_SECONDS, Unit::Seconds, "Time a query waited for its batch to close.");
+    describe_histogram!(names::BATCH_SIZE, Unit::Count, "Queries per batch.");
+    describe_histogram!(names::SOLVER_SECONDS, Unit::Seconds, "Assigner solve time, by assigner.");
+    describe_histogram!(names::BACKEND_TTFT_SECONDS, Unit::Seconds, "Backend time to first token, by model.");
+    describe_histogram!(names::BACKEND_SECONDS, Unit::Seconds, "Backend total time, by model.");
+    describe_gauge!(names::IN_FLIGHT, Unit::Count, "Queries dispatched and not finished, by model.");
+    describe_gauge!(names::FREE_SLOTS, Unit::Count, "Capacity minus in-flight queries, by model.");
+    describe_gauge!(names::SPEND_USD, "Realized spend since start (USD).");
+    describe_gauge!(names::BUDGET_ALLOWED_USD, "Budget allowed since start: per-query budget x settled queries.");
+    describe_gauge!(names::BUDGET_RESERVED_USD, "Predicted cost of dispatched, unsettled queries (USD).");
+    describe_gauge!(names::BUDGET_CARRIED_USD, "Overspend carried into the next batch's budget (USD).");
+    describe_gauge!(names::TENANT_SPEND_USD, "Tenant spend in its rolling window (USD).");
+    describe_gauge!(names::TENANT_BUDGET_USD, "Tenant budget per rolling window (USD).");
     describe_histogram!(
-        "llmroute_predicted_quality",
+        names::PREDICTED_QUALITY,
         "Predicted quality (mu) of the model each query was routed to, by model: the accuracy proxy."
     );
-    describe_counter!("llmroute_fallbacks_total", "Queries moved to another model after a backend failure.");
-    describe_counter!("llmroute_backend_failures_total", "Backend errors and timeouts, by model.");
+    describe_counter!(names::FALLBACKS_TOTAL, "Queries moved to another model after a backend failure.");
+    describe_counter!(names::BACKEND_FAILURES_TOTAL, "Backend errors and timeouts, by model.");
     describe_counter!(
-        "llmroute_queries_over_capacity_total",
+        names::QUERIES_OVER_CAPACITY_TOTAL,
         "Queries of batches larger than the free slots (queued at the models by share of capacity)."
     );
     describe_histogram!(
-        "llmroute_decision_queue_seconds",
+        names::DECISION_QUEUE_SECONDS,
         Unit::Seconds,
         "From a batch's close to the start of its decision (behind slower decisions)."
     );
-    describe_counter!("llmroute_overdraft_batches_total", "Batches whose cheapest assignment exceeded the allowance.");
+    describe_counter!(names::OVERDRAFT_BATCHES_TOTAL, "Batches whose cheapest assignment exceeded the allowance.");
     describe_counter!(
-        "llmroute_batches_over_budget_total",
+        names::BATCHES_OVER_BUDGET_TOTAL,
         "Batches whose realized cost exceeded their grant (the ledger keeps this near budget.max_over_probability)."
     );
     describe_gauge!(
-        "llmroute_budget_kappa",
+        names::BUDGET_KAPPA,
         "κ of the batch budget's chance constraint (conformal quantile of batch errors)."
     );
-    describe_gauge!("llmroute_budget_margin", "The ledger's relative margin on predicted budget use.");
-    describe_gauge!("llmroute_circuit_state", "Circuit breaker per model: 0 closed, 1 open, 2 half-open.");
-    describe_gauge!("llmroute_queue_depth", Unit::Count, "Queries waiting for a batch.");
-    describe_gauge!("llmroute_config_generation", "Config generation serving (1 at start, +1 per reload).");
-    describe_counter!("llmroute_config_reloads_total", "Config reloads, by result.");
-    describe_gauge!(
-        "llmroute_budget_store_up",
-        "1 when the tenant budget store answered last time (always 1 for memory)."
-    );
-    describe_gauge!("llmroute_budget_settles_pending", Unit::Count, "Settles waiting to reach the Redis budget store.");
-    describe_counter!("llmroute_budget_store_errors_total", "Redis budget store calls that failed, by op.");
+    describe_gauge!(names::BUDGET_MARGIN, "The ledger's relative margin on predicted budget use.");
+    describe_gauge!(names::CIRCUIT_STATE, "Circuit breaker per model: 0 closed, 1 open, 2 half-open.");
+    describe_gauge!(names::QUEUE_DEPTH, Unit::Count, "Queries waiting for a batch.");
+    describe_gauge!(names::CONFIG_GENERATION, "Config generation serving (1 at start, +1 per reload).");
+    describe_counter!(names::CONFIG_RELOADS_TOTAL, "Config reloads, by result.");
+    describe_gauge!(names::BUDGET_STORE_UP, "1 when the tenant budget store answered last time (always 1 for memory).");
+    describe_gauge!(names::BUDGET_SETTLES_PENDING, Unit::Count, "Settles waiting to reach the Redis budget store.");
+    describe_counter!(names::BUDGET_STORE_ERRORS_TOTAL, "Redis budget store calls that failed, by op.");
     describe_counter!(
-        "llmroute_budget_settle_duplicates_total",
+        names::BUDGET_SETTLE_DUPLICATES_TOTAL,
         "Settle retries Redis had already applied (not charged again)."
     );
     describe_counter!(
-        "llmroute_budget_local_slice_total",
+        names::BUDGET_LOCAL_SLICE_TOTAL,
         "Calls admitted on a local budget slice (Redis unreachable, fail open)."
     );
-    describe_counter!("llmroute_budget_overruns_total", "Calls whose realized cost exceeded their reservation.");
-    describe_counter!("llmroute_tls_reloads_total", "TLS certificate reloads, by result.");
-    describe_counter!("llmroute_tls_handshake_failures_total", "TLS handshakes that failed or timed out.");
+    describe_counter!(
+        names::BUDGET_RELEASES_TOTAL,
+        "Redis reservations whose reply was lost, released by id (a settle of 0)."
+    );
+    describe_counter!(names::BUDGET_OVERRUNS_TOTAL, "Calls whose realized cost exceeded their reservation.");
+    describe_counter!(names::TLS_RELOADS_TOTAL, "TLS certificate reloads, by result.");
+    describe_counter!(names::TLS_HANDSHAKE_FAILURES_TOTAL, "TLS handshakes that failed or timed out.");
 }

@@ -2,6 +2,7 @@
 //! the prober that checks an open breaker's server and lets traffic back when it answers.
 
 use super::state::Shared;
+use crate::metrics::names;
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -17,12 +18,11 @@ pub fn start(shared: Arc<Shared>) {
             for md in &live.models {
                 let name = md.entry.name.clone();
                 let inf = md.state.in_flight.load(Ordering::Relaxed);
-                metrics::gauge!("llmroute_in_flight", "model" => name.clone()).set(inf as f64);
-                metrics::gauge!("llmroute_free_slots", "model" => name.clone())
-                    .set(md.capacity.saturating_sub(inf) as f64);
+                metrics::gauge!(names::IN_FLIGHT, "model" => name.clone()).set(inf as f64);
+                metrics::gauge!(names::FREE_SLOTS, "model" => name.clone()).set(md.capacity.saturating_sub(inf) as f64);
                 let state = md.state.breaker().state();
-                metrics::gauge!("llmroute_circuit_state", "model" => name.clone()).set(state.gauge());
-                metrics::counter!("llmroute_backend_failures_total", "model" => name.clone()).increment(0);
+                metrics::gauge!(names::CIRCUIT_STATE, "model" => name.clone()).set(state.gauge());
+                metrics::counter!(names::BACKEND_FAILURES_TOTAL, "model" => name.clone()).increment(0);
                 let due = md.state.breaker().due_for_probe(live.config.backends.breaker_open(), Instant::now());
                 if due {
                     let ok = md.backend.healthy().await;
@@ -34,7 +34,7 @@ pub fn start(shared: Arc<Shared>) {
                         b.on_probe_failed(Instant::now());
                         tracing::debug!(model = %name, "probe failed; circuit stays open");
                     }
-                    metrics::gauge!("llmroute_circuit_state", "model" => name).set(b.state().gauge());
+                    metrics::gauge!(names::CIRCUIT_STATE, "model" => name).set(b.state().gauge());
                 }
             }
         }
@@ -52,9 +52,9 @@ async fn tenant_gauges(shared: Arc<Shared>) {
         let live = shared.live();
         for t in &live.config.tenants {
             if let Some((spent, reserved)) = shared.budgets.usage(t).await {
-                metrics::gauge!("llmroute_tenant_spend_usd", "tenant" => t.name.clone()).set(spent + reserved);
+                metrics::gauge!(names::TENANT_SPEND_USD, "tenant" => t.name.clone()).set(spent + reserved);
             }
-            metrics::gauge!("llmroute_tenant_budget_usd", "tenant" => t.name.clone()).set(t.budget_usd);
+            metrics::gauge!(names::TENANT_BUDGET_USD, "tenant" => t.name.clone()).set(t.budget_usd);
         }
     }
 }

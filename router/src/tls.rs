@@ -5,6 +5,7 @@
 //! and the last good one keeps serving.
 
 use super::config::Tls;
+use crate::metrics::names;
 use crate::{Result, RouterError};
 use rustls_pki_types::pem::PemObject;
 use rustls_pki_types::{CertificateDer, PrivateKeyDer};
@@ -95,12 +96,12 @@ impl TlsState {
             Ok(key) => {
                 *self.slot.key.write().unwrap_or_else(|p| p.into_inner()) = Arc::new(key);
                 *self.files.lock().unwrap_or_else(|p| p.into_inner()) = (t.clone(), before);
-                metrics::counter!("llmroute_tls_reloads_total", "result" => "ok").increment(1);
+                metrics::counter!(names::TLS_RELOADS_TOTAL, "result" => "ok").increment(1);
                 tracing::info!(cert = %t.cert.display(), "TLS certificate loaded");
                 Ok(())
             }
             Err(e) => {
-                metrics::counter!("llmroute_tls_reloads_total", "result" => "error").increment(1);
+                metrics::counter!(names::TLS_RELOADS_TOTAL, "result" => "error").increment(1);
                 tracing::error!(error = %e, "TLS certificate reload failed; the previous one keeps serving");
                 Err(e)
             }
@@ -196,11 +197,11 @@ pub fn incoming(listener: TcpListener, acceptor: TlsAcceptor) -> mpsc::Receiver<
                         let _ = conn_tx.send(TlsConn { inner, remote }).await;
                     }
                     Ok(Err(e)) => {
-                        metrics::counter!("llmroute_tls_handshake_failures_total").increment(1);
+                        metrics::counter!(names::TLS_HANDSHAKE_FAILURES_TOTAL).increment(1);
                         tracing::debug!(%remote, error = %e, "TLS handshake failed");
                     }
                     Err(_) => {
-                        metrics::counter!("llmroute_tls_handshake_failures_total").increment(1);
+                        metrics::counter!(names::TLS_HANDSHAKE_FAILURES_TOTAL).increment(1);
                         tracing::debug!(%remote, "TLS handshake timed out");
                     }
                 }

@@ -193,3 +193,54 @@ async fn replicas_never_overcommit_a_model() {
     assert_eq!(answered, 60);
     assert!(unsplit > 4, "without the split three replicas overcommit ({unsplit}): the test would prove nothing");
 }
+
+/// Dispatch: every model but the cheapest answers HTTP 500. Each call falls back until the
+/// cheapest answers (it always fits the plan: it costs no more than the failed choice), says so
+/// in `why`, and is charged once, for the answer; after `breaker_failures` failures a failing
+/// model's circuit opens and later calls are not sent to it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn failing_models_fall_back_to_a_working_one_and_open_their_circuits() {
+    let dir = scratch("fallback");
+    let backend = Scripted::start(Script { fail_first: usize::MAX, ..Script::default() }).await;
+    let cheapest = cheapest_dcrouter_model();
+    backend.set(&cheapest, Script::default());
+    let mut cfg = default_config();
+    set(&mut cfg, "catalog", catalog_file(&dir, &backend.url, 8).display().to_string().into());
+    set(&mut cfg, "backends.breaker_failures", 2.into());
+    set(&mut cfg, "backends.breaker_open_ms", 60_000.into());
+    let r = start_in_process(&dir, &cfg).await;
+    let mut c = RouterClient::new(connect(&r.bound.grpc.to_string()).await.unwrap());
+    let mut fell_back = 0;
+    for i in 0..12 {
+        let rep = c.route(query(&format!("question {i}: prove that sqrt 2 is irrational"))).await.unwrap().into_inner();
+        assert_eq!(rep.model, cheapest, "{rep:?}");
+        let why = rep.why.unwrap_or_default();
+        if why.fallback {
+            fell_back += 1;
+            assert!(
+                !why.failed_models.is_empty() && why.failed_models.iter().all(|f| f.contains("HTTP 500")),
+                "{why:?}"
+            );
+        }
+        // Charged once, for the answer that succeeded (failed attempts streamed nothing).
+        let usage = rep.usage.unwrap_or_default();
+        assert_eq!(usage.output_tokens, 16);
+        assert!(rep.cost_usd > 0.0 && rep.cost_usd <= rep.predicted.unwrap_or_default().cost_usd * 2.0 + 1e-9);
+    }
+    assert!(fell_back >= 1, "no call ever fell back");
+    let models = c.list_models(pb::ListModelsRequest {}).await.unwrap().into_inner().models;
+    let seen = backend.seen();
+    for m in models.iter().filter(|m| m.name != cheapest) {
+        let calls = seen.get(&m.name).map_or(0, |s| s.calls);
+        // A model that failed twice is open and got no third call.
+        assert!(calls <= 2, "{} got {calls} calls through a breaker of 2", m.name);
+        if calls == 2 {
+            assert_eq!(m.circuit, "open", "{}", m.name);
+        }
+    }
+    eprintln!(
+        "{fell_back} of 12 calls fell back; calls per model: {:?}",
+        seen.iter().map(|(k, v)| (k, v.calls)).collect::<Vec<_>>()
+    );
+    r.stop().await.unwrap();
+}

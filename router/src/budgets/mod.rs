@@ -15,6 +15,7 @@ pub use memory::MemoryBook;
 pub use redis_book::{nano, RedisBook};
 
 use super::config::{BudgetStore, StoreKind, Tenant, Unreachable};
+use crate::metrics::names;
 use crate::{Result, RouterError};
 use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::Arc;
@@ -91,7 +92,7 @@ impl Reservation {
         if realized > self.amount + 1e-12 {
             // The reservation is an upper bound; this means a backend reported more tokens than
             // the bound allows. Charged anyway (the money was spent), and counted.
-            metrics::counter!("llmroute_budget_overruns_total").increment(1);
+            metrics::counter!(names::BUDGET_OVERRUNS_TOTAL).increment(1);
             tracing::warn!(tenant = %self.tenant, reserved = self.amount, realized, "realized cost above its reservation");
         }
         let b = &self.budgets;
@@ -117,7 +118,7 @@ struct Unanswered<'a> {
 impl Drop for Unanswered<'_> {
     fn drop(&mut self) {
         if !self.id.is_empty() {
-            metrics::counter!("llmroute_budget_releases_total").increment(1);
+            metrics::counter!(names::BUDGET_RELEASES_TOTAL).increment(1);
             tracing::debug!(tenant = self.tenant, id = %self.id, "reservation reply lost; releasing it by id");
             self.budgets.enqueue(self.tenant, &self.id, 0.0, self.window);
         }
@@ -233,7 +234,7 @@ impl Budgets {
             }
             Err(e) => {
                 redis.mark_up(false);
-                metrics::counter!("llmroute_budget_store_errors_total", "op" => "reserve").increment(1);
+                metrics::counter!(names::BUDGET_STORE_ERRORS_TOTAL, "op" => "reserve").increment(1);
                 match s.on_unreachable {
                     Unreachable::FailClosed => Err(RouterError::StoreUnavailable(format!(
                         "the Redis budget store did not answer ({e}); calls are refused until it does (fail closed)"
@@ -243,7 +244,7 @@ impl Budgets {
                         self.local
                             .reserve(&tenant.name, amount, slice, tenant.window)
                             .map_err(|e| over(e.used, e.budget))?;
-                        metrics::counter!("llmroute_budget_local_slice_total").increment(1);
+                        metrics::counter!(names::BUDGET_LOCAL_SLICE_TOTAL).increment(1);
                         // Its own id: the release of the unanswered reservation uses the first.
                         r.id.push_str("-local");
                         r.place = Place::LocalSlice;
@@ -313,7 +314,7 @@ impl RedisStore {
             } else {
                 tracing::warn!(policy = ?self.settings.on_unreachable, "Redis budget store unreachable");
             }
-            metrics::gauge!("llmroute_budget_store_up").set(if up { 1.0 } else { 0.0 });
+            metrics::gauge!(names::BUDGET_STORE_UP).set(if up { 1.0 } else { 0.0 });
         }
     }
 
@@ -325,7 +326,7 @@ impl RedisStore {
         } else {
             self.pending.fetch_sub(n.unsigned_abs() as usize, Ordering::Relaxed);
         }
-        metrics::gauge!("llmroute_budget_settles_pending").increment(n as f64);
+        metrics::gauge!(names::BUDGET_SETTLES_PENDING).increment(n as f64);
     }
 }
 
@@ -360,7 +361,7 @@ async fn settler(shared: Arc<RedisStore>, mut rx: mpsc::UnboundedReceiver<Settle
                 Ok(applied) => {
                     shared.pending_add(-1);
                     if !applied {
-                        metrics::counter!("llmroute_budget_settle_duplicates_total").increment(1);
+                        metrics::counter!(names::BUDGET_SETTLE_DUPLICATES_TOTAL).increment(1);
                         tracing::info!(id = %s.id, "settle already applied (a retry); not charged again");
                     }
                 }
@@ -374,7 +375,7 @@ async fn settler(shared: Arc<RedisStore>, mut rx: mpsc::UnboundedReceiver<Settle
             }
         }
         if failed > 0 {
-            metrics::counter!("llmroute_budget_store_errors_total", "op" => "settle").increment(failed as u64);
+            metrics::counter!(names::BUDGET_STORE_ERRORS_TOTAL, "op" => "settle").increment(failed as u64);
             shared.mark_up(false);
             tokio::time::sleep(backoff).await;
             backoff = (backoff * 2).min(Duration::from_secs(2));
