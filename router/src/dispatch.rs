@@ -3,6 +3,7 @@
 //! in-flight counts and breakers, then the ledger and the tenants' budgets are settled.
 
 use super::backend::BackendRequest;
+use super::budgets::SlotLease;
 use super::decide::Decided;
 use super::query::{Predicted, Query, Reply};
 use super::state::{InFlight, Live, Shared};
@@ -56,7 +57,7 @@ pub fn launch(shared: &Arc<Shared>, d: Decided) {
         committed: Mutex::new(problem.cost_of(&choice)),
         realized: Mutex::new(0.0),
     });
-    let mut handles = Vec::with_capacity(n);
+    let mut dispatched: Vec<(usize, usize, Query, Reply, InFlight)> = Vec::with_capacity(n);
     let (mut decision_only_cost, mut decision_only_var) = (0.0, 0.0);
     let predicted_total = problem.cost_of(&choice);
     let predicted_var = problem.cost_var_of(&choice);
@@ -85,30 +86,10 @@ pub fn launch(shared: &Arc<Shared>, d: Decided) {
             }
             continue;
         }
-        let lease = live.models[j].state.begin(problem.tokens[i * m + j]);
-        let (live, problem, account) = (live.clone(), problem.clone(), account.clone());
-        handles.push(tokio::spawn(async move {
-            let reservation = q.reservation.take();
-            let reply_tx = q.reply.take();
-            let (mut result, cost) = run_query(&live, &problem, &account, i, j, lease, &mut q, base).await;
-            if account.realize(cost) {
-                if let Ok(r) = result.as_mut() {
-                    r.batch_over_budget = true;
-                }
-            }
-            if let Some(r) = reservation {
-                r.settle(cost);
-            }
-            match reply_tx {
-                Some(tx) => {
-                    let _ = tx.send(result);
-                }
-                None => drop(result),
-            }
-            cost
-        }));
+        let in_flight = live.models[j].state.begin(problem.tokens[i * m + j]);
+        dispatched.push((i, j, q, base, in_flight));
     }
-    if handles.is_empty() {
+    if dispatched.is_empty() {
         // Decision only: the batch is charged its predicted cost now (its grant must not stay
         // outstanding).
         settle(shared, batch_id, &budget, predicted_total, decision_only_cost, None);
@@ -118,6 +99,36 @@ pub fn launch(shared: &Arc<Shared>, d: Decided) {
     add_reserved(reserved);
     let shared = shared.clone();
     tokio::spawn(async move {
+        // Slots shared by the replicas (Redis): one round trip leases what the batch needs per
+        // model; a query its model had no free slot for waits for one before it is sent.
+        let mut leases = lease_batch(&shared, &live, &dispatched).await;
+        let mut handles = Vec::with_capacity(dispatched.len());
+        for (i, j, mut q, base, in_flight) in dispatched {
+            let slot = leases.get_mut(j).and_then(Vec::pop);
+            let (live, problem, account, shared) = (live.clone(), problem.clone(), account.clone(), shared.clone());
+            handles.push(tokio::spawn(async move {
+                let reservation = q.reservation.take();
+                let reply_tx = q.reply.take();
+                let held = Held { _in_flight: in_flight, slot };
+                let (mut result, cost) = run_query(&shared, &live, &problem, &account, i, j, held, &mut q, base).await;
+                if account.realize(cost) {
+                    if let Ok(r) = result.as_mut() {
+                        r.batch_over_budget = true;
+                    }
+                }
+                if let Some(r) = reservation {
+                    r.settle(cost);
+                }
+                match reply_tx {
+                    Some(tx) => {
+                        let _ = tx.send(result);
+                    }
+                    None => drop(result),
+                }
+                cost
+            }));
+        }
+        drop(leases);
         let mut realized = 0.0;
         for h in handles {
             realized += h.await.unwrap_or(0.0);
@@ -196,6 +207,59 @@ fn next_model(live: &Live, p: &Problem, account: &Account, i: usize, cur: usize,
     order.into_iter().find(|&k| account.shift(p.cost[i * m + cur], p.cost[i * m + k]))
 }
 
+/// What a running query holds: its place in its model's in-flight count, and (slots shared
+/// through Redis) its model's slot lease.
+struct Held {
+    /// Held for its `Drop` (it counts the call until then).
+    _in_flight: InFlight,
+    slot: Option<SlotLease>,
+}
+
+/// Leases, in one round trip, the slots the batch's dispatched queries need per model; empty
+/// when slots are not shared (or Redis did not answer: each replica's own limits then).
+async fn lease_batch(
+    shared: &Shared,
+    live: &Live,
+    dispatched: &[(usize, usize, Query, Reply, InFlight)],
+) -> Vec<Vec<SlotLease>> {
+    if !shared.budgets.shares_slots() {
+        return Vec::new();
+    }
+    let mut want = vec![0u64; live.models.len()];
+    for (_, j, ..) in dispatched {
+        want[*j] += 1;
+    }
+    let asks: Vec<(&str, u64, u64)> =
+        live.models.iter().zip(&want).map(|(md, &w)| (md.entry.name.as_str(), md.total_capacity as u64, w)).collect();
+    shared.budgets.lease_slots(&asks).await.unwrap_or_default()
+}
+
+/// Waits for a shared slot of model `j` (polling Redis every 10 ms) until the call's deadline.
+/// Ok(None) when slots are not shared or Redis does not answer (this replica's limits apply).
+async fn wait_for_slot(shared: &Shared, live: &Live, j: usize, deadline: Instant) -> Result<Option<SlotLease>> {
+    if !shared.budgets.shares_slots() {
+        return Ok(None);
+    }
+    let md = &live.models[j];
+    loop {
+        match shared.budgets.lease_slots(&[(md.entry.name.as_str(), md.total_capacity as u64, 1)]).await {
+            None => return Ok(None),
+            Some(mut got) => {
+                if let Some(lease) = got.first_mut().and_then(Vec::pop) {
+                    return Ok(Some(lease));
+                }
+            }
+        }
+        if Instant::now() + std::time::Duration::from_millis(10) >= deadline {
+            return Err(RouterError::DeadlineExceeded(format!(
+                "no slot of {} came free on any replica before the deadline",
+                md.entry.name
+            )));
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(10)).await;
+    }
+}
+
 /// What a provider bills for an attempt's output: its reported tokens, or — when it reports none
 /// (no `usage`, or an attempt cut short) — the text's characters / 4, at most `max_tokens`.
 fn billable_output(reported: u32, text_chars: usize, max_tokens: u32) -> u32 {
@@ -210,12 +274,13 @@ fn billable_output(reported: u32, text_chars: usize, max_tokens: u32) -> u32 {
 /// the call is charged: the answer that succeeded plus every failed attempt's streamed output.
 #[allow(clippy::too_many_arguments)]
 async fn run_query(
+    shared: &Shared,
     live: &Arc<Live>,
     p: &Problem,
     account: &Account,
     i: usize,
     first: usize,
-    mut lease: InFlight,
+    mut held: Held,
     q: &mut Query,
     mut reply: Reply,
 ) -> (Result<Reply>, f64) {
@@ -268,8 +333,15 @@ async fn run_query(
             }
             _ => None,
         };
-        // Wait for one of the model's slots (a batch over the free slots queues here, not at
-        // the backend); the call's deadline bounds the wait.
+        // A slot shared by the replicas first (when they share them), then one of this
+        // replica's: a batch over the free slots queues here, not at the backend; the call's
+        // deadline bounds both waits.
+        if held.slot.is_none() {
+            match wait_for_slot(shared, live, j, q.deadline).await {
+                Ok(s) => held.slot = s,
+                Err(e) => break Err(e),
+            }
+        }
         let permit = match tokio::time::timeout(remaining, model.state.slots.clone().acquire_owned()).await {
             Ok(Ok(p)) => p,
             Ok(Err(_)) => break Err(RouterError::Internal(format!("{name}: slot semaphore closed"))),
@@ -332,7 +404,7 @@ async fn run_query(
                 }
                 match next_model(live, p, account, i, j, &tried) {
                     Some(k) => {
-                        lease = live.models[k].state.begin(p.tokens[i * p.m + k]);
+                        held = Held { _in_flight: live.models[k].state.begin(p.tokens[i * p.m + k]), slot: None };
                         metrics::counter!(names::FALLBACKS_TOTAL, "from" => name, "to" => live.models[k].entry.name.clone())
                             .increment(1);
                         reply.fallback = true;
@@ -348,7 +420,7 @@ async fn run_query(
             }
         }
     };
-    drop(lease);
+    drop(held);
     let label = live.models[j].entry.name.clone();
     let cost = match &outcome {
         Ok(r) => {

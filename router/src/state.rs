@@ -105,8 +105,11 @@ pub struct LiveModel {
     pub backend: Backend,
     /// Column of this model (or its proxy) in the estimator's predictions.
     pub est_index: usize,
-    /// instances × max_concurrency.
+    /// This replica's slots: instances × max_concurrency ÷ `backends.replicas`.
     pub capacity: usize,
+    /// The model's slots over all replicas (instances × max_concurrency): the limit of the slot
+    /// leases shared through Redis.
+    pub total_capacity: usize,
     pub state: Arc<ModelState>,
 }
 
@@ -308,9 +311,10 @@ fn build_live(
             None => config.instances.get(&entry.name).copied().unwrap_or(1) as usize,
         };
         let state = states.entry(entry.name.clone()).or_default().clone();
-        let capacity = replica_share(instances * entry.max_concurrency as usize, config.backends.replicas);
+        let total_capacity = instances * entry.max_concurrency as usize;
+        let capacity = replica_share(total_capacity, config.backends.replicas);
         state.set_capacity(capacity);
-        models.push(LiveModel { capacity, entry: entry.clone(), backend, est_index, state });
+        models.push(LiveModel { capacity, total_capacity, entry: entry.clone(), backend, est_index, state });
     }
     let by_key =
         config.tenants.iter().enumerate().filter_map(|(i, t)| t.key_sha256.as_ref().map(|k| (k.clone(), i))).collect();

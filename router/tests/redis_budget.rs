@@ -373,3 +373,58 @@ fn a_reservation_whose_reply_was_lost_is_released() {
         sleeper.join().unwrap();
     });
 }
+
+/// Finding 2, shared: three replicas with the Redis budget store lease every model's slots from
+/// Redis (4 a model, none split by hand): 60 calls at once over the three, and the scripted
+/// backend never sees more than 4 calls of one model at once; every call is answered.
+#[test]
+#[ignore = "needs redis-server (Debian redis-server; scripts/setup.sh --test; scripts/test.sh runs it)"]
+fn replicas_share_model_slots_through_redis() {
+    use common::scripted::{Script, Scripted};
+    let dir = scratch("redis-slots");
+    let port = free_port();
+    let _redis = Redis::start(&dir, port);
+    let rt = tokio::runtime::Builder::new_multi_thread().worker_threads(4).enable_all().build().unwrap();
+    rt.block_on(async {
+        let backend = Scripted::start(Script { latency: Duration::from_millis(100), ..Script::default() }).await;
+        let mut cfg = common::default_config();
+        common::set(&mut cfg, "catalog", common::catalog_file(&dir, &backend.url, 4).display().to_string().into());
+        common::set(&mut cfg, "budget_store.kind", "redis".into());
+        common::set(&mut cfg, "budget_store.redis_url", format!("redis://127.0.0.1:{port}/").into());
+        common::set(&mut cfg, "budget_store.key_prefix", "slots".into());
+        let mut routers = Vec::new();
+        let mut channels = Vec::new();
+        for k in 0..3 {
+            let d = dir.join(format!("r{k}"));
+            std::fs::create_dir_all(&d).unwrap();
+            let r = common::start_in_process(&d, &cfg).await;
+            channels.push(connect(&r.bound.grpc.to_string()).await.unwrap());
+            routers.push(r);
+        }
+        let calls: Vec<_> = (0..60)
+            .map(|i| {
+                let mut c = RouterClient::new(channels[i % 3].clone());
+                let req = pb::RouteRequest {
+                    prompt: format!("question {i}: what is a monad"),
+                    max_output_tokens: Some(32),
+                    ..Default::default()
+                };
+                tokio::spawn(async move { c.route(req).await })
+            })
+            .collect();
+        let mut answered = 0;
+        for h in calls {
+            match h.await.unwrap() {
+                Ok(r) if r.get_ref().dispatched => answered += 1,
+                other => eprintln!("{other:?}"),
+            }
+        }
+        for r in routers {
+            r.stop().await.unwrap();
+        }
+        let most = backend.seen().values().map(|s| s.max_in_flight).max().unwrap_or(0);
+        eprintln!("slots leased through Redis: most calls at one model at once {most}, answered {answered} of 60");
+        assert_eq!(answered, 60);
+        assert!(most <= 4, "a model saw {most} calls at once (4 slots shared by 3 replicas)");
+    });
+}

@@ -7,6 +7,10 @@
 //! twice. When Redis cannot be reached for a reservation, `on_unreachable` decides: `fail_closed`
 //! refuses the call (UNAVAILABLE, safe to retry); `fail_open` admits it against a local slice of
 //! the tenant's budget (`local_slice` × budget per replica), settled into Redis once it is back.
+//!
+//! The same Redis store shares the models' slots between replicas: `lease_slots` leases what a
+//! batch needs per model in one round trip, a `SlotLease` is released (in batches) when its call
+//! ends, and expires with the lease time when a replica dies.
 
 mod memory;
 mod redis_book;
@@ -34,6 +38,8 @@ struct RedisStore {
     book: RedisBook,
     settings: RedisSettings,
     outbox: mpsc::UnboundedSender<Settle>,
+    /// Slot leases to release (model, id), batched by `releaser`.
+    releases: mpsc::UnboundedSender<(String, String)>,
     pending: AtomicUsize,
     up: AtomicBool,
 }
@@ -131,7 +137,60 @@ impl Drop for Reservation {
     }
 }
 
+/// A model slot leased in Redis, shared by every replica; released (batched) when dropped, and
+/// expired by Redis after the lease time if this replica dies first.
+pub struct SlotLease {
+    store: Arc<RedisStore>,
+    model: String,
+    id: String,
+}
+
+impl Drop for SlotLease {
+    fn drop(&mut self) {
+        let _ = self.store.releases.send((std::mem::take(&mut self.model), std::mem::take(&mut self.id)));
+    }
+}
+
 impl Budgets {
+    /// Are model slots shared by the replicas (through the Redis store)?
+    pub fn shares_slots(&self) -> bool {
+        self.redis.is_some()
+    }
+
+    /// Leases up to `want` slots of each model `(model, capacity, want)` in one round trip: for
+    /// each model, the leases granted (possibly fewer, none when it is full). None when slots
+    /// are not shared or Redis did not answer: the caller goes on with its own limits.
+    pub async fn lease_slots(&self, wants: &[(&str, u64, u64)]) -> Option<Vec<Vec<SlotLease>>> {
+        let redis = self.redis.as_ref()?;
+        let asks: Vec<(&str, u64, u64, String)> = wants
+            .iter()
+            .map(|(m, cap, want)| {
+                (*m, *cap, *want, format!("{}-{}-", self.replica, self.seq.fetch_add(1, Ordering::Relaxed)))
+            })
+            .collect();
+        match redis.book.acquire_slots(&asks, redis.settings.lease).await {
+            Ok(granted) => Some(
+                asks.iter()
+                    .zip(granted)
+                    .map(|((m, _, _, prefix), g)| {
+                        (1..=g)
+                            .map(|i| SlotLease {
+                                store: redis.clone(),
+                                model: m.to_string(),
+                                id: format!("{prefix}{i}"),
+                            })
+                            .collect()
+                    })
+                    .collect(),
+            ),
+            Err(e) => {
+                metrics::counter!(names::BUDGET_STORE_ERRORS_TOTAL, "op" => "slots").increment(1);
+                tracing::warn!(error = %e, "Redis did not lease model slots; this replica uses its own limits meanwhile");
+                None
+            }
+        }
+    }
+
     /// The store the config names. With Redis, starts the settle outbox (needs a tokio runtime).
     pub fn new(config: &BudgetStore) -> Result<Arc<Budgets>> {
         let replica = format!("{:016x}", rand::random::<u64>());
@@ -141,8 +200,10 @@ impl Budgets {
                 let book = RedisBook::new(url, key_prefix, *timeout)
                     .map_err(|e| RouterError::config("(config)", "budget_store.redis_url", e))?;
                 let (tx, rx) = mpsc::unbounded_channel();
+                let (release_tx, release_rx) = mpsc::unbounded_channel();
                 let shared = Arc::new(RedisStore {
                     book,
+                    releases: release_tx,
                     settings: RedisSettings {
                         on_unreachable: *on_unreachable,
                         local_slice: *local_slice,
@@ -156,6 +217,7 @@ impl Budgets {
                 let handle = tokio::runtime::Handle::try_current()
                     .map_err(|_| RouterError::Internal("the Redis budget store needs a tokio runtime".into()))?;
                 handle.spawn(settler(shared.clone(), rx));
+                handle.spawn(releaser(shared.clone(), release_rx));
                 Some(shared)
             }
         };
@@ -332,6 +394,29 @@ impl RedisStore {
 
 /// Writes settles to Redis, many at once (pipelined on one connection); those that fail wait and
 /// go again, until they land.
+/// Releases slot leases in batches (one round trip for up to 256); a release that fails is
+/// retried twice, then left to expire with its lease.
+async fn releaser(shared: Arc<RedisStore>, mut rx: mpsc::UnboundedReceiver<(String, String)>) {
+    while let Some(first) = rx.recv().await {
+        let mut batch = vec![first];
+        while batch.len() < 256 {
+            match rx.try_recv() {
+                Ok(r) => batch.push(r),
+                Err(_) => break,
+            }
+        }
+        for attempt in 0..3 {
+            match shared.book.release_slots(&batch).await {
+                Ok(()) => break,
+                Err(e) if attempt == 2 => {
+                    tracing::warn!(error = %e, leases = batch.len(), "slot leases not released; they expire with their lease");
+                }
+                Err(_) => tokio::time::sleep(Duration::from_millis(100 << attempt)).await,
+            }
+        }
+    }
+}
+
 async fn settler(shared: Arc<RedisStore>, mut rx: mpsc::UnboundedReceiver<Settle>) {
     let mut retry: Vec<Settle> = Vec::new();
     let mut backoff = Duration::from_millis(100);

@@ -38,6 +38,8 @@ pub struct RedisBook {
     reserve: Script,
     settle: Script,
     usage: Script,
+    slots: Script,
+    release: Script,
 }
 
 /// Window → (bucket width ms, window ms). Buckets are keyed by their absolute end time (ms) and
@@ -61,6 +63,8 @@ impl RedisBook {
             reserve: Script::new(include_str!("lua/reserve.lua")),
             settle: Script::new(include_str!("lua/settle.lua")),
             usage: Script::new(include_str!("lua/usage.lua")),
+            slots: Script::new(include_str!("lua/slots.lua")),
+            release: Script::new(include_str!("lua/release.lua")),
         })
     }
 
@@ -182,6 +186,35 @@ impl RedisBook {
         let mut inv = self.usage.prepare_invoke();
         inv.key(&k.spent).key(&k.reserved).arg(width).arg(n);
         self.run(inv).await
+    }
+}
+
+impl RedisBook {
+    /// The sorted set of a model's slot leases (one hash tag for all models: one script call).
+    fn slot_key(&self, model: &str) -> String {
+        format!("{}:{{slots}}:{model}", self.prefix)
+    }
+
+    /// Leases up to `want` slots of each model (`(model, capacity, want, id prefix)`) in one
+    /// round trip; returns how many each got (ids prefix1 .. prefixN).
+    pub async fn acquire_slots(&self, wants: &[(&str, u64, u64, String)], lease: Duration) -> Result<Vec<u64>, String> {
+        let mut inv = self.slots.prepare_invoke();
+        inv.arg(lease.as_millis().max(1) as u64);
+        for (model, cap, want, prefix) in wants {
+            inv.key(self.slot_key(model));
+            inv.arg(*cap).arg(*want).arg(prefix);
+        }
+        self.run(inv).await
+    }
+
+    /// Releases leases by id (`(model, id)`), in one round trip.
+    pub async fn release_slots(&self, leases: &[(String, String)]) -> Result<(), String> {
+        let mut inv = self.release.prepare_invoke();
+        for (model, id) in leases {
+            inv.key(self.slot_key(model)).arg(id);
+        }
+        let _: i64 = self.run(inv).await?;
+        Ok(())
     }
 }
 
