@@ -186,10 +186,16 @@ fn tenant_budget_runs_out_and_reload_keeps_the_last_good_config() {
         c.route(pb::RouteRequest { dispatch: Some(false), ..q("hi") }).await.unwrap();
 
         // A good one with a bigger budget and a new tenant takes effect (Admin RPC) ...
-        let bigger = good.replace("budget_usd: 0.0004", "budget_usd: 10");
-        let team_b =
-            "  - name: team-b\n    api_key: team-b-secret\n    budget_usd: 1\n    allowed_models: [gemma-2-9b-it]\n";
-        std::fs::write(&path, format!("{bigger}{team_b}")).unwrap();
+        let mut bigger: serde_yaml::Value = serde_yaml::from_str(&good).unwrap();
+        common::set(&mut bigger["tenants"][0], "budget_usd", 10.into());
+        let team_b: serde_yaml::Value = serde_yaml::from_str(
+            "{name: team-b, api_key: team-b-secret, budget_usd: 1, allowed_models: [gemma-2-9b-it]}",
+        )
+        .unwrap();
+        let mut with_b = bigger.clone();
+        with_b["tenants"].as_sequence_mut().unwrap().push(team_b);
+        let bigger = serde_yaml::to_string(&bigger).unwrap();
+        std::fs::write(&path, serde_yaml::to_string(&with_b).unwrap()).unwrap();
         let rep = admin.reload(pb::ReloadRequest {}).await.unwrap().into_inner();
         assert!(rep.ok && rep.generation == 2, "{rep:?}");
         c.route(q("Budget is back?")).await.unwrap();
