@@ -1,6 +1,9 @@
 //! The HTTP side: the OpenAI-compatible facade (`POST /v1/chat/completions` with `model: "auto"`
-//! to route or a model name to pin, `stream: true` as server-sent events; `GET /v1/models`), and
-//! `/metrics`, `/healthz`, `POST /admin/reload`.
+//! to route or a model name to pin, `stream: true` as server-sent events; the legacy
+//! `POST /v1/completions` and a minimal `POST /v1/responses`, text in / text out, routed the same
+//! way; `GET /v1/models`), and `/metrics`, `/healthz`, `POST /admin/reload`. Every answer carries
+//! `x-llmroute-request-id`; routed ones `x-llmroute-model` (and `x-llmroute-cost-usd` when not
+//! streamed).
 
 use super::admission::AdmissionLayer;
 use super::api::Api;
@@ -31,7 +34,12 @@ struct Ctx {
 
 pub fn router(api: Api, metrics: PrometheusHandle, admission: AdmissionLayer) -> Router {
     let ctx = Ctx { api, metrics };
-    let v1 = Router::new().route("/v1/chat/completions", post(chat)).route("/v1/models", get(models)).layer(admission);
+    let v1 = Router::new()
+        .route("/v1/chat/completions", post(chat))
+        .route("/v1/completions", post(completions))
+        .route("/v1/responses", post(responses))
+        .route("/v1/models", get(models))
+        .layer(admission);
     Router::new()
         .merge(v1)
         .route("/metrics", get(render_metrics))
@@ -82,16 +90,6 @@ struct Extensions {
 pub fn parse_chat(live: &Live, body: &[u8], key: Option<String>) -> Result<(RouteInput, bool), RouterError> {
     let b: ChatBody = serde_json::from_slice(body).map_err(|e| RouterError::bad("(body)", e.to_string()))?;
     let model = b.model.ok_or_else(|| RouterError::bad("model", "missing: use \"auto\" to route"))?;
-    let mut allowed_models = Vec::new();
-    if model != "auto" {
-        if live.model_index(&model).is_none() {
-            return Err(RouterError::bad(
-                "model",
-                format!("unknown model `{model}`: use \"auto\" or a name from /v1/models"),
-            ));
-        }
-        allowed_models.push(model);
-    }
     let raw = b.messages.ok_or_else(|| RouterError::bad("messages", "missing"))?;
     let mut messages = Vec::with_capacity(raw.len());
     for (i, m) in raw.into_iter().enumerate() {
@@ -109,27 +107,48 @@ pub fn parse_chat(live: &Live, body: &[u8], key: Option<String>) -> Result<(Rout
         };
         messages.push(ChatMessage { role, content });
     }
-    let max = b.max_completion_tokens.or(b.max_tokens);
+    let input = route_input(live, Some(model), messages, b.max_completion_tokens.or(b.max_tokens), b.llmroute, key)?;
+    Ok((input, b.stream))
+}
+
+/// The router's input from the parts every OpenAI shape shares: the model (`auto` routes, a
+/// name pins), the turns, the output limit, the `llmroute` extensions, the key.
+fn route_input(
+    live: &Live,
+    model: Option<String>,
+    messages: Vec<ChatMessage>,
+    max: Option<i64>,
+    ext: Option<Extensions>,
+    key: Option<String>,
+) -> Result<RouteInput, RouterError> {
+    let model = model.ok_or_else(|| RouterError::bad("model", "missing: use \"auto\" to route"))?;
+    let mut allowed_models = Vec::new();
+    if model != "auto" {
+        if live.model_index(&model).is_none() {
+            return Err(RouterError::bad(
+                "model",
+                format!("unknown model `{model}`: use \"auto\" or a name from /v1/models"),
+            ));
+        }
+        allowed_models.push(model);
+    }
     let max_output_tokens = match max {
         None => None,
         Some(n) if n <= 0 => return Err(RouterError::bad("max_tokens", "must be at least 1")),
         Some(n) => Some(u32::try_from(n).map_err(|_| RouterError::bad("max_tokens", "too large"))?),
     };
-    let ext = b.llmroute.unwrap_or_default();
-    Ok((
-        RouteInput {
-            tenant: ext.tenant.unwrap_or_default(),
-            api_key: key,
-            prompt: String::new(),
-            messages,
-            task: ext.task,
-            max_output_tokens,
-            allowed_models,
-            dispatch: ext.dispatch.unwrap_or(true),
-            max_cost_usd: ext.max_cost_usd,
-        },
-        b.stream,
-    ))
+    let ext = ext.unwrap_or_default();
+    Ok(RouteInput {
+        tenant: ext.tenant.unwrap_or_default(),
+        api_key: key,
+        prompt: String::new(),
+        messages,
+        task: ext.task,
+        max_output_tokens,
+        allowed_models,
+        dispatch: ext.dispatch.unwrap_or(true),
+        max_cost_usd: ext.max_cost_usd,
+    })
 }
 
 fn now_s() -> u64 {
@@ -145,69 +164,303 @@ fn extension(r: &Reply) -> Value {
     })
 }
 
-async fn chat(State(ctx): State<Ctx>, headers: HeaderMap, body: Bytes) -> Response {
-    let (input, stream) = match parse_chat(&ctx.api.shared.live(), &body, bearer(&headers)) {
-        Ok(v) => v,
-        Err(e) => return error(e),
+/// The three OpenAI shapes the facade answers in.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Shape {
+    Chat,
+    Completion,
+    Responses,
+}
+
+const REQUEST_ID: &str = "x-llmroute-request-id";
+const MODEL_HEADER: &str = "x-llmroute-model";
+const COST_HEADER: &str = "x-llmroute-cost-usd";
+
+/// A fresh id for one HTTP call (in the `x-llmroute-request-id` header and the logs).
+fn request_id() -> String {
+    format!("{:016x}{:016x}", rand::random::<u64>(), rand::random::<u64>())
+}
+
+fn with_headers(mut resp: Response, id: &str, model: Option<&str>, cost: Option<f64>) -> Response {
+    let h = resp.headers_mut();
+    let mut put = |k: &'static str, v: String| {
+        if let Ok(v) = axum::http::HeaderValue::from_str(&v) {
+            h.insert(k, v);
+        }
     };
+    put(REQUEST_ID, id.to_string());
+    if let Some(m) = model {
+        put(MODEL_HEADER, m.to_string());
+    }
+    if let Some(c) = cost {
+        put(COST_HEADER, format!("{c:.9}"));
+    }
+    resp
+}
+
+fn finish(r: &Reply) -> &str {
+    if r.finish_reason.is_empty() {
+        "stop"
+    } else {
+        r.finish_reason.as_str()
+    }
+}
+
+/// The whole (non-streamed) answer in `shape`.
+fn full_body(shape: Shape, r: &Reply) -> Value {
+    let usage = json!({"prompt_tokens": r.input_tokens, "completion_tokens": r.output_tokens,
+                       "total_tokens": r.input_tokens + r.output_tokens});
+    match shape {
+        Shape::Chat => json!({
+            "id": format!("chatcmpl-{}", r.batch_id), "object": "chat.completion", "created": now_s(),
+            "model": r.model,
+            "choices": [{"index": 0, "message": {"role": "assistant", "content": r.answer}, "finish_reason": finish(r)}],
+            "usage": usage, "llmroute": extension(r),
+        }),
+        Shape::Completion => json!({
+            "id": format!("cmpl-{}", r.batch_id), "object": "text_completion", "created": now_s(), "model": r.model,
+            "choices": [{"index": 0, "text": r.answer, "logprobs": null, "finish_reason": finish(r)}],
+            "usage": usage, "llmroute": extension(r),
+        }),
+        Shape::Responses => response_object(r, "completed", &r.answer),
+    }
+}
+
+/// A `/v1/responses` response object (`status` completed or in_progress).
+fn response_object(r: &Reply, status: &str, text: &str) -> Value {
+    let content = if text.is_empty() && status != "completed" {
+        json!([])
+    } else {
+        json!([{"type": "output_text", "text": text, "annotations": []}])
+    };
+    json!({
+        "id": format!("resp_{}", r.batch_id), "object": "response", "created_at": now_s(), "status": status,
+        "model": r.model, "error": null, "incomplete_details": null, "instructions": null,
+        "output": [{"type": "message", "id": format!("msg_{}", r.batch_id), "status": status, "role": "assistant",
+                    "content": content}],
+        "parallel_tool_calls": false, "tool_choice": "auto", "tools": [],
+        "usage": {"input_tokens": r.input_tokens, "output_tokens": r.output_tokens,
+                  "total_tokens": r.input_tokens + r.output_tokens,
+                  "input_tokens_details": {"cached_tokens": 0}, "output_tokens_details": {"reasoning_tokens": 0}},
+        "llmroute": extension(r),
+    })
+}
+
+async fn chat(State(ctx): State<Ctx>, headers: HeaderMap, body: Bytes) -> Response {
+    let id = request_id();
+    match parse_chat(&ctx.api.shared.live(), &body, bearer(&headers)) {
+        Ok((input, stream)) => answer(&ctx, input, stream, Shape::Chat, &id).await,
+        Err(e) => with_headers(error(e), &id, None, None),
+    }
+}
+
+#[derive(Deserialize)]
+struct CompletionBody {
+    model: Option<String>,
+    prompt: Option<Value>,
+    max_tokens: Option<i64>,
+    #[serde(default)]
+    stream: bool,
+    #[serde(default)]
+    llmroute: Option<Extensions>,
+}
+
+/// `POST /v1/completions`: the prompt (a string, or a list of one) is routed as one user turn.
+async fn completions(State(ctx): State<Ctx>, headers: HeaderMap, body: Bytes) -> Response {
+    let id = request_id();
+    let parsed = (|| {
+        let b: CompletionBody = serde_json::from_slice(&body).map_err(|e| RouterError::bad("(body)", e.to_string()))?;
+        let prompt = match b.prompt {
+            Some(Value::String(s)) => s,
+            Some(Value::Array(v)) if v.len() == 1 && v[0].is_string() => v[0].as_str().unwrap_or_default().to_string(),
+            Some(Value::Array(_)) => {
+                return Err(RouterError::bad("prompt", "one prompt per call (a string or a list of one)"))
+            }
+            _ => return Err(RouterError::bad("prompt", "missing: a string")),
+        };
+        let input = route_input(
+            &ctx.api.shared.live(),
+            b.model,
+            vec![ChatMessage { role: "user".into(), content: prompt }],
+            b.max_tokens,
+            b.llmroute,
+            bearer(&headers),
+        )?;
+        Ok((input, b.stream))
+    })();
+    match parsed {
+        Ok((input, stream)) => answer(&ctx, input, stream, Shape::Completion, &id).await,
+        Err(e) => with_headers(error(e), &id, None, None),
+    }
+}
+
+#[derive(Deserialize)]
+struct ResponsesBody {
+    model: Option<String>,
+    input: Option<Value>,
+    instructions: Option<String>,
+    max_output_tokens: Option<i64>,
+    #[serde(default)]
+    stream: bool,
+    #[serde(default)]
+    llmroute: Option<Extensions>,
+}
+
+/// `POST /v1/responses` (minimal): `input` is a string or a list of `{role, content}` turns
+/// (content a string or `input_text` parts); `instructions` becomes a system turn.
+async fn responses(State(ctx): State<Ctx>, headers: HeaderMap, body: Bytes) -> Response {
+    let id = request_id();
+    let parsed = (|| {
+        let b: ResponsesBody = serde_json::from_slice(&body).map_err(|e| RouterError::bad("(body)", e.to_string()))?;
+        let mut messages = Vec::new();
+        if let Some(sys) = b.instructions {
+            messages.push(ChatMessage { role: "system".into(), content: sys });
+        }
+        match b.input {
+            Some(Value::String(s)) => messages.push(ChatMessage { role: "user".into(), content: s }),
+            Some(Value::Array(turns)) => {
+                for (i, t) in turns.iter().enumerate() {
+                    let role = t.get("role").and_then(Value::as_str).unwrap_or("user").to_string();
+                    let content = match t.get("content") {
+                        Some(Value::String(s)) => s.clone(),
+                        Some(Value::Array(parts)) => parts
+                            .iter()
+                            .filter_map(|p| p.get("text").and_then(Value::as_str))
+                            .collect::<Vec<_>>()
+                            .join("\n"),
+                        _ => {
+                            return Err(RouterError::bad(
+                                format!("input[{i}].content"),
+                                "expected a string or text parts",
+                            ))
+                        }
+                    };
+                    messages.push(ChatMessage { role, content });
+                }
+            }
+            _ => return Err(RouterError::bad("input", "missing: a string or a list of turns")),
+        }
+        let input =
+            route_input(&ctx.api.shared.live(), b.model, messages, b.max_output_tokens, b.llmroute, bearer(&headers))?;
+        Ok((input, b.stream))
+    })();
+    match parsed {
+        Ok((input, stream)) => answer(&ctx, input, stream, Shape::Responses, &id).await,
+        Err(e) => with_headers(error(e), &id, None, None),
+    }
+}
+
+/// Routes `input` and answers in `shape`, whole or as server-sent events.
+async fn answer(ctx: &Ctx, input: RouteInput, stream: bool, shape: Shape, id: &str) -> Response {
     if !stream {
         return match ctx.api.route(input, None).await {
-            Ok(r) => Json(json!({
-                "id": format!("chatcmpl-{}", r.batch_id),
-                "object": "chat.completion",
-                "created": now_s(),
-                "model": r.model,
-                "choices": [{"index": 0, "message": {"role": "assistant", "content": r.answer},
-                             "finish_reason": if r.finish_reason.is_empty() { "stop" } else { r.finish_reason.as_str() }}],
-                "usage": {"prompt_tokens": r.input_tokens, "completion_tokens": r.output_tokens,
-                          "total_tokens": r.input_tokens + r.output_tokens},
-                "llmroute": extension(&r),
-            }))
-            .into_response(),
-            Err(e) => error(e),
+            Ok(r) => with_headers(Json(full_body(shape, &r)).into_response(), id, Some(&r.model), Some(r.cost_usd)),
+            Err(e) => with_headers(error(e), id, None, None),
         };
     }
     let (dtx, drx) = oneshot::channel();
     let (ptx, mut prx) = mpsc::channel::<String>(64);
     let pending = match ctx.api.submit(input, None, Some(StreamSink { decision: dtx, deltas: ptx })).await {
         Ok(p) => p,
-        Err(e) => return error(e),
+        Err(e) => return with_headers(error(e), id, None, None),
+    };
+    // The decision comes before the first byte: its model goes in the headers, and a call that
+    // fails before it is decided gets a plain error answer, not an event stream.
+    let start = match drx.await {
+        Ok(start) => start,
+        Err(_) => {
+            let e = match pending.wait().await {
+                Err(e) => e,
+                Ok(_) => RouterError::Internal("a streamed call ended without its decision".into()),
+            };
+            return with_headers(error(e), id, None, None);
+        }
     };
     let (tx, rx) = mpsc::channel::<Result<Event, Infallible>>(64);
+    let model = start.model.clone();
     tokio::spawn(async move {
-        let created = now_s();
-        let chunk = |id: u64, model: &str, delta: Value, finish: Value| {
-            json!({"id": format!("chatcmpl-{id}"), "object": "chat.completion.chunk", "created": created,
-                   "model": model, "choices": [{"index": 0, "delta": delta, "finish_reason": finish}]})
+        let send = |v: Value, name: Option<&'static str>| {
+            let mut ev = Event::default().data(v.to_string());
+            if let Some(n) = name {
+                ev = ev.event(n);
+            }
+            tx.send(Ok(ev))
         };
-        let (mut id, mut model) = (0, String::new());
-        if let Ok(start) = drx.await {
-            (id, model) = (start.batch_id, start.model.clone());
-            let c = chunk(id, &model, json!({"role": "assistant", "content": ""}), Value::Null);
-            let _ = tx.send(Ok(Event::default().data(c.to_string()))).await;
+        let created = now_s();
+        let chunk = |delta: &str, fin: Value| match shape {
+            Shape::Chat => json!({"id": format!("chatcmpl-{}", start.batch_id), "object": "chat.completion.chunk",
+                "created": created, "model": start.model,
+                "choices": [{"index": 0, "delta": if fin.is_null() { json!({"content": delta}) } else { json!({}) },
+                             "finish_reason": fin}]}),
+            Shape::Completion => json!({"id": format!("cmpl-{}", start.batch_id), "object": "text_completion",
+                "created": created, "model": start.model,
+                "choices": [{"index": 0, "text": delta, "logprobs": null, "finish_reason": fin}]}),
+            Shape::Responses => {
+                json!({"type": "response.output_text.delta", "item_id": format!("msg_{}", start.batch_id),
+                "output_index": 0, "content_index": 0, "delta": delta})
+            }
+        };
+        let mut seq = 0u64;
+        let mut numbered = |mut v: Value| {
+            if shape == Shape::Responses {
+                v["sequence_number"] = json!(seq);
+                seq += 1;
+            }
+            v
+        };
+        match shape {
+            Shape::Chat => {
+                let c = json!({"id": format!("chatcmpl-{}", start.batch_id), "object": "chat.completion.chunk",
+                    "created": created, "model": start.model,
+                    "choices": [{"index": 0, "delta": {"role": "assistant", "content": ""}, "finish_reason": null}]});
+                let _ = send(c, None).await;
+            }
+            Shape::Completion => {}
+            Shape::Responses => {
+                let v = numbered(
+                    json!({"type": "response.created", "response": response_object(&start, "in_progress", "")}),
+                );
+                let _ = send(v, Some("response.created")).await;
+            }
         }
         while let Some(piece) = prx.recv().await {
-            let c = chunk(id, &model, json!({"content": piece}), Value::Null);
-            let _ = tx.send(Ok(Event::default().data(c.to_string()))).await;
+            let v = numbered(chunk(&piece, Value::Null));
+            let name = (shape == Shape::Responses).then_some("response.output_text.delta");
+            let _ = send(v, name).await;
         }
         match pending.wait().await {
             Ok(r) => {
-                let finish = if r.finish_reason.is_empty() { "stop".to_string() } else { r.finish_reason.clone() };
-                let mut c = chunk(r.batch_id, &r.model, json!({}), json!(finish));
-                c["usage"] = json!({"prompt_tokens": r.input_tokens, "completion_tokens": r.output_tokens,
-                                    "total_tokens": r.input_tokens + r.output_tokens});
-                c["llmroute"] = extension(&r);
-                let _ = tx.send(Ok(Event::default().data(c.to_string()))).await;
+                let usage = json!({"prompt_tokens": r.input_tokens, "completion_tokens": r.output_tokens,
+                                   "total_tokens": r.input_tokens + r.output_tokens});
+                let (v, name) = match shape {
+                    Shape::Responses => (
+                        numbered(
+                            json!({"type": "response.completed", "response": response_object(&r, "completed", &r.answer)}),
+                        ),
+                        Some("response.completed"),
+                    ),
+                    _ => {
+                        let mut c = chunk("", json!(finish(&r)));
+                        c["model"] = json!(r.model);
+                        c["usage"] = usage;
+                        c["llmroute"] = extension(&r);
+                        (c, None)
+                    }
+                };
+                let _ = send(v, name).await;
             }
             Err(e) => {
                 let (_, kind) = e.http();
                 let c = json!({"error": {"message": e.to_string(), "type": kind}});
-                let _ = tx.send(Ok(Event::default().data(c.to_string()))).await;
+                let name = (shape == Shape::Responses).then_some("error");
+                let _ = send(c, name).await;
             }
         }
-        let _ = tx.send(Ok(Event::default().data("[DONE]"))).await;
+        if shape != Shape::Responses {
+            let _ = tx.send(Ok(Event::default().data("[DONE]"))).await;
+        }
     });
-    Sse::new(ReceiverStream::new(rx)).into_response()
+    with_headers(Sse::new(ReceiverStream::new(rx)).into_response(), id, Some(&model), None)
 }
 
 async fn models(State(ctx): State<Ctx>) -> Response {

@@ -244,3 +244,59 @@ async fn failing_models_fall_back_to_a_working_one_and_open_their_circuits() {
     );
     r.stop().await.unwrap();
 }
+
+/// The facade's reply metadata and its two new endpoints, over HTTP: every answer carries
+/// `x-llmroute-request-id`; a routed one `x-llmroute-model` (and its cost when not streamed);
+/// `/v1/completions` and `/v1/responses` answer in their shapes; a streamed call refused before its
+/// decision gets a plain JSON error, not an event stream.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn facade_headers_completions_and_responses() {
+    let dir = scratch("facade");
+    let backend = Scripted::start(Script::default()).await;
+    let mut cfg = default_config();
+    set(&mut cfg, "catalog", catalog_file(&dir, &backend.url, 8).display().to_string().into());
+    let r = start_in_process(&dir, &cfg).await;
+    let base = format!("http://{}", r.bound.http);
+    let http = reqwest::Client::new();
+    let post = |path: &str, body: serde_json::Value| http.post(format!("{base}{path}")).json(&body).send();
+
+    let resp =
+        post("/v1/completions", serde_json::json!({"model": "auto", "prompt": "Once upon a time", "max_tokens": 8}))
+            .await
+            .unwrap();
+    assert_eq!(resp.status(), 200);
+    let h = resp.headers().clone();
+    let v: serde_json::Value = resp.json().await.unwrap();
+    assert_eq!(v["object"], "text_completion");
+    assert_eq!(h["x-llmroute-model"].to_str().unwrap(), v["model"].as_str().unwrap());
+    assert_eq!(h["x-llmroute-request-id"].len(), 32);
+    let cost: f64 = h["x-llmroute-cost-usd"].to_str().unwrap().parse().unwrap();
+    assert!((cost - v["llmroute"]["cost_usd"].as_f64().unwrap()).abs() < 1e-9);
+    assert_eq!(v["choices"][0]["text"].as_str().unwrap().split_whitespace().count(), 16);
+
+    let v: serde_json::Value =
+        post("/v1/responses", serde_json::json!({"model": "auto", "input": "Hi", "instructions": "Be brief."}))
+            .await
+            .unwrap()
+            .json()
+            .await
+            .unwrap();
+    assert_eq!((v["object"].as_str(), v["status"].as_str()), (Some("response"), Some("completed")));
+    assert_eq!(v["output"][0]["content"][0]["type"], "output_text");
+    assert!(v["usage"]["output_tokens"].as_u64().unwrap() > 0);
+
+    // Refused before any decision: a JSON error with its request id, also when streaming.
+    for (path, body, field) in [
+        ("/v1/completions", serde_json::json!({"model": "auto", "prompt": ["a", "b"]}), "prompt"),
+        ("/v1/responses", serde_json::json!({"model": "nope", "input": "x", "stream": true}), "model"),
+        ("/v1/chat/completions", serde_json::json!({"model": "auto", "stream": true}), "messages"),
+    ] {
+        let resp = post(path, body).await.unwrap();
+        assert_eq!(resp.status(), 400, "{path}");
+        assert!(resp.headers().contains_key("x-llmroute-request-id"));
+        assert!(!resp.headers().contains_key("x-llmroute-model"));
+        let v: serde_json::Value = resp.json().await.unwrap();
+        assert!(v["error"]["message"].as_str().unwrap().contains(field), "{path}: {v}");
+    }
+    r.stop().await.unwrap();
+}

@@ -13,9 +13,18 @@ use std::process::Command;
 use std::sync::mpsc;
 use std::time::{Duration, Instant};
 
-/// The repository root.
+/// The repository root: the nearest folder above the tested package (`CARGO_MANIFEST_DIR` as
+/// `cargo test` sets it when it runs the test, not as it was when this crate was compiled — a
+/// target directory shared by checkouts at other paths would otherwise point at another one) that
+/// holds `Cargo.lock`.
 pub fn repo() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).parent().unwrap().to_path_buf()
+    let start =
+        std::env::var_os("CARGO_MANIFEST_DIR").map(PathBuf::from).unwrap_or_else(|| std::env::current_dir().unwrap());
+    start
+        .ancestors()
+        .find(|d| d.join("Cargo.lock").is_file())
+        .unwrap_or_else(|| panic!("no Cargo.lock above {}", start.display()))
+        .to_path_buf()
 }
 
 /// A fresh folder for one test's files under `base` (a crate's `CARGO_TARGET_TMPDIR`).
