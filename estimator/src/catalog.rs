@@ -34,6 +34,33 @@ struct RawModel {
     parent: Option<String>,
     #[serde(default)]
     recipe: Option<String>,
+    #[serde(default)]
+    capabilities: Vec<Capability>,
+    #[serde(default)]
+    context_tokens: Option<u64>,
+}
+
+/// What a model can serve beyond plain text: a request that needs one is routed only among the
+/// models that declare it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Capability {
+    /// Function / tool calling (`tools`, `tool` messages, `tool_calls` in replies).
+    Tools,
+    /// Image content parts.
+    Vision,
+    /// `response_format: {type: json_schema}`.
+    JsonSchema,
+}
+
+impl Capability {
+    pub fn name(self) -> &'static str {
+        match self {
+            Capability::Tools => "tools",
+            Capability::Vision => "vision",
+            Capability::JsonSchema => "json_schema",
+        }
+    }
 }
 
 /// A validated catalog entry.
@@ -52,6 +79,12 @@ pub struct ModelEntry {
     pub default_output_tokens: u32,
     pub parent: Option<String>,
     pub recipe: Option<String>,
+    /// What it serves beyond plain text (none: text only).
+    #[serde(skip_serializing_if = "BTreeSet::is_empty")]
+    pub capabilities: BTreeSet<Capability>,
+    /// Its context window in tokens (prompt + output); `None` = not a binding limit.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub context_tokens: Option<u64>,
 }
 
 impl ModelEntry {
@@ -122,6 +155,9 @@ impl Catalog {
             if m.kv_tokens == Some(0) {
                 return Err(field_err(path, f("kv_tokens"), "must be at least 1 (omit for no limit)"));
             }
+            if m.context_tokens == Some(0) {
+                return Err(field_err(path, f("context_tokens"), "must be at least 1 (omit for no limit)"));
+            }
             models.push(ModelEntry {
                 name,
                 backend,
@@ -133,6 +169,8 @@ impl Catalog {
                 default_output_tokens: m.default_output_tokens.unwrap_or(256),
                 parent: m.parent,
                 recipe: m.recipe,
+                capabilities: m.capabilities.into_iter().collect(),
+                context_tokens: m.context_tokens,
             });
         }
         Ok(Catalog { name, note: raw.note, models })
@@ -157,6 +195,8 @@ impl Catalog {
                     default_output_tokens: 256,
                     parent: None,
                     recipe: None,
+                    capabilities: Default::default(),
+                    context_tokens: None,
                 })
                 .collect(),
         }

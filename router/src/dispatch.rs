@@ -309,6 +309,7 @@ async fn run_query(
             messages: q.messages.clone(),
             max_tokens: q.max_tokens,
             timeout: remaining.min(cfg.backends.timeout()),
+            passthrough: q.passthrough.clone(),
         };
         let (tx, mut forward) = match &stream {
             Some(_) => {
@@ -374,6 +375,7 @@ async fn run_query(
                 reply.input_tokens = input_tokens;
                 reply.output_tokens = output_tokens;
                 reply.finish_reason = c.finish_reason;
+                reply.tool_calls = c.tool_calls;
                 reply.dispatched = true;
                 break Ok(reply);
             }

@@ -57,6 +57,8 @@ pub fn input(r: pb::RouteRequest, key: Option<String>) -> RouteInput {
         allowed_models: r.allowed_models,
         dispatch: r.dispatch.unwrap_or(true),
         max_cost_usd: r.max_cost_usd,
+        passthrough: None,
+        needs: Default::default(),
     }
 }
 

@@ -7,7 +7,7 @@
 
 use super::admission::AdmissionLayer;
 use super::api::Api;
-use super::backend::ChatMessage;
+use super::backend::{ChatMessage, Passthrough};
 use super::query::{Reply, RouteInput, StreamSink};
 use super::state::Live;
 use crate::RouterError;
@@ -18,10 +18,13 @@ use axum::response::sse::{Event, Sse};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use axum::{Json, Router};
+use estimator::catalog::Capability;
 use metrics_exporter_prometheus::PrometheusHandle;
 use serde::Deserialize;
 use serde_json::{json, Value};
+use std::collections::BTreeSet;
 use std::convert::Infallible;
+use std::sync::Arc;
 use std::time::{SystemTime, UNIX_EPOCH};
 use tokio::sync::{mpsc, oneshot};
 use tokio_stream::wrappers::ReceiverStream;
@@ -61,7 +64,7 @@ fn bearer(h: &HeaderMap) -> Option<String> {
 #[derive(Deserialize)]
 struct ChatBody {
     model: Option<String>,
-    messages: Option<Vec<RawMessage>>,
+    messages: Option<Vec<Value>>,
     max_tokens: Option<i64>,
     max_completion_tokens: Option<i64>,
     #[serde(default)]
@@ -69,12 +72,33 @@ struct ChatBody {
     /// llmroute extensions: `{"task": ..., "dispatch": false, "max_cost_usd": ..., "tenant": ...}`.
     #[serde(default)]
     llmroute: Option<Extensions>,
+    /// Every other field (tools, tool_choice, temperature, top_p, stop, seed, response_format,
+    /// logprobs, n, user, ...): forwarded to OpenAI-compatible backends as is.
+    #[serde(flatten)]
+    rest: serde_json::Map<String, Value>,
 }
 
-#[derive(Deserialize)]
-struct RawMessage {
-    role: Option<String>,
-    content: Option<Value>,
+/// The capabilities a chat call needs: tools offered or tool turns in the conversation, image
+/// content parts, a JSON-schema response format.
+fn needs_of(rest: &serde_json::Map<String, Value>, messages: &[Value]) -> BTreeSet<Capability> {
+    let mut needs = BTreeSet::new();
+    let tools = rest.get("tools").and_then(Value::as_array).is_some_and(|t| !t.is_empty());
+    if tools
+        || messages
+            .iter()
+            .any(|m| m.get("role").and_then(Value::as_str) == Some("tool") || m.get("tool_calls").is_some())
+    {
+        needs.insert(Capability::Tools);
+    }
+    let image = |p: &Value| matches!(p.get("type").and_then(Value::as_str), Some("image_url" | "input_image"));
+    if messages.iter().any(|m| m.get("content").and_then(Value::as_array).is_some_and(|parts| parts.iter().any(image)))
+    {
+        needs.insert(Capability::Vision);
+    }
+    if rest.get("response_format").and_then(|r| r.get("type")).and_then(Value::as_str) == Some("json_schema") {
+        needs.insert(Capability::JsonSchema);
+    }
+    needs
 }
 
 #[derive(Deserialize, Default)]
@@ -92,23 +116,31 @@ pub fn parse_chat(live: &Live, body: &[u8], key: Option<String>) -> Result<(Rout
     let model = b.model.ok_or_else(|| RouterError::bad("model", "missing: use \"auto\" to route"))?;
     let raw = b.messages.ok_or_else(|| RouterError::bad("messages", "missing"))?;
     let mut messages = Vec::with_capacity(raw.len());
-    for (i, m) in raw.into_iter().enumerate() {
-        let role = m.role.ok_or_else(|| RouterError::bad(format!("messages[{i}].role"), "missing"))?;
-        // Content is a string or a list of parts ({"type": "text", "text": ...}).
-        let content = match m.content {
-            Some(Value::String(s)) => s,
+    for (i, m) in raw.iter().enumerate() {
+        let role = m
+            .get("role")
+            .and_then(Value::as_str)
+            .ok_or_else(|| RouterError::bad(format!("messages[{i}].role"), "missing"))?
+            .to_string();
+        // Content is a string or a list of parts: their text goes to the estimator, the parts
+        // (images included) to the backend.
+        let content = match m.get("content") {
+            Some(Value::String(s)) => s.clone(),
             Some(Value::Array(parts)) => {
                 parts.iter().filter_map(|p| p.get("text").and_then(Value::as_str)).collect::<Vec<_>>().join("\n")
             }
             Some(Value::Null) | None => String::new(),
-            Some(_) => {
-                return Err(RouterError::bad(format!("messages[{i}].content"), "expected a string or text parts"))
-            }
+            Some(_) => return Err(RouterError::bad(format!("messages[{i}].content"), "expected a string or parts")),
         };
         messages.push(ChatMessage { role, content });
     }
+    let mut rest = b.rest;
+    // The router streams (or not) and asks for usage itself.
+    rest.remove("stream_options");
+    let needs = needs_of(&rest, &raw);
+    let passthrough = Some(Arc::new(Passthrough { messages: raw, fields: rest }));
     let input = route_input(live, Some(model), messages, b.max_completion_tokens.or(b.max_tokens), b.llmroute, key)?;
-    Ok((input, b.stream))
+    Ok((RouteInput { passthrough, needs, ..input }, b.stream))
 }
 
 /// The router's input from the parts every OpenAI shape shares: the model (`auto` routes, a
@@ -148,6 +180,8 @@ fn route_input(
         allowed_models,
         dispatch: ext.dispatch.unwrap_or(true),
         max_cost_usd: ext.max_cost_usd,
+        passthrough: None,
+        needs: BTreeSet::new(),
     })
 }
 
@@ -214,7 +248,7 @@ fn full_body(shape: Shape, r: &Reply) -> Value {
         Shape::Chat => json!({
             "id": format!("chatcmpl-{}", r.batch_id), "object": "chat.completion", "created": now_s(),
             "model": r.model,
-            "choices": [{"index": 0, "message": {"role": "assistant", "content": r.answer}, "finish_reason": finish(r)}],
+            "choices": [{"index": 0, "message": assistant_message(r), "finish_reason": finish(r)}],
             "usage": usage, "llmroute": extension(r),
         }),
         Shape::Completion => json!({
@@ -224,6 +258,34 @@ fn full_body(shape: Shape, r: &Reply) -> Value {
         }),
         Shape::Responses => response_object(r, "completed", &r.answer),
     }
+}
+
+/// The reply's assistant message: its text, and its tool calls when it made any (content null
+/// then, when there is no text, as OpenAI answers).
+fn assistant_message(r: &Reply) -> Value {
+    match &r.tool_calls {
+        Some(calls) => json!({"role": "assistant",
+            "content": if r.answer.is_empty() { Value::Null } else { json!(r.answer) }, "tool_calls": calls}),
+        None => json!({"role": "assistant", "content": r.answer}),
+    }
+}
+
+/// Tool calls as one streamed delta: each call with its `index`.
+fn tool_call_delta(calls: &Value) -> Value {
+    let calls: Vec<Value> = calls
+        .as_array()
+        .map(|a| {
+            a.iter()
+                .enumerate()
+                .map(|(i, c)| {
+                    let mut c = c.clone();
+                    c["index"] = json!(i);
+                    c
+                })
+                .collect()
+        })
+        .unwrap_or_default();
+    json!({"tool_calls": calls})
 }
 
 /// A `/v1/responses` response object (`status` completed or in_progress).
@@ -440,6 +502,11 @@ async fn answer(ctx: &Ctx, input: RouteInput, stream: bool, shape: Shape, id: &s
                         Some("response.completed"),
                     ),
                     _ => {
+                        if let (Shape::Chat, Some(calls)) = (shape, &r.tool_calls) {
+                            let mut c = chunk("", Value::Null);
+                            c["choices"][0]["delta"] = tool_call_delta(calls);
+                            let _ = send(c, None).await;
+                        }
                         let mut c = chunk("", json!(finish(&r)));
                         c["model"] = json!(r.model);
                         c["usage"] = usage;

@@ -1,12 +1,14 @@
 //! A call's input checked into a `Query` (every bad field gets a typed error naming it), and the
 //! reply the router sends back. Shared by the gRPC service and the HTTP facade.
 
-use super::backend::{prompt_text, ChatMessage};
+use super::backend::{prompt_text, ChatMessage, Passthrough};
 use super::budgets::Reservation;
 use super::config::Tenant;
 use super::state::Live;
 use crate::{Result, RouterError};
+use estimator::catalog::Capability;
 use estimator::Prediction;
+use std::collections::BTreeSet;
 use std::sync::Arc;
 use std::time::Instant;
 use tokio::sync::{mpsc, oneshot};
@@ -23,6 +25,10 @@ pub struct RouteInput {
     pub allowed_models: Vec<String>,
     pub dispatch: bool,
     pub max_cost_usd: Option<f64>,
+    /// OpenAI fields and raw messages to forward (HTTP facade); None for gRPC calls.
+    pub passthrough: Option<Arc<Passthrough>>,
+    /// Capabilities the call needs (tools offered, image parts, a JSON schema response).
+    pub needs: BTreeSet<Capability>,
 }
 
 /// Predicted quality and cost of the chosen model.
@@ -56,6 +62,8 @@ pub struct Reply {
     pub batch_over_budget: bool,
     pub dispatched: bool,
     pub finish_reason: String,
+    /// The assistant's tool calls (OpenAI shape), when it made any.
+    pub tool_calls: Option<serde_json::Value>,
     pub latency_ms: f64,
 }
 
@@ -87,6 +95,7 @@ pub struct Query {
     pub cost_bound: f64,
     /// The tenant's budget reserved for this call (dispatched calls only).
     pub reservation: Option<Reservation>,
+    pub passthrough: Option<Arc<Passthrough>>,
 }
 
 /// Finds the caller's tenant from its API key and/or tenant name.
@@ -127,10 +136,13 @@ pub fn validate(live: &Arc<Live>, input: RouteInput, at: &str, tenant: &Tenant, 
             return Err(RouterError::bad(f("prompt"), "give `prompt` or `messages`, not both"));
         }
         for (i, m) in input.messages.iter().enumerate() {
-            if !matches!(m.role.as_str(), "system" | "user" | "assistant") {
+            if !matches!(m.role.as_str(), "system" | "developer" | "user" | "assistant" | "tool") {
                 return Err(RouterError::bad(
                     f(&format!("messages[{i}].role")),
-                    format!("`{}`: expected system, user or assistant", m.role.chars().take(20).collect::<String>()),
+                    format!(
+                        "`{}`: expected system, developer, user, assistant or tool",
+                        m.role.chars().take(20).collect::<String>()
+                    ),
                 ));
             }
         }
@@ -198,6 +210,8 @@ pub fn validate(live: &Arc<Live>, input: RouteInput, at: &str, tenant: &Tenant, 
     // Every tokenizer here spends at most one token per byte, plus a few per message for the chat
     // template.
     let bound_in = (prompt.len() + 8 * messages.len() + 32) as f64;
+    let input_tokens = estimator::estimate_tokens(&prompt);
+    serves(live, &mut allowed, &input.needs, input_tokens as u64 + max_tokens as u64, &f)?;
     let cost_bound = live
         .models
         .iter()
@@ -210,7 +224,7 @@ pub fn validate(live: &Arc<Live>, input: RouteInput, at: &str, tenant: &Tenant, 
     Ok(Query {
         live: live.clone(),
         tenant: tenant.name.clone(),
-        input_tokens: estimator::estimate_tokens(&prompt),
+        input_tokens,
         messages,
         task: input.task,
         max_tokens,
@@ -224,5 +238,57 @@ pub fn validate(live: &Arc<Live>, input: RouteInput, at: &str, tenant: &Tenant, 
         reply: None,
         cost_bound,
         reservation: None,
+        passthrough: input.passthrough,
     })
+}
+
+/// Keeps only the allowed models that can serve the call: every capability it needs, and a
+/// context window for its prompt and output (`tokens`). When none is left, the call is refused
+/// naming what is missing.
+fn serves(
+    live: &Live,
+    allowed: &mut [bool],
+    needs: &BTreeSet<Capability>,
+    tokens: u64,
+    f: &dyn Fn(&str) -> String,
+) -> Result<()> {
+    let before: Vec<usize> = (0..allowed.len()).filter(|&j| allowed[j]).collect();
+    for &j in &before {
+        let e = &live.models[j].entry;
+        allowed[j] = needs.is_subset(&e.capabilities) && e.context_tokens.is_none_or(|c| tokens <= c);
+    }
+    if allowed.iter().any(|&a| a) {
+        return Ok(());
+    }
+    let capable: Vec<usize> =
+        before.iter().copied().filter(|&j| needs.is_subset(&live.models[j].entry.capabilities)).collect();
+    if capable.is_empty() {
+        let missing: Vec<&str> = needs
+            .iter()
+            .filter(|c| !before.iter().any(|&j| live.models[j].entry.capabilities.contains(c)))
+            .map(|c| c.name())
+            .collect();
+        let field = match needs.iter().next() {
+            Some(Capability::Tools) => "tools",
+            Some(Capability::JsonSchema) => "response_format",
+            _ => "messages",
+        };
+        return Err(RouterError::bad(
+            f(field),
+            format!(
+                "needs {} ({}), which no model this call may use declares in the catalog's `capabilities`",
+                needs.iter().map(|c| c.name()).collect::<Vec<_>>().join(" + "),
+                if missing.is_empty() {
+                    "not all together".to_string()
+                } else {
+                    format!("missing: {}", missing.join(", "))
+                }
+            ),
+        ));
+    }
+    let largest = capable.iter().filter_map(|&j| live.models[j].entry.context_tokens).max().unwrap_or(0);
+    Err(RouterError::bad(
+        f("max_tokens"),
+        format!("{tokens} tokens (prompt + max_tokens) do not fit any model's context; the largest is {largest}"),
+    ))
 }

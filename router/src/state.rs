@@ -569,6 +569,8 @@ mod tests {
             default_output_tokens: 100,
             parent: None,
             recipe: None,
+            capabilities: Default::default(),
+            context_tokens: None,
         }
     }
 

@@ -300,3 +300,137 @@ async fn facade_headers_completions_and_responses() {
     }
     r.stop().await.unwrap();
 }
+
+/// The dcrouter catalog on the scripted backend with per-model capabilities and context windows.
+fn catalog_with(dir: &std::path::Path, url: &str, caps: &[(&str, &[&str])], context: &[(&str, u64)]) -> String {
+    let path = catalog_file(dir, url, 8);
+    let mut v: serde_yaml::Value = serde_yaml::from_str(&std::fs::read_to_string(&path).unwrap()).unwrap();
+    for m in v["models"].as_sequence_mut().unwrap() {
+        let name = m["name"].as_str().unwrap().to_string();
+        if let Some((_, c)) = caps.iter().find(|(n, _)| *n == name) {
+            set(m, "capabilities", c.iter().map(|s| serde_yaml::Value::from(*s)).collect::<Vec<_>>().into());
+        }
+        if let Some((_, t)) = context.iter().find(|(n, _)| *n == name) {
+            set(m, "context_tokens", (*t).into());
+        }
+    }
+    std::fs::write(&path, serde_yaml::to_string(&v).unwrap()).unwrap();
+    path.display().to_string()
+}
+
+/// Issue 19 (items 1 and 2, HTTP to OpenAI-compatible backends): fields the router does not
+/// interpret reach the backend as sent; a call with tools goes only to a tools-capable model and
+/// its tool calls come back (whole and streamed); the tool result turn is accepted and forwarded
+/// raw; an image part goes only to a vision model, or is refused naming what is missing; a
+/// prompt longer than a model's context skips it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn facade_forwards_fields_and_routes_by_capability() {
+    let dir = scratch("capabilities");
+    let backend = Scripted::start(Script { tool_call: true, ..Script::default() }).await;
+    let catalog = catalog_with(
+        &dir,
+        &backend.url,
+        &[("qwen2.5-7b-instruct", &["tools", "json_schema"]), ("llama-3.1-8b-instruct", &["tools", "vision"])],
+        &[("gemma-2-9b-it", 64)],
+    );
+    let mut cfg = default_config();
+    set(&mut cfg, "catalog", catalog.into());
+    let r = start_in_process(&dir, &cfg).await;
+    let base = format!("http://{}", r.bound.http);
+    let http = reqwest::Client::new();
+    let chat = |body: serde_json::Value| http.post(format!("{base}/v1/chat/completions")).json(&body).send();
+    let tools = serde_json::json!([{"type": "function", "function": {"name": "weather",
+        "parameters": {"type": "object", "properties": {"city": {"type": "string"}}}}}]);
+
+    // Turn 1: tools offered, sampling fields set.
+    let v: serde_json::Value = chat(serde_json::json!({
+        "model": "auto", "max_tokens": 32, "temperature": 0.2, "top_p": 0.9, "seed": 7, "stop": ["END"],
+        "tools": tools, "tool_choice": "auto", "user": "u-1",
+        "messages": [{"role": "user", "content": "What is the weather in Paris?"}]}))
+    .await
+    .unwrap()
+    .json()
+    .await
+    .unwrap();
+    let model = v["model"].as_str().unwrap().to_string();
+    assert!(["qwen2.5-7b-instruct", "llama-3.1-8b-instruct"].contains(&model.as_str()), "{v}");
+    assert_eq!(v["choices"][0]["finish_reason"], "tool_calls", "{v}");
+    let calls = v["choices"][0]["message"]["tool_calls"].clone();
+    assert_eq!(calls[0]["function"]["name"], "weather", "{v}");
+    let sent = backend.last_body(&model).unwrap();
+    for k in ["temperature", "top_p", "seed", "stop", "tools", "tool_choice", "user"] {
+        assert!(sent.get(k).is_some(), "`{k}` was not forwarded: {sent}");
+    }
+    assert_eq!(sent["max_tokens"], 32);
+    assert!(sent.get("stream_options").is_none() && sent.get("llmroute").is_none(), "{sent}");
+
+    // Turn 2: the assistant's tool call and the tool's result, forwarded as sent.
+    let resp = chat(serde_json::json!({
+        "model": "auto", "tools": tools,
+        "messages": [{"role": "user", "content": "What is the weather in Paris?"},
+                     {"role": "assistant", "content": null, "tool_calls": calls},
+                     {"role": "tool", "tool_call_id": "call_1", "content": "18 C and sunny"}]}))
+    .await
+    .unwrap();
+    assert_eq!(resp.status(), 200);
+    let v: serde_json::Value = resp.json().await.unwrap();
+    let model = v["model"].as_str().unwrap();
+    let sent = backend.last_body(model).unwrap();
+    assert_eq!(sent["messages"][2]["role"], "tool");
+    assert_eq!(sent["messages"][2]["tool_call_id"], "call_1");
+    assert_eq!(sent["messages"][1]["tool_calls"][0]["id"], "call_1");
+
+    // Streamed with tools: the tool calls come as a delta.
+    let text = chat(serde_json::json!({"model": "auto", "stream": true, "tools": tools,
+        "messages": [{"role": "user", "content": "Weather in Rome?"}]}))
+    .await
+    .unwrap()
+    .text()
+    .await
+    .unwrap();
+    assert!(
+        text.contains("\"tool_calls\":[{") && text.contains("\"index\":0") && text.contains("data: [DONE]"),
+        "{text}"
+    );
+
+    // An image part: only the vision model; pinned elsewhere, refused naming what is missing.
+    let image = serde_json::json!([{"type": "text", "text": "What is in this picture?"},
+                                   {"type": "image_url", "image_url": {"url": "data:image/png;base64,iVBORw0KGgo="}}]);
+    let v: serde_json::Value =
+        chat(serde_json::json!({"model": "auto", "messages": [{"role": "user", "content": image}]}))
+            .await
+            .unwrap()
+            .json()
+            .await
+            .unwrap();
+    assert_eq!(v["model"], "llama-3.1-8b-instruct", "{v}");
+    assert_eq!(backend.last_body("llama-3.1-8b-instruct").unwrap()["messages"][0]["content"][1]["type"], "image_url");
+    let resp =
+        chat(serde_json::json!({"model": "qwen2.5-7b-instruct", "messages": [{"role": "user", "content": image}]}))
+            .await
+            .unwrap();
+    assert_eq!(resp.status(), 400);
+    let v: serde_json::Value = resp.json().await.unwrap();
+    assert!(v["error"]["message"].as_str().unwrap().contains("vision"), "{v}");
+
+    // A JSON schema response format: only the model that declares it.
+    let v: serde_json::Value = chat(serde_json::json!({"model": "auto",
+        "response_format": {"type": "json_schema", "json_schema": {"name": "x", "schema": {"type": "object"}}},
+        "messages": [{"role": "user", "content": "Give me an object."}]}))
+    .await
+    .unwrap()
+    .json()
+    .await
+    .unwrap();
+    assert_eq!(v["model"], "qwen2.5-7b-instruct", "{v}");
+
+    // Context: gemma-2-9b-it holds 64 tokens; pinned with a longer call, refused naming max_tokens.
+    let long = "word ".repeat(200);
+    let resp = chat(serde_json::json!({"model": "gemma-2-9b-it", "max_tokens": 16, "messages": [{"role": "user", "content": long}]}))
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), 400);
+    let v: serde_json::Value = resp.json().await.unwrap();
+    assert!(v["error"]["message"].as_str().unwrap().contains("context"), "{v}");
+    r.stop().await.unwrap();
+}

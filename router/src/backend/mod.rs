@@ -23,6 +23,25 @@ pub struct BackendRequest {
     pub max_tokens: u32,
     /// Limit for this attempt (the smaller of the backend timeout and the call's remaining time).
     pub timeout: Duration,
+    /// What an OpenAI-shaped call carries beyond the router's own fields, forwarded as is to
+    /// OpenAI-compatible backends (replay answers from the text alone).
+    pub passthrough: Option<std::sync::Arc<Passthrough>>,
+}
+
+/// The parts of an OpenAI chat call the router does not interpret: the messages as sent (tool
+/// calls, tool results, content parts) and every other body field (tools, tool_choice,
+/// temperature, top_p, stop, seed, response_format, logprobs, n, user, ...).
+#[derive(Debug, Clone, Default)]
+pub struct Passthrough {
+    pub messages: Vec<serde_json::Value>,
+    pub fields: serde_json::Map<String, serde_json::Value>,
+}
+
+impl Passthrough {
+    /// The call offers tools (its answer may be tool calls).
+    pub fn has_tools(&self) -> bool {
+        self.fields.get("tools").and_then(|t| t.as_array()).is_some_and(|t| !t.is_empty())
+    }
 }
 
 #[derive(Debug, Clone, Default)]
@@ -33,6 +52,8 @@ pub struct Completion {
     pub finish_reason: String,
     pub ttft: Duration,
     pub total: Duration,
+    /// The assistant's tool calls (OpenAI `message.tool_calls`), when it made any.
+    pub tool_calls: Option<serde_json::Value>,
 }
 
 pub enum Backend {

@@ -53,13 +53,24 @@ impl OpenAi {
     ) -> Result<Completion> {
         let start = Instant::now();
         let fail = |what: String| RouterError::Unavailable(format!("{model} at {}: {what}", self.base));
-        let body = json!({
-            "model": model,
-            "messages": req.messages,
-            "max_tokens": req.max_tokens,
-            "stream": deltas.is_some(),
-            "stream_options": if deltas.is_some() { json!({"include_usage": true}) } else { Value::Null },
-        });
+        // A call that offers tools is answered whole (its tool calls come in one piece) and, when
+        // the caller streams, sent on as one delta.
+        let pass = req.passthrough.as_deref();
+        let stream = deltas.is_some() && !pass.is_some_and(|p| p.has_tools());
+        let mut body = match pass {
+            Some(p) => Value::Object(p.fields.clone()),
+            None => json!({}),
+        };
+        body["model"] = json!(model);
+        body["messages"] = match pass {
+            Some(p) => Value::Array(p.messages.clone()),
+            None => json!(req.messages),
+        };
+        body["max_tokens"] = json!(req.max_tokens);
+        body["stream"] = json!(stream);
+        if stream {
+            body["stream_options"] = json!({"include_usage": true});
+        }
         let run = async {
             let resp = self
                 .client
@@ -73,10 +84,16 @@ impl OpenAi {
                 let text = resp.text().await.unwrap_or_default();
                 return Err(fail(format!("HTTP {status}: {}", text.chars().take(200).collect::<String>())));
             }
-            match deltas {
+            match deltas.filter(|_| stream) {
                 None => {
                     let v: Value = resp.json().await.map_err(|e| fail(format!("bad response body: {e}")))?;
-                    parse_full(&v, start).ok_or_else(|| fail("response has no choices[0].message".into()))
+                    let c = parse_full(&v, start).ok_or_else(|| fail("response has no choices[0].message".into()))?;
+                    if let Some(tx) = deltas {
+                        if !c.text.is_empty() {
+                            let _ = tx.send(c.text.clone()).await;
+                        }
+                    }
+                    Ok(c)
                 }
                 Some(tx) => read_stream(resp, tx, start).await.map_err(fail),
             }
@@ -90,7 +107,9 @@ impl OpenAi {
 
 fn parse_full(v: &Value, start: Instant) -> Option<Completion> {
     let choice = v.get("choices")?.get(0)?;
-    let text = choice.get("message")?.get("content")?.as_str().unwrap_or_default().to_string();
+    let message = choice.get("message")?;
+    let text = message.get("content").and_then(Value::as_str).unwrap_or_default().to_string();
+    let tool_calls = message.get("tool_calls").filter(|t| t.as_array().is_some_and(|a| !a.is_empty())).cloned();
     let usage = v.get("usage");
     let tok = |k: &str| usage.and_then(|u| u.get(k)).and_then(Value::as_u64).unwrap_or(0) as u32;
     let total = start.elapsed();
@@ -101,6 +120,7 @@ fn parse_full(v: &Value, start: Instant) -> Option<Completion> {
         text,
         ttft: total,
         total,
+        tool_calls,
     })
 }
 

@@ -113,6 +113,7 @@ impl Replay {
             finish_reason: finish_reason.into(),
             ttft,
             total: start.elapsed(),
+            tool_calls: None,
         })
     }
 }

@@ -22,11 +22,21 @@ pub struct Script {
     pub usage: bool,
     /// Streamed answers: drop the connection after this many pieces (no `[DONE]`).
     pub break_after: Option<usize>,
+    /// When the call offers tools, answer with a call of the first one (`finish_reason:
+    /// tool_calls`).
+    pub tool_call: bool,
 }
 
 impl Default for Script {
     fn default() -> Script {
-        Script { latency: Duration::from_millis(20), fail_first: 0, output_tokens: 16, usage: true, break_after: None }
+        Script {
+            latency: Duration::from_millis(20),
+            fail_first: 0,
+            output_tokens: 16,
+            usage: true,
+            break_after: None,
+            tool_call: false,
+        }
     }
 }
 
@@ -43,6 +53,8 @@ struct Inner {
     scripts: BTreeMap<String, Script>,
     default: Script,
     seen: BTreeMap<String, Seen>,
+    /// The last request body each model received.
+    bodies: BTreeMap<String, Value>,
     in_flight: usize,
     max_in_flight: usize,
 }
@@ -77,6 +89,11 @@ impl Scripted {
         self.inner.lock().unwrap().seen.clone()
     }
 
+    /// The last request body `model` received.
+    pub fn last_body(&self, model: &str) -> Option<Value> {
+        self.inner.lock().unwrap().bodies.get(model).cloned()
+    }
+
     /// The most calls in flight at once over all models.
     pub fn max_in_flight(&self) -> usize {
         self.inner.lock().unwrap().max_in_flight
@@ -90,6 +107,7 @@ async fn complete(State(inner): State<Arc<Mutex<Inner>>>, Json(body): Json<Value
         let script = g.scripts.get(&model).cloned().unwrap_or_else(|| g.default.clone());
         g.in_flight += 1;
         g.max_in_flight = g.max_in_flight.max(g.in_flight);
+        g.bodies.insert(model.clone(), body.clone());
         let s = g.seen.entry(model.clone()).or_default();
         s.calls += 1;
         s.in_flight += 1;
@@ -110,6 +128,18 @@ async fn complete(State(inner): State<Arc<Mutex<Inner>>>, Json(body): Json<Value
     };
     if fail {
         return (axum::http::StatusCode::INTERNAL_SERVER_ERROR, "scripted failure").into_response();
+    }
+    let tools = body["tools"].as_array().filter(|t| !t.is_empty());
+    if let (true, Some(tools)) = (script.tool_call, tools) {
+        let name = tools[0]["function"]["name"].as_str().unwrap_or("tool").to_string();
+        return Json(json!({
+            "id": "scripted", "object": "chat.completion", "model": model,
+            "choices": [{"index": 0, "finish_reason": "tool_calls", "message": {"role": "assistant", "content": null,
+                "tool_calls": [{"id": "call_1", "type": "function",
+                                "function": {"name": name, "arguments": "{\"city\": \"Paris\"}"}}]}}],
+            "usage": {"prompt_tokens": 10, "completion_tokens": 9},
+        }))
+        .into_response();
     }
     if body["stream"].as_bool() == Some(true) {
         return stream(model, script);
