@@ -58,7 +58,7 @@ impl Harness {
     /// A protobuf-encoded `RouteRequest`, as the gRPC `Route` call takes it.
     pub fn grpc_message(&self, bytes: &[u8], key: Option<&str>) -> Result<()> {
         let Ok(req) = pb::RouteRequest::decode(bytes) else { return Ok(()) };
-        self.check(super::grpc::input(req, key.map(str::to_string)))
+        self.check(super::grpc::input(req, key.map(str::to_string), "")?)
     }
 
     fn check(&self, input: RouteInput) -> Result<()> {

@@ -1,10 +1,12 @@
 //! The `llmroute.v1.Router` and `Admin` gRPC services over `Api`.
 
 use super::api::Api;
-use super::backend::ChatMessage;
-use super::query::{Reply, RouteInput, StreamSink};
+use super::backend::{ChatMessage, Passthrough};
+use super::query::{needs_of, openai_messages, Reply, RouteInput, StreamSink};
+use crate::RouterError;
 use llmroute_proto::v1 as pb;
 use llmroute_proto::v1::route_stream_event::Event;
+use serde_json::Value;
 use std::pin::Pin;
 use std::time::Duration;
 use tokio::sync::{mpsc, oneshot};
@@ -45,21 +47,59 @@ pub fn grpc_timeout(md: &MetadataMap) -> Option<Duration> {
     })
 }
 
-/// A `RouteRequest` → the router's input.
-pub fn input(r: pb::RouteRequest, key: Option<String>) -> RouteInput {
-    RouteInput {
+/// A `RouteRequest` → the router's input; `at` prefixes field names in errors (`queries[3].`).
+pub fn input(r: pb::RouteRequest, key: Option<String>, at: &str) -> Result<RouteInput, RouterError> {
+    let json = |field: &str, text: &str| -> Result<Value, RouterError> {
+        serde_json::from_str(text).map_err(|e| RouterError::bad(format!("{at}{field}"), format!("not JSON: {e}")))
+    };
+    let raw = match r.openai_messages_json.as_str() {
+        "" => None,
+        text => match json("openai_messages_json", text)? {
+            Value::Array(v) => Some(v),
+            _ => {
+                return Err(RouterError::bad(format!("{at}openai_messages_json"), "expected a JSON array of messages"))
+            }
+        },
+    };
+    let fields = match r.openai_fields_json.as_str() {
+        "" => serde_json::Map::new(),
+        text => match json("openai_fields_json", text)? {
+            Value::Object(m) => m,
+            _ => return Err(RouterError::bad(format!("{at}openai_fields_json"), "expected a JSON object")),
+        },
+    };
+    if raw.is_some() && (!r.messages.is_empty() || !r.prompt.is_empty()) {
+        return Err(RouterError::bad(format!("{at}openai_messages_json"), "give it or prompt / messages, not both"));
+    }
+    let mut messages: Vec<ChatMessage> =
+        r.messages.into_iter().map(|m| ChatMessage { role: m.role, content: m.content }).collect();
+    let mut passthrough = None;
+    let mut needs = Default::default();
+    if raw.is_some() || !fields.is_empty() {
+        let raw = match raw {
+            Some(raw) => {
+                messages = openai_messages(&raw, at)?;
+                raw
+            }
+            // Plain messages with OpenAI fields: forwarded in the OpenAI shape.
+            None => messages.iter().map(|m| serde_json::json!({"role": m.role, "content": m.content})).collect(),
+        };
+        needs = needs_of(&fields, &raw);
+        passthrough = Some(std::sync::Arc::new(Passthrough { messages: raw, fields }));
+    }
+    Ok(RouteInput {
         tenant: r.tenant,
         api_key: key,
         prompt: r.prompt,
-        messages: r.messages.into_iter().map(|m| ChatMessage { role: m.role, content: m.content }).collect(),
+        messages,
         task: r.task.filter(|t| !t.is_empty()),
         max_output_tokens: r.max_output_tokens,
         allowed_models: r.allowed_models,
         dispatch: r.dispatch.unwrap_or(true),
         max_cost_usd: r.max_cost_usd,
-        passthrough: None,
-        needs: Default::default(),
-    }
+        passthrough,
+        needs,
+    })
 }
 
 pub fn to_pb(r: Reply) -> pb::RouteResponse {
@@ -87,6 +127,7 @@ pub fn to_pb(r: Reply) -> pb::RouteResponse {
         dispatched: r.dispatched,
         finish_reason: r.finish_reason,
         latency_ms: r.latency_ms,
+        tool_calls_json: r.tool_calls.map(|t| t.to_string()).unwrap_or_default(),
     }
 }
 
@@ -96,7 +137,7 @@ type EventStream = Pin<Box<dyn tokio_stream::Stream<Item = Result<pb::RouteStrea
 impl pb::router_server::Router for RouterService {
     async fn route(&self, req: Request<pb::RouteRequest>) -> Result<Response<pb::RouteResponse>, Status> {
         let (key, timeout) = (api_key(req.metadata()), grpc_timeout(req.metadata()));
-        let reply = self.api.route(input(req.into_inner(), key), timeout).await?;
+        let reply = self.api.route(input(req.into_inner(), key, "")?, timeout).await?;
         Ok(Response::new(to_pb(reply)))
     }
 
@@ -106,7 +147,12 @@ impl pb::router_server::Router for RouterService {
     ) -> Result<Response<pb::RouteBatchResponse>, Status> {
         let (key, timeout) = (api_key(req.metadata()), grpc_timeout(req.metadata()));
         let r = req.into_inner();
-        let inputs: Vec<RouteInput> = r.queries.into_iter().map(|q| input(q, None)).collect();
+        let inputs: Vec<RouteInput> = r
+            .queries
+            .into_iter()
+            .enumerate()
+            .map(|(i, q)| input(q, None, &format!("queries[{i}].")))
+            .collect::<Result<_, _>>()?;
         let results = self.api.route_batch(&r.tenant, key.as_deref(), inputs, timeout).await?;
         let mut out = pb::RouteBatchResponse::default();
         for (i, res) in results.into_iter().enumerate() {
@@ -135,7 +181,7 @@ impl pb::router_server::Router for RouterService {
         let (ptx, mut prx) = mpsc::channel::<String>(64);
         let pending = self
             .api
-            .submit(input(req.into_inner(), key), timeout, Some(StreamSink { decision: dtx, deltas: ptx }))
+            .submit(input(req.into_inner(), key, "")?, timeout, Some(StreamSink { decision: dtx, deltas: ptx }))
             .await?;
         let (tx, rx) = mpsc::channel(64);
         tokio::spawn(async move {

@@ -8,7 +8,7 @@
 use super::admission::AdmissionLayer;
 use super::api::Api;
 use super::backend::{ChatMessage, Passthrough};
-use super::query::{Reply, RouteInput, StreamSink};
+use super::query::{needs_of, openai_messages, Reply, RouteInput, StreamSink};
 use super::state::Live;
 use crate::RouterError;
 use axum::body::Bytes;
@@ -18,7 +18,6 @@ use axum::response::sse::{Event, Sse};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use axum::{Json, Router};
-use estimator::catalog::Capability;
 use metrics_exporter_prometheus::PrometheusHandle;
 use serde::Deserialize;
 use serde_json::{json, Value};
@@ -78,29 +77,6 @@ struct ChatBody {
     rest: serde_json::Map<String, Value>,
 }
 
-/// The capabilities a chat call needs: tools offered or tool turns in the conversation, image
-/// content parts, a JSON-schema response format.
-fn needs_of(rest: &serde_json::Map<String, Value>, messages: &[Value]) -> BTreeSet<Capability> {
-    let mut needs = BTreeSet::new();
-    let tools = rest.get("tools").and_then(Value::as_array).is_some_and(|t| !t.is_empty());
-    if tools
-        || messages
-            .iter()
-            .any(|m| m.get("role").and_then(Value::as_str) == Some("tool") || m.get("tool_calls").is_some())
-    {
-        needs.insert(Capability::Tools);
-    }
-    let image = |p: &Value| matches!(p.get("type").and_then(Value::as_str), Some("image_url" | "input_image"));
-    if messages.iter().any(|m| m.get("content").and_then(Value::as_array).is_some_and(|parts| parts.iter().any(image)))
-    {
-        needs.insert(Capability::Vision);
-    }
-    if rest.get("response_format").and_then(|r| r.get("type")).and_then(Value::as_str) == Some("json_schema") {
-        needs.insert(Capability::JsonSchema);
-    }
-    needs
-}
-
 #[derive(Deserialize, Default)]
 #[serde(deny_unknown_fields)]
 struct Extensions {
@@ -115,25 +91,7 @@ pub fn parse_chat(live: &Live, body: &[u8], key: Option<String>) -> Result<(Rout
     let b: ChatBody = serde_json::from_slice(body).map_err(|e| RouterError::bad("(body)", e.to_string()))?;
     let model = b.model.ok_or_else(|| RouterError::bad("model", "missing: use \"auto\" to route"))?;
     let raw = b.messages.ok_or_else(|| RouterError::bad("messages", "missing"))?;
-    let mut messages = Vec::with_capacity(raw.len());
-    for (i, m) in raw.iter().enumerate() {
-        let role = m
-            .get("role")
-            .and_then(Value::as_str)
-            .ok_or_else(|| RouterError::bad(format!("messages[{i}].role"), "missing"))?
-            .to_string();
-        // Content is a string or a list of parts: their text goes to the estimator, the parts
-        // (images included) to the backend.
-        let content = match m.get("content") {
-            Some(Value::String(s)) => s.clone(),
-            Some(Value::Array(parts)) => {
-                parts.iter().filter_map(|p| p.get("text").and_then(Value::as_str)).collect::<Vec<_>>().join("\n")
-            }
-            Some(Value::Null) | None => String::new(),
-            Some(_) => return Err(RouterError::bad(format!("messages[{i}].content"), "expected a string or parts")),
-        };
-        messages.push(ChatMessage { role, content });
-    }
+    let messages = openai_messages(&raw, "")?;
     let mut rest = b.rest;
     // The router streams (or not) and asks for usage itself.
     rest.remove("stream_options");

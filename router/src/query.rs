@@ -8,6 +8,7 @@ use super::state::Live;
 use crate::{Result, RouterError};
 use estimator::catalog::Capability;
 use estimator::Prediction;
+use serde_json::Value;
 use std::collections::BTreeSet;
 use std::sync::Arc;
 use std::time::Instant;
@@ -291,4 +292,52 @@ fn serves(
         f("max_tokens"),
         format!("{tokens} tokens (prompt + max_tokens) do not fit any model's context; the largest is {largest}"),
     ))
+}
+
+/// The capabilities a chat call needs: tools offered or tool turns in the conversation, image
+/// content parts, a JSON-schema response format.
+pub fn needs_of(rest: &serde_json::Map<String, Value>, messages: &[Value]) -> BTreeSet<Capability> {
+    let mut needs = BTreeSet::new();
+    let tools = rest.get("tools").and_then(Value::as_array).is_some_and(|t| !t.is_empty());
+    if tools
+        || messages
+            .iter()
+            .any(|m| m.get("role").and_then(Value::as_str) == Some("tool") || m.get("tool_calls").is_some())
+    {
+        needs.insert(Capability::Tools);
+    }
+    let image = |p: &Value| matches!(p.get("type").and_then(Value::as_str), Some("image_url" | "input_image"));
+    if messages.iter().any(|m| m.get("content").and_then(Value::as_array).is_some_and(|parts| parts.iter().any(image)))
+    {
+        needs.insert(Capability::Vision);
+    }
+    if rest.get("response_format").and_then(|r| r.get("type")).and_then(Value::as_str) == Some("json_schema") {
+        needs.insert(Capability::JsonSchema);
+    }
+    needs
+}
+
+/// OpenAI chat messages (JSON) → the router's text turns (the text parts of each content; the
+/// raw messages themselves are what backends get). `at` prefixes field names in errors.
+pub fn openai_messages(raw: &[Value], at: &str) -> Result<Vec<ChatMessage>> {
+    let mut messages = Vec::with_capacity(raw.len());
+    for (i, m) in raw.iter().enumerate() {
+        let role = m
+            .get("role")
+            .and_then(Value::as_str)
+            .ok_or_else(|| RouterError::bad(format!("{at}messages[{i}].role"), "missing"))?
+            .to_string();
+        let content = match m.get("content") {
+            Some(Value::String(s)) => s.clone(),
+            Some(Value::Array(parts)) => {
+                parts.iter().filter_map(|p| p.get("text").and_then(Value::as_str)).collect::<Vec<_>>().join("\n")
+            }
+            Some(Value::Null) | None => String::new(),
+            Some(_) => {
+                return Err(RouterError::bad(format!("{at}messages[{i}].content"), "expected a string or parts"))
+            }
+        };
+        messages.push(ChatMessage { role, content });
+    }
+    Ok(messages)
 }

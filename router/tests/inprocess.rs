@@ -434,3 +434,38 @@ async fn facade_forwards_fields_and_routes_by_capability() {
     assert!(v["error"]["message"].as_str().unwrap().contains("context"), "{v}");
     r.stop().await.unwrap();
 }
+
+/// The same over gRPC: `openai_fields_json` and `openai_messages_json` carry tools and tool
+/// turns; the reply's `tool_calls_json` holds the calls; bad JSON is refused naming the field.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn grpc_carries_openai_fields_and_tool_calls() {
+    let dir = scratch("grpc-tools");
+    let backend = Scripted::start(Script { tool_call: true, ..Script::default() }).await;
+    let catalog = catalog_with(&dir, &backend.url, &[("qwen2.5-7b-instruct", &["tools"])], &[]);
+    let mut cfg = default_config();
+    set(&mut cfg, "catalog", catalog.into());
+    let r = start_in_process(&dir, &cfg).await;
+    let mut c = RouterClient::new(connect(&r.bound.grpc.to_string()).await.unwrap());
+    let fields =
+        r#"{"tools": [{"type": "function", "function": {"name": "weather", "parameters": {}}}], "temperature": 0}"#;
+    let rep = c
+        .route(pb::RouteRequest {
+            openai_messages_json: r#"[{"role": "user", "content": "Weather in Oslo?"}]"#.into(),
+            openai_fields_json: fields.into(),
+            ..Default::default()
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(rep.model, "qwen2.5-7b-instruct");
+    let calls: serde_json::Value = serde_json::from_str(&rep.tool_calls_json).unwrap();
+    assert_eq!(calls[0]["function"]["name"], "weather");
+    assert_eq!(backend.last_body("qwen2.5-7b-instruct").unwrap()["temperature"], 0);
+    let e = c
+        .route(pb::RouteRequest { prompt: "hi".into(), openai_fields_json: "{tools".into(), ..Default::default() })
+        .await
+        .unwrap_err();
+    assert_eq!(e.code(), tonic::Code::InvalidArgument);
+    assert!(e.message().contains("openai_fields_json"), "{}", e.message());
+    r.stop().await.unwrap();
+}
