@@ -65,6 +65,10 @@ pub struct EstimatorSection {
     /// Neighbour scoring on the query's heaviest features only (0 = all).
     #[serde(default = "EstimatorSection::default_terms")]
     pub max_query_terms: usize,
+    /// Predictions kept per trained estimator, keyed by prompt and task (0 = no cache); a new
+    /// size applies from the next retrain.
+    #[serde(default = "EstimatorSection::default_cache")]
+    pub cache_entries: usize,
     /// Model → recorded model whose outcomes stand in for it in the estimator.
     pub proxies: BTreeMap<String, String>,
 }
@@ -75,6 +79,9 @@ impl EstimatorSection {
     }
     fn default_terms() -> usize {
         32
+    }
+    fn default_cache() -> usize {
+        4096
     }
     fn validate(&self) -> Check {
         if self.records.is_none() {

@@ -47,7 +47,7 @@ fn rebase(q: &mut Query, live: &Arc<Live>) {
     q.allowed = allowed;
     if !Arc::ptr_eq(&q.live.trained, &live.trained) {
         let prompt = super::backend::prompt_text(&q.messages);
-        q.prediction = live.trained.estimator.predict(&prompt, q.task.as_deref());
+        q.prediction = live.trained.predict(&prompt, q.task.as_deref());
     }
     q.live = live.clone();
 }

@@ -18,6 +18,7 @@ pub mod grpc;
 mod http;
 pub mod metrics;
 mod monitor;
+mod predictions;
 pub mod query;
 pub mod state;
 mod status;

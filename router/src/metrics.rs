@@ -35,6 +35,7 @@ pub mod names {
     pub const IN_FLIGHT: &str = "llmroute_in_flight";
     pub const OVERDRAFT_BATCHES_TOTAL: &str = "llmroute_overdraft_batches_total";
     pub const PREDICTED_QUALITY: &str = "llmroute_predicted_quality";
+    pub const PREDICTION_CACHE_TOTAL: &str = "llmroute_prediction_cache_total";
     pub const QUERIES_OVER_CAPACITY_TOTAL: &str = "llmroute_queries_over_capacity_total";
     pub const QUEUE_DEPTH: &str = "llmroute_queue_depth";
     pub const REJECTED_TOTAL: &str = "llmroute_rejected_total";
@@ -88,6 +89,9 @@ fn zero() {
     for op in ["reserve", "settle"] {
         metrics::counter!(names::BUDGET_STORE_ERRORS_TOTAL, "op" => op).increment(0);
     }
+    for result in ["hit", "miss"] {
+        metrics::counter!(names::PREDICTION_CACHE_TOTAL, "result" => result).increment(0);
+    }
     for result in ["ok", "rejected"] {
         metrics::counter!(names::CONFIG_RELOADS_TOTAL, "result" => result).increment(0);
     }
@@ -117,6 +121,10 @@ fn describe() {
     describe_histogram!(
         names::PREDICTED_QUALITY,
         "Predicted quality (mu) of the model each query was routed to, by model: the accuracy proxy."
+    );
+    describe_counter!(
+        names::PREDICTION_CACHE_TOTAL,
+        "Estimator predictions served from the prompt cache (hit) or computed (miss)."
     );
     describe_counter!(names::FALLBACKS_TOTAL, "Queries moved to another model after a backend failure.");
     describe_counter!(names::BACKEND_FAILURES_TOTAL, "Backend errors and timeouts, by model.");

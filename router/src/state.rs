@@ -6,6 +6,7 @@ use super::backend::{Backend, OpenAi, Replay, ReplayData};
 use super::breaker::Breaker;
 use super::budgets::Budgets;
 use super::config::{Config, Price, Tenant};
+use super::predictions::PredictionCache;
 use super::tls::TlsState;
 use crate::{Result, RouterError};
 use estimator::{Catalog, Estimator, KnnConfig, KnnEstimator, ModelEntry, Record};
@@ -133,6 +134,15 @@ pub struct Trained {
     /// Out-of-sample predictions on a sample of the training records (leave-one-out when the
     /// estimator was trained here), for calibrating the batch price.
     pub calibration: Vec<CalibQuery>,
+    /// This estimator's predictions of recent prompts.
+    pub predictions: PredictionCache,
+}
+
+impl Trained {
+    /// The estimator's prediction for a prompt, from the cache when it was seen recently.
+    pub fn predict(&self, prompt: &str, task: Option<&str>) -> estimator::Prediction {
+        self.predictions.get_or(prompt, task, || self.estimator.predict(prompt, task))
+    }
 }
 
 /// One training record as the estimator predicts it without itself.
@@ -431,7 +441,13 @@ fn train(
         ms = t0.elapsed().as_millis() as u64,
         "estimator trained"
     );
-    Ok(Trained { key, estimator, replay: Arc::new(ReplayData::new(replay_records, nearest)), calibration })
+    Ok(Trained {
+        key,
+        estimator,
+        replay: Arc::new(ReplayData::new(replay_records, nearest)),
+        calibration,
+        predictions: PredictionCache::new(config.estimator.cache_entries),
+    })
 }
 
 /// Every ⌈n / CALIB_SAMPLE⌉-th training record predicted without itself (`loo`: the estimator's
