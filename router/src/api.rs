@@ -2,6 +2,7 @@
 //! queue for a batch (or shed) → wait for the answer within the call's deadline.
 
 use super::batcher::{Batcher, Job};
+use super::pressure::{Held, Pressure};
 use super::query::{resolve_tenant, validate, Reply, RouteInput, StreamSink};
 use super::state::Shared;
 use crate::metrics::names;
@@ -20,12 +21,15 @@ pub struct Api {
     pub shared: Arc<Shared>,
     batcher: Batcher,
     config_path: PathBuf,
+    pressure: Arc<Pressure>,
 }
 
 /// A queued call.
 pub struct Pending {
     rx: oneshot::Receiver<Result<Reply>>,
     deadline: Instant,
+    /// A dispatched call counts as held by the router until its answer is taken.
+    _held: Option<Held>,
 }
 
 impl Pending {
@@ -60,7 +64,7 @@ impl Api {
     pub fn new(shared: Arc<Shared>, config_path: PathBuf) -> Api {
         let queue = shared.live().config.batch.max_queue;
         let batcher = Batcher::start(shared.clone(), queue);
-        Api { shared, batcher, config_path }
+        Api { shared, batcher, config_path, pressure: Arc::new(Pressure::default()) }
     }
 
     /// Validates one call and queues it. Errors here are the call's status.
@@ -74,6 +78,19 @@ impl Api {
         let result = async {
             let tenant = resolve_tenant(&live, &input.tenant, input.api_key.as_deref())?;
             let deadline = deadline(live.config.admission.request_timeout(), timeout);
+            if input.dispatch {
+                // Refuse at once a call that would wait past its deadline.
+                if let Some(wait) = self.pressure.expected_wait() {
+                    let left = deadline.saturating_duration_since(Instant::now());
+                    if wait > left {
+                        return Err(RouterError::Overloaded(format!(
+                            "the expected wait ({} ms) is longer than the call's deadline ({} ms); retry later",
+                            wait.as_millis(),
+                            left.as_millis()
+                        )));
+                    }
+                }
+            }
             let mut q = validate(&live, input, "", tenant, deadline)?;
             if q.dispatch {
                 q.reservation = Some(self.shared.budgets.reserve(tenant, q.cost_bound).await?);
@@ -81,10 +98,11 @@ impl Api {
             let (tx, rx) = oneshot::channel();
             q.reply = Some(tx);
             q.stream = stream;
+            let held = q.dispatch.then(|| self.pressure.enter());
             if !self.batcher.submit(Job::One(Box::new(q))) {
                 return Err(RouterError::Overloaded("the batch queue is full; retry later".into()));
             }
-            Ok(Pending { rx, deadline })
+            Ok(Pending { rx, deadline, _held: held })
         }
         .await;
         if let Err(e) = &result {
@@ -133,7 +151,8 @@ impl Api {
                 }
                 let (tx, rx) = oneshot::channel();
                 q.reply = Some(tx);
-                pending.push(Pending { rx, deadline });
+                let held = q.dispatch.then(|| self.pressure.enter());
+                pending.push(Pending { rx, deadline, _held: held });
                 queries.push(q);
             }
             if !self.batcher.submit(Job::Batch(queries)) {
@@ -193,6 +212,7 @@ fn reject_metric(e: &RouterError) {
         RouterError::BadRequest { .. } => "invalid",
         RouterError::Unauthenticated(_) => "unauthenticated",
         RouterError::PermissionDenied(_) => "permission",
+        RouterError::Overloaded(m) if m.starts_with("the expected wait") => "expected_wait",
         RouterError::Overloaded(_) => "overloaded",
         RouterError::TenantOverBudget { .. } => "tenant_budget",
         RouterError::StoreUnavailable(_) => "budget_store",

@@ -19,6 +19,7 @@ mod http;
 pub mod metrics;
 mod monitor;
 mod predictions;
+mod pressure;
 pub mod query;
 pub mod state;
 mod status;

@@ -469,3 +469,54 @@ async fn grpc_carries_openai_fields_and_tool_calls() {
     assert!(e.message().contains("openai_fields_json"), "{}", e.message());
     r.stop().await.unwrap();
 }
+
+/// Queue-aware shedding (issue 16, item 3). The fleet answers ~45 calls/s (9 models × 1 slot ×
+/// 200 ms). After a warm-up, 200 calls arrive at once with a 1 s deadline: the router refuses at
+/// once (RESOURCE_EXHAUSTED) those whose expected wait — calls held / completion rate — is past
+/// their deadline, instead of queueing them until they time out.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn calls_that_would_wait_past_their_deadline_are_refused_at_once() {
+    let dir = scratch("shedding");
+    let backend = Scripted::start(Script { latency: Duration::from_millis(200), ..Script::default() }).await;
+    let mut cfg = default_config();
+    set(&mut cfg, "catalog", catalog_file(&dir, &backend.url, 1).display().to_string().into());
+    let r = start_in_process(&dir, &cfg).await;
+    let channel = connect(&r.bound.grpc.to_string()).await.unwrap();
+    let fire = |n: usize, timeout: Duration| {
+        (0..n)
+            .map(|i| {
+                let mut c = RouterClient::new(channel.clone());
+                tokio::spawn(async move {
+                    let mut req = tonic::Request::new(query(&format!("call {i}: define entropy")));
+                    req.set_timeout(timeout);
+                    let t0 = std::time::Instant::now();
+                    let res = c.route(req).await;
+                    (res.map(|_| ()).map_err(|e| e.code()), t0.elapsed())
+                })
+            })
+            .collect::<Vec<_>>()
+    };
+    for h in fire(30, Duration::from_secs(10)) {
+        assert!(h.await.unwrap().0.is_ok());
+    }
+    let (mut ok, mut late, mut refused, mut refusal_ms) = (0, 0, 0, Vec::new());
+    for h in fire(200, Duration::from_secs(1)) {
+        match h.await.unwrap() {
+            (Ok(()), _) => ok += 1,
+            // Past the deadline: the router's answer, or the client's own timer (Cancelled).
+            (Err(tonic::Code::DeadlineExceeded | tonic::Code::Cancelled), _) => late += 1,
+            (Err(tonic::Code::ResourceExhausted), t) => {
+                refused += 1;
+                refusal_ms.push(t.as_secs_f64() * 1e3);
+            }
+            (Err(c), _) => panic!("unexpected {c:?}"),
+        }
+    }
+    refusal_ms.sort_by(f64::total_cmp);
+    let p99 = refusal_ms.get(refusal_ms.len().saturating_sub(1) * 99 / 100).copied().unwrap_or(0.0);
+    eprintln!("200 calls, 1 s deadline: {ok} answered, {late} past their deadline, {refused} refused (refusal p99 {p99:.1} ms)");
+    assert!(refused >= 100, "only {refused} refused");
+    assert!(late <= 20, "{late} calls still waited past their deadline");
+    assert!(p99 < 200.0, "refusals took {p99:.1} ms at p99");
+    r.stop().await.unwrap();
+}
