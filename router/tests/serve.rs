@@ -283,12 +283,14 @@ fn mip_assigner_deadlines_and_the_http_facade_errors() {
         let why = b.results[0].why.clone().unwrap();
         assert_eq!(why.assigner, "mip", "{why:?}");
         assert!(b.spend_usd <= b.budget_usd + 1e-12);
-        // A deadline shorter than the model's answer: DEADLINE_EXCEEDED, and the backend's
-        // breaker does not count it as the backend's failure.
+        // A deadline shorter than the model's answer: DEADLINE_EXCEEDED — or, once the router has
+        // seen how fast calls leave it, refused at once because the wait would pass the deadline —
+        // and the backend's breaker does not count it as the backend's failure.
         for _ in 0..4 {
             let t0 = Instant::now();
             let e = c.route(request(q("slow one"), None, Some(Duration::from_millis(100))).unwrap()).await.unwrap_err();
-            assert!(matches!(e.code(), Code::DeadlineExceeded | Code::Cancelled), "{e:?}");
+            let shed = e.code() == Code::ResourceExhausted && e.message().contains("expected wait");
+            assert!(matches!(e.code(), Code::DeadlineExceeded | Code::Cancelled) || shed, "{e:?}");
             assert!(t0.elapsed() < Duration::from_millis(250), "took {:?}", t0.elapsed());
         }
         let models = c.list_models(pb::ListModelsRequest {}).await.unwrap().into_inner().models;
