@@ -62,6 +62,13 @@ struct Row {
     allowed: Vec<bool>,
 }
 
+/// May a query go to a model in this batch: its tenant and request allow it (`allowed`, which
+/// also holds the capabilities and context it needs), the model's circuit is not open, the plan
+/// runs instances of it, and its predicted cost is within the query's cap.
+fn usable(allowed: bool, open: bool, capacity: usize, cost: f64, cost_cap: Option<f64>) -> bool {
+    allowed && !open && capacity > 0 && cost_cap.is_none_or(|cap| cost <= cap)
+}
+
 /// One model's load when a batch is decided.
 #[derive(Debug, Clone, Copy)]
 pub(crate) struct ModelLoad {
@@ -127,8 +134,7 @@ pub async fn decide(shared: &Arc<Shared>, queries: Vec<Query>) -> Option<Decided
             let sd = p.output_tokens_sd.get(e).copied().unwrap_or(0.0).min(q.max_tokens as f64);
             cost_var[j] = (md.entry.price_out_per_mtok / 1e6 * sd).powi(2);
             tokens[j] = q.input_tokens as f64 + out;
-            // A model the plan runs no instance of cannot be chosen.
-            allowed[j] = q.allowed[j] && !open[j] && md.capacity > 0 && q.cost_cap.is_none_or(|cap| cost[j] <= cap);
+            allowed[j] = usable(q.allowed[j], open[j], md.capacity, cost[j], q.cost_cap);
         }
         if !allowed.iter().any(|&a| a) {
             let why = if q.allowed.iter().zip(&open).any(|(&a, &o)| a && o) {
@@ -282,6 +288,16 @@ mod tests {
         // Unequal capacities: shares follow capacity.
         let (slots, _, _) = batch_limits(30, &[load(10, 10), load(20, 15)]);
         assert_eq!(slots, vec![9, 5 + 17]);
+    }
+
+    #[test]
+    fn a_model_is_usable_only_when_nothing_excludes_it() {
+        assert!(usable(true, false, 4, 0.01, None));
+        assert!(usable(true, false, 4, 0.01, Some(0.01)), "a cost at the cap fits");
+        assert!(!usable(false, false, 4, 0.01, None), "the tenant or the request disallows it");
+        assert!(!usable(true, true, 4, 0.01, None), "its circuit is open");
+        assert!(!usable(true, false, 0, 0.01, None), "the plan runs no instance of it");
+        assert!(!usable(true, false, 4, 0.02, Some(0.01)), "predicted above the call's max_cost_usd");
     }
 
     /// Finding 3: KV tokens held by running calls are not free.

@@ -13,6 +13,16 @@ use llmroute_proto::v1::router_client::RouterClient;
 use std::collections::BTreeMap;
 use std::time::Duration;
 
+/// A scratch folder, a scripted backend following `script` for every model, and the embedded
+/// default config with every catalog model on that backend with `slots` slots.
+async fn fleet(name: &str, script: Script, slots: u64) -> (std::path::PathBuf, Scripted, serde_yaml::Value) {
+    let dir = scratch(name);
+    let backend = Scripted::start(script).await;
+    let mut cfg = default_config();
+    set(&mut cfg, "catalog", catalog_file(&dir, &backend.url, slots).display().to_string().into());
+    (dir, backend, cfg)
+}
+
 fn query(prompt: &str) -> pb::RouteRequest {
     pb::RouteRequest { prompt: prompt.into(), dispatch: Some(true), max_output_tokens: Some(32), ..Default::default() }
 }
@@ -24,10 +34,8 @@ fn query(prompt: &str) -> pb::RouteRequest {
 /// and every call is answered.
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn saturated_fleet_does_not_send_everyone_to_the_cheapest_model() {
-    let dir = scratch("saturated");
-    let backend = Scripted::start(Script { latency: Duration::from_millis(300), ..Script::default() }).await;
-    let mut cfg = default_config();
-    set(&mut cfg, "catalog", catalog_file(&dir, &backend.url, 2).display().to_string().into());
+    let (dir, _backend, cfg) =
+        fleet("saturated", Script { latency: Duration::from_millis(300), ..Script::default() }, 2).await;
     let r = start_in_process(&dir, &cfg).await;
     let channel = connect(&r.bound.grpc.to_string()).await.unwrap();
     let calls: Vec<_> = (0..64)
@@ -251,10 +259,7 @@ async fn failing_models_fall_back_to_a_working_one_and_open_their_circuits() {
 /// decision gets a plain JSON error, not an event stream.
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn facade_headers_completions_and_responses() {
-    let dir = scratch("facade");
-    let backend = Scripted::start(Script::default()).await;
-    let mut cfg = default_config();
-    set(&mut cfg, "catalog", catalog_file(&dir, &backend.url, 8).display().to_string().into());
+    let (dir, _backend, cfg) = fleet("facade", Script::default(), 8).await;
     let r = start_in_process(&dir, &cfg).await;
     let base = format!("http://{}", r.bound.http);
     let http = reqwest::Client::new();
@@ -476,10 +481,8 @@ async fn grpc_carries_openai_fields_and_tool_calls() {
 /// their deadline, instead of queueing them until they time out.
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn calls_that_would_wait_past_their_deadline_are_refused_at_once() {
-    let dir = scratch("shedding");
-    let backend = Scripted::start(Script { latency: Duration::from_millis(200), ..Script::default() }).await;
-    let mut cfg = default_config();
-    set(&mut cfg, "catalog", catalog_file(&dir, &backend.url, 1).display().to_string().into());
+    let (dir, _backend, cfg) =
+        fleet("shedding", Script { latency: Duration::from_millis(200), ..Script::default() }, 1).await;
     let r = start_in_process(&dir, &cfg).await;
     let channel = connect(&r.bound.grpc.to_string()).await.unwrap();
     let fire = |n: usize, timeout: Duration| {
