@@ -52,7 +52,7 @@ impl Default for Listen {
     }
 }
 
-#[derive(Debug, Clone, PartialEq, Default, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Deserialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct EstimatorSection {
     /// Routing records to train on (required).
@@ -60,29 +60,30 @@ pub struct EstimatorSection {
     /// A trained estimator (`estimator train --out`) used instead of training a kNN on
     /// `records` (which still feed the replay backends).
     pub artifact: Option<PathBuf>,
-    #[serde(default = "EstimatorSection::default_k")]
     pub k: usize,
     /// Neighbour scoring on the query's heaviest features only (0 = all).
-    #[serde(default = "EstimatorSection::default_terms")]
     pub max_query_terms: usize,
     /// Predictions kept per trained estimator, keyed by prompt and task (0 = no cache); a new
     /// size applies from the next retrain.
-    #[serde(default = "EstimatorSection::default_cache")]
     pub cache_entries: usize,
     /// Model → recorded model whose outcomes stand in for it in the estimator.
     pub proxies: BTreeMap<String, String>,
 }
 
+impl Default for EstimatorSection {
+    fn default() -> Self {
+        EstimatorSection {
+            records: None,
+            artifact: None,
+            k: 25,
+            max_query_terms: 32,
+            cache_entries: 4096,
+            proxies: BTreeMap::new(),
+        }
+    }
+}
+
 impl EstimatorSection {
-    fn default_k() -> usize {
-        25
-    }
-    fn default_terms() -> usize {
-        32
-    }
-    fn default_cache() -> usize {
-        4096
-    }
     fn validate(&self) -> Check {
         if self.records.is_none() {
             return bad("estimator.records", "missing: routing records to train on");
@@ -397,7 +398,7 @@ impl BackendsSection {
     }
 }
 
-#[derive(Debug, Clone, PartialEq, Default, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Deserialize)]
 #[serde(default, deny_unknown_fields)]
 struct TenantSection {
     name: Option<String>,
@@ -406,7 +407,6 @@ struct TenantSection {
     /// The key's SHA-256 (hex), so the file holds no key (`llm-router hash-key` prints it).
     api_key_sha256: Option<String>,
     budget_usd: Option<f64>,
-    #[serde(default = "TenantSection::default_window")]
     window_s: u64,
     allowed_models: Option<Vec<String>>,
 }
@@ -430,11 +430,21 @@ pub struct Tenant {
     pub allowed_models: Option<Vec<String>>,
 }
 
-impl TenantSection {
-    fn default_window() -> u64 {
-        3600
+impl Default for TenantSection {
+    fn default() -> Self {
+        TenantSection {
+            name: None,
+            api_key: None,
+            api_key_env: None,
+            api_key_sha256: None,
+            budget_usd: None,
+            window_s: 3600,
+            allowed_models: None,
+        }
     }
+}
 
+impl TenantSection {
     /// The tenant, its key hashed; `others` are the tenants before it (names and keys unique).
     fn validate(self, i: usize, others: &[Tenant]) -> std::result::Result<Tenant, (String, String)> {
         let f = |k: &str| format!("tenants[{i}].{k}");
@@ -841,6 +851,8 @@ mod tests {
         assert_eq!(c.batch.max_batch, 64);
         assert_eq!(c.assigner.kind, AssignerKind::Fast);
         assert_eq!(c.tenants[0].key_sha256, None);
+        assert_eq!((c.estimator.k, c.estimator.max_query_terms, c.estimator.cache_entries), (25, 32, 4096));
+        assert_eq!(c.tenants[0].window, Duration::from_secs(3600));
     }
 
     #[test]

@@ -305,35 +305,6 @@ async fn run_query(
         if remaining.is_zero() {
             break Err(RouterError::DeadlineExceeded(format!("no answer before the deadline (tried {})", tried.len())));
         }
-        let req = BackendRequest {
-            messages: q.messages.clone(),
-            max_tokens: q.max_tokens,
-            timeout: remaining.min(cfg.backends.timeout()),
-            passthrough: q.passthrough.clone(),
-        };
-        let (tx, mut forward) = match &stream {
-            Some(_) => {
-                let (tx, rx) = tokio::sync::mpsc::channel::<String>(64);
-                (Some(tx), Some(rx))
-            }
-            None => (None, None),
-        };
-        // Streamed pieces go straight to the caller; `sent` counts the characters that reached it
-        // (a fallback is clean only while it is 0, and a failed attempt is charged for them).
-        let sent = Arc::new(AtomicUsize::new(0));
-        let pump = match (forward.take(), stream.as_ref()) {
-            (Some(mut rx), Some(s)) => {
-                let out = s.deltas.clone();
-                let sent = sent.clone();
-                Some(tokio::spawn(async move {
-                    while let Some(piece) = rx.recv().await {
-                        sent.fetch_add(piece.chars().count(), Ordering::Relaxed);
-                        let _ = out.send(piece).await;
-                    }
-                }))
-            }
-            _ => None,
-        };
         // A slot shared by the replicas first (when they share them), then one of this
         // replica's: a batch over the free slots queues here, not at the backend; the call's
         // deadline bounds both waits.
@@ -351,8 +322,28 @@ async fn run_query(
             }
         };
         let req = BackendRequest {
+            messages: q.messages.clone(),
+            max_tokens: q.max_tokens,
             timeout: q.deadline.saturating_duration_since(Instant::now()).min(cfg.backends.timeout()),
-            ..req
+            passthrough: q.passthrough.clone(),
+        };
+        // Streamed pieces go straight to the caller; `sent` counts the characters that reached it
+        // (a fallback is clean only while it is 0, and a failed attempt is charged for them).
+        let sent = Arc::new(AtomicUsize::new(0));
+        let (tx, pump) = match stream.as_ref() {
+            Some(s) => {
+                let (tx, mut rx) = tokio::sync::mpsc::channel::<String>(64);
+                let out = s.deltas.clone();
+                let sent = sent.clone();
+                let pump = tokio::spawn(async move {
+                    while let Some(piece) = rx.recv().await {
+                        sent.fetch_add(piece.chars().count(), Ordering::Relaxed);
+                        let _ = out.send(piece).await;
+                    }
+                });
+                (Some(tx), Some(pump))
+            }
+            None => (None, None),
         };
         let result = model.backend.complete(&name, &req, tx.as_ref()).await;
         drop(permit);

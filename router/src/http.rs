@@ -8,7 +8,7 @@
 use super::admission::AdmissionLayer;
 use super::api::Api;
 use super::backend::{ChatMessage, Passthrough};
-use super::query::{needs_of, openai_messages, Reply, RouteInput, StreamSink};
+use super::query::{content_text, needs_of, openai_messages, Reply, RouteInput, StreamSink};
 use super::state::Live;
 use crate::RouterError;
 use axum::body::Bytes;
@@ -198,10 +198,15 @@ fn finish(r: &Reply) -> &str {
     }
 }
 
+/// The chat / completions `usage` object.
+fn usage(r: &Reply) -> Value {
+    json!({"prompt_tokens": r.input_tokens, "completion_tokens": r.output_tokens,
+           "total_tokens": r.input_tokens + r.output_tokens})
+}
+
 /// The whole (non-streamed) answer in `shape`.
 fn full_body(shape: Shape, r: &Reply) -> Value {
-    let usage = json!({"prompt_tokens": r.input_tokens, "completion_tokens": r.output_tokens,
-                       "total_tokens": r.input_tokens + r.output_tokens});
+    let usage = usage(r);
     match shape {
         Shape::Chat => json!({
             "id": format!("chatcmpl-{}", r.batch_id), "object": "chat.completion", "created": now_s(),
@@ -267,11 +272,15 @@ fn response_object(r: &Reply, status: &str, text: &str) -> Value {
 }
 
 async fn chat(State(ctx): State<Ctx>, headers: HeaderMap, body: Bytes) -> Response {
-    let id = request_id();
-    match parse_chat(&ctx.api.shared.live(), &body, bearer(&headers)) {
-        Ok((input, stream)) => answer(&ctx, input, stream, Shape::Chat, &id).await,
-        Err(e) => with_headers(error(e), &id, None, None),
-    }
+    answer(&ctx, parse_chat(&ctx.api.shared.live(), &body, bearer(&headers)), Shape::Chat).await
+}
+
+async fn completions(State(ctx): State<Ctx>, headers: HeaderMap, body: Bytes) -> Response {
+    answer(&ctx, parse_completion(&ctx.api.shared.live(), &body, bearer(&headers)), Shape::Completion).await
+}
+
+async fn responses(State(ctx): State<Ctx>, headers: HeaderMap, body: Bytes) -> Response {
+    answer(&ctx, parse_responses(&ctx.api.shared.live(), &body, bearer(&headers)), Shape::Responses).await
 }
 
 #[derive(Deserialize)]
@@ -285,33 +294,20 @@ struct CompletionBody {
     llmroute: Option<Extensions>,
 }
 
-/// `POST /v1/completions`: the prompt (a string, or a list of one) is routed as one user turn.
-async fn completions(State(ctx): State<Ctx>, headers: HeaderMap, body: Bytes) -> Response {
-    let id = request_id();
-    let parsed = (|| {
-        let b: CompletionBody = serde_json::from_slice(&body).map_err(|e| RouterError::bad("(body)", e.to_string()))?;
-        let prompt = match b.prompt {
-            Some(Value::String(s)) => s,
-            Some(Value::Array(v)) if v.len() == 1 && v[0].is_string() => v[0].as_str().unwrap_or_default().to_string(),
-            Some(Value::Array(_)) => {
-                return Err(RouterError::bad("prompt", "one prompt per call (a string or a list of one)"))
-            }
-            _ => return Err(RouterError::bad("prompt", "missing: a string")),
-        };
-        let input = route_input(
-            &ctx.api.shared.live(),
-            b.model,
-            vec![ChatMessage { role: "user".into(), content: prompt }],
-            b.max_tokens,
-            b.llmroute,
-            bearer(&headers),
-        )?;
-        Ok((input, b.stream))
-    })();
-    match parsed {
-        Ok((input, stream)) => answer(&ctx, input, stream, Shape::Completion, &id).await,
-        Err(e) => with_headers(error(e), &id, None, None),
-    }
+/// A `POST /v1/completions` body: the prompt (a string, or a list of one) is routed as one user
+/// turn.
+fn parse_completion(live: &Live, body: &[u8], key: Option<String>) -> Result<(RouteInput, bool), RouterError> {
+    let b: CompletionBody = serde_json::from_slice(body).map_err(|e| RouterError::bad("(body)", e.to_string()))?;
+    let prompt = match b.prompt {
+        Some(Value::String(s)) => s,
+        Some(Value::Array(v)) if v.len() == 1 && v[0].is_string() => v[0].as_str().unwrap_or_default().to_string(),
+        Some(Value::Array(_)) => {
+            return Err(RouterError::bad("prompt", "one prompt per call (a string or a list of one)"))
+        }
+        _ => return Err(RouterError::bad("prompt", "missing: a string")),
+    };
+    let messages = vec![ChatMessage { role: "user".into(), content: prompt }];
+    Ok((route_input(live, b.model, messages, b.max_tokens, b.llmroute, key)?, b.stream))
 }
 
 #[derive(Deserialize)]
@@ -326,52 +322,38 @@ struct ResponsesBody {
     llmroute: Option<Extensions>,
 }
 
-/// `POST /v1/responses` (minimal): `input` is a string or a list of `{role, content}` turns
-/// (content a string or `input_text` parts); `instructions` becomes a system turn.
-async fn responses(State(ctx): State<Ctx>, headers: HeaderMap, body: Bytes) -> Response {
-    let id = request_id();
-    let parsed = (|| {
-        let b: ResponsesBody = serde_json::from_slice(&body).map_err(|e| RouterError::bad("(body)", e.to_string()))?;
-        let mut messages = Vec::new();
-        if let Some(sys) = b.instructions {
-            messages.push(ChatMessage { role: "system".into(), content: sys });
-        }
-        match b.input {
-            Some(Value::String(s)) => messages.push(ChatMessage { role: "user".into(), content: s }),
-            Some(Value::Array(turns)) => {
-                for (i, t) in turns.iter().enumerate() {
-                    let role = t.get("role").and_then(Value::as_str).unwrap_or("user").to_string();
-                    let content = match t.get("content") {
-                        Some(Value::String(s)) => s.clone(),
-                        Some(Value::Array(parts)) => parts
-                            .iter()
-                            .filter_map(|p| p.get("text").and_then(Value::as_str))
-                            .collect::<Vec<_>>()
-                            .join("\n"),
-                        _ => {
-                            return Err(RouterError::bad(
-                                format!("input[{i}].content"),
-                                "expected a string or text parts",
-                            ))
-                        }
-                    };
-                    messages.push(ChatMessage { role, content });
-                }
-            }
-            _ => return Err(RouterError::bad("input", "missing: a string or a list of turns")),
-        }
-        let input =
-            route_input(&ctx.api.shared.live(), b.model, messages, b.max_output_tokens, b.llmroute, bearer(&headers))?;
-        Ok((input, b.stream))
-    })();
-    match parsed {
-        Ok((input, stream)) => answer(&ctx, input, stream, Shape::Responses, &id).await,
-        Err(e) => with_headers(error(e), &id, None, None),
+/// A `POST /v1/responses` body (minimal): `input` is a string or a list of `{role, content}`
+/// turns (content a string or `input_text` parts); `instructions` becomes a system turn.
+fn parse_responses(live: &Live, body: &[u8], key: Option<String>) -> Result<(RouteInput, bool), RouterError> {
+    let b: ResponsesBody = serde_json::from_slice(body).map_err(|e| RouterError::bad("(body)", e.to_string()))?;
+    let mut messages = Vec::new();
+    if let Some(sys) = b.instructions {
+        messages.push(ChatMessage { role: "system".into(), content: sys });
     }
+    match b.input {
+        Some(Value::String(s)) => messages.push(ChatMessage { role: "user".into(), content: s }),
+        Some(Value::Array(turns)) => {
+            for (i, t) in turns.iter().enumerate() {
+                let role = t.get("role").and_then(Value::as_str).unwrap_or("user").to_string();
+                let content = t.get("content").and_then(content_text).ok_or_else(|| {
+                    RouterError::bad(format!("input[{i}].content"), "expected a string or text parts")
+                })?;
+                messages.push(ChatMessage { role, content });
+            }
+        }
+        _ => return Err(RouterError::bad("input", "missing: a string or a list of turns")),
+    }
+    Ok((route_input(live, b.model, messages, b.max_output_tokens, b.llmroute, key)?, b.stream))
 }
 
-/// Routes `input` and answers in `shape`, whole or as server-sent events.
-async fn answer(ctx: &Ctx, input: RouteInput, stream: bool, shape: Shape, id: &str) -> Response {
+/// Answers a parsed call in `shape`, whole or as server-sent events (a call that did not parse
+/// gets its error); every answer carries a fresh request id.
+async fn answer(ctx: &Ctx, parsed: Result<(RouteInput, bool), RouterError>, shape: Shape) -> Response {
+    let id = &request_id();
+    let (input, stream) = match parsed {
+        Ok(v) => v,
+        Err(e) => return with_headers(error(e), id, None, None),
+    };
     if !stream {
         return match ctx.api.route(input, None).await {
             Ok(r) => with_headers(Json(full_body(shape, &r)).into_response(), id, Some(&r.model), Some(r.cost_usd)),
@@ -450,8 +432,6 @@ async fn answer(ctx: &Ctx, input: RouteInput, stream: bool, shape: Shape, id: &s
         }
         match pending.wait().await {
             Ok(r) => {
-                let usage = json!({"prompt_tokens": r.input_tokens, "completion_tokens": r.output_tokens,
-                                   "total_tokens": r.input_tokens + r.output_tokens});
                 let (v, name) = match shape {
                     Shape::Responses => (
                         numbered(
@@ -467,7 +447,7 @@ async fn answer(ctx: &Ctx, input: RouteInput, stream: bool, shape: Shape, id: &s
                         }
                         let mut c = chunk("", json!(finish(&r)));
                         c["model"] = json!(r.model);
-                        c["usage"] = usage;
+                        c["usage"] = usage(&r);
                         c["llmroute"] = extension(&r);
                         (c, None)
                     }
@@ -475,10 +455,8 @@ async fn answer(ctx: &Ctx, input: RouteInput, stream: bool, shape: Shape, id: &s
                 let _ = send(v, name).await;
             }
             Err(e) => {
-                let (_, kind) = e.http();
-                let c = json!({"error": {"message": e.to_string(), "type": kind}});
                 let name = (shape == Shape::Responses).then_some("error");
-                let _ = send(c, name).await;
+                let _ = send(e.http_body(), name).await;
             }
         }
         if shape != Shape::Responses {

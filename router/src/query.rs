@@ -328,16 +328,23 @@ pub fn openai_messages(raw: &[Value], at: &str) -> Result<Vec<ChatMessage>> {
             .ok_or_else(|| RouterError::bad(format!("{at}messages[{i}].role"), "missing"))?
             .to_string();
         let content = match m.get("content") {
-            Some(Value::String(s)) => s.clone(),
-            Some(Value::Array(parts)) => {
-                parts.iter().filter_map(|p| p.get("text").and_then(Value::as_str)).collect::<Vec<_>>().join("\n")
-            }
             Some(Value::Null) | None => String::new(),
-            Some(_) => {
-                return Err(RouterError::bad(format!("{at}messages[{i}].content"), "expected a string or parts"))
-            }
+            Some(c) => content_text(c)
+                .ok_or_else(|| RouterError::bad(format!("{at}messages[{i}].content"), "expected a string or parts"))?,
         };
         messages.push(ChatMessage { role, content });
     }
     Ok(messages)
+}
+
+/// The text of an OpenAI message content: the string itself, or the `text` of its parts joined
+/// by newlines (other parts — images — carry no text). None for anything else.
+pub fn content_text(content: &Value) -> Option<String> {
+    match content {
+        Value::String(s) => Some(s.clone()),
+        Value::Array(parts) => {
+            Some(parts.iter().filter_map(|p| p.get("text").and_then(Value::as_str)).collect::<Vec<_>>().join("\n"))
+        }
+        _ => None,
+    }
 }

@@ -394,17 +394,25 @@ impl RedisStore {
 
 /// Writes settles to Redis, many at once (pipelined on one connection); those that fail wait and
 /// go again, until they land.
+/// Most items one Redis round trip carries (settles, slot releases).
+const BATCH: usize = 256;
+
+/// Adds what is waiting in `rx` to `batch`, up to `BATCH` items, without waiting.
+fn top_up<T>(rx: &mut mpsc::UnboundedReceiver<T>, batch: &mut Vec<T>) {
+    while batch.len() < BATCH {
+        match rx.try_recv() {
+            Ok(x) => batch.push(x),
+            Err(_) => break,
+        }
+    }
+}
+
 /// Releases slot leases in batches (one round trip for up to 256); a release that fails is
 /// retried twice, then left to expire with its lease.
 async fn releaser(shared: Arc<RedisStore>, mut rx: mpsc::UnboundedReceiver<(String, String)>) {
     while let Some(first) = rx.recv().await {
         let mut batch = vec![first];
-        while batch.len() < 256 {
-            match rx.try_recv() {
-                Ok(r) => batch.push(r),
-                Err(_) => break,
-            }
-        }
+        top_up(&mut rx, &mut batch);
         for attempt in 0..3 {
             match shared.book.release_slots(&batch).await {
                 Ok(()) => break,
@@ -428,12 +436,7 @@ async fn settler(shared: Arc<RedisStore>, mut rx: mpsc::UnboundedReceiver<Settle
                 None => return,
             }
         }
-        while batch.len() < 256 {
-            match rx.try_recv() {
-                Ok(s) => batch.push(s),
-                Err(_) => break,
-            }
-        }
+        top_up(&mut rx, &mut batch);
         let book = &shared.book;
         let dedup = shared.settings.dedup;
         let results = futures_util::future::join_all(
