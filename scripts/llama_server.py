@@ -2,6 +2,7 @@
 """Start a real llama.cpp server (PyPI `xllamacpp`) on 127.0.0.1 for one of the packaged models.
 
     python3 scripts/llama_server.py --model smollm2|gemma3|FILE.gguf --port PORT [--parallel N]
+                                    [--chat-template FILE | --jinja]
 
 Prints `llama serving http://127.0.0.1:PORT` once it answers /health, then runs until killed.
 One thread per server, no busy polling (see ../shared/CRATE-NOTES.md). Models come from PyPI
@@ -44,6 +45,14 @@ def main() -> None:
     ap.add_argument("--port", type=int, required=True)
     ap.add_argument("--parallel", type=int, default=2, help="server slots (concurrent requests)")
     ap.add_argument("--ctx", type=int, default=2048, help="context size (shared by the slots)")
+    ap.add_argument(
+        "--chat-template",
+        metavar="FILE",
+        help="a Jinja chat template to use instead of the model's own (turns on Jinja templates and, "
+        "when the template renders tool calls, OpenAI tool calling); scripts/templates/chatml-tools.jinja "
+        "gives SmolLM2 tools",
+    )
+    ap.add_argument("--jinja", action="store_true", help="use the model's own template through Jinja")
     a = ap.parse_args()
 
     import xllamacpp as xlc
@@ -61,6 +70,14 @@ def main() -> None:
         p.cpuparams_batch.poll = 0
     except AttributeError:
         pass
+    if a.chat_template or a.jinja:
+        p.use_jinja = True
+    if a.chat_template:
+        try:
+            with open(a.chat_template, encoding="utf-8") as f:
+                p.chat_template = f.read()
+        except OSError as e:
+            sys.exit(f"--chat-template {a.chat_template}: {e}")
     p.model_alias = os.path.basename(a.model)
     server = xlc.Server(p)  # noqa: F841 - keeps the server alive
     url = f"http://127.0.0.1:{a.port}"

@@ -99,6 +99,10 @@ pub struct Query {
     pub passthrough: Option<Arc<Passthrough>>,
 }
 
+/// What a chat template that offers tools writes around them (instructions, tags), in tokens: part
+/// of a tool call's input bound (and half of it of its estimate).
+const TOOL_TEMPLATE_TOKENS: usize = 256;
+
 /// Finds the caller's tenant from its API key and/or tenant name.
 pub fn resolve_tenant<'a>(live: &'a Live, tenant: &str, api_key: Option<&str>) -> Result<&'a Tenant> {
     match api_key.filter(|k| !k.is_empty()) {
@@ -208,10 +212,15 @@ pub fn validate(live: &Arc<Live>, input: RouteInput, at: &str, tenant: &Tenant, 
         allowed = req;
     }
     let prompt = prompt_text(&messages);
+    // Tools and tool calls are prompt too; a template that offers tools adds its instructions.
+    let (extra, tool_text) = input
+        .passthrough
+        .as_deref()
+        .map_or((0, 0), |p| (p.extra_prompt_bytes(), if p.has_tools() { TOOL_TEMPLATE_TOKENS } else { 0 }));
     // Every tokenizer here spends at most one token per byte, plus a few per message for the chat
     // template.
-    let bound_in = (prompt.len() + 8 * messages.len() + 32) as f64;
-    let input_tokens = estimator::estimate_tokens(&prompt);
+    let bound_in = (prompt.len() + extra + tool_text + 8 * messages.len() + 32) as f64;
+    let input_tokens = estimator::estimate_tokens(&prompt) + (extra.div_ceil(4) + tool_text / 2) as u32;
     serves(live, &mut allowed, &input.needs, input_tokens as u64 + max_tokens as u64, &f)?;
     let cost_bound = live
         .models

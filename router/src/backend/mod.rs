@@ -42,6 +42,15 @@ impl Passthrough {
     pub fn has_tools(&self) -> bool {
         self.fields.get("tools").and_then(|t| t.as_array()).is_some_and(|t| !t.is_empty())
     }
+
+    /// Bytes of prompt the backend sees beyond the messages' text: the tools' JSON schemas and
+    /// the assistant turns' tool calls (a chat template writes both into the prompt).
+    pub fn extra_prompt_bytes(&self) -> usize {
+        let json_len = |v: &serde_json::Value| serde_json::to_string(v).map_or(0, |s| s.len());
+        let tools = self.fields.get("tools").map_or(0, json_len);
+        let calls: usize = self.messages.iter().filter_map(|m| m.get("tool_calls")).map(json_len).sum();
+        tools + calls
+    }
 }
 
 #[derive(Debug, Clone, Default)]
@@ -102,4 +111,27 @@ pub fn prompt_text(messages: &[ChatMessage]) -> String {
         s.push_str(&m.content);
     }
     s
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    /// The tools' schemas and earlier tool calls count as prompt (found by the live tool-call
+    /// test: the tenant's reservation was below what the call realized).
+    #[test]
+    fn tools_and_tool_calls_are_prompt_bytes() {
+        let tools = json!([{"type": "function", "function": {"name": "get_weather", "parameters": {}}}]);
+        let call = json!([{"id": "c", "type": "function", "function": {"name": "f", "arguments": "{}"}}]);
+        let mut fields = serde_json::Map::new();
+        fields.insert("tools".into(), tools.clone());
+        let p = Passthrough {
+            messages: vec![json!({"role": "user", "content": "hi"}), json!({"role": "assistant", "tool_calls": call})],
+            fields,
+        };
+        assert!(p.has_tools());
+        assert_eq!(p.extra_prompt_bytes(), tools.to_string().len() + call.to_string().len());
+        assert_eq!(Passthrough { messages: vec![], fields: Default::default() }.extra_prompt_bytes(), 0);
+    }
 }
