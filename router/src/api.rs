@@ -6,6 +6,7 @@ use super::pressure::{Held, Pressure};
 use super::query::{resolve_tenant, validate, Reply, RouteInput, StreamSink};
 use super::state::Shared;
 use crate::metrics::names;
+use crate::otel::{Kind, Remote, Span};
 use crate::{Result, RouterError};
 use std::path::PathBuf;
 use std::sync::atomic::Ordering;
@@ -30,17 +31,46 @@ pub struct Pending {
     deadline: Instant,
     /// A dispatched call counts as held by the router until its answer is taken.
     _held: Option<Held>,
+    /// The call's `llmroute.route` span (a client batch's queries share theirs: none here).
+    span: Span,
 }
 
 impl Pending {
-    pub async fn wait(self) -> Result<Reply> {
+    pub async fn wait(mut self) -> Result<Reply> {
         let until = tokio::time::Instant::from_std(self.deadline + GRACE);
-        match tokio::time::timeout_at(until, self.rx).await {
+        let r = match tokio::time::timeout_at(until, self.rx).await {
             Ok(Ok(r)) => r,
             Ok(Err(_)) => Err(RouterError::Internal("the query was dropped without an answer".into())),
             Err(_) => Err(RouterError::DeadlineExceeded("no answer before the call's deadline".into())),
+        };
+        outcome(&mut self.span, r.as_ref());
+        r
+    }
+}
+
+/// A call's result on its span: the model and cost it was answered with, or the error.
+fn outcome(span: &mut Span, r: std::result::Result<&Reply, &RouterError>) {
+    if !span.is_recording() {
+        return;
+    }
+    match r {
+        Ok(rep) => {
+            span.set("llmroute.model", rep.model.clone());
+            span.set("llmroute.batch_id", rep.batch_id);
+            span.set("llmroute.cost_usd", rep.cost_usd);
+            span.set("llmroute.fallback", rep.fallback);
+            span.set("llmroute.dispatched", rep.dispatched);
+        }
+        Err(e) => {
+            span.set("rpc.grpc.status_code", e.grpc_code() as u32);
+            span.fail(e);
         }
     }
+}
+
+/// The root span of a call (none when tracing is off or the caller does not sample).
+fn root(shared: &Shared, name: &'static str, remote: Option<Remote>) -> Span {
+    shared.tracer.as_ref().map_or_else(Span::none, |t| t.root(name, Kind::Server, remote))
 }
 
 /// Model facts for `ListModels` and `/v1/models`.
@@ -75,8 +105,11 @@ impl Api {
         stream: Option<StreamSink>,
     ) -> Result<Pending> {
         let live = self.shared.live();
+        let mut span = root(&self.shared, "llmroute.route", input.traceparent);
+        let mut admission = span.child("llmroute.admission", Kind::Internal);
         let result = async {
             let tenant = resolve_tenant(&live, &input.tenant, input.api_key.as_deref())?;
+            admission.set("llmroute.tenant", tenant.name.clone());
             let deadline = deadline(live.config.admission.request_timeout(), timeout);
             if input.dispatch {
                 // Refuse at once a call that would wait past its deadline.
@@ -98,17 +131,29 @@ impl Api {
             let (tx, rx) = oneshot::channel();
             q.reply = Some(tx);
             q.stream = stream;
+            q.trace = span.handle();
+            q.waiting = span.child("llmroute.batch_wait", Kind::Internal);
             let held = q.dispatch.then(|| self.pressure.enter());
             if !self.batcher.submit(Job::One(Box::new(q))) {
                 return Err(RouterError::Overloaded("the batch queue is full; retry later".into()));
             }
-            Ok(Pending { rx, deadline, _held: held })
+            Ok(Pending { rx, deadline, _held: held, span: Span::none() })
         }
         .await;
-        if let Err(e) = &result {
-            reject_metric(e);
+        match result {
+            Ok(mut p) => {
+                drop(admission);
+                p.span = span;
+                Ok(p)
+            }
+            Err(e) => {
+                reject_metric(&e);
+                admission.fail(&e);
+                drop(admission);
+                outcome(&mut span, Err(&e));
+                Err(e)
+            }
         }
-        result
     }
 
     pub async fn route(&self, input: RouteInput, timeout: Option<Duration>) -> Result<Reply> {
@@ -122,8 +167,11 @@ impl Api {
         api_key: Option<&str>,
         inputs: Vec<RouteInput>,
         timeout: Option<Duration>,
+        remote: Option<Remote>,
     ) -> Result<Vec<Result<Reply>>> {
         let live = self.shared.live();
+        let mut span = root(&self.shared, "llmroute.route_batch", remote);
+        let mut admission = span.child("llmroute.admission", Kind::Internal);
         let result = async {
             if inputs.is_empty() {
                 return Err(RouterError::bad("queries", "empty: send at least one query"));
@@ -135,6 +183,8 @@ impl Api {
                 ));
             }
             let t = resolve_tenant(&live, tenant, api_key)?;
+            admission.set("llmroute.tenant", t.name.clone());
+            admission.set("llmroute.batch_size", inputs.len());
             let deadline = deadline(live.config.admission.request_timeout(), timeout);
             let mut pending = Vec::with_capacity(inputs.len());
             let mut queries = Vec::with_capacity(inputs.len());
@@ -151,8 +201,10 @@ impl Api {
                 }
                 let (tx, rx) = oneshot::channel();
                 q.reply = Some(tx);
+                q.trace = span.handle();
+                q.waiting = span.child("llmroute.batch_wait", Kind::Internal);
                 let held = q.dispatch.then(|| self.pressure.enter());
-                pending.push(Pending { rx, deadline, _held: held });
+                pending.push(Pending { rx, deadline, _held: held, span: Span::none() });
                 queries.push(q);
             }
             if !self.batcher.submit(Job::Batch(queries)) {
@@ -161,10 +213,23 @@ impl Api {
             Ok(pending)
         }
         .await;
-        let pending = result.inspect_err(reject_metric)?;
+        let pending = match result {
+            Ok(p) => p,
+            Err(e) => {
+                reject_metric(&e);
+                admission.fail(&e);
+                drop(admission);
+                outcome(&mut span, Err(&e));
+                return Err(e);
+            }
+        };
+        drop(admission);
         let mut out = Vec::with_capacity(pending.len());
         for p in pending {
             out.push(p.wait().await);
+        }
+        if let Some(e) = out.iter().find_map(|r| r.as_ref().err()) {
+            span.fail(e);
         }
         Ok(out)
     }

@@ -673,6 +673,55 @@ impl TlsSection {
     }
 }
 
+/// OpenTelemetry traces (off unless `otlp_endpoint` is set). Changes take a restart.
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct TracingSection {
+    /// OTLP/gRPC collector, e.g. `http://127.0.0.1:4317`.
+    pub otlp_endpoint: Option<String>,
+    /// The `service.name` resource attribute.
+    pub service_name: String,
+    /// Spans are sent at least this often (and whenever 512 are waiting).
+    pub export_interval_ms: u64,
+    /// Spans waiting for export at most; beyond it they are dropped (and counted).
+    pub max_queue: usize,
+    /// Share of new traces recorded; a caller's `traceparent` decides for its own trace.
+    pub sample_ratio: f64,
+}
+
+impl Default for TracingSection {
+    fn default() -> Self {
+        TracingSection {
+            otlp_endpoint: None,
+            service_name: "llmroute".into(),
+            export_interval_ms: 1000,
+            max_queue: 8192,
+            sample_ratio: 1.0,
+        }
+    }
+}
+
+impl TracingSection {
+    fn validate(&self) -> Check {
+        if let Some(e) = &self.otlp_endpoint {
+            let uri: http::Uri =
+                e.parse().map_err(|err| ("tracing.otlp_endpoint".to_string(), format!("`{e}` is not a URL: {err}")))?;
+            if !matches!(uri.scheme_str(), Some("http" | "https")) || uri.host().is_none() {
+                return bad("tracing.otlp_endpoint", format!("`{e}`: expected http://HOST:PORT or https://HOST:PORT"));
+            }
+        }
+        if self.service_name.trim().is_empty() {
+            return bad("tracing.service_name", "empty");
+        }
+        positive("tracing.export_interval_ms", self.export_interval_ms)?;
+        positive("tracing.max_queue", self.max_queue as u64)?;
+        if !(0.0..=1.0).contains(&self.sample_ratio) {
+            return bad("tracing.sample_ratio", format!("{} is not between 0 and 1", self.sample_ratio));
+        }
+        Ok(())
+    }
+}
+
 /// The file as written: every section typed, with its defaults.
 #[derive(Debug, Default, Deserialize)]
 #[serde(default, deny_unknown_fields)]
@@ -692,6 +741,7 @@ struct Raw {
     tenants: Vec<TenantSection>,
     budget_store: BudgetStoreSection,
     tls: Option<TlsSection>,
+    tracing: TracingSection,
 }
 
 /// A validated router config: the sections, paths resolved against the file's folder, tenants
@@ -716,6 +766,7 @@ pub struct Config {
     pub tenants: Vec<Tenant>,
     pub budget_store: BudgetStore,
     pub tls: Option<Tls>,
+    pub tracing: TracingSection,
 }
 
 impl Config {
@@ -747,6 +798,7 @@ impl Config {
             raw.budget.validate(),
             raw.assigner.validate(),
             raw.backends.validate(),
+            raw.tracing.validate(),
         ];
         checks.into_iter().collect::<std::result::Result<(), _>>().map_err(err)?;
         if let Some((model, _)) = raw.instances.iter().find(|(_, n)| **n == 0) {
@@ -784,6 +836,7 @@ impl Config {
             tenants,
             budget_store,
             tls,
+            tracing: raw.tracing,
         })
     }
 
@@ -936,6 +989,31 @@ mod tests {
             ("budget_store: {redis_url: 'redis://x'}", "budget_store.redis_url"),
             ("tls: {cert: /nonexistent/cert.pem, key: /nonexistent/key.pem}", "tls.cert"),
             ("tls: {key: k.pem}", "tls.cert"),
+        ];
+        for (extra, field) in cases {
+            let e = Config::parse(&format!("{GOOD}{extra}\n"), Path::new("r.yaml")).unwrap_err().to_string();
+            assert!(e.contains(&format!("field `{field}`")), "{field}: {e}");
+        }
+    }
+
+    #[test]
+    fn tracing_section() {
+        let c = Config::parse(GOOD, Path::new("r.yaml")).unwrap();
+        assert_eq!(c.tracing, TracingSection::default());
+        assert_eq!(c.tracing.otlp_endpoint, None, "off by default");
+        let on = format!("{GOOD}tracing: {{otlp_endpoint: 'http://127.0.0.1:4317', sample_ratio: 0.25}}\n");
+        let c = Config::parse(&on, Path::new("r.yaml")).unwrap();
+        assert_eq!(c.tracing.otlp_endpoint.as_deref(), Some("http://127.0.0.1:4317"));
+        assert_eq!((c.tracing.sample_ratio, c.tracing.service_name.as_str()), (0.25, "llmroute"));
+        let cases = [
+            ("tracing: {otlp_endpoint: '127.0.0.1:4317'}", "tracing.otlp_endpoint"),
+            ("tracing: {otlp_endpoint: 'grpc://collector:4317'}", "tracing.otlp_endpoint"),
+            ("tracing: {otlp_endpoint: 'http://'}", "tracing.otlp_endpoint"),
+            ("tracing: {service_name: ' '}", "tracing.service_name"),
+            ("tracing: {export_interval_ms: 0}", "tracing.export_interval_ms"),
+            ("tracing: {max_queue: 0}", "tracing.max_queue"),
+            ("tracing: {sample_ratio: 1.5}", "tracing.sample_ratio"),
+            ("tracing: {endpoint: 'http://x:4317'}", "tracing.endpoint"),
         ];
         for (extra, field) in cases {
             let e = Config::parse(&format!("{GOOD}{extra}\n"), Path::new("r.yaml")).unwrap_err().to_string();

@@ -6,6 +6,7 @@ use super::config::AssignerKind;
 use super::query::Query;
 use super::state::{next_batch_id, Live, Shared};
 use crate::metrics::names;
+use crate::otel::{Kind, Span};
 use crate::RouterError;
 use llmroute_core::assign::{min_cost_assignment, Assigner, Assignment, Fast, Mip, Problem, SolveStatus};
 use llmroute_core::ledger::BatchBudget;
@@ -115,11 +116,16 @@ pub async fn decide(shared: &Arc<Shared>, queries: Vec<Query>) -> Option<Decided
     // Rows of the problem; queries with no feasible model are answered now.
     let mut kept: Vec<Query> = Vec::with_capacity(queries.len());
     let mut rows: Vec<Row> = Vec::with_capacity(queries.len());
+    let mut spans: Vec<Span> = Vec::with_capacity(queries.len());
     for mut q in queries {
         if Instant::now() >= q.deadline {
-            fail(q, RouterError::DeadlineExceeded("the call's deadline passed while it waited for a batch".into()));
+            let e = RouterError::DeadlineExceeded("the call's deadline passed while it waited for a batch".into());
+            q.waiting.fail(&e);
+            fail(q, e);
             continue;
         }
+        drop(std::mem::take(&mut q.waiting));
+        let mut span = q.trace.child("llmroute.decide", Kind::Internal);
         rebase(&mut q, &live);
         let p = &q.prediction;
         let (mut mu, mut sigma, mut cost, mut cost_var, mut tokens, mut allowed) =
@@ -142,10 +148,13 @@ pub async fn decide(shared: &Arc<Shared>, queries: Vec<Query>) -> Option<Decided
             } else {
                 "every allowed model has no instances in the plan or a predicted cost above max_cost_usd"
             };
-            fail(q, RouterError::NoFeasibleModel(why.into()));
+            let e = RouterError::NoFeasibleModel(why.into());
+            span.fail(&e);
+            fail(q, e);
             continue;
         }
         rows.push(Row { mu, sigma, cost, cost_var, tokens, allowed });
+        spans.push(span);
         kept.push(q);
     }
     if kept.is_empty() {
@@ -207,6 +216,18 @@ pub async fn decide(shared: &Arc<Shared>, queries: Vec<Query>) -> Option<Decided
     metrics::histogram!(names::DECISION_SECONDS).record(start.elapsed().as_secs_f64());
     metrics::histogram!(names::BATCH_SIZE).record(n as f64);
     tracing::debug!(batch_id, n, assigner = %assigner, status = ?assignment.status, budget = budget.budget, "batch decided");
+    for (i, s) in spans.iter_mut().enumerate().filter(|(_, s)| s.is_recording()) {
+        let j = assignment.choice[i];
+        s.set("llmroute.batch_id", batch_id);
+        s.set("llmroute.batch_size", n);
+        s.set("llmroute.assigner", assigner.clone());
+        s.set("llmroute.solve_status", format!("{:?}", assignment.status));
+        s.set("llmroute.model", live.models[j].entry.name.clone());
+        s.set("llmroute.predicted_quality", p.mu[i * m + j]);
+        s.set("llmroute.predicted_cost_usd", p.cost[i * m + j]);
+        s.set("llmroute.batch_budget_usd", budget.budget);
+    }
+    drop(spans);
     Some(Decided {
         batch_id,
         live: live.clone(),

@@ -8,6 +8,7 @@ use super::decide::Decided;
 use super::query::{Predicted, Query, Reply};
 use super::state::{InFlight, Live, Shared};
 use crate::metrics::names;
+use crate::otel::{Kind, Span};
 use crate::{Result, RouterError};
 use llmroute_core::assign::Problem;
 use std::sync::atomic::{AtomicUsize, Ordering};
@@ -291,9 +292,15 @@ async fn run_query(
     let started = Instant::now();
     // Failed attempts' charges (output streamed before the failure).
     let mut failed_cost = 0.0;
+    // One span per attempt (slot waits included), the backend call inside it; assigning the next
+    // attempt's ends the last.
+    let mut attempt: Span;
     let outcome = loop {
         let model = &live.models[j];
         let name = model.entry.name.clone();
+        attempt = q.trace.child("llmroute.dispatch", Kind::Internal);
+        attempt.set("llmroute.model", name.clone());
+        attempt.set("llmroute.attempt", tried.len() + 1);
         if let Some(s) = stream.as_mut() {
             // The decision goes out once, before the first attempt.
             let sink = std::mem::replace(&mut s.decision, tokio::sync::oneshot::channel().0);
@@ -321,11 +328,15 @@ async fn run_query(
                 break Err(RouterError::DeadlineExceeded(format!("no slot of {name} came free before the deadline")))
             }
         };
+        let mut call = attempt.child("llmroute.backend", Kind::Client);
+        call.set("llmroute.model", name.clone());
+        call.set("llmroute.backend", model.backend.describe());
         let req = BackendRequest {
             messages: q.messages.clone(),
             max_tokens: q.max_tokens,
             timeout: q.deadline.saturating_duration_since(Instant::now()).min(cfg.backends.timeout()),
             passthrough: q.passthrough.clone(),
+            traceparent: call.traceparent(),
         };
         // Streamed pieces go straight to the caller; `sent` counts the characters that reached it
         // (a fallback is clean only while it is 0, and a failed attempt is charged for them).
@@ -346,6 +357,17 @@ async fn run_query(
             None => (None, None),
         };
         let result = model.backend.complete(&name, &req, tx.as_ref()).await;
+        match &result {
+            Ok(c) if call.is_recording() => {
+                call.set("gen_ai.usage.input_tokens", c.input_tokens);
+                call.set("gen_ai.usage.output_tokens", c.output_tokens);
+                call.set("llmroute.finish_reason", c.finish_reason.clone());
+                call.set("llmroute.ttft_ms", c.ttft.as_secs_f64() * 1e3);
+            }
+            Ok(_) => {}
+            Err(e) => call.fail(e),
+        }
+        drop(call);
         drop(permit);
         drop(tx);
         if let Some(h) = pump {
@@ -390,6 +412,7 @@ async fn run_query(
                     metrics::gauge!(names::CIRCUIT_STATE, "model" => name.clone()).set(1.0);
                 }
                 tracing::info!(model = %name, batch_id = reply.batch_id, error = %e, "backend failed");
+                attempt.fail(&e);
                 reply.failed_models.push(format!("{name}: {e}"));
                 tried.push(j);
                 if streamed > 0 {
@@ -414,6 +437,11 @@ async fn run_query(
         }
     };
     drop(held);
+    match &outcome {
+        Ok(r) => attempt.set("llmroute.cost_usd", r.cost_usd),
+        Err(e) => attempt.fail(e),
+    }
+    drop(attempt);
     let label = live.models[j].entry.name.clone();
     let cost = match &outcome {
         Ok(r) => {

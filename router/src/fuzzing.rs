@@ -45,7 +45,7 @@ pub fn caller_and_request(data: &[u8]) -> (Option<&'static str>, &[u8]) {
 impl Harness {
     /// Loads `config` (and trains its estimator) once.
     pub fn new(config: &Path) -> Result<Harness> {
-        let shared = Shared::new(Config::load(config)?)?;
+        let shared = Shared::new(Config::load(config)?, None)?;
         Ok(Harness { live: shared.live() })
     }
 

@@ -3,6 +3,7 @@
 use super::api::Api;
 use super::backend::{ChatMessage, Passthrough};
 use super::query::{needs_of, openai_messages, Reply, RouteInput, StreamSink};
+use crate::otel::Remote;
 use crate::RouterError;
 use llmroute_proto::v1 as pb;
 use llmroute_proto::v1::route_stream_event::Event;
@@ -29,6 +30,11 @@ pub fn api_key(md: &MetadataMap) -> Option<String> {
         return Some(v.strip_prefix("Bearer ").or_else(|| v.strip_prefix("bearer ")).unwrap_or(v).trim().to_string());
     }
     md.get("x-api-key").and_then(|v| v.to_str().ok()).map(|v| v.trim().to_string())
+}
+
+/// The caller's W3C trace context (`traceparent` metadata), when valid.
+pub fn traceparent(md: &MetadataMap) -> Option<Remote> {
+    md.get("traceparent").and_then(|v| v.to_str().ok()).and_then(Remote::parse)
 }
 
 /// The call's `grpc-timeout` (e.g. `250m` = 250 ms), when the client set a deadline.
@@ -99,6 +105,7 @@ pub fn input(r: pb::RouteRequest, key: Option<String>, at: &str) -> Result<Route
         max_cost_usd: r.max_cost_usd,
         passthrough,
         needs,
+        traceparent: None,
     })
 }
 
@@ -136,8 +143,9 @@ type EventStream = Pin<Box<dyn tokio_stream::Stream<Item = Result<pb::RouteStrea
 #[tonic::async_trait]
 impl pb::router_server::Router for RouterService {
     async fn route(&self, req: Request<pb::RouteRequest>) -> Result<Response<pb::RouteResponse>, Status> {
-        let (key, timeout) = (api_key(req.metadata()), grpc_timeout(req.metadata()));
-        let reply = self.api.route(input(req.into_inner(), key, "")?, timeout).await?;
+        let (key, timeout, tp) = (api_key(req.metadata()), grpc_timeout(req.metadata()), traceparent(req.metadata()));
+        let input = RouteInput { traceparent: tp, ..input(req.into_inner(), key, "")? };
+        let reply = self.api.route(input, timeout).await?;
         Ok(Response::new(to_pb(reply)))
     }
 
@@ -145,7 +153,7 @@ impl pb::router_server::Router for RouterService {
         &self,
         req: Request<pb::RouteBatchRequest>,
     ) -> Result<Response<pb::RouteBatchResponse>, Status> {
-        let (key, timeout) = (api_key(req.metadata()), grpc_timeout(req.metadata()));
+        let (key, timeout, tp) = (api_key(req.metadata()), grpc_timeout(req.metadata()), traceparent(req.metadata()));
         let r = req.into_inner();
         let inputs: Vec<RouteInput> = r
             .queries
@@ -153,7 +161,7 @@ impl pb::router_server::Router for RouterService {
             .enumerate()
             .map(|(i, q)| input(q, None, &format!("queries[{i}].")))
             .collect::<Result<_, _>>()?;
-        let results = self.api.route_batch(&r.tenant, key.as_deref(), inputs, timeout).await?;
+        let results = self.api.route_batch(&r.tenant, key.as_deref(), inputs, timeout, tp).await?;
         let mut out = pb::RouteBatchResponse::default();
         for (i, res) in results.into_iter().enumerate() {
             match res {
@@ -176,13 +184,11 @@ impl pb::router_server::Router for RouterService {
     type RouteStreamStream = EventStream;
 
     async fn route_stream(&self, req: Request<pb::RouteRequest>) -> Result<Response<EventStream>, Status> {
-        let (key, timeout) = (api_key(req.metadata()), grpc_timeout(req.metadata()));
+        let (key, timeout, tp) = (api_key(req.metadata()), grpc_timeout(req.metadata()), traceparent(req.metadata()));
         let (dtx, drx) = oneshot::channel();
         let (ptx, mut prx) = mpsc::channel::<String>(64);
-        let pending = self
-            .api
-            .submit(input(req.into_inner(), key, "")?, timeout, Some(StreamSink { decision: dtx, deltas: ptx }))
-            .await?;
+        let input = RouteInput { traceparent: tp, ..input(req.into_inner(), key, "")? };
+        let pending = self.api.submit(input, timeout, Some(StreamSink { decision: dtx, deltas: ptx })).await?;
         let (tx, rx) = mpsc::channel(64);
         tokio::spawn(async move {
             if let Ok(start) = drx.await {

@@ -10,6 +10,7 @@ use super::api::Api;
 use super::backend::{ChatMessage, Passthrough};
 use super::query::{content_text, needs_of, openai_messages, Reply, RouteInput, StreamSink};
 use super::state::Live;
+use crate::otel::Remote;
 use crate::RouterError;
 use axum::body::Bytes;
 use axum::extract::State;
@@ -140,6 +141,7 @@ fn route_input(
         max_cost_usd: ext.max_cost_usd,
         passthrough: None,
         needs: BTreeSet::new(),
+        traceparent: None,
     })
 }
 
@@ -272,15 +274,15 @@ fn response_object(r: &Reply, status: &str, text: &str) -> Value {
 }
 
 async fn chat(State(ctx): State<Ctx>, headers: HeaderMap, body: Bytes) -> Response {
-    answer(&ctx, parse_chat(&ctx.api.shared.live(), &body, bearer(&headers)), Shape::Chat).await
+    answer(&ctx, &headers, parse_chat(&ctx.api.shared.live(), &body, bearer(&headers)), Shape::Chat).await
 }
 
 async fn completions(State(ctx): State<Ctx>, headers: HeaderMap, body: Bytes) -> Response {
-    answer(&ctx, parse_completion(&ctx.api.shared.live(), &body, bearer(&headers)), Shape::Completion).await
+    answer(&ctx, &headers, parse_completion(&ctx.api.shared.live(), &body, bearer(&headers)), Shape::Completion).await
 }
 
 async fn responses(State(ctx): State<Ctx>, headers: HeaderMap, body: Bytes) -> Response {
-    answer(&ctx, parse_responses(&ctx.api.shared.live(), &body, bearer(&headers)), Shape::Responses).await
+    answer(&ctx, &headers, parse_responses(&ctx.api.shared.live(), &body, bearer(&headers)), Shape::Responses).await
 }
 
 #[derive(Deserialize)]
@@ -348,12 +350,18 @@ fn parse_responses(live: &Live, body: &[u8], key: Option<String>) -> Result<(Rou
 
 /// Answers a parsed call in `shape`, whole or as server-sent events (a call that did not parse
 /// gets its error); every answer carries a fresh request id.
-async fn answer(ctx: &Ctx, parsed: Result<(RouteInput, bool), RouterError>, shape: Shape) -> Response {
+async fn answer(
+    ctx: &Ctx,
+    headers: &HeaderMap,
+    parsed: Result<(RouteInput, bool), RouterError>,
+    shape: Shape,
+) -> Response {
     let id = &request_id();
-    let (input, stream) = match parsed {
+    let (mut input, stream) = match parsed {
         Ok(v) => v,
         Err(e) => return with_headers(error(e), id, None, None),
     };
+    input.traceparent = headers.get("traceparent").and_then(|v| v.to_str().ok()).and_then(Remote::parse);
     if !stream {
         return match ctx.api.route(input, None).await {
             Ok(r) => with_headers(Json(full_body(shape, &r)).into_response(), id, Some(&r.model), Some(r.cost_usd)),

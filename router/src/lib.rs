@@ -18,6 +18,7 @@ pub mod grpc;
 mod http;
 pub mod metrics;
 mod monitor;
+pub mod otel;
 mod predictions;
 mod pressure;
 pub mod query;
@@ -83,7 +84,11 @@ impl Running {
 pub async fn start(config: Config, config_path: PathBuf) -> Result<Running> {
     let handle = metrics::install();
     let (grpc_addr, http_addr) = (config.listen.grpc, config.listen.http);
-    let shared = tokio::task::spawn_blocking(move || Shared::new(config))
+    let tracer = otel::Tracer::start(&config.tracing);
+    if let Some(endpoint) = &config.tracing.otlp_endpoint {
+        tracing::info!(endpoint, sample_ratio = config.tracing.sample_ratio, "exporting traces over OTLP/gRPC");
+    }
+    let shared = tokio::task::spawn_blocking(move || Shared::new(config, tracer))
         .await
         .map_err(|e| RouterError::Internal(format!("startup task: {e}")))??;
     let shared = Arc::new(shared);
@@ -161,6 +166,9 @@ pub async fn start(config: Config, config_path: PathBuf) -> Result<Running> {
         let unsettled = flushing.budgets.flush(std::time::Duration::from_secs(10)).await;
         if unsettled > 0 {
             tracing::error!(unsettled, "stopping with settles the budget store never took; that spend is not recorded");
+        }
+        if let Some(t) = &flushing.tracer {
+            t.flush(std::time::Duration::from_secs(5)).await;
         }
         g.map_err(|e| RouterError::Internal(format!("gRPC server: {e}")))?;
         h.map_err(|e| RouterError::Internal(format!("HTTP server: {e}")))?;

@@ -46,6 +46,9 @@ pub mod names {
     pub const TENANT_SPEND_USD: &str = "llmroute_tenant_spend_usd";
     pub const TLS_HANDSHAKE_FAILURES_TOTAL: &str = "llmroute_tls_handshake_failures_total";
     pub const TLS_RELOADS_TOTAL: &str = "llmroute_tls_reloads_total";
+    pub const TRACE_EXPORT_FAILURES_TOTAL: &str = "llmroute_trace_export_failures_total";
+    pub const TRACE_SPANS_DROPPED_TOTAL: &str = "llmroute_trace_spans_dropped_total";
+    pub const TRACE_SPANS_EXPORTED_TOTAL: &str = "llmroute_trace_spans_exported_total";
 }
 
 static HANDLE: OnceLock<PrometheusHandle> = OnceLock::new();
@@ -169,4 +172,10 @@ fn describe() {
     describe_counter!(names::BUDGET_OVERRUNS_TOTAL, "Calls whose realized cost exceeded their reservation.");
     describe_counter!(names::TLS_RELOADS_TOTAL, "TLS certificate reloads, by result.");
     describe_counter!(names::TLS_HANDSHAKE_FAILURES_TOTAL, "TLS handshakes that failed or timed out.");
+    describe_counter!(names::TRACE_SPANS_EXPORTED_TOTAL, "Trace spans the OTLP collector accepted.");
+    describe_counter!(
+        names::TRACE_SPANS_DROPPED_TOTAL,
+        "Trace spans dropped: the export queue was full or the collector refused them."
+    );
+    describe_counter!(names::TRACE_EXPORT_FAILURES_TOTAL, "OTLP export requests that failed.");
 }

@@ -5,6 +5,7 @@ use super::backend::{prompt_text, ChatMessage, Passthrough};
 use super::budgets::Reservation;
 use super::config::Tenant;
 use super::state::Live;
+use crate::otel::{Parent, Remote, Span};
 use crate::{Result, RouterError};
 use estimator::catalog::Capability;
 use estimator::Prediction;
@@ -30,6 +31,8 @@ pub struct RouteInput {
     pub passthrough: Option<Arc<Passthrough>>,
     /// Capabilities the call needs (tools offered, image parts, a JSON schema response).
     pub needs: BTreeSet<Capability>,
+    /// The caller's W3C `traceparent` (gRPC metadata or HTTP header), when it sent a valid one.
+    pub traceparent: Option<Remote>,
 }
 
 /// Predicted quality and cost of the chosen model.
@@ -97,6 +100,10 @@ pub struct Query {
     /// The tenant's budget reserved for this call (dispatched calls only).
     pub reservation: Option<Reservation>,
     pub passthrough: Option<Arc<Passthrough>>,
+    /// The call's span, for the spans of its decision and dispatch.
+    pub trace: Parent,
+    /// `llmroute.batch_wait`: open from the queue to the decision.
+    pub waiting: Span,
 }
 
 /// What a chat template that offers tools writes around them (instructions, tags), in tokens: part
@@ -249,6 +256,8 @@ pub fn validate(live: &Arc<Live>, input: RouteInput, at: &str, tenant: &Tenant, 
         cost_bound,
         reservation: None,
         passthrough: input.passthrough,
+        trace: Parent::default(),
+        waiting: Span::none(),
     })
 }
 

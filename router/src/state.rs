@@ -192,10 +192,12 @@ pub struct Shared {
     pub batch_seq: AtomicU64,
     states: Mutex<HashMap<String, Arc<ModelState>>>,
     pool: reqwest::Client,
+    /// OpenTelemetry export (`tracing.otlp_endpoint`); None: tracing off.
+    pub tracer: Option<crate::otel::Tracer>,
 }
 
 impl Shared {
-    pub fn new(config: Config) -> Result<Shared> {
+    pub fn new(config: Config, tracer: Option<crate::otel::Tracer>) -> Result<Shared> {
         let pool = OpenAi::pool()?;
         let states = Mutex::new(HashMap::new());
         let live = build_live(config, 1, None, &states, &pool)?;
@@ -211,6 +213,7 @@ impl Shared {
             batch_seq: AtomicU64::new(0),
             states,
             pool,
+            tracer,
         })
     }
 
@@ -231,6 +234,9 @@ impl Shared {
                 "budget_store",
                 "changes take a restart (the running store is kept)",
             ));
+        }
+        if config.tracing != self.live().config.tracing {
+            return Err(RouterError::config(path, "tracing", "changes take a restart (the running exporter is kept)"));
         }
         match (&self.tls, &config.tls) {
             (Some(state), Some(t)) => state.reload(t).map_err(|e| match e {

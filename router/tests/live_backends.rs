@@ -252,8 +252,11 @@ fn openai_client_tool_call_through_a_real_llama_server() {
              price_out_per_mtok: 0.2\n  max_concurrency: 2\n  default_output_tokens: 24\n  capabilities: [{caps}]\n"
         )
     };
-    let catalog =
-        format!("name: live-tools\nmodels:\n{}{}", entry("smollm2-tools", ports[0], "tools"), entry("gemma3", ports[1], ""));
+    let catalog = format!(
+        "name: live-tools\nmodels:\n{}{}",
+        entry("smollm2-tools", ports[0], "tools"),
+        entry("gemma3", ports[1], "")
+    );
     std::fs::write(dir.join("catalog.yaml"), catalog).unwrap();
     let key = "live-tools-test-key";
     let proxies = [("smollm2-tools", "llama-3.3-nemotron-super-49b-v1"), ("gemma3", "gemma-2-9b-it")];

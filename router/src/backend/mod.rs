@@ -26,6 +26,8 @@ pub struct BackendRequest {
     /// What an OpenAI-shaped call carries beyond the router's own fields, forwarded as is to
     /// OpenAI-compatible backends (replay answers from the text alone).
     pub passthrough: Option<std::sync::Arc<Passthrough>>,
+    /// W3C `traceparent` of the router's backend-call span (tracing on).
+    pub traceparent: Option<String>,
 }
 
 /// The parts of an OpenAI chat call the router does not interpret: the messages as sent (tool

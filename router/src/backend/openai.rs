@@ -72,13 +72,11 @@ impl OpenAi {
             body["stream_options"] = json!({"include_usage": true});
         }
         let run = async {
-            let resp = self
-                .client
-                .post(format!("{}/v1/chat/completions", self.base))
-                .json(&body)
-                .send()
-                .await
-                .map_err(|e| fail(format!("request failed: {e}")))?;
+            let mut post = self.client.post(format!("{}/v1/chat/completions", self.base)).json(&body);
+            if let Some(tp) = &req.traceparent {
+                post = post.header("traceparent", tp);
+            }
+            let resp = post.send().await.map_err(|e| fail(format!("request failed: {e}")))?;
             let status = resp.status();
             if !status.is_success() {
                 let text = resp.text().await.unwrap_or_default();

@@ -55,6 +55,8 @@ struct Inner {
     seen: BTreeMap<String, Seen>,
     /// The last request body each model received.
     bodies: BTreeMap<String, Value>,
+    /// The last `traceparent` header each model received.
+    traceparents: BTreeMap<String, String>,
     in_flight: usize,
     max_in_flight: usize,
 }
@@ -94,16 +96,29 @@ impl Scripted {
         self.inner.lock().unwrap().bodies.get(model).cloned()
     }
 
+    /// The `traceparent` header of the last call `model` received (if it had one).
+    pub fn last_traceparent(&self, model: &str) -> Option<String> {
+        self.inner.lock().unwrap().traceparents.get(model).cloned()
+    }
+
     /// The most calls in flight at once over all models.
     pub fn max_in_flight(&self) -> usize {
         self.inner.lock().unwrap().max_in_flight
     }
 }
 
-async fn complete(State(inner): State<Arc<Mutex<Inner>>>, Json(body): Json<Value>) -> axum::response::Response {
+async fn complete(
+    State(inner): State<Arc<Mutex<Inner>>>,
+    headers: axum::http::HeaderMap,
+    Json(body): Json<Value>,
+) -> axum::response::Response {
     let model = body["model"].as_str().unwrap_or("").to_string();
     let script = {
         let mut g = inner.lock().unwrap();
+        match headers.get("traceparent").and_then(|v| v.to_str().ok()) {
+            Some(tp) => g.traceparents.insert(model.clone(), tp.to_string()),
+            None => g.traceparents.remove(&model),
+        };
         let script = g.scripts.get(&model).cloned().unwrap_or_else(|| g.default.clone());
         g.in_flight += 1;
         g.max_in_flight = g.max_in_flight.max(g.in_flight);
