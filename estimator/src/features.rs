@@ -41,8 +41,9 @@ pub fn term_counts(text: &str) -> Vec<(u32, f32)> {
             }
             *c = c.saturating_add(1);
         };
-        let lower = text.to_lowercase();
+        let lower = if text.is_ascii() { text.to_ascii_lowercase() } else { text.to_lowercase() };
         let mut padded: Vec<char> = Vec::with_capacity(32);
+        let mut ascii: Vec<u8> = Vec::with_capacity(32);
         let mut prev: Option<u64> = None;
         let mut buf = [0u8; 16];
         for w in lower.split(|c: char| !c.is_alphanumeric()).filter(|w| !w.is_empty()) {
@@ -52,7 +53,22 @@ pub fn term_counts(text: &str) -> Vec<(u32, f32)> {
                 add(fnv1a(hp, w.as_bytes()));
             }
             prev = Some(fnv1a(2, w.as_bytes()));
-            // Character 4-grams of " word " (word-bounded, as scikit-learn's char_wb).
+            // Character 4-grams of " word " (word-bounded, as scikit-learn's char_wb); an ASCII
+            // word's bytes are its characters (the same hashes, without decoding).
+            if w.is_ascii() {
+                ascii.clear();
+                ascii.push(b' ');
+                ascii.extend_from_slice(w.as_bytes());
+                ascii.push(b' ');
+                if ascii.len() <= 4 {
+                    add(fnv1a(3, &ascii));
+                } else {
+                    for win in ascii.windows(4) {
+                        add(fnv1a(3, win));
+                    }
+                }
+                continue;
+            }
             padded.clear();
             padded.push(' ');
             padded.extend(w.chars());
@@ -146,6 +162,42 @@ pub fn dot(a: &SparseVec, b: &SparseVec) -> f32 {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// The features as first written (every word's 4-grams through `char`s), against which the
+    /// ASCII fast path must give the same counts.
+    fn reference(text: &str) -> Vec<(u32, f32)> {
+        let mut counts: std::collections::BTreeMap<u32, f32> = Default::default();
+        let mut add = |h: u64| *counts.entry((h & DIM_MASK) as u32).or_default() += 1.0;
+        let mut prev: Option<u64> = None;
+        for w in text.to_lowercase().split(|c: char| !c.is_alphanumeric()).filter(|w| !w.is_empty()) {
+            add(fnv1a(1, w.as_bytes()));
+            if let Some(hp) = prev {
+                add(fnv1a(hp, w.as_bytes()));
+            }
+            prev = Some(fnv1a(2, w.as_bytes()));
+            let padded: Vec<char> = std::iter::once(' ').chain(w.chars()).chain(std::iter::once(' ')).collect();
+            let windows: Vec<&[char]> = if padded.len() <= 4 { vec![&padded[..]] } else { padded.windows(4).collect() };
+            for win in windows {
+                add(fnv1a(3, win.iter().collect::<String>().as_bytes()));
+            }
+        }
+        counts.into_iter().collect()
+    }
+
+    #[test]
+    fn ascii_fast_path_counts_the_same_features() {
+        for text in [
+            "What is the capital of France? Paris, of course.",
+            "Integrate x^2 dx from 0 to 1; a, an, I.",
+            "Crème brûlée in Zürich costs 12 CHF — naïve café prices",
+            "ΑΒΓ δέλτα and plain words mixed",
+            "",
+        ] {
+            let mut got = term_counts(text);
+            got.sort_by_key(|p| p.0);
+            assert_eq!(got, reference(text), "{text}");
+        }
+    }
 
     #[test]
     fn similar_texts_score_higher() {

@@ -315,8 +315,9 @@ impl KnnEstimator {
 
     /// The k nearest training documents (index, cosine), best first, skipping `exclude`: term at
     /// a time over the postings into a dense per-thread accumulator (one float per training
-    /// document; the touched ones are most of them for a prompt of a few hundred features, so a
-    /// scan of all beats tracking which were touched).
+    /// document). A prompt of a few hundred features touches most documents, so a scan of all
+    /// beats tracking which were touched; a query with fewer postings than half the documents
+    /// keeps the touched list instead.
     ///
     /// Exact pruning (MaxScore-style: stop scanning once the k-th best score exceeds what the
     /// terms left can add) was measured and dropped: on the dcrouter prompts (~500 features each,
@@ -335,18 +336,42 @@ impl KnnEstimator {
                 acc.resize(n, 0.0);
             }
             let acc = &mut acc[..n];
-            for &(f, w) in v {
-                let (lo, hi) = (self.post_start[f as usize] as usize, self.post_start[f as usize + 1] as usize);
-                if (hi - lo) as u32 > self.max_df {
-                    continue;
-                }
-                for &(d, wd) in &self.postings[lo..hi] {
-                    acc[d as usize] += w * wd;
-                }
-            }
+            let ranges: Vec<(usize, usize, f32)> = v
+                .iter()
+                .map(|&(f, w)| (self.post_start[f as usize] as usize, self.post_start[f as usize + 1] as usize, w))
+                .filter(|&(lo, hi, _)| (hi - lo) as u32 <= self.max_df)
+                .collect();
+            let total: usize = ranges.iter().map(|(lo, hi, _)| hi - lo).sum();
             let mut hits: Vec<(usize, f32)> = Vec::with_capacity(4 * self.config.k);
-            hits.extend(acc.iter().enumerate().filter(|&(d, &s)| s > 0.0 && Some(d) != exclude).map(|(d, &s)| (d, s)));
-            acc.fill(0.0);
+            if total < n / 2 {
+                // Few postings (a short query or the heaviest-terms cut): keep the touched list.
+                let mut touched: Vec<u32> = Vec::with_capacity(total);
+                for &(lo, hi, w) in &ranges {
+                    for &(d, wd) in &self.postings[lo..hi] {
+                        let a = &mut acc[d as usize];
+                        if *a == 0.0 {
+                            touched.push(d);
+                        }
+                        *a += w * wd;
+                    }
+                }
+                for d in touched {
+                    let s = std::mem::replace(&mut acc[d as usize], 0.0);
+                    if Some(d as usize) != exclude {
+                        hits.push((d as usize, s));
+                    }
+                }
+            } else {
+                for &(lo, hi, w) in &ranges {
+                    for &(d, wd) in &self.postings[lo..hi] {
+                        acc[d as usize] += w * wd;
+                    }
+                }
+                hits.extend(
+                    acc.iter().enumerate().filter(|&(d, &s)| s > 0.0 && Some(d) != exclude).map(|(d, &s)| (d, s)),
+                );
+                acc.fill(0.0);
+            }
             let k = self.config.k.min(hits.len());
             if k < hits.len() {
                 hits.select_nth_unstable_by(k, |a, b| b.1.total_cmp(&a.1).then(a.0.cmp(&b.0)));
@@ -362,6 +387,21 @@ impl KnnEstimator {
     pub fn nearest(&self, prompt: &str) -> Option<(usize, f32)> {
         let v = self.vectorize(prompt);
         self.neighbours(&v, None).first().copied()
+    }
+
+    /// Seconds spent per stage of `predict` over `prompts` (each stage run over all of them in
+    /// turn): features (term counts, TF-IDF, the heaviest-terms cut), retrieval (the k nearest),
+    /// posterior (μ, σ, tokens and cost per model). For `estimator bench`.
+    pub fn stage_seconds(&self, prompts: &[(&str, Option<&str>)]) -> [f64; 3] {
+        let t0 = std::time::Instant::now();
+        let vs: Vec<SparseVec> = prompts.iter().map(|(p, _)| self.vectorize(p)).collect();
+        let t1 = std::time::Instant::now();
+        let nbs: Vec<Vec<(usize, f32)>> = vs.iter().map(|v| self.neighbours(v, None)).collect();
+        let t2 = std::time::Instant::now();
+        for (nb, (p, task)) in nbs.iter().zip(prompts) {
+            std::hint::black_box(self.posterior(nb, p, *task));
+        }
+        [(t1 - t0).as_secs_f64(), (t2 - t1).as_secs_f64(), t2.elapsed().as_secs_f64()]
     }
 
     /// Predicts μ, σ, output tokens and cost per model for one prompt.

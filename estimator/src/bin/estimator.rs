@@ -812,6 +812,16 @@ fn bench(path: PathBuf, n: usize, terms: &[usize], threads: &[usize]) -> Result<
                     if th == 1 { "" } else { "s" }
                 );
             }
+            let prompts: Vec<(&str, Option<&str>)> =
+                test.iter().map(|r| (r.prompt.as_str(), r.task.as_deref())).collect();
+            let [f, nb, post] = est.stage_seconds(&prompts);
+            let us = |s: f64| s * 1e6 / prompts.len() as f64;
+            println!(
+                "  per prediction ({label}): features {:.1} µs, retrieval {:.1} µs, posterior {:.1} µs",
+                us(f),
+                us(nb),
+                us(post)
+            );
         }
     }
     bench_minilm(&refs, n)
