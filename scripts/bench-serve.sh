@@ -1,12 +1,15 @@
 #!/usr/bin/env bash
 # Serving benchmarks (writes docs/results/serve-*.json and serve-bench.txt; ~3 min):
-#  1. Overhead: decision-only Route latency at 1k, 5k and 10k offered calls/s against the router on
+#  1. Overhead: decision-only Route latency at 1k, 5k, 10k and 20k offered calls/s against the router on
 #     the embedded default (batch window 5 ms, and 0 ms; short built-in prompts, and the dcrouter
 #     records' prompts), and against the bare tonic echo server
 #     (examples/echo_server.rs) in the same run; ratio router / echo.
 #  2. Overload: a router that can serve ~C calls/s (admission.max_concurrency 64, replay 100 ms per
 #     answer) is offered 10 x C for 10 s: shed calls get RESOURCE_EXHAUSTED at once, accepted calls
 #     finish within their deadline, the router's memory (VmRSS) stays bounded, it does not crash.
+#  3. CPU overload: decision-only calls with the dcrouter prompts (no cached predictions) offered
+#     at 20k/s, deadline 1000 ms, against routers with admission.max_loop_lag_ms 0 (off) and 20
+#     (the default): refusal and accepted-call latency with and without the saturation signal.
 # The load generator runs on the same machine (2 cores here): figures include its CPU use.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -43,7 +46,7 @@ sleep 1
   echo "# Decision-only Route latency (ms), ${DUR} s per point, loadgen on the same 2-core machine"
   printf "%-7s %-22s %9s %9s %9s %9s %9s\n" qps target sent/s ok/s p50 p90 p99
 } > "$OUT/serve-bench.txt"
-for qps in 1000 5000 10000; do
+for qps in 1000 5000 10000 20000; do
   for t in echo:50153 router-window0:50152 router-window5:50151 router-window5-records:50151; do
     name="${t%%:*}"; port="${t##*:}"
     prompts=(); [ "$name" = router-window5-records ] && prompts=(--records data/dcrouter.jsonl.gz)
@@ -61,7 +64,7 @@ python3 - "$OUT" >> "$OUT/serve-bench.txt" <<'PY'
 import json, sys
 out = sys.argv[1]
 print("\n# Ratio to the echo server at the same offered rate (p50 / p99)")
-for qps in (1000, 5000, 10000):
+for qps in (1000, 5000, 10000, 20000):
     e = json.load(open(f"{out}/serve-overhead-echo-{qps}.json"))["ok_latency_ms"]
     for name in ("router-window0", "router-window5", "router-window5-records"):
         r = json.load(open(f"{out}/serve-overhead-{name}-{qps}.json"))["ok_latency_ms"]
@@ -97,5 +100,26 @@ print(f"sent {o['achieved_qps']:.0f}/s, answered {o['ok_qps']:.0f}/s; errors {o[
 print(f"accepted latency ms: p50 {ok['p50']:.1f}  p99 {ok['p99']:.1f}  max {ok['max']:.1f}")
 print(f"RESOURCE_EXHAUSTED latency ms: p50 {rej['p50']:.3f}  p99 {rej['p99']:.3f}  max {rej['max']:.3f}  (n = {rej['n']})")
 print(f"router VmRSS KiB: idle {r0}, after the capacity run {r1}, peak under overload {peak}, after {r2}; alive after: {alive}")
+PY
+# CPU overload: the runtime-lag signal off and on, alternating.
+start_router lagoff 50155 8155 "s#^admission:#admission:\n  max_loop_lag_ms: 0#"
+start_router lag20 50156 8156 "s#^admission:#admission:\n  max_loop_lag_ms: 20#"
+for round in 1 2; do
+  for t in lagoff:50155 lag20:50156; do
+    "$BIN" loadgen --addr "127.0.0.1:${t##*:}" --qps 20000 --duration "$DUR" --concurrency 8192 --timeout-ms 1000 \
+      --records data/dcrouter.jsonl.gz --json > "$OUT/serve-cpu-${t%%:*}-$round.json" 2>/dev/null
+  done
+done
+python3 - "$OUT" >> "$OUT/serve-bench.txt" <<'PY'
+import json, sys
+out = sys.argv[1]
+print("\n# CPU overload: decision-only, dcrouter prompts, 20000/s offered for the run, deadline 1000 ms")
+print(f"{'router':<28} {'round':>5} {'sent/s':>7} {'ok/s':>7} {'ok p50':>7} {'ok p99':>7} {'refused':>8} {'ref p50':>8} {'ref p99':>8}")
+for name, label in (("lagoff", "max_loop_lag_ms 0 (off)"), ("lag20", "max_loop_lag_ms 20")):
+    for rnd in (1, 2):
+        r = json.load(open(f"{out}/serve-cpu-{name}-{rnd}.json"))
+        o, j = r["ok_latency_ms"], r["rejected_latency_ms"]
+        print(f"{label:<28} {rnd:>5} {r['achieved_qps']:7.0f} {r['ok_qps']:7.0f} {o['p50']:7.1f} {o['p99']:7.1f} {j['n']:8d} {j['p50']:8.1f} {j['p99']:8.1f}")
+print("(ms; refused = RESOURCE_EXHAUSTED: runtime lag, expected wait past the deadline, or the limits)")
 PY
 cat "$OUT/serve-bench.txt"

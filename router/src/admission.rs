@@ -2,9 +2,12 @@
 //! `max_concurrency` calls in the router at once; a call over the limit is answered at once —
 //! gRPC `RESOURCE_EXHAUSTED`, HTTP 429 with the OpenAI error body (both written by `status.rs`) —
 //! instead of waiting in an unbounded queue. A call holds its permit until its response body is
-//! finished or dropped, so a streamed answer counts for as long as it streams.
+//! finished or dropped, so a streamed answer counts for as long as it streams. While the runtime
+//! lags more than `max_loop_lag_ms` (a saturated CPU), calls are refused the same way before any
+//! work is spent on them (reason `saturated`), so the router keeps answering at once.
 
 use crate::metrics::names;
+use crate::pressure::LoopLag;
 use crate::RouterError;
 use bytes::Bytes;
 use http_body::{Body, Frame, SizeHint};
@@ -12,24 +15,33 @@ use std::future::Future;
 use std::pin::Pin;
 use std::sync::Arc;
 use std::task::{Context, Poll};
+use std::time::Duration;
 use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 use tower::{Layer, Service};
+
+/// Refuse calls while the runtime lags more than `max` (the CPU is saturated).
+#[derive(Clone)]
+pub struct LagLimit {
+    pub lag: Arc<LoopLag>,
+    pub max: Duration,
+}
 
 #[derive(Clone)]
 pub struct AdmissionLayer {
     permits: Arc<Semaphore>,
+    lag: Option<LagLimit>,
 }
 
 impl AdmissionLayer {
-    pub fn new(max_concurrency: usize) -> AdmissionLayer {
-        AdmissionLayer { permits: Arc::new(Semaphore::new(max_concurrency)) }
+    pub fn new(max_concurrency: usize, lag: Option<LagLimit>) -> AdmissionLayer {
+        AdmissionLayer { permits: Arc::new(Semaphore::new(max_concurrency)), lag }
     }
 }
 
 impl<S> Layer<S> for AdmissionLayer {
     type Service = Admission<S>;
     fn layer(&self, inner: S) -> Admission<S> {
-        Admission { inner, permits: self.permits.clone() }
+        Admission { inner, permits: self.permits.clone(), lag: self.lag.clone() }
     }
 }
 
@@ -37,6 +49,7 @@ impl<S> Layer<S> for AdmissionLayer {
 pub struct Admission<S> {
     inner: S,
     permits: Arc<Semaphore>,
+    lag: Option<LagLimit>,
 }
 
 fn is_grpc<B>(req: &http::Request<B>) -> bool {
@@ -89,10 +102,10 @@ where
     }
 }
 
-/// The answer to a call over the limit, written by `status.rs`.
-fn shed<B>(grpc: bool) -> http::Response<AdmittedBody<B>> {
-    metrics::counter!(names::REJECTED_TOTAL, "reason" => "overloaded").increment(1);
-    let e = RouterError::Overloaded("the router is at its concurrency limit; retry later".into());
+/// The answer to a call refused here (`reason`: overloaded or saturated), written by `status.rs`.
+fn shed<B>(grpc: bool, reason: &'static str, why: String) -> http::Response<AdmittedBody<B>> {
+    metrics::counter!(names::REJECTED_TOTAL, "reason" => reason).increment(1);
+    let e = RouterError::Overloaded(why);
     if grpc {
         // gRPC carries the status in headers (trailers-only answer): the body is empty.
         let (parts, _) = tonic::Status::from(e).into_http::<()>().into_parts();
@@ -118,6 +131,17 @@ where
     }
 
     fn call(&mut self, req: http::Request<ReqBody>) -> Self::Future {
+        if let Some(l) = &self.lag {
+            let lag = l.lag.current();
+            if lag > l.max {
+                let why = format!(
+                    "the router's CPU is saturated (its runtime is {} ms behind); retry later",
+                    lag.as_millis()
+                );
+                let resp = shed(is_grpc(&req), "saturated", why);
+                return Box::pin(async move { Ok(resp) });
+            }
+        }
         match self.permits.clone().try_acquire_owned() {
             Ok(permit) => {
                 let fut = self.inner.call(req);
@@ -127,7 +151,8 @@ where
                 })
             }
             Err(_) => {
-                let resp = shed(is_grpc(&req));
+                let why = "the router is at its concurrency limit; retry later".to_string();
+                let resp = shed(is_grpc(&req), "overloaded", why);
                 Box::pin(async move { Ok(resp) })
             }
         }
@@ -152,14 +177,37 @@ mod tests {
     /// body); a shed gRPC call gets RESOURCE_EXHAUSTED, retryable.
     #[tokio::test]
     async fn shed_answers_carry_the_error_shape() {
-        let r = shed::<http_body_util::Empty<Bytes>>(false);
+        let r = shed::<http_body_util::Empty<Bytes>>(false, "overloaded", "at the limit".into());
         assert_eq!(r.status(), http::StatusCode::TOO_MANY_REQUESTS);
         assert_eq!(r.headers()[http::header::RETRY_AFTER], "1");
         let v: serde_json::Value = serde_json::from_str(&body_text(r.into_body()).await).unwrap();
         assert_eq!(v["error"]["type"], "rate_limit_error");
         assert_eq!(v["error"]["retryable"], true);
-        let g = shed::<http_body_util::Empty<Bytes>>(true);
+        let g = shed::<http_body_util::Empty<Bytes>>(true, "saturated", "behind".into());
         assert_eq!(g.headers()["grpc-status"], (tonic::Code::ResourceExhausted as i32).to_string().as_str());
         assert_eq!(g.headers()["llmroute-retryable"], "true");
+    }
+
+    /// While the runtime lags past the limit, calls are refused before the service sees them;
+    /// under it they pass.
+    #[tokio::test]
+    async fn a_lagging_runtime_refuses_calls_before_any_work() {
+        let calls = Arc::new(std::sync::atomic::AtomicUsize::new(0));
+        let seen = calls.clone();
+        let inner = tower::service_fn(move |_req: http::Request<()>| {
+            seen.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+            async { Ok::<_, std::convert::Infallible>(http::Response::new(http_body_util::Empty::<Bytes>::new())) }
+        });
+        let limit =
+            |ms| Some(LagLimit { lag: LoopLag::fixed(Duration::from_millis(ms)), max: Duration::from_millis(20) });
+        let mut busy = AdmissionLayer::new(8, limit(35)).layer(inner.clone());
+        let r = busy.call(http::Request::new(())).await.unwrap();
+        assert_eq!(r.status(), http::StatusCode::TOO_MANY_REQUESTS);
+        let v: serde_json::Value = serde_json::from_str(&body_text(r.into_body()).await).unwrap();
+        assert!(v["error"]["message"].as_str().unwrap().contains("35 ms behind"), "{v}");
+        assert_eq!(calls.load(std::sync::atomic::Ordering::Relaxed), 0);
+        let mut calm = AdmissionLayer::new(8, limit(5)).layer(inner);
+        assert_eq!(calm.call(http::Request::new(())).await.unwrap().status(), http::StatusCode::OK);
+        assert_eq!(calls.load(std::sync::atomic::Ordering::Relaxed), 1);
     }
 }

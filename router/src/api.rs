@@ -22,15 +22,18 @@ pub struct Api {
     pub shared: Arc<Shared>,
     batcher: Batcher,
     config_path: PathBuf,
+    /// Dispatched calls held and their completion rate (queue-aware shedding).
     pressure: Arc<Pressure>,
+    /// The same for decision-only calls.
+    deciding: Arc<Pressure>,
 }
 
 /// A queued call.
 pub struct Pending {
     rx: oneshot::Receiver<Result<Reply>>,
     deadline: Instant,
-    /// A dispatched call counts as held by the router until its answer is taken.
-    _held: Option<Held>,
+    /// The call counts as held by the router until its answer is taken.
+    _held: Held,
     /// The call's `llmroute.route` span (a client batch's queries share theirs: none here).
     span: Span,
 }
@@ -94,7 +97,13 @@ impl Api {
     pub fn new(shared: Arc<Shared>, config_path: PathBuf) -> Api {
         let queue = shared.live().config.batch.max_queue;
         let batcher = Batcher::start(shared.clone(), queue);
-        Api { shared, batcher, config_path, pressure: Arc::new(Pressure::default()) }
+        Api {
+            shared,
+            batcher,
+            config_path,
+            pressure: Arc::new(Pressure::default()),
+            deciding: Arc::new(Pressure::default()),
+        }
     }
 
     /// Validates one call and queues it. Errors here are the call's status.
@@ -111,19 +120,7 @@ impl Api {
             let tenant = resolve_tenant(&live, &input.tenant, input.api_key.as_deref())?;
             admission.set("llmroute.tenant", tenant.name.clone());
             let deadline = deadline(live.config.admission.request_timeout(), timeout);
-            if input.dispatch {
-                // Refuse at once a call that would wait past its deadline.
-                if let Some(wait) = self.pressure.expected_wait() {
-                    let left = deadline.saturating_duration_since(Instant::now());
-                    if wait > left {
-                        return Err(RouterError::Overloaded(format!(
-                            "the expected wait ({} ms) is longer than the call's deadline ({} ms); retry later",
-                            wait.as_millis(),
-                            left.as_millis()
-                        )));
-                    }
-                }
-            }
+            self.refuse_if_late(input.dispatch, deadline)?;
             let mut q = validate(&live, input, "", tenant, deadline)?;
             if q.dispatch {
                 q.reservation = Some(self.shared.budgets.reserve(tenant, q.cost_bound).await?);
@@ -133,7 +130,7 @@ impl Api {
             q.stream = stream;
             q.trace = span.handle();
             q.waiting = span.child("llmroute.batch_wait", Kind::Internal);
-            let held = q.dispatch.then(|| self.pressure.enter());
+            let held = self.pressure(q.dispatch).enter();
             if !self.batcher.submit(Job::One(Box::new(q))) {
                 return Err(RouterError::Overloaded("the batch queue is full; retry later".into()));
             }
@@ -154,6 +151,31 @@ impl Api {
                 Err(e)
             }
         }
+    }
+
+    /// Dispatched calls and decision-only calls leave at their own rates: each kind its own gauge.
+    fn pressure(&self, dispatch: bool) -> &Arc<Pressure> {
+        if dispatch {
+            &self.pressure
+        } else {
+            &self.deciding
+        }
+    }
+
+    /// Refuses at once a call that would wait past its deadline (calls of its kind held / their
+    /// completion rate over the last second).
+    fn refuse_if_late(&self, dispatch: bool, deadline: Instant) -> Result<()> {
+        if let Some(wait) = self.pressure(dispatch).expected_wait() {
+            let left = deadline.saturating_duration_since(Instant::now());
+            if wait > left {
+                return Err(RouterError::Overloaded(format!(
+                    "the expected wait ({} ms) is longer than the call's deadline ({} ms); retry later",
+                    wait.as_millis(),
+                    left.as_millis()
+                )));
+            }
+        }
+        Ok(())
     }
 
     pub async fn route(&self, input: RouteInput, timeout: Option<Duration>) -> Result<Reply> {
@@ -186,6 +208,11 @@ impl Api {
             admission.set("llmroute.tenant", t.name.clone());
             admission.set("llmroute.batch_size", inputs.len());
             let deadline = deadline(live.config.admission.request_timeout(), timeout);
+            for dispatch in [false, true] {
+                if inputs.iter().any(|i| i.dispatch == dispatch) {
+                    self.refuse_if_late(dispatch, deadline)?;
+                }
+            }
             let mut pending = Vec::with_capacity(inputs.len());
             let mut queries = Vec::with_capacity(inputs.len());
             for (i, mut input) in inputs.into_iter().enumerate() {
@@ -203,7 +230,7 @@ impl Api {
                 q.reply = Some(tx);
                 q.trace = span.handle();
                 q.waiting = span.child("llmroute.batch_wait", Kind::Internal);
-                let held = q.dispatch.then(|| self.pressure.enter());
+                let held = self.pressure(q.dispatch).enter();
                 pending.push(Pending { rx, deadline, _held: held, span: Span::none() });
                 queries.push(q);
             }

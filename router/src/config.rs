@@ -150,11 +150,13 @@ impl BatchSection {
 pub struct AdmissionSection {
     pub max_concurrency: usize,
     pub request_timeout_ms: u64,
+    /// Refuse calls at once while the runtime runs this far behind (a saturated CPU); 0 = off.
+    pub max_loop_lag_ms: u64,
 }
 
 impl Default for AdmissionSection {
     fn default() -> Self {
-        AdmissionSection { max_concurrency: 2048, request_timeout_ms: 60_000 }
+        AdmissionSection { max_concurrency: 2048, request_timeout_ms: 60_000, max_loop_lag_ms: 20 }
     }
 }
 
@@ -165,6 +167,9 @@ impl AdmissionSection {
     }
     pub fn request_timeout(&self) -> Duration {
         Duration::from_millis(self.request_timeout_ms)
+    }
+    pub fn max_loop_lag(&self) -> Option<Duration> {
+        (self.max_loop_lag_ms > 0).then(|| Duration::from_millis(self.max_loop_lag_ms))
     }
 }
 

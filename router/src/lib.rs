@@ -96,7 +96,9 @@ pub async fn start(config: Config, config_path: PathBuf) -> Result<Running> {
     ::metrics::gauge!(metrics::names::CONFIG_GENERATION).set(live.generation as f64);
     let api = Api::new(shared.clone(), config_path);
     monitor::start(shared.clone());
-    let admission = AdmissionLayer::new(live.config.admission.max_concurrency);
+    let lag =
+        live.config.admission.max_loop_lag().map(|max| admission::LagLimit { lag: pressure::LoopLag::start(), max });
+    let admission = AdmissionLayer::new(live.config.admission.max_concurrency, lag);
 
     let grpc_listener = TcpListener::bind(grpc_addr).await.map_err(io(grpc_addr))?;
     let http_listener = TcpListener::bind(http_addr).await.map_err(io(http_addr))?;

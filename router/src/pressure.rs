@@ -3,7 +3,7 @@
 //! would wait (Little's law: calls held / completion rate). A call whose deadline comes before
 //! that is refused at once (RESOURCE_EXHAUSTED, retryable) instead of queueing until it times out.
 
-use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
@@ -86,6 +86,50 @@ impl Pressure {
     }
 }
 
+/// How far behind the runtime runs: a probe task asks to wake every `PROBE` and records how late
+/// it woke. The signal is the lateness averaged over the last probes (an exponential average,
+/// weight 0.2 on the newest): one slow poll elsewhere barely moves it, a saturated CPU — every
+/// task, the probe included, waiting its turn — brings it to the lag within ~10 probes.
+pub struct LoopLag {
+    micros: AtomicU64,
+}
+
+const PROBE: Duration = Duration::from_millis(2);
+
+impl LoopLag {
+    /// Starts the probe on the current runtime.
+    pub fn start() -> Arc<LoopLag> {
+        let lag = Arc::new(LoopLag { micros: AtomicU64::new(0) });
+        let l = lag.clone();
+        tokio::spawn(async move {
+            loop {
+                let t = tokio::time::Instant::now();
+                tokio::time::sleep(PROBE).await;
+                // Timers fire on whole milliseconds: up to 1 ms late is the timer, not the CPU.
+                let late = t.elapsed().saturating_sub(PROBE + Duration::from_millis(1));
+                l.observe(late);
+            }
+        });
+        lag
+    }
+
+    fn observe(&self, late: Duration) {
+        let prev = self.micros.load(Ordering::Relaxed);
+        let now = (prev * 4 + late.as_micros() as u64) / 5;
+        self.micros.store(now, Ordering::Relaxed);
+    }
+
+    /// A signal fixed at `lag` (no probe), for tests.
+    #[cfg(test)]
+    pub fn fixed(lag: Duration) -> Arc<LoopLag> {
+        Arc::new(LoopLag { micros: AtomicU64::new(lag.as_micros() as u64) })
+    }
+
+    pub fn current(&self) -> Duration {
+        Duration::from_micros(self.micros.load(Ordering::Relaxed))
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -102,5 +146,35 @@ mod tests {
         let w = p.expected_wait().unwrap();
         assert!((w.as_secs_f64() - 2.0).abs() < 1e-9, "{w:?}"); // (39 + 1) / 20
         drop(held);
+    }
+
+    #[test]
+    fn loop_lag_averages_the_recent_lateness() {
+        let l = LoopLag { micros: AtomicU64::new(0) };
+        l.observe(Duration::from_millis(40));
+        assert_eq!(l.current(), Duration::from_millis(8), "one late probe: a fifth of it");
+        for _ in 0..10 {
+            l.observe(Duration::from_millis(25));
+        }
+        let c = l.current();
+        assert!(c > Duration::from_millis(22) && c <= Duration::from_millis(25), "sustained: {c:?}");
+        for _ in 0..30 {
+            l.observe(Duration::ZERO);
+        }
+        assert!(l.current() < Duration::from_millis(1), "{:?}", l.current());
+    }
+
+    /// A runtime kept busy by a task that never yields for 30 ms at a time lags; the probe sees it.
+    #[tokio::test(flavor = "current_thread")]
+    async fn the_probe_sees_a_blocked_runtime() {
+        let l = LoopLag::start();
+        tokio::time::sleep(Duration::from_millis(20)).await;
+        assert!(l.current() < Duration::from_millis(15), "idle: {:?}", l.current());
+        for _ in 0..12 {
+            std::thread::sleep(Duration::from_millis(30)); // blocks the only worker
+            tokio::task::yield_now().await;
+            tokio::time::sleep(Duration::from_millis(3)).await;
+        }
+        assert!(l.current() >= Duration::from_millis(10), "busy: {:?}", l.current());
     }
 }
