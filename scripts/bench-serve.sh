@@ -8,8 +8,8 @@
 #     answer) is offered 10 x C for 10 s: shed calls get RESOURCE_EXHAUSTED at once, accepted calls
 #     finish within their deadline, the router's memory (VmRSS) stays bounded, it does not crash.
 #  3. CPU overload: decision-only calls with the dcrouter prompts (no cached predictions) offered
-#     at 20k/s, deadline 1000 ms, against routers with admission.max_loop_lag_ms 0 (off) and 20
-#     (the default): refusal and accepted-call latency with and without the saturation signal.
+#     at 20k/s, deadline 1000 ms, against routers with admission.max_loop_lag_ms 0 (off, the
+#     default) and 20: refusal and accepted-call latency with and without the saturation signal.
 # The load generator runs on the same machine (2 cores here): figures include its CPU use.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -102,8 +102,8 @@ print(f"RESOURCE_EXHAUSTED latency ms: p50 {rej['p50']:.3f}  p99 {rej['p99']:.3f
 print(f"router VmRSS KiB: idle {r0}, after the capacity run {r1}, peak under overload {peak}, after {r2}; alive after: {alive}")
 PY
 # CPU overload: the runtime-lag signal off and on, alternating.
-start_router lagoff 50155 8155 "s#^admission:#admission:\n  max_loop_lag_ms: 0#"
-start_router lag20 50156 8156 "s#^admission:#admission:\n  max_loop_lag_ms: 20#"
+start_router lagoff 50155 8155 "s#max_loop_lag_ms: 0 #max_loop_lag_ms: 0 #"
+start_router lag20 50156 8156 "s#max_loop_lag_ms: 0 #max_loop_lag_ms: 20 #"
 for round in 1 2; do
   for t in lagoff:50155 lag20:50156; do
     "$BIN" loadgen --addr "127.0.0.1:${t##*:}" --qps 20000 --duration "$DUR" --concurrency 8192 --timeout-ms 1000 \

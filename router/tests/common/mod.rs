@@ -114,10 +114,6 @@ pub fn default_config() -> serde_yaml::Value {
     set(&mut v, "listen.http", "127.0.0.1:0".into());
     set(&mut v, "catalog", root.join("deploy/catalogs/dcrouter.yaml").display().to_string().into());
     set(&mut v, "estimator.records", root.join("data/dcrouter.jsonl.gz").display().to_string().into());
-    // The CPU-saturation signal is off: tests share a loaded machine (parallel tests, 2 cores in
-    // CI) and expect their calls answered; the signal has its own unit tests, and
-    // scripts/bench-serve.sh measures it.
-    set(&mut v, "admission.max_loop_lag_ms", 0u64.into());
     v
 }
 
