@@ -35,18 +35,11 @@ cargo build --release --bin llm-router
 cp "$CARGO_TARGET_DIR/release/llm-router" "$tmp/llm-router-new"
 DUR="${DURATION:-8}"
 
-start_router() { # name binary grpc-port http-port
-  sed -e "s#127.0.0.1:50051#127.0.0.1:$3#; s#127.0.0.1:8080#127.0.0.1:$4#" \
-    -e "s#ttft_ms: 20 #ttft_ms: 0 #; s#ms_per_token: 0.5 #ms_per_token: 0 #" \
-    -e "s#catalog: ../catalogs/#catalog: $PWD/deploy/catalogs/#; s#records: ../../data/#records: $PWD/data/#" \
-    deploy/local/router.yaml > "$tmp/$1.yaml"
-  RUST_LOG=warn "$2" serve --config "$tmp/$1.yaml" > "$tmp/$1.log" 2>&1 &
-  pids+=($!)
-  for _ in $(seq 1 120); do grep -q "llm-router serving" "$tmp/$1.log" && return 0; sleep 0.5; done
-  echo "router $1 did not start" >&2; cat "$tmp/$1.log" >&2; exit 1
-}
-start_router base "$tmp/llm-router-base" 50161 8161
-start_router new "$tmp/llm-router-new" 50162 8162
+source scripts/router-lib.sh
+# Replay backends answer at once: the router's own time is what is compared.
+instant="s#ttft_ms: 20 #ttft_ms: 0 #; s#ms_per_token: 0.5 #ms_per_token: 0 #"
+start_router base "$tmp/llm-router-base" 50161 8161 "$instant"
+start_router new "$tmp/llm-router-new" 50162 8162 "$instant"
 BIN="$tmp/llm-router-new"
 out=docs/results
 mkdir -p "$out"

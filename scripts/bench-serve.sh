@@ -26,18 +26,10 @@ pids=()
 cleanup() { for p in "${pids[@]}"; do kill "$p" 2>/dev/null || true; done; rm -rf "$tmp"; }
 trap cleanup EXIT
 
-start_router() { # name grpc-port http-port sed-expr
-  sed -e "s#127.0.0.1:50051#127.0.0.1:$2#; s#127.0.0.1:8080#127.0.0.1:$3#" -e "$4" \
-    -e "s#catalog: ../catalogs/#catalog: $PWD/deploy/catalogs/#; s#records: ../../data/#records: $PWD/data/#" \
-    deploy/local/router.yaml > "$tmp/$1.yaml"
-  RUST_LOG=warn "$BIN" serve --config "$tmp/$1.yaml" > "$tmp/$1.log" 2>&1 &
-  pids+=($!)
-  for _ in $(seq 1 120); do grep -q "llm-router serving" "$tmp/$1.log" && return 0; sleep 0.5; done
-  echo "router $1 did not start" >&2; cat "$tmp/$1.log" >&2; exit 1
-}
+source scripts/router-lib.sh
 
-start_router win5 50151 8151 "s#window_ms: 5 #window_ms: 5 #"
-start_router win0 50152 8152 "s#window_ms: 5 #window_ms: 0 #"
+start_router win5 "$BIN" 50151 8151
+start_router win0 "$BIN" 50152 8152 "s#window_ms: 5 #window_ms: 0 #"
 "$ECHO" 127.0.0.1:50153 > "$tmp/echo.log" 2>&1 &
 pids+=($!)
 sleep 1
@@ -75,7 +67,7 @@ print("Targets other than *-records send 8 short built-in prompts; *-records cyc
 PY
 
 # Overload: capacity first (closed loop at the admission limit), then 10x that, open loop.
-start_router over 50154 8154 "s#max_concurrency: 2048 #max_concurrency: 64 #; s#ttft_ms: 20 #ttft_ms: 100 #; s#ms_per_token: 0.5 #ms_per_token: 0 #"
+start_router over "$BIN" 50154 8154 "s#max_concurrency: 2048 #max_concurrency: 64 #; s#ttft_ms: 20 #ttft_ms: 100 #; s#ms_per_token: 0.5 #ms_per_token: 0 #"
 rpid="${pids[-1]}"
 rss() { awk '/VmRSS/ {print $2}' "/proc/$rpid/status"; }
 rss0="$(rss)"
@@ -102,8 +94,8 @@ print(f"RESOURCE_EXHAUSTED latency ms: p50 {rej['p50']:.3f}  p99 {rej['p99']:.3f
 print(f"router VmRSS KiB: idle {r0}, after the capacity run {r1}, peak under overload {peak}, after {r2}; alive after: {alive}")
 PY
 # CPU overload: the runtime-lag signal off and on, alternating.
-start_router lagoff 50155 8155 "s#max_loop_lag_ms: 0 #max_loop_lag_ms: 0 #"
-start_router lag20 50156 8156 "s#max_loop_lag_ms: 0 #max_loop_lag_ms: 20 #"
+start_router lagoff "$BIN" 50155 8155
+start_router lag20 "$BIN" 50156 8156 "s#max_loop_lag_ms: 0 #max_loop_lag_ms: 20 #"
 for round in 1 2; do
   for t in lagoff:50155 lag20:50156; do
     "$BIN" loadgen --addr "127.0.0.1:${t##*:}" --qps 20000 --duration "$DUR" --concurrency 8192 --timeout-ms 1000 \
