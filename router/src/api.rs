@@ -122,6 +122,7 @@ impl Api {
             let deadline = deadline(live.config.admission.request_timeout(), timeout);
             self.refuse_if_late(input.dispatch, deadline)?;
             let mut q = validate(&live, input, "", tenant, deadline)?;
+            span.set("llmroute.request_id", q.request_id.clone());
             if q.dispatch {
                 q.reservation = Some(self.shared.budgets.reserve(tenant, q.cost_bound).await?);
             }
@@ -230,6 +231,7 @@ impl Api {
                 q.reply = Some(tx);
                 q.trace = span.handle();
                 q.waiting = span.child("llmroute.batch_wait", Kind::Internal);
+                q.waiting.set("llmroute.request_id", q.request_id.clone());
                 let held = self.pressure(q.dispatch).enter();
                 pending.push(Pending { rx, deadline, _held: held, span: Span::none() });
                 queries.push(q);

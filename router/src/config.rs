@@ -679,6 +679,33 @@ impl TlsSection {
     }
 }
 
+/// What the router keeps of answered queries for feedback (request id → tenant, prompt hash,
+/// model, μ, σ).
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct FeedbackSection {
+    /// How long an answered query can be named by its request id.
+    pub retention_s: u64,
+    /// At most this many kept (the oldest go first).
+    pub max_requests: usize,
+}
+
+impl Default for FeedbackSection {
+    fn default() -> Self {
+        FeedbackSection { retention_s: 3600, max_requests: 100_000 }
+    }
+}
+
+impl FeedbackSection {
+    fn validate(&self) -> Check {
+        positive("feedback.retention_s", self.retention_s)?;
+        positive("feedback.max_requests", self.max_requests as u64)
+    }
+    pub fn retention(&self) -> Duration {
+        Duration::from_secs(self.retention_s)
+    }
+}
+
 /// OpenTelemetry traces (off unless `otlp_endpoint` is set). Changes take a restart.
 #[derive(Debug, Clone, PartialEq, Deserialize)]
 #[serde(default, deny_unknown_fields)]
@@ -748,6 +775,7 @@ struct Raw {
     budget_store: BudgetStoreSection,
     tls: Option<TlsSection>,
     tracing: TracingSection,
+    feedback: FeedbackSection,
 }
 
 /// A validated router config: the sections, paths resolved against the file's folder, tenants
@@ -773,6 +801,7 @@ pub struct Config {
     pub budget_store: BudgetStore,
     pub tls: Option<Tls>,
     pub tracing: TracingSection,
+    pub feedback: FeedbackSection,
 }
 
 impl Config {
@@ -805,6 +834,7 @@ impl Config {
             raw.assigner.validate(),
             raw.backends.validate(),
             raw.tracing.validate(),
+            raw.feedback.validate(),
         ];
         checks.into_iter().collect::<std::result::Result<(), _>>().map_err(err)?;
         if let Some((model, _)) = raw.instances.iter().find(|(_, n)| **n == 0) {
@@ -843,6 +873,7 @@ impl Config {
             budget_store,
             tls,
             tracing: raw.tracing,
+            feedback: raw.feedback,
         })
     }
 
@@ -1020,6 +1051,8 @@ mod tests {
             ("tracing: {max_queue: 0}", "tracing.max_queue"),
             ("tracing: {sample_ratio: 1.5}", "tracing.sample_ratio"),
             ("tracing: {endpoint: 'http://x:4317'}", "tracing.endpoint"),
+            ("feedback: {retention_s: 0}", "feedback.retention_s"),
+            ("feedback: {max_requests: 0}", "feedback.max_requests"),
         ];
         for (extra, field) in cases {
             let e = Config::parse(&format!("{GOOD}{extra}\n"), Path::new("r.yaml")).unwrap_err().to_string();

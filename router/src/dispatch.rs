@@ -65,6 +65,7 @@ pub fn launch(shared: &Arc<Shared>, d: Decided) {
     for (i, mut q) in queries.into_iter().enumerate() {
         let j = choice[i];
         let base = Reply {
+            request_id: q.request_id.clone(),
             model: live.models[j].entry.name.clone(),
             predicted: predicted(&problem, &q, &live, i, j),
             batch_id,
@@ -82,6 +83,7 @@ pub fn launch(shared: &Arc<Shared>, d: Decided) {
             decision_only_var += problem.cost_var[i * m + j];
             metrics::counter!(names::REQUESTS_TOTAL, "model" => base.model.clone(), "outcome" => "decision_only")
                 .increment(1);
+            keep(shared, &live, &q, &base);
             if let Some(tx) = q.reply.take() {
                 let _ = tx.send(Ok(base));
             }
@@ -112,6 +114,9 @@ pub fn launch(shared: &Arc<Shared>, d: Decided) {
                 let reply_tx = q.reply.take();
                 let held = Held { _in_flight: in_flight, slot };
                 let (mut result, cost) = run_query(&shared, &live, &problem, &account, i, j, held, &mut q, base).await;
+                if let Ok(r) = &result {
+                    keep(&shared, &live, &q, r);
+                }
                 if account.realize(cost) {
                     if let Ok(r) = result.as_mut() {
                         r.batch_over_budget = true;
@@ -172,6 +177,20 @@ fn settle(
     metrics::gauge!(names::SPEND_USD).set(spent);
     metrics::gauge!(names::BUDGET_ALLOWED_USD).set(allowed);
     metrics::gauge!(names::BUDGET_CARRIED_USD).set(ledger.carried());
+}
+
+/// Keeps what feedback on this answer will need, under its request id.
+fn keep(shared: &Shared, live: &Live, q: &Query, r: &Reply) {
+    let a = crate::requests::Answered {
+        tenant: q.tenant.clone(),
+        prompt_hash: q.prompt_hash.clone(),
+        task: q.task.clone(),
+        model: r.model.clone(),
+        mu: r.predicted.mu,
+        sigma: r.predicted.sigma,
+        dispatched: r.dispatched,
+    };
+    shared.requests.record(&r.request_id, a, &live.config.feedback, Instant::now());
 }
 
 fn add_reserved(delta: f64) {

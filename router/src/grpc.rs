@@ -106,6 +106,7 @@ pub fn input(r: pb::RouteRequest, key: Option<String>, at: &str) -> Result<Route
         passthrough,
         needs,
         traceparent: None,
+        request_id: String::new(),
     })
 }
 
@@ -135,6 +136,7 @@ pub fn to_pb(r: Reply) -> pb::RouteResponse {
         finish_reason: r.finish_reason,
         latency_ms: r.latency_ms,
         tool_calls_json: r.tool_calls.map(|t| t.to_string()).unwrap_or_default(),
+        request_id: r.request_id,
     }
 }
 

@@ -142,6 +142,7 @@ fn route_input(
         passthrough: None,
         needs: BTreeSet::new(),
         traceparent: None,
+        request_id: String::new(),
     })
 }
 
@@ -155,6 +156,7 @@ fn extension(r: &Reply) -> Value {
         "batch_budget_usd": r.batch_budget_usd, "cost_usd": r.cost_usd, "assigner": r.assigner,
         "solve_status": r.solve_status, "fallback": r.fallback, "failed_models": r.failed_models,
         "overdraft": r.overdraft, "batch_over_budget": r.batch_over_budget, "dispatched": r.dispatched, "latency_ms": r.latency_ms,
+        "request_id": r.request_id,
     })
 }
 
@@ -169,11 +171,6 @@ enum Shape {
 const REQUEST_ID: &str = "x-llmroute-request-id";
 const MODEL_HEADER: &str = "x-llmroute-model";
 const COST_HEADER: &str = "x-llmroute-cost-usd";
-
-/// A fresh id for one HTTP call (in the `x-llmroute-request-id` header and the logs).
-fn request_id() -> String {
-    format!("{:016x}{:016x}", rand::random::<u64>(), rand::random::<u64>())
-}
 
 fn with_headers(mut resp: Response, id: &str, model: Option<&str>, cost: Option<f64>) -> Response {
     let h = resp.headers_mut();
@@ -356,12 +353,14 @@ async fn answer(
     parsed: Result<(RouteInput, bool), RouterError>,
     shape: Shape,
 ) -> Response {
-    let id = &request_id();
+    // The call's request id: its header, and (when it is answered) the id feedback names.
+    let id = &crate::requests::new_request_id();
     let (mut input, stream) = match parsed {
         Ok(v) => v,
         Err(e) => return with_headers(error(e), id, None, None),
     };
     input.traceparent = headers.get("traceparent").and_then(|v| v.to_str().ok()).and_then(Remote::parse);
+    input.request_id = id.clone();
     if !stream {
         return match ctx.api.route(input, None).await {
             Ok(r) => with_headers(Json(full_body(shape, &r)).into_response(), id, Some(&r.model), Some(r.cost_usd)),

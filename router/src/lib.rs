@@ -22,6 +22,7 @@ pub mod otel;
 mod predictions;
 mod pressure;
 pub mod query;
+pub mod requests;
 pub mod state;
 mod status;
 pub mod tls;

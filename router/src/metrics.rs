@@ -39,6 +39,7 @@ pub mod names {
     pub const QUERIES_OVER_CAPACITY_TOTAL: &str = "llmroute_queries_over_capacity_total";
     pub const QUEUE_DEPTH: &str = "llmroute_queue_depth";
     pub const REJECTED_TOTAL: &str = "llmroute_rejected_total";
+    pub const REQUESTS_KEPT: &str = "llmroute_requests_kept";
     pub const REQUESTS_TOTAL: &str = "llmroute_requests_total";
     pub const SOLVER_SECONDS: &str = "llmroute_solver_seconds";
     pub const SPEND_USD: &str = "llmroute_spend_usd";
@@ -172,6 +173,7 @@ fn describe() {
     describe_counter!(names::BUDGET_OVERRUNS_TOTAL, "Calls whose realized cost exceeded their reservation.");
     describe_counter!(names::TLS_RELOADS_TOTAL, "TLS certificate reloads, by result.");
     describe_counter!(names::TLS_HANDSHAKE_FAILURES_TOTAL, "TLS handshakes that failed or timed out.");
+    metrics::describe_gauge!(names::REQUESTS_KEPT, "Answered queries kept for feedback (by request id).");
     describe_counter!(names::TRACE_SPANS_EXPORTED_TOTAL, "Trace spans the OTLP collector accepted.");
     describe_counter!(
         names::TRACE_SPANS_DROPPED_TOTAL,

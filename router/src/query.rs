@@ -33,6 +33,9 @@ pub struct RouteInput {
     pub needs: BTreeSet<Capability>,
     /// The caller's W3C `traceparent` (gRPC metadata or HTTP header), when it sent a valid one.
     pub traceparent: Option<Remote>,
+    /// The call's request id (the HTTP facade makes it first, for its header); empty: the router
+    /// makes one.
+    pub request_id: String,
 }
 
 /// Predicted quality and cost of the chosen model.
@@ -47,6 +50,8 @@ pub struct Predicted {
 /// What the router answers for one query.
 #[derive(Debug, Clone, Default, serde::Serialize)]
 pub struct Reply {
+    /// Unique per query: what feedback names.
+    pub request_id: String,
     pub model: String,
     pub answer: String,
     pub input_tokens: u32,
@@ -104,6 +109,9 @@ pub struct Query {
     pub trace: Parent,
     /// `llmroute.batch_wait`: open from the queue to the decision.
     pub waiting: Span,
+    pub request_id: String,
+    /// The prompt's hash (kept with the answer for feedback; the text is not).
+    pub prompt_hash: String,
 }
 
 /// What a chat template that offers tools writes around them (instructions, tags), in tokens: part
@@ -258,6 +266,8 @@ pub fn validate(live: &Arc<Live>, input: RouteInput, at: &str, tenant: &Tenant, 
         passthrough: input.passthrough,
         trace: Parent::default(),
         waiting: Span::none(),
+        request_id: if input.request_id.is_empty() { crate::requests::new_request_id() } else { input.request_id },
+        prompt_hash: crate::requests::prompt_hash(&prompt),
     })
 }
 

@@ -194,6 +194,8 @@ pub struct Shared {
     pool: reqwest::Client,
     /// OpenTelemetry export (`tracing.otlp_endpoint`); None: tracing off.
     pub tracer: Option<crate::otel::Tracer>,
+    /// Answered queries by request id (for feedback).
+    pub requests: crate::requests::RequestLog,
 }
 
 impl Shared {
@@ -214,6 +216,7 @@ impl Shared {
             states,
             pool,
             tracer,
+            requests: Default::default(),
         })
     }
 

@@ -523,3 +523,44 @@ async fn calls_that_would_wait_past_their_deadline_are_refused_at_once() {
     assert!(p99 < 200.0, "refusals took {p99:.1} ms at p99");
     r.stop().await.unwrap();
 }
+
+/// Issue 18, item 4: every answer carries a unique request id — gRPC `request_id`; over HTTP the
+/// `x-llmroute-request-id` header and `llmroute.request_id` in the body, the same id — and the
+/// router keeps the query's tenant, prompt hash, model, μ and σ under it (not the prompt).
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn every_answer_has_a_request_id_the_router_keeps() {
+    let (dir, _backend, cfg) = fleet("request-ids", Script::default(), 4).await;
+    let r = start_in_process(&dir, &cfg).await;
+    let mut c = RouterClient::new(connect(&r.bound.grpc.to_string()).await.unwrap());
+    let prompt = "what is recursion? answer in one line";
+    let a = c.route(query(prompt)).await.unwrap().into_inner();
+    let b = c.route(pb::RouteRequest { dispatch: Some(false), ..query(prompt) }).await.unwrap().into_inner();
+    assert_ne!(a.request_id, b.request_id);
+    for id in [&a.request_id, &b.request_id] {
+        assert!(id.len() == 32 && id.bytes().all(|c| c.is_ascii_hexdigit()), "{id}");
+    }
+    let retention = r.shared.live().config.feedback.retention();
+    let now = std::time::Instant::now();
+    let kept = r.shared.requests.get(&a.request_id, retention, now).expect("the answered query is kept");
+    let p = a.predicted.unwrap();
+    assert_eq!((kept.model.as_str(), kept.mu, kept.sigma), (a.model.as_str(), p.mu, p.sigma));
+    assert_eq!((kept.tenant.as_str(), kept.dispatched), ("default", true));
+    assert_eq!(kept.prompt_hash, router::requests::prompt_hash(prompt));
+    let decided = r.shared.requests.get(&b.request_id, retention, now).expect("a decision-only answer is kept");
+    assert!(!decided.dispatched);
+    assert!(r.shared.requests.get("0123456789abcdef0123456789abcdef", retention, now).is_none());
+
+    let resp = reqwest::Client::new()
+        .post(format!("http://{}/v1/chat/completions", r.bound.http))
+        .json(&serde_json::json!({"model": "auto", "max_tokens": 16,
+            "messages": [{"role": "user", "content": prompt}]}))
+        .send()
+        .await
+        .unwrap();
+    let header = resp.headers()["x-llmroute-request-id"].to_str().unwrap().to_string();
+    let body: serde_json::Value = resp.json().await.unwrap();
+    assert_eq!(body["llmroute"]["request_id"], header.as_str());
+    let kept = r.shared.requests.get(&header, retention, std::time::Instant::now()).unwrap();
+    assert_eq!(kept.model, body["model"].as_str().unwrap());
+    r.stop().await.unwrap();
+}

@@ -44,7 +44,7 @@ pub fn reply_json(r: &pb::RouteResponse) -> serde_json::Value {
     let p = r.predicted.unwrap_or_default();
     let why = r.why.clone().unwrap_or_default();
     serde_json::json!({
-        "model": r.model, "answer": r.answer, "dispatched": r.dispatched,
+        "request_id": r.request_id, "model": r.model, "answer": r.answer, "dispatched": r.dispatched,
         "usage": {"input_tokens": usage.input_tokens, "output_tokens": usage.output_tokens},
         "cost_usd": r.cost_usd,
         "predicted": {"mu": p.mu, "sigma": p.sigma, "output_tokens": p.output_tokens, "cost_usd": p.cost_usd},

@@ -1,0 +1,147 @@
+//! Request ids and what the router keeps of each answered query for later feedback: its tenant,
+//! a hash of its prompt, its task, the model that answered and the μ, σ predicted for it. Kept for
+//! `feedback.retention_s`, at most `feedback.max_requests` (the oldest go first); never the
+//! prompt or the answer.
+
+use crate::config::FeedbackSection;
+use std::collections::{HashMap, VecDeque};
+use std::sync::Mutex;
+use std::time::{Duration, Instant};
+
+/// A fresh request id: 128 random bits, hex.
+pub fn new_request_id() -> String {
+    format!("{:016x}{:016x}", rand::random::<u64>(), rand::random::<u64>())
+}
+
+/// The prompt's identity without its text (FNV-1a, 64 bits, hex).
+pub fn prompt_hash(prompt: &str) -> String {
+    let mut h = 0xcbf2_9ce4_8422_2325u64;
+    for b in prompt.as_bytes() {
+        h ^= *b as u64;
+        h = h.wrapping_mul(0x0100_0000_01b3);
+    }
+    format!("{h:016x}")
+}
+
+/// One answered query, as feedback needs it.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Answered {
+    pub tenant: String,
+    pub prompt_hash: String,
+    pub task: Option<String>,
+    pub model: String,
+    pub mu: f64,
+    pub sigma: f64,
+    pub dispatched: bool,
+}
+
+#[derive(Default)]
+struct Inner {
+    by_id: HashMap<String, (Instant, Answered)>,
+    /// Ids in the order they were kept (with when), oldest first.
+    order: VecDeque<(Instant, String)>,
+}
+
+/// The bounded, expiring log of answered queries, by request id.
+#[derive(Default)]
+pub struct RequestLog {
+    inner: Mutex<Inner>,
+}
+
+impl RequestLog {
+    /// Keeps `a` under `id` (replacing an entry of the same id); drops what expired and, past
+    /// `max_requests`, the oldest.
+    pub fn record(&self, id: &str, a: Answered, cfg: &FeedbackSection, now: Instant) {
+        let mut g = self.inner.lock().unwrap_or_else(|p| p.into_inner());
+        g.by_id.insert(id.to_string(), (now, a));
+        g.order.push_back((now, id.to_string()));
+        let keep = cfg.retention();
+        while let Some((at, old)) = g.order.front().cloned() {
+            let expired = now.saturating_duration_since(at) > keep;
+            if !expired && g.by_id.len() <= cfg.max_requests {
+                break;
+            }
+            g.order.pop_front();
+            // An id recorded again later has a newer entry: only its own time removes it.
+            if g.by_id.get(&old).is_some_and(|(t, _)| *t == at) {
+                g.by_id.remove(&old);
+            }
+        }
+        metrics::gauge!(crate::metrics::names::REQUESTS_KEPT).set(g.by_id.len() as f64);
+    }
+
+    /// The answered query `id` names, unless unknown or older than the retention.
+    pub fn get(&self, id: &str, retention: Duration, now: Instant) -> Option<Answered> {
+        let g = self.inner.lock().unwrap_or_else(|p| p.into_inner());
+        g.by_id.get(id).filter(|(at, _)| now.saturating_duration_since(*at) <= retention).map(|(_, a)| a.clone())
+    }
+
+    pub fn len(&self) -> usize {
+        self.inner.lock().unwrap_or_else(|p| p.into_inner()).by_id.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn answered(model: &str) -> Answered {
+        Answered {
+            tenant: "t".into(),
+            prompt_hash: prompt_hash("p"),
+            task: None,
+            model: model.into(),
+            mu: 0.5,
+            sigma: 0.1,
+            dispatched: true,
+        }
+    }
+
+    #[test]
+    fn entries_expire_and_the_oldest_go_past_the_bound() {
+        let cfg = FeedbackSection { retention_s: 10, max_requests: 3 };
+        let log = RequestLog::default();
+        let t0 = Instant::now();
+        for (i, id) in ["a", "b", "c"].iter().enumerate() {
+            log.record(id, answered(id), &cfg, t0 + Duration::from_secs(i as u64));
+        }
+        assert_eq!(log.len(), 3);
+        assert_eq!(log.get("a", cfg.retention(), t0 + Duration::from_secs(3)).unwrap().model, "a");
+        // A fourth: the oldest goes.
+        log.record("d", answered("d"), &cfg, t0 + Duration::from_secs(3));
+        assert_eq!(log.len(), 3);
+        assert!(log.get("a", cfg.retention(), t0 + Duration::from_secs(3)).is_none());
+        // Past the retention: unknown even before a record sweeps it.
+        assert!(log.get("b", cfg.retention(), t0 + Duration::from_secs(12)).is_none());
+        assert!(log.get("d", cfg.retention(), t0 + Duration::from_secs(12)).is_some());
+        // A record sweeps what expired.
+        log.record("e", answered("e"), &cfg, t0 + Duration::from_secs(13));
+        assert_eq!(log.len(), 2, "b and c expired; d and e kept");
+    }
+
+    #[test]
+    fn an_id_recorded_again_keeps_its_newest_entry() {
+        let cfg = FeedbackSection { retention_s: 10, max_requests: 2 };
+        let log = RequestLog::default();
+        let t0 = Instant::now();
+        log.record("a", answered("first"), &cfg, t0);
+        log.record("a", answered("second"), &cfg, t0 + Duration::from_secs(1));
+        log.record("b", answered("b"), &cfg, t0 + Duration::from_secs(2));
+        assert_eq!(log.get("a", cfg.retention(), t0 + Duration::from_secs(2)).unwrap().model, "second");
+        assert_eq!(log.len(), 2);
+    }
+
+    #[test]
+    fn ids_are_unique_hex_and_hashes_hide_the_prompt() {
+        let ids: std::collections::HashSet<String> = (0..1000).map(|_| new_request_id()).collect();
+        assert_eq!(ids.len(), 1000);
+        assert!(ids.iter().all(|i| i.len() == 32 && i.bytes().all(|b| b.is_ascii_hexdigit())));
+        assert_eq!(prompt_hash("hello"), prompt_hash("hello"));
+        assert_ne!(prompt_hash("hello"), prompt_hash("hello!"));
+        assert!(!prompt_hash("secret words").contains("secret"));
+    }
+}
