@@ -42,6 +42,10 @@ impl pb::router_server::Router for Echo {
     ) -> Result<Response<pb::ListModelsResponse>, Status> {
         Ok(Response::new(pb::ListModelsResponse::default()))
     }
+
+    async fn feedback(&self, _req: Request<pb::FeedbackRequest>) -> Result<Response<pb::FeedbackResponse>, Status> {
+        Err(Status::not_found("the echo server keeps no requests"))
+    }
 }
 
 /// Serves the echo router on `addr` until the process ends; prints the bound address first.

@@ -688,11 +688,14 @@ pub struct FeedbackSection {
     pub retention_s: u64,
     /// At most this many kept (the oldest go first).
     pub max_requests: usize,
+    /// Every accepted score is appended here as one JSON line (relative to the config's folder);
+    /// none: not written.
+    pub log: Option<PathBuf>,
 }
 
 impl Default for FeedbackSection {
     fn default() -> Self {
-        FeedbackSection { retention_s: 3600, max_requests: 100_000 }
+        FeedbackSection { retention_s: 3600, max_requests: 100_000, log: None }
     }
 }
 
@@ -855,6 +858,8 @@ impl Config {
         estimator.artifact = estimator.artifact.as_deref().map(resolve);
         let mut replay = raw.replay;
         replay.records = replay.records.as_deref().map(resolve);
+        let mut feedback = raw.feedback;
+        feedback.log = feedback.log.as_deref().map(resolve);
         Ok(Config {
             path: path.to_path_buf(),
             listen: raw.listen,
@@ -873,7 +878,7 @@ impl Config {
             budget_store,
             tls,
             tracing: raw.tracing,
-            feedback: raw.feedback,
+            feedback,
         })
     }
 

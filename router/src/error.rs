@@ -27,6 +27,12 @@ pub enum RouterError {
     /// The tenant may not do this (e.g. a model outside its allowed list).
     #[error("{0}")]
     PermissionDenied(String),
+    /// What the call names does not exist for its tenant (e.g. an unknown or expired request id).
+    #[error("not found: {0}")]
+    NotFound(String),
+    /// The call repeats one that already took effect (e.g. a second score for one request).
+    #[error("already done: {0}")]
+    AlreadyExists(String),
     /// Load shed: the router is at its concurrency or queue limit (safe to retry later).
     #[error("overloaded: {0}")]
     Overloaded(String),

@@ -3,6 +3,7 @@
 use super::api::Api;
 use super::backend::{ChatMessage, Passthrough};
 use super::query::{needs_of, openai_messages, Reply, RouteInput, StreamSink};
+use crate::feedback::FeedbackInput;
 use crate::otel::Remote;
 use crate::RouterError;
 use llmroute_proto::v1 as pb;
@@ -206,6 +207,24 @@ impl pb::router_server::Router for RouterService {
             let _ = tx.send(last).await;
         });
         Ok(Response::new(Box::pin(ReceiverStream::new(rx))))
+    }
+
+    async fn feedback(&self, req: Request<pb::FeedbackRequest>) -> Result<Response<pb::FeedbackResponse>, Status> {
+        let key = api_key(req.metadata());
+        let r = req.into_inner();
+        let input = FeedbackInput {
+            tenant: r.tenant,
+            api_key: key,
+            request_id: r.request_id,
+            score: r.score,
+            output_tokens: r.output_tokens,
+        };
+        let done = crate::feedback::submit(&self.api.shared, input)?;
+        Ok(Response::new(pb::FeedbackResponse {
+            model: done.model,
+            predicted_mu: done.predicted_mu,
+            predicted_sigma: done.predicted_sigma,
+        }))
     }
 
     async fn list_models(

@@ -10,6 +10,7 @@ use super::api::Api;
 use super::backend::{ChatMessage, Passthrough};
 use super::query::{content_text, needs_of, openai_messages, Reply, RouteInput, StreamSink};
 use super::state::Live;
+use crate::feedback::FeedbackInput;
 use crate::otel::Remote;
 use crate::RouterError;
 use axum::body::Bytes;
@@ -42,6 +43,7 @@ pub fn router(api: Api, metrics: PrometheusHandle, admission: AdmissionLayer) ->
         .route("/v1/completions", post(completions))
         .route("/v1/responses", post(responses))
         .route("/v1/models", get(models))
+        .route("/v1/feedback", post(feedback))
         .layer(admission);
     Router::new()
         .merge(v1)
@@ -59,6 +61,40 @@ fn error(e: RouterError) -> Response {
 fn bearer(h: &HeaderMap) -> Option<String> {
     let v = h.get("authorization").and_then(|v| v.to_str().ok())?.trim();
     Some(v.strip_prefix("Bearer ").or_else(|| v.strip_prefix("bearer ")).unwrap_or(v).trim().to_string())
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct FeedbackBody {
+    request_id: String,
+    score: f64,
+    output_tokens: Option<u32>,
+    tenant: Option<String>,
+}
+
+/// `POST /v1/feedback`: `{"request_id", "score", "output_tokens"?, "tenant"?}` →
+/// `{"model", "predicted_mu", "predicted_sigma"}`.
+async fn feedback(State(ctx): State<Ctx>, headers: HeaderMap, body: Bytes) -> Response {
+    let parsed: Result<FeedbackBody, RouterError> =
+        serde_path_to_error::deserialize(&mut serde_json::Deserializer::from_slice(&body)).map_err(|e| {
+            let field = e.path().to_string();
+            RouterError::bad(if field == "." { "(body)".to_string() } else { field }, e.into_inner().to_string())
+        });
+    let result = parsed.and_then(|b| {
+        let input = FeedbackInput {
+            tenant: b.tenant.unwrap_or_default(),
+            api_key: bearer(&headers),
+            request_id: b.request_id,
+            score: b.score,
+            output_tokens: b.output_tokens,
+        };
+        crate::feedback::submit(&ctx.api.shared, input)
+    });
+    match result {
+        Ok(r) => Json(json!({"model": r.model, "predicted_mu": r.predicted_mu, "predicted_sigma": r.predicted_sigma}))
+            .into_response(),
+        Err(e) => error(e),
+    }
 }
 
 #[derive(Deserialize)]

@@ -12,6 +12,7 @@ pub mod config;
 mod decide;
 mod dispatch;
 mod error;
+pub mod feedback;
 #[cfg(fuzzing)]
 pub mod fuzzing;
 pub mod grpc;

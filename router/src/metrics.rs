@@ -31,6 +31,8 @@ pub mod names {
     pub const DECISION_QUEUE_SECONDS: &str = "llmroute_decision_queue_seconds";
     pub const DECISION_SECONDS: &str = "llmroute_decision_seconds";
     pub const FALLBACKS_TOTAL: &str = "llmroute_fallbacks_total";
+    pub const FEEDBACK_SIGMA_COVERAGE: &str = "llmroute_feedback_sigma_coverage";
+    pub const FEEDBACK_TOTAL: &str = "llmroute_feedback_total";
     pub const FREE_SLOTS: &str = "llmroute_free_slots";
     pub const IN_FLIGHT: &str = "llmroute_in_flight";
     pub const OVERDRAFT_BATCHES_TOTAL: &str = "llmroute_overdraft_batches_total";
@@ -174,6 +176,11 @@ fn describe() {
     describe_counter!(names::TLS_RELOADS_TOTAL, "TLS certificate reloads, by result.");
     describe_counter!(names::TLS_HANDSHAKE_FAILURES_TOTAL, "TLS handshakes that failed or timed out.");
     metrics::describe_gauge!(names::REQUESTS_KEPT, "Answered queries kept for feedback (by request id).");
+    describe_counter!(names::FEEDBACK_TOTAL, "Scores accepted by Feedback, by the model that answered.");
+    metrics::describe_gauge!(
+        names::FEEDBACK_SIGMA_COVERAGE,
+        "Share of a model's last 500 scores whose μ bin's rate lies within μ ± σ (nominal 0.68+)."
+    );
     describe_counter!(names::TRACE_SPANS_EXPORTED_TOTAL, "Trace spans the OTLP collector accepted.");
     describe_counter!(
         names::TRACE_SPANS_DROPPED_TOTAL,

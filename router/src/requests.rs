@@ -35,9 +35,26 @@ pub struct Answered {
     pub dispatched: bool,
 }
 
+/// What a feedback call finds under a request id.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Claim {
+    /// Unknown, expired, or another tenant's.
+    Missing,
+    /// Already scored once.
+    Scored,
+    /// Now marked scored.
+    Claimed(Answered),
+}
+
+struct Kept {
+    at: Instant,
+    answered: Answered,
+    scored: bool,
+}
+
 #[derive(Default)]
 struct Inner {
-    by_id: HashMap<String, (Instant, Answered)>,
+    by_id: HashMap<String, Kept>,
     /// Ids in the order they were kept (with when), oldest first.
     order: VecDeque<(Instant, String)>,
 }
@@ -53,7 +70,7 @@ impl RequestLog {
     /// `max_requests`, the oldest.
     pub fn record(&self, id: &str, a: Answered, cfg: &FeedbackSection, now: Instant) {
         let mut g = self.inner.lock().unwrap_or_else(|p| p.into_inner());
-        g.by_id.insert(id.to_string(), (now, a));
+        g.by_id.insert(id.to_string(), Kept { at: now, answered: a, scored: false });
         g.order.push_back((now, id.to_string()));
         let keep = cfg.retention();
         while let Some((at, old)) = g.order.front().cloned() {
@@ -63,7 +80,7 @@ impl RequestLog {
             }
             g.order.pop_front();
             // An id recorded again later has a newer entry: only its own time removes it.
-            if g.by_id.get(&old).is_some_and(|(t, _)| *t == at) {
+            if g.by_id.get(&old).is_some_and(|k| k.at == at) {
                 g.by_id.remove(&old);
             }
         }
@@ -73,7 +90,31 @@ impl RequestLog {
     /// The answered query `id` names, unless unknown or older than the retention.
     pub fn get(&self, id: &str, retention: Duration, now: Instant) -> Option<Answered> {
         let g = self.inner.lock().unwrap_or_else(|p| p.into_inner());
-        g.by_id.get(id).filter(|(at, _)| now.saturating_duration_since(*at) <= retention).map(|(_, a)| a.clone())
+        g.by_id.get(id).filter(|k| now.saturating_duration_since(k.at) <= retention).map(|k| k.answered.clone())
+    }
+
+    /// Marks `id` scored for `tenant` (once): what it answered, or why not.
+    pub fn claim(&self, id: &str, tenant: &str, retention: Duration, now: Instant) -> Claim {
+        let mut g = self.inner.lock().unwrap_or_else(|p| p.into_inner());
+        match g.by_id.get_mut(id) {
+            Some(k) if now.saturating_duration_since(k.at) <= retention && k.answered.tenant == tenant => {
+                if k.scored {
+                    Claim::Scored
+                } else {
+                    k.scored = true;
+                    Claim::Claimed(k.answered.clone())
+                }
+            }
+            _ => Claim::Missing,
+        }
+    }
+
+    /// Takes a claim back (its feedback could not be recorded).
+    pub fn unclaim(&self, id: &str) {
+        let mut g = self.inner.lock().unwrap_or_else(|p| p.into_inner());
+        if let Some(k) = g.by_id.get_mut(id) {
+            k.scored = false;
+        }
     }
 
     pub fn len(&self) -> usize {
@@ -103,7 +144,7 @@ mod tests {
 
     #[test]
     fn entries_expire_and_the_oldest_go_past_the_bound() {
-        let cfg = FeedbackSection { retention_s: 10, max_requests: 3 };
+        let cfg = FeedbackSection { retention_s: 10, max_requests: 3, ..Default::default() };
         let log = RequestLog::default();
         let t0 = Instant::now();
         for (i, id) in ["a", "b", "c"].iter().enumerate() {
@@ -125,7 +166,7 @@ mod tests {
 
     #[test]
     fn an_id_recorded_again_keeps_its_newest_entry() {
-        let cfg = FeedbackSection { retention_s: 10, max_requests: 2 };
+        let cfg = FeedbackSection { retention_s: 10, max_requests: 2, ..Default::default() };
         let log = RequestLog::default();
         let t0 = Instant::now();
         log.record("a", answered("first"), &cfg, t0);
@@ -133,6 +174,22 @@ mod tests {
         log.record("b", answered("b"), &cfg, t0 + Duration::from_secs(2));
         assert_eq!(log.get("a", cfg.retention(), t0 + Duration::from_secs(2)).unwrap().model, "second");
         assert_eq!(log.len(), 2);
+    }
+
+    #[test]
+    fn a_request_is_claimed_once_by_its_own_tenant() {
+        let cfg = FeedbackSection::default();
+        let log = RequestLog::default();
+        let t0 = Instant::now();
+        log.record("a", answered("m"), &cfg, t0);
+        let keep = cfg.retention();
+        assert_eq!(log.claim("a", "other", keep, t0), Claim::Missing, "another tenant's id is not found");
+        assert_eq!(log.claim("zz", "t", keep, t0), Claim::Missing);
+        assert_eq!(log.claim("a", "t", keep, t0), Claim::Claimed(answered("m")));
+        assert_eq!(log.claim("a", "t", keep, t0), Claim::Scored);
+        log.unclaim("a");
+        assert!(matches!(log.claim("a", "t", keep, t0), Claim::Claimed(_)));
+        assert_eq!(log.claim("a", "t", keep, t0 + keep + Duration::from_secs(1)), Claim::Missing, "expired");
     }
 
     #[test]

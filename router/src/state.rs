@@ -196,6 +196,7 @@ pub struct Shared {
     pub tracer: Option<crate::otel::Tracer>,
     /// Answered queries by request id (for feedback).
     pub requests: crate::requests::RequestLog,
+    pub feedback: crate::feedback::Feedback,
 }
 
 impl Shared {
@@ -217,6 +218,7 @@ impl Shared {
             pool,
             tracer,
             requests: Default::default(),
+            feedback: Default::default(),
         })
     }
 

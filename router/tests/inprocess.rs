@@ -564,3 +564,61 @@ async fn every_answer_has_a_request_id_the_router_keeps() {
     assert_eq!(kept.model, body["model"].as_str().unwrap());
     r.stop().await.unwrap();
 }
+
+/// Issue 18, item 3 (the API): a tenant scores its own answered request once; an unknown id,
+/// another tenant's id and a second score are refused with NOT_FOUND / ALREADY_EXISTS, a score
+/// outside [0, 1] with INVALID_ARGUMENT naming `score`; the same over HTTP (404, 409, 400); an
+/// accepted score is appended to `feedback.log` (no prompt text) and counted per model.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn feedback_scores_a_tenants_own_answers_once() {
+    let (dir, _backend, mut cfg) = fleet("feedback", Script::default(), 4).await;
+    let log = dir.join("feedback.jsonl");
+    set(&mut cfg, "feedback.log", log.display().to_string().into());
+    let r = start_in_process(&dir, &cfg).await;
+    let mut c = RouterClient::new(connect(&r.bound.grpc.to_string()).await.unwrap());
+    let prompt = "name the largest planet";
+    let a = c.route(query(prompt)).await.unwrap().into_inner();
+    let score = |id: &str, s: f64| pb::FeedbackRequest { request_id: id.into(), score: s, ..Default::default() };
+    let ok = c.feedback(score(&a.request_id, 1.0)).await.unwrap().into_inner();
+    assert_eq!((ok.model.as_str(), ok.predicted_mu), (a.model.as_str(), a.predicted.unwrap().mu));
+    let again = c.feedback(score(&a.request_id, 0.0)).await.unwrap_err();
+    assert_eq!(again.code(), tonic::Code::AlreadyExists, "{again:?}");
+    let unknown = c.feedback(score("0123456789abcdef0123456789abcdef", 1.0)).await.unwrap_err();
+    assert_eq!(unknown.code(), tonic::Code::NotFound);
+    let b = c.route(query(prompt)).await.unwrap().into_inner();
+    for bad in [1.5, -0.1, f64::NAN] {
+        let e = c.feedback(score(&b.request_id, bad)).await.unwrap_err();
+        assert_eq!(e.code(), tonic::Code::InvalidArgument);
+        assert!(e.message().contains("field `score`"), "{}", e.message());
+    }
+    // Another tenant (the demo key's) cannot see the default tenant's request.
+    let foreign = common::request(score(&b.request_id, 1.0), Some("llmroute-demo-key"), None).unwrap();
+    assert_eq!(c.feedback(foreign).await.unwrap_err().code(), tonic::Code::NotFound);
+
+    // HTTP: 200, then 409, 404, 400 naming the field.
+    let http = reqwest::Client::new();
+    let url = format!("http://{}/v1/feedback", r.bound.http);
+    let post = |body: serde_json::Value| http.post(&url).json(&body).send();
+    let resp = post(serde_json::json!({"request_id": b.request_id, "score": 0.0, "output_tokens": 7})).await.unwrap();
+    assert_eq!(resp.status(), 200);
+    assert_eq!(resp.json::<serde_json::Value>().await.unwrap()["model"], b.model.as_str());
+    let resp = post(serde_json::json!({"request_id": b.request_id, "score": 1.0})).await.unwrap();
+    assert_eq!(resp.status(), 409);
+    let resp = post(serde_json::json!({"request_id": "nope", "score": 1.0})).await.unwrap();
+    assert_eq!(resp.status(), 404);
+    let resp = post(serde_json::json!({"request_id": b.request_id, "score": "high"})).await.unwrap();
+    assert_eq!(resp.status(), 400);
+    let msg = resp.json::<serde_json::Value>().await.unwrap()["error"]["message"].as_str().unwrap().to_string();
+    assert!(msg.contains("field `score`"), "{msg}");
+
+    // Two scores accepted: two lines, no prompt text.
+    let text = std::fs::read_to_string(&log).unwrap();
+    let lines: Vec<serde_json::Value> = text.lines().map(|l| serde_json::from_str(l).unwrap()).collect();
+    assert_eq!(lines.len(), 2, "{text}");
+    assert_eq!((lines[0]["request_id"].as_str(), lines[0]["score"].as_f64()), (Some(a.request_id.as_str()), Some(1.0)));
+    assert_eq!((lines[1]["model"].as_str(), lines[1]["output_tokens"].as_u64()), (Some(b.model.as_str()), Some(7)));
+    assert!(!text.contains("planet"), "prompt text in the feedback log");
+    let (_, metrics) = common::http_get(&r.bound.http.to_string(), "/metrics");
+    assert!(metrics.contains("llmroute_feedback_total"), "no feedback counter");
+    r.stop().await.unwrap();
+}

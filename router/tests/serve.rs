@@ -401,3 +401,38 @@ fn serves_with_a_trained_estimator_artifact_and_rejects_a_bad_one() {
         assert!(c.route(q("Who wrote Hamlet?")).await.is_ok());
     });
 }
+
+/// The CLI end to end: `llm-router route` prints the reply's `request_id`; `llm-router feedback`
+/// scores it and prints the model that answered; a second score and a score outside [0, 1] fail
+/// with the server's reason.
+#[test]
+fn cli_route_then_feedback() {
+    let dir = scratch("serve-cli");
+    let r = Router::start(&dir, &config(""));
+    let cli = |args: &[&str]| {
+        std::process::Command::new(env!("CARGO_BIN_EXE_llm-router"))
+            .args(args)
+            .env_remove("LLMROUTE_API_KEY")
+            .output()
+            .unwrap()
+    };
+    let out = cli(&["route", "--addr", &r.grpc, "--no-dispatch", "What is two plus two?"]);
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let reply: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    let id = reply["request_id"].as_str().unwrap();
+    assert_eq!(id.len(), 32, "{reply}");
+    let out = cli(&["feedback", "--addr", &r.grpc, "--request-id", id, "--score", "1"]);
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let fb: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(fb["model"], reply["model"]);
+    let out = cli(&["feedback", "--addr", &r.grpc, "--request-id", id, "--score", "0"]);
+    assert!(!out.status.success());
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains("scored already"),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let out = cli(&["feedback", "--addr", &r.grpc, "--request-id", id, "--score", "2"]);
+    assert!(!out.status.success());
+    assert!(String::from_utf8_lossy(&out.stderr).contains("field `score`"), "{}", String::from_utf8_lossy(&out.stderr));
+}

@@ -20,6 +20,9 @@ enum Cmd {
     Serve(serving::ServeArgs),
     /// Send one query to a running router and print the JSON reply.
     Route(serving::RouteArgs),
+    /// Score an answered query by its reply's request_id (once, in [0, 1]); prints the model that
+    /// answered and what was predicted for it.
+    Feedback(serving::FeedbackArgs),
     /// Print the SHA-256 of an API key (read from stdin, one line), for a tenant's
     /// `api_key_sha256` in the config: the file then holds no key.
     HashKey,
@@ -32,6 +35,7 @@ fn run(cli: Cli) -> Result<(), String> {
     match cli.cmd {
         Cmd::Serve(a) => serving::serve(a),
         Cmd::Route(a) => serving::route(a),
+        Cmd::Feedback(a) => serving::feedback(a),
         Cmd::HashKey => {
             let mut line = String::new();
             std::io::stdin().read_line(&mut line).map_err(|e| format!("stdin: {e}"))?;

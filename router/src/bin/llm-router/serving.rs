@@ -47,6 +47,27 @@ pub struct RouteArgs {
 }
 
 #[derive(Args)]
+pub struct FeedbackArgs {
+    /// The `request_id` of the Route reply being scored.
+    #[arg(long)]
+    request_id: String,
+    /// The answer's quality, in [0, 1].
+    #[arg(long)]
+    score: f64,
+    /// The answer's realized output tokens, if known.
+    #[arg(long)]
+    output_tokens: Option<u32>,
+    /// Router gRPC address.
+    #[arg(long, default_value = "127.0.0.1:50051")]
+    addr: String,
+    #[arg(long, default_value = "")]
+    tenant: String,
+    /// API key (sent as `authorization: Bearer KEY`); defaults to $LLMROUTE_API_KEY.
+    #[arg(long, env = "LLMROUTE_API_KEY")]
+    api_key: Option<String>,
+}
+
+#[derive(Args)]
 pub struct LoadgenArgs {
     /// Router (or echo server) gRPC address.
     #[arg(long, default_value = "127.0.0.1:50051")]
@@ -127,6 +148,26 @@ pub fn route(a: RouteArgs) -> Result<(), String> {
         };
         let json = serde_json::to_string_pretty(&client::reply_json(&reply)).map_err(|e| e.to_string())?;
         println!("{json}");
+        Ok(())
+    })
+}
+
+pub fn feedback(a: FeedbackArgs) -> Result<(), String> {
+    let msg = pb::FeedbackRequest {
+        request_id: a.request_id,
+        score: a.score,
+        output_tokens: a.output_tokens,
+        tenant: a.tenant,
+    };
+    runtime()?.block_on(async move {
+        let ch = client::connect(&a.addr).await.map_err(|e| e.to_string())?;
+        let mut c = pb::router_client::RouterClient::new(ch);
+        let req =
+            client::request(msg, a.api_key.as_deref(), Some(Duration::from_secs(10))).map_err(|e| e.to_string())?;
+        let r = c.feedback(req).await.map_err(|s| client::status_error(s).to_string())?.into_inner();
+        let json =
+            serde_json::json!({"model": r.model, "predicted_mu": r.predicted_mu, "predicted_sigma": r.predicted_sigma});
+        println!("{}", serde_json::to_string_pretty(&json).map_err(|e| e.to_string())?);
         Ok(())
     })
 }

@@ -1,0 +1,181 @@
+//! Feedback: a caller scores an answered query by its request id (gRPC `Feedback`,
+//! `POST /v1/feedback`, `llm-router feedback`). Only the tenant that made the request may score it,
+//! once; an unknown, expired or foreign id is NOT_FOUND, a score outside [0, 1] INVALID_ARGUMENT.
+//! An accepted score is counted per model (`llmroute_feedback_total`), checked against what was
+//! predicted — the rolling σ-interval coverage of the last `WINDOW` scores per model
+//! (`llmroute_feedback_sigma_coverage`, the estimator's own check) — and appended to
+//! `feedback.log` as one JSON line when configured.
+
+use crate::metrics::names;
+use crate::query::resolve_tenant;
+use crate::requests::{Answered, Claim};
+use crate::state::Shared;
+use crate::{Result, RouterError};
+use std::collections::{HashMap, VecDeque};
+use std::io::Write;
+use std::path::{Path, PathBuf};
+use std::sync::Mutex;
+use std::time::{Instant, SystemTime, UNIX_EPOCH};
+
+/// Scores per model in the rolling calibration check.
+const WINDOW: usize = 500;
+/// Scores a model needs before its coverage is reported.
+const MIN_SCORES: usize = 50;
+
+/// A feedback call as it arrives.
+#[derive(Debug, Clone, Default)]
+pub struct FeedbackInput {
+    pub tenant: String,
+    pub api_key: Option<String>,
+    pub request_id: String,
+    pub score: f64,
+    /// The answer's realized output tokens, when the caller knows them.
+    pub output_tokens: Option<u32>,
+}
+
+/// What the router answers to accepted feedback.
+#[derive(Debug, Clone, PartialEq)]
+pub struct FeedbackReply {
+    pub model: String,
+    pub predicted_mu: f64,
+    pub predicted_sigma: f64,
+}
+
+/// One model's last scores with what was predicted for them: (μ, σ, score).
+type Window = VecDeque<(f64, f64, f64)>;
+
+/// The feedback state: the rolling windows per model and the open log file.
+#[derive(Default)]
+pub struct Feedback {
+    windows: Mutex<HashMap<String, Window>>,
+    log: Mutex<Option<(PathBuf, std::fs::File)>>,
+}
+
+impl Feedback {
+    /// Adds a score to its model's window; the window's σ-interval coverage once it is full enough.
+    fn observe(&self, a: &Answered, score: f64) -> Option<f64> {
+        let mut w = self.windows.lock().unwrap_or_else(|p| p.into_inner());
+        let q = w.entry(a.model.clone()).or_default();
+        q.push_back((a.mu, a.sigma, score));
+        if q.len() > WINDOW {
+            q.pop_front();
+        }
+        if q.len() < MIN_SCORES {
+            return None;
+        }
+        let (mu, sigma, y): (Vec<f64>, Vec<f64>, Vec<f64>) =
+            (q.iter().map(|t| t.0).collect(), q.iter().map(|t| t.1).collect(), q.iter().map(|t| t.2).collect());
+        Some(estimator::metrics::sigma_check(&y, &mu, &sigma, 10).coverage)
+    }
+
+    /// Appends one line to the log at `path` (opened on first use and when the path changes).
+    fn append(&self, path: &Path, line: &str) -> Result<()> {
+        let io = |e| RouterError::Io { path: path.to_path_buf(), source: e };
+        let mut g = self.log.lock().unwrap_or_else(|p| p.into_inner());
+        if g.as_ref().is_none_or(|(p, _)| p != path) {
+            let f = std::fs::OpenOptions::new().create(true).append(true).open(path).map_err(io)?;
+            *g = Some((path.to_path_buf(), f));
+        }
+        match g.as_mut() {
+            Some((_, f)) => {
+                f.write_all(format!("{line}\n").as_bytes()).map_err(io)?;
+                f.flush().map_err(io)
+            }
+            None => Ok(()),
+        }
+    }
+}
+
+/// Checks and records one score.
+pub fn submit(shared: &Shared, input: FeedbackInput) -> Result<FeedbackReply> {
+    let live = shared.live();
+    let tenant = resolve_tenant(&live, &input.tenant, input.api_key.as_deref())?;
+    if input.request_id.is_empty() {
+        return Err(RouterError::bad("request_id", "missing: the request_id of a Route reply"));
+    }
+    if !(input.score.is_finite() && (0.0..=1.0).contains(&input.score)) {
+        return Err(RouterError::bad("score", format!("{} is not a number in [0, 1]", input.score)));
+    }
+    let cfg = &live.config.feedback;
+    let a = match shared.requests.claim(&input.request_id, &tenant.name, cfg.retention(), Instant::now()) {
+        Claim::Missing => {
+            return Err(RouterError::NotFound(format!(
+                "no answered request `{}` for tenant `{}` (unknown, older than {} s, or another tenant's)",
+                input.request_id, tenant.name, cfg.retention_s
+            )))
+        }
+        Claim::Scored => {
+            return Err(RouterError::AlreadyExists(format!("request `{}` has been scored already", input.request_id)))
+        }
+        Claim::Claimed(a) => a,
+    };
+    if let Some(path) = &cfg.log {
+        let at = SystemTime::now().duration_since(UNIX_EPOCH).map_or(0.0, |d| d.as_secs_f64());
+        let line = serde_json::json!({
+            "at": at, "request_id": input.request_id, "tenant": a.tenant, "model": a.model, "task": a.task,
+            "prompt_hash": a.prompt_hash, "mu": a.mu, "sigma": a.sigma, "score": input.score,
+            "output_tokens": input.output_tokens, "dispatched": a.dispatched,
+        });
+        if let Err(e) = shared.feedback.append(path, &line.to_string()) {
+            // Not recorded: the caller may send it again.
+            shared.requests.unclaim(&input.request_id);
+            tracing::error!(error = %e, "feedback log not written");
+            return Err(e);
+        }
+    }
+    metrics::counter!(names::FEEDBACK_TOTAL, "model" => a.model.clone()).increment(1);
+    if let Some(c) = shared.feedback.observe(&a, input.score) {
+        metrics::gauge!(names::FEEDBACK_SIGMA_COVERAGE, "model" => a.model.clone()).set(c);
+    }
+    Ok(FeedbackReply { model: a.model, predicted_mu: a.mu, predicted_sigma: a.sigma })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn answered(mu: f64) -> Answered {
+        Answered {
+            tenant: "t".into(),
+            prompt_hash: "h".into(),
+            task: None,
+            model: "m".into(),
+            mu,
+            sigma: 0.05,
+            dispatched: true,
+        }
+    }
+
+    /// Coverage is reported once a model has enough scores: high when the scores' rate matches μ,
+    /// low when the model does much worse than predicted.
+    #[test]
+    fn coverage_tracks_how_well_mu_matched_the_scores() {
+        let good = Feedback::default();
+        let bad = Feedback::default();
+        let mut last = (None, None);
+        for i in 0..200 {
+            // μ 0.5: every other answer right (rate 0.5) vs none right.
+            let y = if i % 2 == 0 { 1.0 } else { 0.0 };
+            last = (good.observe(&answered(0.5), y), bad.observe(&answered(0.5), 0.0));
+            if i < MIN_SCORES - 1 {
+                assert_eq!(last, (None, None));
+            }
+        }
+        assert_eq!(last.0, Some(1.0));
+        assert_eq!(last.1, Some(0.0));
+    }
+
+    #[test]
+    fn the_log_appends_lines_and_reports_a_bad_path() {
+        let dir = std::env::temp_dir().join(format!("llmroute-feedback-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let path = dir.join("feedback.jsonl");
+        let f = Feedback::default();
+        f.append(&path, "{\"a\":1}").unwrap();
+        f.append(&path, "{\"a\":2}").unwrap();
+        assert_eq!(std::fs::read_to_string(&path).unwrap(), "{\"a\":1}\n{\"a\":2}\n");
+        let e = f.append(&dir.join("missing/feedback.jsonl"), "{}").unwrap_err();
+        assert!(e.to_string().contains("missing/feedback.jsonl"), "{e}");
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
+}
