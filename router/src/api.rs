@@ -71,6 +71,26 @@ fn outcome(span: &mut Span, r: std::result::Result<&Reply, &RouterError>) {
     }
 }
 
+/// Adds what feedback taught to the query's prediction (`online.rs`): the scores of similar
+/// queries as neighbours of their model, then each model's recent bias.
+fn learn(shared: &Shared, q: &mut crate::query::Query) {
+    if q.features.is_empty() || shared.online.is_empty() {
+        return;
+    }
+    let look = crate::online::heaviest(q.features.clone(), crate::online::TERMS);
+    for (model, ev) in shared.online.evidence(&look) {
+        if let Some(j) = q.live.model_index(&model) {
+            crate::online::update(&mut q.prediction, q.live.models[j].est_index, ev);
+        }
+    }
+    for md in &q.live.models {
+        let b = shared.feedback.bias(&md.entry.name);
+        if let Some(mu) = q.prediction.mu.get_mut(md.est_index) {
+            *mu = (*mu + b).clamp(0.0, 1.0);
+        }
+    }
+}
+
 /// The root span of a call (none when tracing is off or the caller does not sample).
 fn root(shared: &Shared, name: &'static str, remote: Option<Remote>) -> Span {
     shared.tracer.as_ref().map_or_else(Span::none, |t| t.root(name, Kind::Server, remote))
@@ -122,6 +142,7 @@ impl Api {
             let deadline = deadline(live.config.admission.request_timeout(), timeout);
             self.refuse_if_late(input.dispatch, deadline)?;
             let mut q = validate(&live, input, "", tenant, deadline)?;
+            learn(&self.shared, &mut q);
             span.set("llmroute.request_id", q.request_id.clone());
             if q.dispatch {
                 q.reservation = Some(self.shared.budgets.reserve(tenant, q.cost_bound).await?);
@@ -222,6 +243,7 @@ impl Api {
                 }
                 input.tenant = t.name.clone();
                 let mut q = validate(&live, input, &format!("queries[{i}]."), t, deadline)?;
+                learn(&self.shared, &mut q);
                 if q.dispatch {
                     // A query over budget fails the call; what was reserved for the others is
                     // released with them.

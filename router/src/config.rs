@@ -691,18 +691,23 @@ pub struct FeedbackSection {
     /// Every accepted score is appended here as one JSON line (relative to the config's folder);
     /// none: not written.
     pub log: Option<PathBuf>,
+    /// Predictions learn from accepted scores while the router runs (`online.rs`).
+    pub online: bool,
+    /// Scored answers the online index holds at most (past it, the oldest half goes).
+    pub online_max: usize,
 }
 
 impl Default for FeedbackSection {
     fn default() -> Self {
-        FeedbackSection { retention_s: 3600, max_requests: 100_000, log: None }
+        FeedbackSection { retention_s: 3600, max_requests: 100_000, log: None, online: true, online_max: 50_000 }
     }
 }
 
 impl FeedbackSection {
     fn validate(&self) -> Check {
         positive("feedback.retention_s", self.retention_s)?;
-        positive("feedback.max_requests", self.max_requests as u64)
+        positive("feedback.max_requests", self.max_requests as u64)?;
+        positive("feedback.online_max", self.online_max as u64)
     }
     pub fn retention(&self) -> Duration {
         Duration::from_secs(self.retention_s)

@@ -189,6 +189,12 @@ fn keep(shared: &Shared, live: &Live, q: &Query, r: &Reply) {
         mu: r.predicted.mu,
         sigma: r.predicted.sigma,
         dispatched: r.dispatched,
+        features: q.features.clone(),
+        base_mu: live
+            .model_index(&r.model)
+            .and_then(|j| q.base_mu.get(live.models[j].est_index))
+            .copied()
+            .unwrap_or(r.predicted.mu),
     };
     shared.requests.record(&r.request_id, a, &live.config.feedback, Instant::now());
 }

@@ -41,13 +41,23 @@ pub struct FeedbackReply {
     pub predicted_sigma: f64,
 }
 
-/// One model's last scores with what was predicted for them: (μ, σ, score).
-type Window = VecDeque<(f64, f64, f64)>;
+/// One model's last scores with what was predicted for them: (μ, σ, score, the trained μ).
+type Window = VecDeque<(f64, f64, f64, f64)>;
+
+/// Pseudo-scores that hold a model's learned bias at 0 until its own scores outweigh them.
+const BIAS_PRIOR: f64 = 20.0;
+/// A bias this small is not applied (and larger ones are applied less this much): the answers a
+/// router picks are those whose μ came out high, so their scores sit a little below μ even when
+/// nothing is wrong (the winner's curse); only a clear shift — a model that degraded — moves μ.
+const BIAS_DEAD_ZONE: f64 = 0.1;
 
 /// The feedback state: the rolling windows per model and the open log file.
 #[derive(Default)]
 pub struct Feedback {
     windows: Mutex<HashMap<String, Window>>,
+    /// Per model: how far its recent scores sit from the trained μ, shrunk toward 0
+    /// (Σ (score − μ) / (n + `BIAS_PRIOR`) over its window).
+    bias: std::sync::RwLock<HashMap<String, f64>>,
     log: Mutex<Option<(PathBuf, std::fs::File)>>,
 }
 
@@ -56,16 +66,26 @@ impl Feedback {
     fn observe(&self, a: &Answered, score: f64) -> Option<f64> {
         let mut w = self.windows.lock().unwrap_or_else(|p| p.into_inner());
         let q = w.entry(a.model.clone()).or_default();
-        q.push_back((a.mu, a.sigma, score));
+        q.push_back((a.mu, a.sigma, score, a.base_mu));
         if q.len() > WINDOW {
             q.pop_front();
         }
+        let residual: f64 = q.iter().map(|t| t.2 - t.3).sum();
+        let shrunk = residual / (q.len() as f64 + BIAS_PRIOR);
+        let b = shrunk.signum() * (shrunk.abs() - BIAS_DEAD_ZONE).max(0.0);
+        self.bias.write().unwrap_or_else(|p| p.into_inner()).insert(a.model.clone(), b);
         if q.len() < MIN_SCORES {
             return None;
         }
         let (mu, sigma, y): (Vec<f64>, Vec<f64>, Vec<f64>) =
             (q.iter().map(|t| t.0).collect(), q.iter().map(|t| t.1).collect(), q.iter().map(|t| t.2).collect());
         Some(estimator::metrics::sigma_check(&y, &mu, &sigma, 10).coverage)
+    }
+
+    /// How far `model`'s recent scores sit from what the trained estimator predicted (0 without
+    /// feedback).
+    pub fn bias(&self, model: &str) -> f64 {
+        self.bias.read().unwrap_or_else(|p| p.into_inner()).get(model).copied().unwrap_or(0.0)
     }
 
     /// Appends one line to the log at `path` (opened on first use and when the path changes).
@@ -123,6 +143,9 @@ pub fn submit(shared: &Shared, input: FeedbackInput) -> Result<FeedbackReply> {
             return Err(e);
         }
     }
+    if cfg.online {
+        shared.online.add(&a.features, &a.model, input.score);
+    }
     metrics::counter!(names::FEEDBACK_TOTAL, "model" => a.model.clone()).increment(1);
     if let Some(c) = shared.feedback.observe(&a, input.score) {
         metrics::gauge!(names::FEEDBACK_SIGMA_COVERAGE, "model" => a.model.clone()).set(c);
@@ -143,6 +166,8 @@ mod tests {
             mu,
             sigma: 0.05,
             dispatched: true,
+            features: Vec::new(),
+            base_mu: mu,
         }
     }
 
@@ -163,6 +188,10 @@ mod tests {
         }
         assert_eq!(last.0, Some(1.0));
         assert_eq!(last.1, Some(0.0));
+        assert!(good.bias("m").abs() < 0.01, "{}", good.bias("m"));
+        // 200 zeros against μ 0.5: −100 / 220, less the dead zone.
+        assert!((bad.bias("m") + (100.0 / 220.0 - BIAS_DEAD_ZONE)).abs() < 1e-9, "{}", bad.bias("m"));
+        assert_eq!(bad.bias("other"), 0.0);
     }
 
     #[test]

@@ -19,6 +19,7 @@ pub mod grpc;
 mod http;
 pub mod metrics;
 mod monitor;
+pub mod online;
 pub mod otel;
 mod predictions;
 mod pressure;

@@ -112,6 +112,10 @@ pub struct Query {
     pub request_id: String,
     /// The prompt's hash (kept with the answer for feedback; the text is not).
     pub prompt_hash: String,
+    /// Its heaviest TF-IDF features (`feedback.online`; empty when off).
+    pub features: estimator::features::SparseVec,
+    /// The trained estimator's μ per estimated model, before feedback moved it.
+    pub base_mu: Vec<f64>,
 }
 
 /// What a chat template that offers tools writes around them (instructions, tags), in tokens: part
@@ -245,6 +249,7 @@ pub fn validate(live: &Arc<Live>, input: RouteInput, at: &str, tenant: &Tenant, 
         .map(|(m, _)| m.entry.cost(bound_in, max_tokens as f64))
         .fold(0.0, f64::max);
     let prediction = live.trained.predict(&prompt, input.task.as_deref());
+    let base_mu = prediction.mu.clone();
     let now = Instant::now();
     Ok(Query {
         live: live.clone(),
@@ -268,6 +273,12 @@ pub fn validate(live: &Arc<Live>, input: RouteInput, at: &str, tenant: &Tenant, 
         waiting: Span::none(),
         request_id: if input.request_id.is_empty() { crate::requests::new_request_id() } else { input.request_id },
         prompt_hash: crate::requests::prompt_hash(&prompt),
+        features: if live.config.feedback.online {
+            crate::online::heaviest(live.trained.estimator.knn().features(&prompt), crate::online::DOC_TERMS)
+        } else {
+            Vec::new()
+        },
+        base_mu,
     })
 }
 

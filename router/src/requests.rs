@@ -33,6 +33,10 @@ pub struct Answered {
     pub mu: f64,
     pub sigma: f64,
     pub dispatched: bool,
+    /// The query's retrieval features (its heaviest TF-IDF terms; no text), for the online index.
+    pub features: estimator::features::SparseVec,
+    /// The trained estimator's μ for the model, before feedback moved it.
+    pub base_mu: f64,
 }
 
 /// What a feedback call finds under a request id.
@@ -139,6 +143,8 @@ mod tests {
             mu: 0.5,
             sigma: 0.1,
             dispatched: true,
+            features: vec![(1, 1.0)],
+            base_mu: 0.5,
         }
     }
 

@@ -197,10 +197,13 @@ pub struct Shared {
     /// Answered queries by request id (for feedback).
     pub requests: crate::requests::RequestLog,
     pub feedback: crate::feedback::Feedback,
+    /// Scored answers the predictions learn from (`feedback.online`).
+    pub online: crate::online::OnlineIndex,
 }
 
 impl Shared {
     pub fn new(config: Config, tracer: Option<crate::otel::Tracer>) -> Result<Shared> {
+        let online_max = config.feedback.online_max;
         let pool = OpenAi::pool()?;
         let states = Mutex::new(HashMap::new());
         let live = build_live(config, 1, None, &states, &pool)?;
@@ -219,6 +222,7 @@ impl Shared {
             tracer,
             requests: Default::default(),
             feedback: Default::default(),
+            online: crate::online::OnlineIndex::new(online_max),
         })
     }
 
