@@ -32,9 +32,11 @@ pids=()
 cleanup() { for p in "${pids[@]}"; do kill "$p" 2>/dev/null || true; done; rm -rf "$tmp"; }
 trap cleanup EXIT
 
-sed -e "s#127.0.0.1:50051#127.0.0.1:50191#; s#127.0.0.1:8080#127.0.0.1:8191#" \
-  -e "s#catalog: ../catalogs/#catalog: $PWD/deploy/catalogs/#; s#records: ../../data/#records: $PWD/data/#" \
-  deploy/local/router.yaml > "$tmp/router.yaml"
+source scripts/router-lib.sh
+# The default tenant's budget would run out within the hour at this rate (calls then refused
+# as over budget): the soak is about the router, so the tenant gets plenty.
+budget_expr="s#budget_usd: 50\$#budget_usd: 1000000#"
+catalog_expr="s#^##"
 llama_pid=""
 if [ "$LLAMA" = yes ]; then
   port=18191
@@ -55,13 +57,10 @@ c["models"][0]["backend"] = f"http://127.0.0.1:{port}"
 c["models"][0]["max_concurrency"] = 2
 yaml.safe_dump(c, open(dst, "w"))
 PY
-  sed -i "s#^catalog: .*#catalog: $tmp/catalog.yaml#" "$tmp/router.yaml"
+  catalog_expr="s#^catalog: .*#catalog: $tmp/catalog.yaml#"
 fi
-RUST_LOG=warn "$BIN" serve --config "$tmp/router.yaml" > "$tmp/router.log" 2>&1 &
-rpid=$!
-pids+=("$rpid")
-for _ in $(seq 1 120); do grep -q "llm-router serving" "$tmp/router.log" && break; sleep 0.5; done
-grep -q "llm-router serving" "$tmp/router.log" || { cat "$tmp/router.log" >&2; exit 1; }
+start_router soak "$BIN" 50191 8191 "$budget_expr; $catalog_expr"
+rpid="${pids[-1]}"
 
 # Capacity: closed loop at the admission limit for 10 s.
 "$BIN" loadgen --addr 127.0.0.1:50191 --qps 0 --concurrency 256 --duration 10 --dispatch \

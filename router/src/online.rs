@@ -14,7 +14,7 @@ use std::sync::RwLock;
 pub const TERMS: usize = 32;
 /// Features a feedback document keeps: more than a query looks up with, so that two different
 /// prompts' rare terms can meet (the trained index keeps every feature of its documents).
-pub const DOC_TERMS: usize = 128;
+pub const DOC_TERMS: usize = 64;
 /// Feedback neighbours a prediction takes.
 const K: usize = 25;
 
