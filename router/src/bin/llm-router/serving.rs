@@ -13,10 +13,9 @@ pub struct ServeArgs {
     config: PathBuf,
 }
 
+/// Where a client command calls, and as whom.
 #[derive(Args)]
-pub struct RouteArgs {
-    /// The prompt.
-    prompt: String,
+pub struct Caller {
     /// Router gRPC address.
     #[arg(long, default_value = "127.0.0.1:50051")]
     addr: String,
@@ -25,6 +24,14 @@ pub struct RouteArgs {
     /// API key (sent as `authorization: Bearer KEY`); defaults to $LLMROUTE_API_KEY.
     #[arg(long, env = "LLMROUTE_API_KEY")]
     api_key: Option<String>,
+}
+
+#[derive(Args)]
+pub struct RouteArgs {
+    /// The prompt.
+    prompt: String,
+    #[command(flatten)]
+    caller: Caller,
     /// Task hint, e.g. mmlu/anatomy.
     #[arg(long)]
     task: Option<String>,
@@ -57,14 +64,8 @@ pub struct FeedbackArgs {
     /// The answer's realized output tokens, if known.
     #[arg(long)]
     output_tokens: Option<u32>,
-    /// Router gRPC address.
-    #[arg(long, default_value = "127.0.0.1:50051")]
-    addr: String,
-    #[arg(long, default_value = "")]
-    tenant: String,
-    /// API key (sent as `authorization: Bearer KEY`); defaults to $LLMROUTE_API_KEY.
-    #[arg(long, env = "LLMROUTE_API_KEY")]
-    api_key: Option<String>,
+    #[command(flatten)]
+    caller: Caller,
 }
 
 #[derive(Args)]
@@ -117,7 +118,7 @@ pub fn route(a: RouteArgs) -> Result<(), String> {
         }
     }
     let msg = pb::RouteRequest {
-        tenant: a.tenant,
+        tenant: a.caller.tenant,
         prompt: a.prompt,
         task: a.task,
         max_output_tokens: a.max_output_tokens,
@@ -128,9 +129,9 @@ pub fn route(a: RouteArgs) -> Result<(), String> {
     };
     let timeout = Some(Duration::from_millis(a.timeout_ms));
     runtime()?.block_on(async move {
-        let ch = client::connect(&a.addr).await.map_err(|e| e.to_string())?;
+        let ch = client::connect(&a.caller.addr).await.map_err(|e| e.to_string())?;
         let mut c = pb::router_client::RouterClient::new(ch);
-        let req = client::request(msg, a.api_key.as_deref(), timeout).map_err(|e| e.to_string())?;
+        let req = client::request(msg, a.caller.api_key.as_deref(), timeout).map_err(|e| e.to_string())?;
         let reply = if a.stream {
             let mut s = c.route_stream(req).await.map_err(|s| client::status_error(s).to_string())?.into_inner();
             let mut done = None;
@@ -157,13 +158,13 @@ pub fn feedback(a: FeedbackArgs) -> Result<(), String> {
         request_id: a.request_id,
         score: a.score,
         output_tokens: a.output_tokens,
-        tenant: a.tenant,
+        tenant: a.caller.tenant,
     };
     runtime()?.block_on(async move {
-        let ch = client::connect(&a.addr).await.map_err(|e| e.to_string())?;
+        let ch = client::connect(&a.caller.addr).await.map_err(|e| e.to_string())?;
         let mut c = pb::router_client::RouterClient::new(ch);
-        let req =
-            client::request(msg, a.api_key.as_deref(), Some(Duration::from_secs(10))).map_err(|e| e.to_string())?;
+        let req = client::request(msg, a.caller.api_key.as_deref(), Some(Duration::from_secs(10)))
+            .map_err(|e| e.to_string())?;
         let r = c.feedback(req).await.map_err(|s| client::status_error(s).to_string())?.into_inner();
         let json =
             serde_json::json!({"model": r.model, "predicted_mu": r.predicted_mu, "predicted_sigma": r.predicted_sigma});
