@@ -699,7 +699,7 @@ pub struct FeedbackSection {
 
 impl Default for FeedbackSection {
     fn default() -> Self {
-        FeedbackSection { retention_s: 3600, max_requests: 100_000, log: None, online: true, online_max: 50_000 }
+        FeedbackSection { retention_s: 3600, max_requests: 50_000, log: None, online: true, online_max: 50_000 }
     }
 }
 

@@ -183,7 +183,7 @@ fn settle(
 fn keep(shared: &Shared, live: &Live, q: &Query, r: &Reply) {
     let a = crate::requests::Answered {
         tenant: q.tenant.clone(),
-        prompt_hash: q.prompt_hash.clone(),
+        prompt_hash: q.prompt_hash,
         task: q.task.clone(),
         model: r.model.clone(),
         mu: r.predicted.mu,

@@ -133,7 +133,7 @@ pub fn submit(shared: &Shared, input: FeedbackInput) -> Result<FeedbackReply> {
         let at = SystemTime::now().duration_since(UNIX_EPOCH).map_or(0.0, |d| d.as_secs_f64());
         let line = serde_json::json!({
             "at": at, "request_id": input.request_id, "tenant": a.tenant, "model": a.model, "task": a.task,
-            "prompt_hash": a.prompt_hash, "mu": a.mu, "sigma": a.sigma, "score": input.score,
+            "prompt_hash": format!("{:016x}", a.prompt_hash), "mu": a.mu, "sigma": a.sigma, "score": input.score,
             "output_tokens": input.output_tokens, "dispatched": a.dispatched,
         });
         if let Err(e) = shared.feedback.append(path, &line.to_string()) {
@@ -160,7 +160,7 @@ mod tests {
     fn answered(mu: f64) -> Answered {
         Answered {
             tenant: "t".into(),
-            prompt_hash: "h".into(),
+            prompt_hash: 7,
             task: None,
             model: "m".into(),
             mu,

@@ -12,9 +12,9 @@ use std::sync::RwLock;
 
 /// Features a query looks up with (its heaviest, renormalized), as the trained retrieval does.
 pub const TERMS: usize = 32;
-/// Features a feedback document keeps: more than a query looks up with, so that two different
-/// prompts' rare terms can meet (the trained index keeps every feature of its documents).
-pub const DOC_TERMS: usize = 64;
+/// Features a feedback document keeps (each costs 8 bytes in every kept request; 64 did no better
+/// than 32 in the stream test).
+pub const DOC_TERMS: usize = 32;
 /// Feedback neighbours a prediction takes.
 const K: usize = 25;
 

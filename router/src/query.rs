@@ -111,7 +111,7 @@ pub struct Query {
     pub waiting: Span,
     pub request_id: String,
     /// The prompt's hash (kept with the answer for feedback; the text is not).
-    pub prompt_hash: String,
+    pub prompt_hash: u64,
     /// Its heaviest TF-IDF features (`feedback.online`; empty when off).
     pub features: estimator::features::SparseVec,
     /// The trained estimator's μ per estimated model, before feedback moved it.

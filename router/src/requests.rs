@@ -1,7 +1,7 @@
 //! Request ids and what the router keeps of each answered query for later feedback: its tenant,
-//! a hash of its prompt, its task, the model that answered and the μ, σ predicted for it. Kept for
-//! `feedback.retention_s`, at most `feedback.max_requests` (the oldest go first); never the
-//! prompt or the answer.
+//! a hash of its prompt, its task, the model that answered and the μ, σ predicted for it, and its
+//! heaviest retrieval features. Kept for `feedback.retention_s`, at most `feedback.max_requests`
+//! (the oldest go first; about 0.5 KB each); never the prompt or the answer.
 
 use crate::config::FeedbackSection;
 use std::collections::{HashMap, VecDeque};
@@ -13,21 +13,26 @@ pub fn new_request_id() -> String {
     format!("{:016x}{:016x}", rand::random::<u64>(), rand::random::<u64>())
 }
 
-/// The prompt's identity without its text (FNV-1a, 64 bits, hex).
-pub fn prompt_hash(prompt: &str) -> String {
+/// The prompt's identity without its text (FNV-1a, 64 bits).
+pub fn prompt_hash(prompt: &str) -> u64 {
     let mut h = 0xcbf2_9ce4_8422_2325u64;
     for b in prompt.as_bytes() {
         h ^= *b as u64;
         h = h.wrapping_mul(0x0100_0000_01b3);
     }
-    format!("{h:016x}")
+    h
+}
+
+/// A request id as the log keys it (ids are 32 hex digits; anything else names nothing kept).
+fn key(id: &str) -> Option<u128> {
+    (id.len() == 32).then(|| u128::from_str_radix(id, 16).ok()).flatten()
 }
 
 /// One answered query, as feedback needs it.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Answered {
     pub tenant: String,
-    pub prompt_hash: String,
+    pub prompt_hash: u64,
     pub task: Option<String>,
     pub model: String,
     pub mu: f64,
@@ -58,9 +63,9 @@ struct Kept {
 
 #[derive(Default)]
 struct Inner {
-    by_id: HashMap<String, Kept>,
+    by_id: HashMap<u128, Kept>,
     /// Ids in the order they were kept (with when), oldest first.
-    order: VecDeque<(Instant, String)>,
+    order: VecDeque<(Instant, u128)>,
 }
 
 /// The bounded, expiring log of answered queries, by request id.
@@ -73,11 +78,12 @@ impl RequestLog {
     /// Keeps `a` under `id` (replacing an entry of the same id); drops what expired and, past
     /// `max_requests`, the oldest.
     pub fn record(&self, id: &str, a: Answered, cfg: &FeedbackSection, now: Instant) {
+        let Some(k) = key(id) else { return };
         let mut g = self.inner.lock().unwrap_or_else(|p| p.into_inner());
-        g.by_id.insert(id.to_string(), Kept { at: now, answered: a, scored: false });
-        g.order.push_back((now, id.to_string()));
+        g.by_id.insert(k, Kept { at: now, answered: a, scored: false });
+        g.order.push_back((now, k));
         let keep = cfg.retention();
-        while let Some((at, old)) = g.order.front().cloned() {
+        while let Some(&(at, old)) = g.order.front() {
             let expired = now.saturating_duration_since(at) > keep;
             if !expired && g.by_id.len() <= cfg.max_requests {
                 break;
@@ -94,13 +100,15 @@ impl RequestLog {
     /// The answered query `id` names, unless unknown or older than the retention.
     pub fn get(&self, id: &str, retention: Duration, now: Instant) -> Option<Answered> {
         let g = self.inner.lock().unwrap_or_else(|p| p.into_inner());
-        g.by_id.get(id).filter(|k| now.saturating_duration_since(k.at) <= retention).map(|k| k.answered.clone())
+        let k = key(id)?;
+        g.by_id.get(&k).filter(|k| now.saturating_duration_since(k.at) <= retention).map(|k| k.answered.clone())
     }
 
     /// Marks `id` scored for `tenant` (once): what it answered, or why not.
     pub fn claim(&self, id: &str, tenant: &str, retention: Duration, now: Instant) -> Claim {
+        let Some(id) = key(id) else { return Claim::Missing };
         let mut g = self.inner.lock().unwrap_or_else(|p| p.into_inner());
-        match g.by_id.get_mut(id) {
+        match g.by_id.get_mut(&id) {
             Some(k) if now.saturating_duration_since(k.at) <= retention && k.answered.tenant == tenant => {
                 if k.scored {
                     Claim::Scored
@@ -115,8 +123,9 @@ impl RequestLog {
 
     /// Takes a claim back (its feedback could not be recorded).
     pub fn unclaim(&self, id: &str) {
+        let Some(id) = key(id) else { return };
         let mut g = self.inner.lock().unwrap_or_else(|p| p.into_inner());
-        if let Some(k) = g.by_id.get_mut(id) {
+        if let Some(k) = g.by_id.get_mut(&id) {
             k.scored = false;
         }
     }
@@ -133,6 +142,11 @@ impl RequestLog {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// A 32-hex-digit id from a short name.
+    fn id(name: &str) -> String {
+        format!("{:032x}", prompt_hash(name))
+    }
 
     fn answered(model: &str) -> Answered {
         Answered {
@@ -153,20 +167,20 @@ mod tests {
         let cfg = FeedbackSection { retention_s: 10, max_requests: 3, ..Default::default() };
         let log = RequestLog::default();
         let t0 = Instant::now();
-        for (i, id) in ["a", "b", "c"].iter().enumerate() {
-            log.record(id, answered(id), &cfg, t0 + Duration::from_secs(i as u64));
+        for (i, name) in ["a", "b", "c"].iter().enumerate() {
+            log.record(&id(name), answered(name), &cfg, t0 + Duration::from_secs(i as u64));
         }
         assert_eq!(log.len(), 3);
-        assert_eq!(log.get("a", cfg.retention(), t0 + Duration::from_secs(3)).unwrap().model, "a");
+        assert_eq!(log.get(&id("a"), cfg.retention(), t0 + Duration::from_secs(3)).unwrap().model, "a");
         // A fourth: the oldest goes.
-        log.record("d", answered("d"), &cfg, t0 + Duration::from_secs(3));
+        log.record(&id("d"), answered("d"), &cfg, t0 + Duration::from_secs(3));
         assert_eq!(log.len(), 3);
-        assert!(log.get("a", cfg.retention(), t0 + Duration::from_secs(3)).is_none());
+        assert!(log.get(&id("a"), cfg.retention(), t0 + Duration::from_secs(3)).is_none());
         // Past the retention: unknown even before a record sweeps it.
-        assert!(log.get("b", cfg.retention(), t0 + Duration::from_secs(12)).is_none());
-        assert!(log.get("d", cfg.retention(), t0 + Duration::from_secs(12)).is_some());
+        assert!(log.get(&id("b"), cfg.retention(), t0 + Duration::from_secs(12)).is_none());
+        assert!(log.get(&id("d"), cfg.retention(), t0 + Duration::from_secs(12)).is_some());
         // A record sweeps what expired.
-        log.record("e", answered("e"), &cfg, t0 + Duration::from_secs(13));
+        log.record(&id("e"), answered("e"), &cfg, t0 + Duration::from_secs(13));
         assert_eq!(log.len(), 2, "b and c expired; d and e kept");
     }
 
@@ -175,10 +189,10 @@ mod tests {
         let cfg = FeedbackSection { retention_s: 10, max_requests: 2, ..Default::default() };
         let log = RequestLog::default();
         let t0 = Instant::now();
-        log.record("a", answered("first"), &cfg, t0);
-        log.record("a", answered("second"), &cfg, t0 + Duration::from_secs(1));
-        log.record("b", answered("b"), &cfg, t0 + Duration::from_secs(2));
-        assert_eq!(log.get("a", cfg.retention(), t0 + Duration::from_secs(2)).unwrap().model, "second");
+        log.record(&id("a"), answered("first"), &cfg, t0);
+        log.record(&id("a"), answered("second"), &cfg, t0 + Duration::from_secs(1));
+        log.record(&id("b"), answered("b"), &cfg, t0 + Duration::from_secs(2));
+        assert_eq!(log.get(&id("a"), cfg.retention(), t0 + Duration::from_secs(2)).unwrap().model, "second");
         assert_eq!(log.len(), 2);
     }
 
@@ -187,15 +201,15 @@ mod tests {
         let cfg = FeedbackSection::default();
         let log = RequestLog::default();
         let t0 = Instant::now();
-        log.record("a", answered("m"), &cfg, t0);
+        log.record(&id("a"), answered("m"), &cfg, t0);
         let keep = cfg.retention();
-        assert_eq!(log.claim("a", "other", keep, t0), Claim::Missing, "another tenant's id is not found");
-        assert_eq!(log.claim("zz", "t", keep, t0), Claim::Missing);
-        assert_eq!(log.claim("a", "t", keep, t0), Claim::Claimed(answered("m")));
-        assert_eq!(log.claim("a", "t", keep, t0), Claim::Scored);
-        log.unclaim("a");
-        assert!(matches!(log.claim("a", "t", keep, t0), Claim::Claimed(_)));
-        assert_eq!(log.claim("a", "t", keep, t0 + keep + Duration::from_secs(1)), Claim::Missing, "expired");
+        assert_eq!(log.claim(&id("a"), "other", keep, t0), Claim::Missing, "another tenant's id is not found");
+        assert_eq!(log.claim(&id("zz"), "t", keep, t0), Claim::Missing);
+        assert_eq!(log.claim(&id("a"), "t", keep, t0), Claim::Claimed(answered("m")));
+        assert_eq!(log.claim(&id("a"), "t", keep, t0), Claim::Scored);
+        log.unclaim(&id("a"));
+        assert!(matches!(log.claim(&id("a"), "t", keep, t0), Claim::Claimed(_)));
+        assert_eq!(log.claim(&id("a"), "t", keep, t0 + keep + Duration::from_secs(1)), Claim::Missing, "expired");
     }
 
     #[test]
@@ -205,6 +219,9 @@ mod tests {
         assert!(ids.iter().all(|i| i.len() == 32 && i.bytes().all(|b| b.is_ascii_hexdigit())));
         assert_eq!(prompt_hash("hello"), prompt_hash("hello"));
         assert_ne!(prompt_hash("hello"), prompt_hash("hello!"));
-        assert!(!prompt_hash("secret words").contains("secret"));
+        assert_eq!(key("not an id"), None);
+        let log = RequestLog::default();
+        log.record("short", answered("m"), &FeedbackSection::default(), Instant::now());
+        assert!(log.is_empty(), "an id that is not one is not kept");
     }
 }
