@@ -97,6 +97,10 @@ pub async fn start(config: Config, config_path: PathBuf) -> Result<Running> {
     let shared = Arc::new(shared);
     let live = shared.live();
     ::metrics::gauge!(metrics::names::CONFIG_GENERATION).set(live.generation as f64);
+    // No scores yet: NaN (what the coverage alert never fires on) until a model has enough.
+    for md in &live.models {
+        ::metrics::gauge!(metrics::names::FEEDBACK_SIGMA_COVERAGE, "model" => md.entry.name.clone()).set(f64::NAN);
+    }
     let api = Api::new(shared.clone(), config_path);
     monitor::start(shared.clone());
     let lag =
