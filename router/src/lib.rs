@@ -86,6 +86,16 @@ impl Running {
 /// current runtime; returns at once with the bound addresses. `config_path` is what reloads read.
 pub async fn start(config: Config, config_path: PathBuf) -> Result<Running> {
     let handle = metrics::install();
+    // Histogram samples wait in the recorder until they are folded into their buckets; without
+    // this, a router nobody scrapes grows ~100 bytes a call (found by scripts/soak.sh).
+    let upkeep = handle.clone();
+    tokio::spawn(async move {
+        let mut tick = tokio::time::interval(std::time::Duration::from_secs(5));
+        loop {
+            tick.tick().await;
+            upkeep.run_upkeep();
+        }
+    });
     let (grpc_addr, http_addr) = (config.listen.grpc, config.listen.http);
     let tracer = otel::Tracer::start(&config.tracing);
     if let Some(endpoint) = &config.tracing.otlp_endpoint {
