@@ -77,8 +77,7 @@ fn learn(shared: &Shared, q: &mut crate::query::Query) {
     if q.features.is_empty() || shared.online.is_empty() {
         return;
     }
-    let look = crate::online::heaviest(q.features.clone(), crate::online::TERMS);
-    for (model, ev) in shared.online.evidence(&look) {
+    for (model, ev) in shared.online.evidence(&q.features) {
         if let Some(j) = q.live.model_index(&model) {
             crate::online::update(&mut q.prediction, q.live.models[j].est_index, ev);
         }

@@ -274,7 +274,7 @@ pub fn validate(live: &Arc<Live>, input: RouteInput, at: &str, tenant: &Tenant, 
         request_id: if input.request_id.is_empty() { crate::requests::new_request_id() } else { input.request_id },
         prompt_hash: crate::requests::prompt_hash(&prompt),
         features: if live.config.feedback.online {
-            crate::online::heaviest(live.trained.estimator.knn().features(&prompt), crate::online::DOC_TERMS)
+            crate::online::heaviest(live.trained.estimator.knn().features(&prompt), crate::online::TERMS)
         } else {
             Vec::new()
         },
