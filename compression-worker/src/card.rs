@@ -33,6 +33,8 @@ pub struct Entry<'a> {
     pub name: &'a str,
     pub parent: &'a str,
     pub recipe: &'a str,
+    /// The model card's path (the router's day-0 prior reads its task accuracies).
+    pub card: &'a Path,
     pub price_in: f64,
     pub price_out: f64,
     pub max_concurrency: u32,
@@ -43,12 +45,15 @@ pub fn catalog_yaml(e: &Entry) -> String {
         "# Catalog entry written by compression-worker; set `backend` to the server that serves the model.\n\
          name: {name}\nmodels:\n- name: {name}\n  backend: http://REPLACE-WITH-SERVER:8080\n  \
          price_in_per_mtok: {pin}\n  price_out_per_mtok: {pout}\n  price_source: set by the operator (compression-worker --price-in/--price-out)\n  \
-         max_concurrency: {mc}\n  parent: {parent}\n  recipe: '{recipe}'\n",
+         max_concurrency: {mc}\n  parent: {parent}\n  recipe: '{recipe}'\n  \
+         # Until the model has records, the router predicts it from its parent scaled by the card's task accuracy\n  \
+         # ratio (a card without `tasks` needs quality_ratio: R set here instead).\n  card: '{card}'\n",
         name = e.name,
         pin = e.price_in,
         pout = e.price_out,
         mc = e.max_concurrency,
         parent = e.parent,
         recipe = e.recipe.replace('\'', "''"),
+        card = e.card.display().to_string().replace('\'', "''"),
     )
 }

@@ -84,6 +84,8 @@ fn pruned_model_is_served_by_llama_cpp() {
     let entry: serde_yaml::Value =
         serde_yaml::from_str(&std::fs::read_to_string(out.join("catalog-entry.yaml")).unwrap()).unwrap();
     assert_eq!(entry["models"][0]["name"].as_str(), Some("smollm2-wanda-2-4"));
+    let card_in_entry = std::path::PathBuf::from(entry["models"][0]["card"].as_str().unwrap());
+    assert!(card_in_entry.is_absolute() && card_in_entry.ends_with("model-card.json"), "{card_in_entry:?}");
 
     // llama.cpp serves it.
     let gguf = out.join("smollm2-wanda-2-4.gguf");

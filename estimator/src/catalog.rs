@@ -35,6 +35,10 @@ struct RawModel {
     #[serde(default)]
     recipe: Option<String>,
     #[serde(default)]
+    card: Option<String>,
+    #[serde(default)]
+    quality_ratio: Option<f64>,
+    #[serde(default)]
     capabilities: Vec<Capability>,
     #[serde(default)]
     context_tokens: Option<u64>,
@@ -79,6 +83,13 @@ pub struct ModelEntry {
     pub default_output_tokens: u32,
     pub parent: Option<String>,
     pub recipe: Option<String>,
+    /// The model card a compression run wrote (JSON; relative paths are from the catalog's
+    /// folder): its `tasks` accuracies give the day-0 prior's quality ratio.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub card: Option<std::path::PathBuf>,
+    /// The day-0 prior's quality ratio to `parent` set by hand (overrides the card's).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub quality_ratio: Option<f64>,
     /// What it serves beyond plain text (none: text only).
     #[serde(skip_serializing_if = "BTreeSet::is_empty")]
     pub capabilities: BTreeSet<Capability>,
@@ -155,6 +166,17 @@ impl Catalog {
             if m.kv_tokens == Some(0) {
                 return Err(field_err(path, f("kv_tokens"), "must be at least 1 (omit for no limit)"));
             }
+            if let Some(r) = m.quality_ratio {
+                if !(r.is_finite() && r > 0.0 && r <= 2.0) {
+                    return Err(field_err(path, f("quality_ratio"), format!("{r} is not a number in (0, 2]")));
+                }
+            }
+            if (m.card.is_some() || m.quality_ratio.is_some()) && m.parent.is_none() {
+                let k = if m.card.is_some() { "card" } else { "quality_ratio" };
+                return Err(field_err(path, f(k), "is a day-0 prior relative to `parent`, which is not set"));
+            }
+            let base = path.parent().unwrap_or(Path::new("."));
+            let card = m.card.filter(|c| !c.trim().is_empty()).map(|c| base.join(c));
             if m.context_tokens == Some(0) {
                 return Err(field_err(path, f("context_tokens"), "must be at least 1 (omit for no limit)"));
             }
@@ -169,6 +191,8 @@ impl Catalog {
                 default_output_tokens: m.default_output_tokens.unwrap_or(256),
                 parent: m.parent,
                 recipe: m.recipe,
+                card,
+                quality_ratio: m.quality_ratio,
                 capabilities: m.capabilities.into_iter().collect(),
                 context_tokens: m.context_tokens,
             });
@@ -195,6 +219,8 @@ impl Catalog {
                     default_output_tokens: 256,
                     parent: None,
                     recipe: None,
+                    card: None,
+                    quality_ratio: None,
                     capabilities: Default::default(),
                     context_tokens: None,
                 })
@@ -205,6 +231,35 @@ impl Catalog {
     pub fn get(&self, name: &str) -> Option<&ModelEntry> {
         self.models.iter().find(|m| m.name == name)
     }
+}
+
+/// The quality ratio a model card measured: Σ pruned / Σ dense task accuracy over its `tasks`
+/// (`[{name, dense, pruned}]`, each accuracy in [0, 1]). An error names what the card lacks.
+pub fn card_quality_ratio(path: &Path) -> Result<f64> {
+    let text = std::fs::read_to_string(path).map_err(|e| Error::io(path, e))?;
+    let bad = |msg: String| field_err(path, "tasks".into(), msg);
+    let v: serde_json::Value =
+        serde_json::from_str(&text).map_err(|e| field_err(path, "(document)".into(), e.to_string()))?;
+    let tasks = v.get("tasks").and_then(|t| t.as_array()).ok_or_else(|| {
+        bad("missing: the card holds no task accuracies (`tasks`: [{name, dense, pruned}]); set the catalog \
+             entry's quality_ratio instead"
+            .into())
+    })?;
+    let (mut dense, mut pruned) = (0.0, 0.0);
+    for (i, t) in tasks.iter().enumerate() {
+        let acc = |k: &str| {
+            t.get(k)
+                .and_then(|x| x.as_f64())
+                .filter(|x| x.is_finite() && (0.0..=1.0).contains(x))
+                .ok_or_else(|| bad(format!("tasks[{i}].{k} is not an accuracy in [0, 1]")))
+        };
+        dense += acc("dense")?;
+        pruned += acc("pruned")?;
+    }
+    if dense <= 0.0 {
+        return Err(bad("the dense model's task accuracies sum to 0: no ratio to take".into()));
+    }
+    Ok((pruned / dense).clamp(1e-3, 2.0))
 }
 
 #[cfg(test)]
@@ -233,5 +288,30 @@ mod tests {
         assert!(e.contains("models[1].name") && e.contains("duplicate"), "{e}");
         let e = Catalog::parse("name: x\nmodelz: []\n", Path::new("c.yaml")).unwrap_err().to_string();
         assert!(e.contains("modelz"), "{e}");
+        let bad = GOOD.replace("price_out_per_mtok: 2", "price_out_per_mtok: 2\n    quality_ratio: 0.8");
+        let e = Catalog::parse(&bad, Path::new("c.yaml")).unwrap_err().to_string();
+        assert!(e.contains("models[0].quality_ratio") && e.contains("parent"), "{e}");
+        let bad = GOOD.replace("price_out_per_mtok: 2", "price_out_per_mtok: 2\n    parent: b\n    quality_ratio: 0");
+        let e = Catalog::parse(&bad, Path::new("c.yaml")).unwrap_err().to_string();
+        assert!(e.contains("models[0].quality_ratio") && e.contains("(0, 2]"), "{e}");
+    }
+
+    #[test]
+    fn card_paths_are_from_the_catalog_folder_and_give_the_task_ratio() {
+        let dir = std::env::temp_dir().join(format!("llmroute-card-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let good = GOOD.replace("price_out_per_mtok: 2", "price_out_per_mtok: 2\n    parent: b\n    card: card.json");
+        let c = Catalog::parse(&good, &dir.join("c.yaml")).unwrap();
+        let card = c.models[0].card.clone().unwrap();
+        assert_eq!(card, dir.join("card.json"));
+        std::fs::write(&card, r#"{"tasks": [{"name": "mmlu", "dense": 0.4, "pruned": 0.3}, {"name": "gsm8k", "dense": 0.2, "pruned": 0.15}]}"#).unwrap();
+        assert!((card_quality_ratio(&card).unwrap() - 0.75).abs() < 1e-12);
+        std::fs::write(&card, r#"{"perplexity": {"ratio": 1.8}}"#).unwrap();
+        let e = card_quality_ratio(&card).unwrap_err().to_string();
+        assert!(e.contains("tasks") && e.contains("quality_ratio"), "{e}");
+        std::fs::write(&card, r#"{"tasks": [{"name": "mmlu", "dense": 0.4, "pruned": 1.3}]}"#).unwrap();
+        let e = card_quality_ratio(&card).unwrap_err().to_string();
+        assert!(e.contains("tasks[0].pruned"), "{e}");
+        std::fs::remove_dir_all(&dir).ok();
     }
 }

@@ -79,12 +79,12 @@ fn learn(shared: &Shared, q: &mut crate::query::Query) {
     }
     for (model, ev) in shared.online.evidence(&q.features) {
         if let Some(j) = q.live.model_index(&model) {
-            crate::online::update(&mut q.prediction, q.live.models[j].est_index, ev);
+            crate::online::update(&mut q.prediction, j, ev);
         }
     }
-    for md in &q.live.models {
+    for (j, md) in q.live.models.iter().enumerate() {
         let b = shared.feedback.bias(&md.entry.name);
-        if let Some(mu) = q.prediction.mu.get_mut(md.est_index) {
+        if let Some(mu) = q.prediction.mu.get_mut(j) {
             *mu = (*mu + b).clamp(0.0, 1.0);
         }
     }
@@ -105,6 +105,9 @@ pub struct ModelView {
     pub capacity: usize,
     pub in_flight: usize,
     pub circuit: &'static str,
+    /// Set while the model has no records of its own and is predicted from its parent.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub prior: Option<String>,
 }
 
 /// A call's deadline: its own timeout, capped by the config's.
@@ -296,6 +299,7 @@ impl Api {
                 capacity: m.capacity,
                 in_flight: m.state.in_flight.load(Ordering::Relaxed),
                 circuit: m.state.breaker().state().as_str(),
+                prior: m.prior.as_ref().map(|p| p.describe()),
             })
             .collect()
     }

@@ -46,10 +46,11 @@ fn rebase(q: &mut Query, live: &Arc<Live>) {
         }
     }
     q.allowed = allowed;
-    if !Arc::ptr_eq(&q.live.trained, &live.trained) {
-        let prompt = super::backend::prompt_text(&q.messages);
-        q.prediction = live.trained.predict(&prompt, q.task.as_deref());
-    }
+    // Columns follow the catalog, which may have changed: predict again (the estimator's part
+    // comes from its cache when it was not retrained).
+    let prompt = super::backend::prompt_text(&q.messages);
+    q.prediction = live.predict(&prompt, q.task.as_deref());
+    q.base_mu = q.prediction.mu.clone();
     q.live = live.clone();
 }
 
@@ -131,7 +132,7 @@ pub async fn decide(shared: &Arc<Shared>, queries: Vec<Query>) -> Option<Decided
         let (mut mu, mut sigma, mut cost, mut cost_var, mut tokens, mut allowed) =
             (vec![0.0; m], vec![0.0; m], vec![0.0; m], vec![0.0; m], vec![0.0; m], vec![false; m]);
         for (j, md) in live.models.iter().enumerate() {
-            let e = md.est_index;
+            let e = j;
             let out = p.output_tokens[e].min(q.max_tokens as f64);
             mu[j] = p.mu[e];
             sigma[j] = p.sigma[e];

@@ -67,7 +67,7 @@ pub fn launch(shared: &Arc<Shared>, d: Decided) {
         let base = Reply {
             request_id: q.request_id.clone(),
             model: live.models[j].entry.name.clone(),
-            predicted: predicted(&problem, &q, &live, i, j),
+            predicted: predicted(&problem, &q, i, j),
             batch_id,
             batch_size: n as u32,
             batch_budget_usd: budget.budget,
@@ -190,11 +190,8 @@ fn keep(shared: &Shared, live: &Live, q: &Query, r: &Reply) {
         sigma: r.predicted.sigma,
         dispatched: r.dispatched,
         features: q.features.clone(),
-        base_mu: live
-            .model_index(&r.model)
-            .and_then(|j| q.base_mu.get(live.models[j].est_index))
-            .copied()
-            .unwrap_or(r.predicted.mu),
+        base_mu: live.model_index(&r.model).and_then(|j| q.base_mu.get(j)).copied().unwrap_or(r.predicted.mu),
+        prior: live.model_index(&r.model).is_some_and(|j| live.models[j].prior.is_some()),
     };
     shared.requests.record(&r.request_id, a, &live.config.feedback, Instant::now());
 }
@@ -203,13 +200,12 @@ fn add_reserved(delta: f64) {
     metrics::gauge!(names::BUDGET_RESERVED_USD).increment(delta);
 }
 
-fn predicted(p: &Problem, q: &Query, live: &Live, i: usize, j: usize) -> Predicted {
+fn predicted(p: &Problem, q: &Query, i: usize, j: usize) -> Predicted {
     let k = i * p.m + j;
-    let e = live.models[j].est_index;
     Predicted {
         mu: p.mu[k],
         sigma: p.sigma[k],
-        output_tokens: q.prediction.output_tokens[e].min(q.max_tokens as f64),
+        output_tokens: q.prediction.output_tokens[j].min(q.max_tokens as f64),
         cost_usd: p.cost[k],
     }
 }
@@ -408,7 +404,7 @@ async fn run_query(
                 let output_tokens = billable_output(c.output_tokens, c.text.chars().count(), q.max_tokens);
                 reply.cost_usd = model.entry.cost(input_tokens as f64, output_tokens as f64) + failed_cost;
                 reply.model = name;
-                reply.predicted = predicted(p, q, live, i, j);
+                reply.predicted = predicted(p, q, i, j);
                 reply.answer = c.text;
                 reply.input_tokens = input_tokens;
                 reply.output_tokens = output_tokens;

@@ -46,6 +46,9 @@ type Window = VecDeque<(f64, f64, f64, f64)>;
 
 /// Pseudo-scores that hold a model's learned bias at 0 until its own scores outweigh them.
 const BIAS_PRIOR: f64 = 20.0;
+/// The same for a model on a day-0 prior (a guess from its parent and its card): after n scores
+/// its μ is (4·prior + Σ scores) / (4 + n), and no dead zone holds it.
+const DAY0_BIAS_PRIOR: f64 = 4.0;
 /// A bias this small is not applied (and larger ones are applied less this much): the answers a
 /// router picks are those whose μ came out high, so their scores sit a little below μ even when
 /// nothing is wrong (the winner's curse); only a clear shift — a model that degraded — moves μ.
@@ -71,8 +74,9 @@ impl Feedback {
             q.pop_front();
         }
         let residual: f64 = q.iter().map(|t| t.2 - t.3).sum();
-        let shrunk = residual / (q.len() as f64 + BIAS_PRIOR);
-        let b = shrunk.signum() * (shrunk.abs() - BIAS_DEAD_ZONE).max(0.0);
+        let (weight, dead_zone) = if a.prior { (DAY0_BIAS_PRIOR, 0.0) } else { (BIAS_PRIOR, BIAS_DEAD_ZONE) };
+        let shrunk = residual / (q.len() as f64 + weight);
+        let b = shrunk.signum() * (shrunk.abs() - dead_zone).max(0.0);
         self.bias.write().unwrap_or_else(|p| p.into_inner()).insert(a.model.clone(), b);
         if q.len() < MIN_SCORES {
             return None;
@@ -168,6 +172,7 @@ mod tests {
             dispatched: true,
             features: Vec::new(),
             base_mu: mu,
+            prior: false,
         }
     }
 

@@ -243,6 +243,7 @@ impl pb::router_server::Router for RouterService {
                 capacity: m.capacity as u32,
                 in_flight: m.in_flight as u32,
                 circuit: m.circuit.into(),
+                prior: m.prior.unwrap_or_default(),
             })
             .collect();
         Ok(Response::new(pb::ListModelsResponse { models }))

@@ -248,7 +248,7 @@ pub fn validate(live: &Arc<Live>, input: RouteInput, at: &str, tenant: &Tenant, 
         .filter(|(_, &a)| a)
         .map(|(m, _)| m.entry.cost(bound_in, max_tokens as f64))
         .fold(0.0, f64::max);
-    let prediction = live.trained.predict(&prompt, input.task.as_deref());
+    let prediction = live.predict(&prompt, input.task.as_deref());
     let base_mu = prediction.mu.clone();
     let now = Instant::now();
     Ok(Query {

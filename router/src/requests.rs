@@ -42,6 +42,8 @@ pub struct Answered {
     pub features: estimator::features::SparseVec,
     /// The trained estimator's μ for the model, before feedback moved it.
     pub base_mu: f64,
+    /// The model ran on a day-0 prior (no records of its own): feedback moves it faster.
+    pub prior: bool,
 }
 
 /// What a feedback call finds under a request id.
@@ -159,6 +161,7 @@ mod tests {
             dispatched: true,
             features: vec![(1, 1.0)],
             base_mu: 0.5,
+            prior: false,
         }
     }
 

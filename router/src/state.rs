@@ -104,8 +104,11 @@ impl ModelState {
 pub struct LiveModel {
     pub entry: ModelEntry,
     pub backend: Backend,
-    /// Column of this model (or its proxy) in the estimator's predictions.
+    /// Column of this model (or its proxy, or its parent when it runs on a prior) in the
+    /// estimator's predictions.
     pub est_index: usize,
+    /// Set when the model has no records of its own: it is predicted from its parent.
+    pub prior: Option<Prior>,
     /// This replica's slots: instances × max_concurrency ÷ `backends.replicas`.
     pub capacity: usize,
     /// The model's slots over all replicas (instances × max_concurrency): the limit of the slot
@@ -114,14 +117,48 @@ pub struct LiveModel {
     pub state: Arc<ModelState>,
 }
 
+/// A day-0 prior: a catalog model with no records of its own (a model the compression worker
+/// just made) is predicted as its `parent`, its μ scaled by the quality ratio its model card
+/// measured (or the catalog's `quality_ratio`) and its σ widened by the size of that shift; the
+/// feedback it gets then moves it faster than a trained model (`feedback.rs`).
+#[derive(Debug, Clone, PartialEq)]
+pub struct Prior {
+    /// The recorded model it is predicted as.
+    pub parent: String,
+    pub ratio: f64,
+    /// Where the ratio came from: `card <path>` or `quality_ratio`.
+    pub source: String,
+}
+
+/// The least extra spread a prior's μ gets (on top of the parent's σ and the size of the shift).
+const PRIOR_MIN_SD: f64 = 0.05;
+
+impl Prior {
+    /// The prior's (μ, σ) from the parent's.
+    pub fn apply(&self, mu: f64, sigma: f64) -> (f64, f64) {
+        let shifted = (mu * self.ratio).clamp(0.0, 1.0);
+        let widen = (mu - shifted).abs().max(PRIOR_MIN_SD);
+        (shifted, (sigma * sigma + widen * widen).sqrt().min(0.5))
+    }
+
+    /// As `ListModels` shows it.
+    pub fn describe(&self) -> String {
+        format!("prior: {} × {:.3} ({})", self.parent, self.ratio, self.source)
+    }
+}
+
+/// Each catalog model's name in the estimator (its own, or its proxy) and, for a model with a
+/// `parent` and no proxy, the parent's: used when the records have none of the model's own.
+type Wanted = Vec<(String, Option<String>)>;
+
 /// What the trained estimator depends on: records, (k, max query terms), proxies, replay records,
-/// estimated models, and the artifact (path, modification time) when there is one.
+/// the models wanted, and the artifact (path, modification time) when there is one.
 type TrainKey = (
     PathBuf,
     (usize, usize),
     BTreeMap<String, String>,
     PathBuf,
-    Vec<String>,
+    Wanted,
     Option<(PathBuf, Option<std::time::SystemTime>)>,
 );
 
@@ -129,6 +166,8 @@ type TrainKey = (
 /// estimator settings do not change: training takes a second or two).
 pub struct Trained {
     key: TrainKey,
+    /// The estimator model each wanted catalog model resolved to (its own name or its parent's).
+    pub resolved: Vec<String>,
     pub estimator: Arc<Estimator>,
     pub replay: Arc<ReplayData>,
     /// Out-of-sample predictions on a sample of the training records (leave-one-out when the
@@ -169,6 +208,27 @@ pub struct Live {
 }
 
 impl Live {
+    /// The prediction for a prompt with one column per catalog model, in catalog order (models
+    /// estimated as the same recorded model get their own copies, so what feedback teaches one
+    /// does not move the other), priors applied.
+    pub fn predict(&self, prompt: &str, task: Option<&str>) -> estimator::Prediction {
+        let p = self.trained.predict(prompt, task);
+        let mut out = estimator::Prediction::zeros(self.models.len());
+        for (j, md) in self.models.iter().enumerate() {
+            let e = md.est_index;
+            let at = |v: &Vec<f64>| v.get(e).copied().unwrap_or(0.0);
+            (out.mu[j], out.sigma[j]) = match &md.prior {
+                Some(prior) => prior.apply(at(&p.mu), at(&p.sigma)),
+                None => (at(&p.mu), at(&p.sigma)),
+            };
+            out.output_tokens[j] = at(&p.output_tokens);
+            out.cost[j] = at(&p.cost);
+            out.cost_sd[j] = at(&p.cost_sd);
+            out.output_tokens_sd[j] = at(&p.output_tokens_sd);
+        }
+        out
+    }
+
     pub fn model_index(&self, name: &str) -> Option<usize> {
         self.models.iter().position(|m| m.entry.name == name)
     }
@@ -276,27 +336,60 @@ fn build_live(
     let catalog = Catalog::load(&config.catalog)?;
     let names: Vec<String> = catalog.models.iter().map(|m| m.name.clone()).collect();
     config.check_against(&names)?;
-    // The recorded model each catalog model is estimated (and replayed) as.
-    let recorded: Vec<String> = catalog
+    // The recorded model each catalog model is estimated (and replayed) as: its proxy, its own
+    // name, or — with no records of its own — its parent's.
+    let proxied = |name: &str| config.estimator.proxies.get(name).cloned().unwrap_or_else(|| name.to_string());
+    let wanted: Wanted = catalog
         .models
         .iter()
-        .map(|m| config.estimator.proxies.get(&m.name).cloned().unwrap_or_else(|| m.name.clone()))
+        .map(|m| {
+            let parent = m.parent.as_deref().filter(|_| !config.estimator.proxies.contains_key(&m.name));
+            (proxied(&m.name), parent.map(proxied))
+        })
         .collect();
-    let mut est_models: Vec<String> = recorded.clone();
-    est_models.sort();
-    est_models.dedup();
     let key = (
         config.estimator_records().to_path_buf(),
         (config.estimator.k, config.estimator.max_query_terms),
         config.estimator.proxies.clone(),
         config.replay_records().to_path_buf(),
-        est_models.clone(),
+        wanted.clone(),
         config.estimator.artifact.as_ref().map(|p| (p.clone(), std::fs::metadata(p).and_then(|m| m.modified()).ok())),
     );
     let trained = match previous.filter(|t| t.key == key) {
         Some(t) => t.clone(),
-        None => Arc::new(train(&config, &catalog, &recorded, est_models.clone(), key)?),
+        None => Arc::new(train(&config, &catalog, &wanted, key)?),
     };
+    let recorded = trained.resolved.clone();
+    let mut replay_as = config.estimator.proxies.clone();
+    let mut priors = Vec::with_capacity(catalog.models.len());
+    for (i, (m, rec)) in catalog.models.iter().zip(&recorded).enumerate() {
+        if *rec == wanted[i].0 {
+            priors.push(None);
+            continue;
+        }
+        let (ratio, source) = match (m.quality_ratio, &m.card) {
+            (Some(r), _) => (r, "quality_ratio".to_string()),
+            (None, Some(card)) => match estimator::catalog::card_quality_ratio(card) {
+                Ok(r) => (r, format!("card {}", card.display())),
+                Err(e) => return Err(RouterError::config(&config.catalog, format!("models[{i}].card"), e.to_string())),
+            },
+            (None, None) => {
+                return Err(RouterError::config(
+                    &config.catalog,
+                    format!("models[{i}].quality_ratio"),
+                    format!(
+                        "`{}` has no records; its day-0 prior from parent `{rec}` needs a quality ratio: set `card` \
+                         (the compression worker's model card with task accuracies) or `quality_ratio`",
+                        m.name
+                    ),
+                ))
+            }
+        };
+        tracing::info!(model = %m.name, parent = %rec, ratio, %source, "no records: predicted from its parent (day-0 prior)");
+        // Replay answers it as its parent.
+        replay_as.insert(m.name.clone(), rec.clone());
+        priors.push(Some(Prior { parent: rec.clone(), ratio, source }));
+    }
     let plan = match &config.plan {
         Some(path) => {
             let plan = llmroute_core::plan::Plan::load(path)?;
@@ -313,7 +406,7 @@ fn build_live(
     };
     let mut states = states.lock().unwrap_or_else(|p| p.into_inner());
     let mut models = Vec::with_capacity(catalog.models.len());
-    for (entry, rec) in catalog.models.iter().zip(&recorded) {
+    for ((entry, rec), prior) in catalog.models.iter().zip(&recorded).zip(priors) {
         let est_index = trained
             .estimator
             .models()
@@ -323,7 +416,7 @@ fn build_live(
         let backend = if entry.backend == "replay" {
             Backend::Replay(Replay::new(
                 trained.replay.clone(),
-                config.estimator.proxies.clone(),
+                replay_as.clone(),
                 entry.default_output_tokens.min(config.limits.max_output_tokens),
                 config.replay.ttft(),
                 config.replay.per_token(),
@@ -339,7 +432,7 @@ fn build_live(
         let total_capacity = instances * entry.max_concurrency as usize;
         let capacity = replica_share(total_capacity, config.backends.replicas);
         state.set_capacity(capacity);
-        models.push(LiveModel { capacity, total_capacity, entry: entry.clone(), backend, est_index, state });
+        models.push(LiveModel { capacity, total_capacity, entry: entry.clone(), backend, est_index, prior, state });
     }
     let by_key =
         config.tenants.iter().enumerate().filter_map(|(i, t)| t.key_sha256.as_ref().map(|k| (k.clone(), i))).collect();
@@ -347,14 +440,39 @@ fn build_live(
         Price::Off => 0.0,
         Price::Fixed(x) => x,
         Price::Auto => {
+            // The calibration queries with a column per serving model (priors applied).
+            let serving_models: Vec<&LiveModel> = models.iter().filter(|m| m.capacity > 0).collect();
+            let view: Vec<CalibQuery> = trained
+                .calibration
+                .iter()
+                .map(|q| {
+                    let col = |v: &Vec<f64>, e: usize| v.get(e).copied().unwrap_or(0.0);
+                    CalibQuery {
+                        mu: serving_models
+                            .iter()
+                            .map(|m| {
+                                let mu = col(&q.mu, m.est_index);
+                                m.prior.as_ref().map_or(mu, |p| p.apply(mu, 0.0).0)
+                            })
+                            .collect(),
+                        output_tokens: serving_models.iter().map(|m| col(&q.output_tokens, m.est_index)).collect(),
+                        input_tokens: q.input_tokens,
+                        realized: serving_models
+                            .iter()
+                            .map(|m| q.realized.get(m.est_index).copied().flatten())
+                            .collect(),
+                    }
+                })
+                .collect();
             let serving: Vec<(usize, &ModelEntry)> =
-                models.iter().filter(|m| m.capacity > 0).map(|m| (m.est_index, &m.entry)).collect();
-            let costs = predicted_costs(&trained.calibration, &serving, config.limits.max_output_tokens as f64);
-            let headroom = config.budget.headroom().unwrap_or_else(|| {
-                auto_headroom_from(&trained.calibration, &serving, &costs, config.budget.max_over_probability)
-            });
+                serving_models.iter().enumerate().map(|(k, m)| (k, &m.entry)).collect();
+            let costs = predicted_costs(&view, &serving, config.limits.max_output_tokens as f64);
+            let headroom = config
+                .budget
+                .headroom()
+                .unwrap_or_else(|| auto_headroom_from(&view, &serving, &costs, config.budget.max_over_probability));
             let target = config.budget.per_query() / (1.0 + headroom);
-            let lambda = calibrate_price(&trained.calibration, &serving, &costs, target);
+            let lambda = calibrate_price(&view, &serving, &costs, target);
             tracing::info!(
                 price = lambda,
                 target_usd_per_query = target,
@@ -368,15 +486,32 @@ fn build_live(
     Ok(Live { generation, price, config, models, trained, by_key })
 }
 
-fn train(
-    config: &Config,
-    catalog: &Catalog,
-    recorded: &[String],
-    est_models: Vec<String>,
-    key: TrainKey,
-) -> Result<Trained> {
+fn train(config: &Config, catalog: &Catalog, wanted: &Wanted, key: TrainKey) -> Result<Trained> {
     let t0 = std::time::Instant::now();
     let records = estimator::records::read_records(config.estimator_records())?;
+    let loaded = match &config.estimator.artifact {
+        Some(path) => Some(
+            estimator::artifact::load_tuned(path, Some(config.estimator.max_query_terms))
+                .map_err(|e| RouterError::config(&config.path, "estimator.artifact", e.to_string()))?,
+        ),
+        None => None,
+    };
+    // A model the estimator has no data for falls back to its parent (a day-0 prior).
+    let known = |m: &str| match &loaded {
+        Some(l) => l.estimator.models().iter().any(|x| x == m),
+        None => records.iter().any(|r| r.outcomes.contains_key(m)),
+    };
+    let recorded: Vec<String> = wanted
+        .iter()
+        .map(|(own, parent)| match parent {
+            Some(p) if !known(own) && known(p) => p.clone(),
+            _ => own.clone(),
+        })
+        .collect();
+    let recorded = &recorded[..];
+    let mut est_models: Vec<String> = recorded.to_vec();
+    est_models.sort();
+    est_models.dedup();
     let usable: Vec<&Record> =
         records.iter().filter(|r| est_models.iter().all(|m| r.outcomes.contains_key(m))).collect();
     if usable.is_empty() {
@@ -392,14 +527,19 @@ fn train(
             ),
         ));
     }
-    // Prices for the estimator's own cost column: the catalog entry of a model estimated as it.
+    // Prices for the estimator's own cost column: the catalog entry of that name, else of a model
+    // estimated as it.
     let est_catalog = Catalog {
         name: catalog.name.clone(),
         note: None,
         models: est_models
             .iter()
             .filter_map(|m| {
-                let i = recorded.iter().position(|r| r == m)?;
+                let i = catalog
+                    .models
+                    .iter()
+                    .position(|c| c.name == *m)
+                    .or_else(|| recorded.iter().position(|r| r == m))?;
                 let mut e = catalog.models[i].clone();
                 e.name = m.clone();
                 Some(e)
@@ -409,10 +549,8 @@ fn train(
     let knn =
         KnnConfig { k: config.estimator.k, max_query_terms: config.estimator.max_query_terms, ..KnnConfig::default() };
     let same_records = config.replay_records() == config.estimator_records();
-    let (estimator, n_train, source) = match &config.estimator.artifact {
-        Some(path) => {
-            let loaded = estimator::artifact::load_tuned(path, Some(config.estimator.max_query_terms))
-                .map_err(|e| RouterError::config(&config.path, "estimator.artifact", e.to_string()))?;
+    let (estimator, n_train, source) = match (loaded, &config.estimator.artifact) {
+        (Some(loaded), Some(path)) => {
             if let Some(m) = est_models.iter().find(|m| !loaded.estimator.models().contains(m)) {
                 return Err(RouterError::config(
                     &config.path,
@@ -426,7 +564,7 @@ fn train(
             }
             (Arc::new(loaded.estimator), loaded.records.len(), "artifact")
         }
-        None => (
+        _ => (
             Arc::new(Estimator::from_knn(KnnEstimator::train(&usable, &est_models, Some(&est_catalog), knn.clone())?)),
             usable.len(),
             "records",
@@ -458,6 +596,7 @@ fn train(
     );
     Ok(Trained {
         key,
+        resolved: recorded.to_vec(),
         estimator,
         replay: Arc::new(ReplayData::new(replay_records, nearest)),
         calibration,
@@ -600,9 +739,25 @@ mod tests {
             default_output_tokens: 100,
             parent: None,
             recipe: None,
+            card: None,
+            quality_ratio: None,
             capabilities: Default::default(),
             context_tokens: None,
         }
+    }
+
+    /// A day-0 prior scales the parent's μ by its ratio and widens σ by the shift (at least
+    /// 0.05), never past [0, 1] or σ 0.5.
+    #[test]
+    fn a_prior_scales_mu_and_widens_sigma() {
+        let p = Prior { parent: "a".into(), ratio: 0.8, source: "quality_ratio".into() };
+        let (mu, sigma) = p.apply(0.5, 0.1);
+        assert!((mu - 0.4).abs() < 1e-12 && (sigma - (0.01f64 + 0.01).sqrt()).abs() < 1e-12, "{mu} {sigma}");
+        let (mu, sigma) = Prior { ratio: 0.99, ..p.clone() }.apply(0.5, 0.0);
+        assert!((mu - 0.495).abs() < 1e-12 && (sigma - 0.05).abs() < 1e-12, "{mu} {sigma}");
+        let (mu, sigma) = Prior { ratio: 1.5, ..p.clone() }.apply(0.9, 0.6);
+        assert!(mu == 1.0 && sigma == 0.5, "{mu} {sigma}");
+        assert_eq!(p.describe(), "prior: a × 0.800 (quality_ratio)");
     }
 
     /// Half the queries gain 0.4 from the dear model, half 0.05: a price that spends the

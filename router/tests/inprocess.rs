@@ -681,3 +681,110 @@ async fn feedback_on_a_degraded_model_raises_routed_accuracy() {
     assert!(a1 > a0 + 0.03, "second-half accuracy {a0:.3} without feedback, {a1:.3} with");
     assert!(c1 >= c0 - 0.01, "feedback on a healthy fleet cost accuracy: {c0:.3} → {c1:.3}");
 }
+
+/// Day-0 priors (issue 18): a pruned model with no records of its own, added to a running router
+/// by reload, is predicted from its parent — μ × the catalog's quality ratio, σ wider — so it is
+/// routed traffic at once, and `ListModels` says it runs on a prior. Feedback then moves its μ
+/// toward what it scores (here: it answers everything wrong), and it loses its traffic.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_new_model_runs_on_its_parents_prior_until_feedback_moves_it() {
+    use llmroute_proto::v1::admin_client::AdminClient;
+    let recs = estimator::records::read_records(&common::repo().join("data/dcrouter.jsonl.gz")).unwrap();
+    let stream: Vec<&estimator::records::Record> = recs.iter().step_by(17).take(240).collect();
+    let (dir, _backend, mut cfg) = fleet("day0", Script::default(), 4).await;
+    set(&mut cfg, "feedback.online", true.into());
+    // A fixed batch price that makes a 20× cheaper model worth a few points of μ.
+    set(&mut cfg, "budget.price", 2000.0.into());
+    let r = start_in_process(&dir, &cfg).await;
+    let channel = connect(&r.bound.grpc.to_string()).await.unwrap();
+    let mut c = RouterClient::new(channel.clone());
+    let decide = |prompt: &str, task: Option<String>, only: &[&str]| pb::RouteRequest {
+        dispatch: Some(false),
+        task,
+        allowed_models: only.iter().map(|s| s.to_string()).collect(),
+        ..query(prompt)
+    };
+    // The parent: the model the router picks most for this traffic.
+    let mut chosen: BTreeMap<String, usize> = BTreeMap::new();
+    for rec in stream.iter().take(60) {
+        let rep = c.route(decide(&rec.prompt, rec.task.clone(), &[])).await.unwrap().into_inner();
+        *chosen.entry(rep.model).or_default() += 1;
+    }
+    let parent = chosen.iter().max_by_key(|(_, n)| **n).map(|(m, _)| m.clone()).unwrap();
+
+    // Add `parent-pruned` (no records; a twentieth of the parent's prices; quality ratio 0.98).
+    let catalog_path = dir.join("catalog.yaml");
+    let mut catalog: serde_yaml::Value =
+        serde_yaml::from_str(&std::fs::read_to_string(&catalog_path).unwrap()).unwrap();
+    let models = catalog["models"].as_sequence_mut().unwrap();
+    let mut pruned = models.iter().find(|m| m["name"].as_str() == Some(parent.as_str())).unwrap().clone();
+    let name = format!("{parent}-pruned");
+    set(&mut pruned, "name", name.clone().into());
+    set(&mut pruned, "parent", parent.clone().into());
+    set(&mut pruned, "recipe", "sparsegpt 2:4".into());
+    for k in ["price_in_per_mtok", "price_out_per_mtok"] {
+        let p = pruned[k].as_f64().unwrap();
+        set(&mut pruned, k, (p / 20.0).into());
+    }
+    // Without a quality ratio (no card, no quality_ratio) the reload is refused, naming the field.
+    models.push(pruned.clone());
+    std::fs::write(&catalog_path, serde_yaml::to_string(&catalog).unwrap()).unwrap();
+    let mut admin = AdminClient::new(channel.clone());
+    let rep = admin.reload(pb::ReloadRequest {}).await.unwrap().into_inner();
+    assert!(!rep.ok && rep.message.contains("quality_ratio") && rep.message.contains(&name), "{rep:?}");
+    set(catalog["models"].as_sequence_mut().unwrap().last_mut().unwrap(), "quality_ratio", 0.98.into());
+    std::fs::write(&catalog_path, serde_yaml::to_string(&catalog).unwrap()).unwrap();
+    let rep = admin.reload(pb::ReloadRequest {}).await.unwrap().into_inner();
+    assert!(rep.ok, "{rep:?}");
+    let listed = c.list_models(pb::ListModelsRequest {}).await.unwrap().into_inner().models;
+    let info = listed.iter().find(|m| m.name == name).unwrap();
+    assert!(info.prior.contains(&parent) && info.prior.contains("0.980"), "{info:?}");
+    assert!(listed.iter().filter(|m| m.name != name).all(|m| m.prior.is_empty()), "{listed:?}");
+
+    // Its μ is the parent's × 0.98 on the same query; its σ is wider.
+    let probe = &stream[200];
+    let mu_of = |rep: pb::RouteResponse| rep.predicted.unwrap();
+    let of_parent = mu_of(c.route(decide(&probe.prompt, probe.task.clone(), &[&parent])).await.unwrap().into_inner());
+    let of_pruned = mu_of(c.route(decide(&probe.prompt, probe.task.clone(), &[&name])).await.unwrap().into_inner());
+    eprintln!(
+        "parent {parent}: mu {:.3} sigma {:.3}; {name}: mu {:.3} sigma {:.3}",
+        of_parent.mu, of_parent.sigma, of_pruned.mu, of_pruned.sigma
+    );
+    assert!((of_pruned.mu - 0.98 * of_parent.mu).abs() < 1e-6, "{of_pruned:?} vs {of_parent:?}");
+    assert!(of_pruned.sigma > of_parent.sigma, "{of_pruned:?} vs {of_parent:?}");
+
+    // Routed at once: its share of 40 queries before any feedback.
+    let count = |c: &mut RouterClient<tonic::transport::Channel>, recs: Vec<estimator::records::Record>| {
+        let mut c = c.clone();
+        let name = name.clone();
+        async move {
+            let mut n = 0;
+            for rec in &recs {
+                let rep = c.route(decide(&rec.prompt, rec.task.clone(), &[])).await.unwrap().into_inner();
+                n += usize::from(rep.model == name);
+            }
+            n
+        }
+    };
+    let held: Vec<estimator::records::Record> = stream.iter().skip(200).map(|r| (*r).clone()).collect();
+    let before = count(&mut c, held.clone()).await;
+    // A stream with feedback: the pruned model answers everything wrong.
+    let mut fed = 0;
+    for rec in stream.iter().skip(60).take(140) {
+        let rep = c.route(decide(&rec.prompt, rec.task.clone(), &[])).await.unwrap().into_inner();
+        let score = if rep.model == name { 0.0 } else { rec.outcomes.get(&rep.model).map_or(0.0, |o| o.score) };
+        fed += usize::from(rep.model == name);
+        let fb = pb::FeedbackRequest { request_id: rep.request_id.clone(), score, ..Default::default() };
+        c.feedback(fb).await.unwrap();
+    }
+    let after_n = count(&mut c, held).await;
+    let after = mu_of(c.route(decide(&probe.prompt, probe.task.clone(), &[&name])).await.unwrap().into_inner());
+    eprintln!(
+        "{name}: routed {before} of 40 held-out queries before feedback, {after_n} after {fed} zero scores; its mu on the probe {:.3} → {:.3}",
+        of_pruned.mu, after.mu
+    );
+    assert!(before >= 4, "a cheaper copy of the favourite gets traffic at once: {before} of 40");
+    assert!(after_n * 4 <= before, "feedback took its traffic away: {before} → {after_n} of 40");
+    assert!(after.mu < 0.6 * of_pruned.mu, "its mu moved toward 0: {:.3} → {:.3}", of_pruned.mu, after.mu);
+    r.stop().await.unwrap();
+}

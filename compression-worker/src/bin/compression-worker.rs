@@ -233,10 +233,12 @@ fn run_prune(a: RunArgs) -> Result<(), String> {
     let card_path = a.out.join("model-card.json");
     std::fs::write(&card_path, serde_json::to_string_pretty(&model_card).map_err(|e| e.to_string())?)
         .map_err(|e| format!("{}: {e}", card_path.display()))?;
+    let card_abs = std::fs::canonicalize(&card_path).unwrap_or_else(|_| card_path.clone());
     let entry = card::Entry {
         name: &name,
         parent: &stem,
         recipe: &recipe,
+        card: &card_abs,
         price_in: a.price_in,
         price_out: a.price_out,
         max_concurrency: a.max_concurrency,

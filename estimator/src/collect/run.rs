@@ -252,6 +252,8 @@ mod tests {
             default_output_tokens: 16,
             parent: None,
             recipe: None,
+            card: None,
+            quality_ratio: None,
             capabilities: Default::default(),
             context_tokens: None,
         };

@@ -46,6 +46,8 @@ pub fn read_prices(dir: &Path, output_tokens: u32) -> Result<Vec<ModelEntry>> {
             default_output_tokens: output_tokens,
             parent: None,
             recipe: None,
+            card: None,
+            quality_ratio: None,
             capabilities: Default::default(),
             context_tokens: None,
         });
