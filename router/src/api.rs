@@ -87,6 +87,9 @@ fn learn(shared: &Shared, q: &mut crate::query::Query) {
         if let Some(mu) = q.prediction.mu.get_mut(j) {
             *mu = (*mu + b).clamp(0.0, 1.0);
         }
+        if let Some(sigma) = q.prediction.sigma.get_mut(j) {
+            *sigma *= shared.feedback.sigma_scale(&md.entry.name);
+        }
     }
 }
 

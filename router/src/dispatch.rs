@@ -187,7 +187,9 @@ fn keep(shared: &Shared, live: &Live, q: &Query, r: &Reply) {
         task: q.task.clone(),
         model: r.model.clone(),
         mu: r.predicted.mu,
-        sigma: r.predicted.sigma,
+        // σ as the estimator predicted it (before the feedback's re-calibration), which the
+        // window calibrates against.
+        sigma: r.predicted.sigma / shared.feedback.sigma_scale(&r.model),
         dispatched: r.dispatched,
         features: q.features.clone(),
         base_mu: live.model_index(&r.model).and_then(|j| q.base_mu.get(j)).copied().unwrap_or(r.predicted.mu),

@@ -3,8 +3,13 @@
 //! once; an unknown, expired or foreign id is NOT_FOUND, a score outside [0, 1] INVALID_ARGUMENT.
 //! An accepted score is counted per model (`llmroute_feedback_total`), checked against what was
 //! predicted — the rolling σ-interval coverage of the last `WINDOW` scores per model
-//! (`llmroute_feedback_sigma_coverage`, the estimator's own check) — and appended to
-//! `feedback.log` as one JSON line when configured.
+//! (`llmroute_feedback_sigma_coverage`, the estimator's own check, on σ as the estimator predicted
+//! it) — and appended to `feedback.log` as one JSON line when configured. The same window
+//! re-calibrates σ: the factor that makes the window's σ-intervals fit their scores
+//! (`estimator::metrics::sigma_scale`) multiplies the model's σ from then on
+//! (`llmroute_feedback_sigma_scale`). It is kept within [1, 4], only widening: letting it shrink to
+//! 0.5 cost 1.5 points of routed accuracy on the healthy stream of
+//! `inprocess.rs::feedback_on_a_degraded_model_raises_routed_accuracy`.
 
 use crate::metrics::names;
 use crate::query::resolve_tenant;
@@ -19,8 +24,10 @@ use std::time::{Instant, SystemTime, UNIX_EPOCH};
 
 /// Scores per model in the rolling calibration check.
 const WINDOW: usize = 500;
-/// Scores a model needs before its coverage is reported.
+/// Scores a model needs before its coverage is reported and its σ re-calibrated.
 const MIN_SCORES: usize = 50;
+/// The range of the re-calibrated σ's factor.
+const SIGMA_SCALE: (f64, f64) = (1.0, 4.0);
 
 /// A feedback call as it arrives.
 #[derive(Debug, Clone, Default)]
@@ -61,6 +68,8 @@ pub struct Feedback {
     /// Per model: how far its recent scores sit from the trained μ, shrunk toward 0
     /// (Σ (score − μ) / (n + `BIAS_PRIOR`) over its window).
     bias: std::sync::RwLock<HashMap<String, f64>>,
+    /// Per model: the factor its predicted σ is multiplied by (from the window; 1 before).
+    sigma_scale: std::sync::RwLock<HashMap<String, f64>>,
     log: Mutex<Option<(PathBuf, std::fs::File)>>,
 }
 
@@ -83,7 +92,16 @@ impl Feedback {
         }
         let (mu, sigma, y): (Vec<f64>, Vec<f64>, Vec<f64>) =
             (q.iter().map(|t| t.0).collect(), q.iter().map(|t| t.1).collect(), q.iter().map(|t| t.2).collect());
+        drop(w);
+        let scale = estimator::metrics::sigma_scale(&y, &mu, &sigma, 10, SIGMA_SCALE.0, SIGMA_SCALE.1);
+        self.sigma_scale.write().unwrap_or_else(|p| p.into_inner()).insert(a.model.clone(), scale);
+        metrics::gauge!(names::FEEDBACK_SIGMA_SCALE, "model" => a.model.clone()).set(scale);
         Some(estimator::metrics::sigma_check(&y, &mu, &sigma, 10).coverage)
+    }
+
+    /// The factor `model`'s predicted σ is multiplied by (1 until it has `MIN_SCORES` scores).
+    pub fn sigma_scale(&self, model: &str) -> f64 {
+        self.sigma_scale.read().unwrap_or_else(|p| p.into_inner()).get(model).copied().unwrap_or(1.0)
     }
 
     /// How far `model`'s recent scores sit from what the trained estimator predicted (0 without
@@ -197,6 +215,27 @@ mod tests {
         // 200 zeros against μ 0.5: −100 / 220, less the dead zone.
         assert!((bad.bias("m") + (100.0 / 220.0 - BIAS_DEAD_ZONE)).abs() < 1e-9, "{}", bad.bias("m"));
         assert_eq!(bad.bias("other"), 0.0);
+        // σ re-calibrated: the good model's intervals already fit (the smallest factor), the
+        // bad one's are far too narrow (widened, up to the cap).
+        assert_eq!(good.sigma_scale("m"), SIGMA_SCALE.0);
+        assert_eq!(bad.sigma_scale("m"), SIGMA_SCALE.1);
+        assert_eq!(good.sigma_scale("other"), 1.0);
+    }
+
+    /// Scores that scatter around μ more than σ says widen σ by the factor that fits them.
+    #[test]
+    fn sigma_is_recalibrated_on_the_window() {
+        let f = Feedback::default();
+        for i in 0..400 {
+            // μ in 10 levels 0.3 … 0.75; each level's rate is off by ±0.15 (alternating), σ 0.02.
+            let level = i % 10;
+            let mu = 0.3 + 0.05 * level as f64;
+            let rate = mu + if level % 2 == 0 { 0.15 } else { -0.15 };
+            let y = if ((i / 10) as f64 + 0.5) / 40.0 < rate { 1.0 } else { 0.0 };
+            f.observe(&Answered { sigma: 0.02, ..answered(mu) }, y);
+        }
+        let s = f.sigma_scale("m");
+        assert!(s > 3.0 && s <= SIGMA_SCALE.1, "{s}");
     }
 
     #[test]

@@ -32,6 +32,7 @@ pub mod names {
     pub const DECISION_SECONDS: &str = "llmroute_decision_seconds";
     pub const FALLBACKS_TOTAL: &str = "llmroute_fallbacks_total";
     pub const FEEDBACK_SIGMA_COVERAGE: &str = "llmroute_feedback_sigma_coverage";
+    pub const FEEDBACK_SIGMA_SCALE: &str = "llmroute_feedback_sigma_scale";
     pub const FEEDBACK_TOTAL: &str = "llmroute_feedback_total";
     pub const FREE_SLOTS: &str = "llmroute_free_slots";
     pub const IN_FLIGHT: &str = "llmroute_in_flight";
@@ -180,6 +181,10 @@ fn describe() {
     metrics::describe_gauge!(
         names::FEEDBACK_SIGMA_COVERAGE,
         "Share of a model's last 500 scores whose μ bin's rate lies within μ ± σ (nominal 0.68+)."
+    );
+    metrics::describe_gauge!(
+        names::FEEDBACK_SIGMA_SCALE,
+        "Factor a model's predicted σ is multiplied by, re-calibrated on its last 500 scores (1–4: only widened; 1 before 50)."
     );
     describe_counter!(names::TRACE_SPANS_EXPORTED_TOTAL, "Trace spans the OTLP collector accepted.");
     describe_counter!(
