@@ -128,6 +128,77 @@ impl Feedback {
     }
 }
 
+/// What `restore` read back.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct Restored {
+    /// Scores applied (windows, biases, σ factors).
+    pub scores: usize,
+    /// Of them, the ones that also became online-index documents (lines with features).
+    pub documents: usize,
+    /// Lines that were not a feedback record (reported, not fatal).
+    pub skipped: usize,
+}
+
+/// One line of the feedback log as `restore` reads it (lines written before the log carried
+/// `base_mu`, `prior` or `features` still restore the windows).
+#[derive(serde::Deserialize)]
+struct LogLine {
+    model: String,
+    score: f64,
+    mu: f64,
+    sigma: f64,
+    #[serde(default)]
+    base_mu: Option<f64>,
+    #[serde(default)]
+    prior: bool,
+    #[serde(default)]
+    features: estimator::features::SparseVec,
+}
+
+/// Rebuilds what feedback taught — the per-model windows (bias, σ factor, coverage) and, with
+/// `online`, the online index — from the feedback log at `path`, in order, so a restart does not
+/// forget it. A missing file restores nothing; a line that is not a feedback record is skipped and
+/// counted.
+pub fn restore(feedback: &Feedback, online: Option<&crate::online::OnlineIndex>, path: &Path) -> Result<Restored> {
+    let mut out = Restored::default();
+    let text = match std::fs::read_to_string(path) {
+        Ok(t) => t,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(out),
+        Err(e) => return Err(RouterError::Io { path: path.to_path_buf(), source: e }),
+    };
+    for line in text.lines().filter(|l| !l.trim().is_empty()) {
+        let Ok(l) = serde_json::from_str::<LogLine>(line) else {
+            out.skipped += 1;
+            continue;
+        };
+        if !(l.score.is_finite() && (0.0..=1.0).contains(&l.score)) {
+            out.skipped += 1;
+            continue;
+        }
+        let a = Answered {
+            tenant: String::new(),
+            prompt_hash: 0,
+            task: None,
+            model: l.model,
+            mu: l.mu,
+            sigma: l.sigma,
+            dispatched: true,
+            features: l.features,
+            base_mu: l.base_mu.unwrap_or(l.mu),
+            prior: l.prior,
+        };
+        if let Some(c) = feedback.observe(&a, l.score) {
+            metrics::gauge!(names::FEEDBACK_SIGMA_COVERAGE, "model" => a.model.clone()).set(c);
+        }
+        out.scores += 1;
+        if let Some(idx) = online.filter(|_| !a.features.is_empty()) {
+            idx.add(&a.features, &a.model, l.score);
+            out.documents += 1;
+        }
+    }
+    Ok(out)
+}
+
 /// Checks and records one score.
 pub fn submit(shared: &Shared, input: FeedbackInput) -> Result<FeedbackReply> {
     let live = shared.live();
@@ -156,7 +227,10 @@ pub fn submit(shared: &Shared, input: FeedbackInput) -> Result<FeedbackReply> {
         let line = serde_json::json!({
             "at": at, "request_id": input.request_id, "tenant": a.tenant, "model": a.model, "task": a.task,
             "prompt_hash": format!("{:016x}", a.prompt_hash), "mu": a.mu, "sigma": a.sigma, "score": input.score,
-            "output_tokens": input.output_tokens, "dispatched": a.dispatched,
+            "output_tokens": input.output_tokens, "dispatched": a.dispatched, "base_mu": a.base_mu, "prior": a.prior,
+            // The query's retrieval features (hashed term ids and weights, no text): what a
+            // restart needs to rebuild the online index from this log (`restore`).
+            "features": a.features,
         });
         if let Err(e) = shared.feedback.append(path, &line.to_string()) {
             // Not recorded: the caller may send it again.
@@ -236,6 +310,36 @@ mod tests {
         }
         let s = f.sigma_scale("m");
         assert!(s > 3.0 && s <= SIGMA_SCALE.1, "{s}");
+    }
+
+    /// A restart reads the log back: the windows (so the learned bias) and the online index are
+    /// as before; old-format lines restore the windows only; junk is counted, not fatal.
+    #[test]
+    fn a_restart_restores_what_the_log_taught() {
+        let dir = std::env::temp_dir().join(format!("llmroute-restore-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let path = dir.join("feedback.jsonl");
+        let mut lines = Vec::new();
+        for i in 0..60 {
+            lines.push(
+                serde_json::json!({"model": "m", "score": 0.0, "mu": 0.5, "sigma": 0.05, "base_mu": 0.5,
+                    "prior": false, "features": [[i % 5, 1.0]]})
+                .to_string(),
+            );
+        }
+        lines.push(r#"{"model": "old", "score": 1.0, "mu": 0.5, "sigma": 0.1}"#.into());
+        lines.push("not json".into());
+        lines.push(r#"{"model": "m", "score": 7.0, "mu": 0.5, "sigma": 0.1}"#.into());
+        std::fs::write(&path, lines.join("\n")).unwrap();
+        let (f, idx) = (Feedback::default(), crate::online::OnlineIndex::new(1000));
+        let r = restore(&f, Some(&idx), &path).unwrap();
+        assert_eq!(r, Restored { scores: 61, documents: 60, skipped: 2 });
+        // The same as 60 live zeros against μ 0.5: −30 / 80, less the dead zone.
+        assert!((f.bias("m") + (30.0 / 80.0 - BIAS_DEAD_ZONE)).abs() < 1e-9, "{}", f.bias("m"));
+        assert_eq!(idx.len(), 60);
+        assert!(idx.evidence(&vec![(3, 1.0)])["m"].1 > 0.0);
+        assert_eq!(restore(&f, None, &dir.join("none.jsonl")).unwrap(), Restored::default());
+        std::fs::remove_dir_all(&dir).ok();
     }
 
     #[test]

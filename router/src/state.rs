@@ -271,6 +271,18 @@ impl Shared {
         ledger.configure(&live.config.ledger_settings());
         let budgets = Budgets::new(&live.config.budget_store)?;
         let tls = live.config.tls.as_ref().map(TlsState::new).transpose()?;
+        let feedback = crate::feedback::Feedback::default();
+        let online = crate::online::OnlineIndex::new(online_max);
+        if let Some(path) = &live.config.feedback.log {
+            let r = crate::feedback::restore(&feedback, live.config.feedback.online.then_some(&online), path)?;
+            tracing::info!(
+                path = %path.display(),
+                scores = r.scores,
+                documents = r.documents,
+                skipped = r.skipped,
+                "feedback restored from the log"
+            );
+        }
         Ok(Shared {
             live: RwLock::new(Arc::new(live)),
             ledger: Mutex::new(ledger),
@@ -281,8 +293,8 @@ impl Shared {
             pool,
             tracer,
             requests: Default::default(),
-            feedback: Default::default(),
-            online: crate::online::OnlineIndex::new(online_max),
+            feedback,
+            online,
         })
     }
 
