@@ -7,6 +7,9 @@ use tokenizers::models::bpe::BPE;
 use tokenizers::pre_tokenizers::byte_level::ByteLevel;
 use tokenizers::Tokenizer;
 
+/// GGUF `tokenizer.ggml.token_type` of control tokens.
+const CONTROL_TOKEN: i64 = 3;
+
 pub struct Tok {
     inner: Tokenizer,
     pub bos: Option<u32>,
@@ -32,6 +35,22 @@ impl Tok {
         let mut inner = Tokenizer::new(bpe);
         inner.with_pre_tokenizer(Some(ByteLevel::new(false, true, true)));
         inner.with_decoder(Some(ByteLevel::default()));
+        // Control tokens (type 3: `<|im_start|>`, `<|im_end|>`, …) are single ids in chat text,
+        // as llama.cpp reads them, not BPE pieces.
+        let types: Vec<i64> = m
+            .metadata
+            .get("tokenizer.ggml.token_type")
+            .and_then(|v| v.to_vec().ok())
+            .map(|a| a.iter().map(|t| t.to_i32().map(i64::from).unwrap_or(1)).collect())
+            .unwrap_or_default();
+        let names = md_strings(m, "tokenizer.ggml.tokens")?;
+        let special: Vec<tokenizers::AddedToken> = names
+            .iter()
+            .zip(&types)
+            .filter(|(_, &t)| t == CONTROL_TOKEN)
+            .map(|(n, _)| tokenizers::AddedToken::from(n.clone(), true))
+            .collect();
+        inner.add_special_tokens(&special);
         let bos = m.metadata.get("tokenizer.ggml.bos_token_id").and_then(|v| v.to_u32().ok());
         Ok(Tok { inner, bos })
     }

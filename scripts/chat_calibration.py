@@ -1,0 +1,109 @@
+#!/usr/bin/env python3
+"""On-policy chat calibration text for the compression worker (`compression-worker run --calibration chat`).
+
+    python3 scripts/chat_calibration.py --model GGUF --out FILE [--n 32] [--max-tokens 256] [--seed 7]
+                                        [--prompts data/routellm.jsonl.gz]
+
+Starts a llama.cpp server (scripts/llama_server.py, the model's own chat template through Jinja) on
+the dense model, asks it `--n` prompts drawn (seeded) from a routing-records file — RouteLLM's
+MMLU, GSM8K and MT-Bench prompts by default, which are not the questions the worker's chat check
+and `estimator collect` ask (data/questions-gsm8k-mmlu.jsonl) — greedily, and writes each
+conversation as the template renders it, answer and end-of-turn included, one after another, to
+FILE. Calibrating on what the model itself says in its chat format keeps the chat behaviour (the
+end-of-turn token after an answer, not at once) that plain-text calibration prunes away.
+Progress on stderr; the last stderr line is a JSON summary.
+"""
+import argparse
+import gzip
+import json
+import os
+import random
+import subprocess
+import sys
+import time
+import urllib.request
+from concurrent.futures import ThreadPoolExecutor
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+SENTINEL = "\u2063LLMROUTE-NEXT-TURN\u2063"
+
+
+def post(port, path, body, timeout=600):
+    req = urllib.request.Request(
+        f"http://127.0.0.1:{port}{path}", json.dumps(body).encode(), {"Content-Type": "application/json"}
+    )
+    with urllib.request.urlopen(req, timeout=timeout) as r:
+        return json.load(r)
+
+
+def main():
+    ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    ap.add_argument("--model", required=True, help="dense GGUF (or smollm2 / gemma3)")
+    ap.add_argument("--out", required=True)
+    ap.add_argument("--n", type=int, default=32, help="conversations")
+    ap.add_argument("--max-tokens", type=int, default=256, help="longest answer")
+    ap.add_argument("--seed", type=int, default=7)
+    ap.add_argument("--prompts", default=os.path.join(ROOT, "data/routellm.jsonl.gz"))
+    ap.add_argument("--port", type=int, default=0, help="server port (0: a free one)")
+    a = ap.parse_args()
+    if a.n < 1:
+        sys.exit("--n must be at least 1")
+    opener = gzip.open if a.prompts.endswith(".gz") else open
+    with opener(a.prompts, "rt") as f:
+        prompts = [json.loads(l)["prompt"] for l in f if l.strip()]
+    prompts = [p for p in prompts if 0 < len(p) <= 1500]
+    random.Random(a.seed).shuffle(prompts)
+    prompts = prompts[: a.n]
+    port = a.port
+    if port == 0:
+        import socket
+
+        with socket.socket() as s:
+            s.bind(("127.0.0.1", 0))
+            port = s.getsockname()[1]
+    srv = subprocess.Popen(
+        [sys.executable, os.path.join(ROOT, "scripts/llama_server.py"), "--model", a.model, "--port", str(port),
+         "--parallel", "2", "--jinja", "--ctx", "4096"],
+        stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True,
+    )
+    try:
+        t0 = time.time()
+        for line in srv.stdout:
+            if "llama serving" in line:
+                break
+        else:
+            sys.exit("the llama.cpp server did not start (scripts/setup.sh --test installs xllamacpp)")
+        done = [0]
+
+        def one(p):
+            r = post(port, "/v1/chat/completions",
+                     {"messages": [{"role": "user", "content": p}], "max_tokens": a.max_tokens, "temperature": 0})
+            answer = r["choices"][0]["message"].get("content") or ""
+            # The template's rendering of the whole turn, end-of-turn included: render it followed by
+            # one more user turn and cut where that turn's text starts.
+            msgs = [{"role": "user", "content": p}, {"role": "assistant", "content": answer},
+                    {"role": "user", "content": SENTINEL}]
+            text = post(port, "/apply-template", {"messages": msgs})["prompt"]
+            cut = text.find(SENTINEL)
+            done[0] += 1
+            print(f"chat calibration: {done[0]}/{len(prompts)} conversations, {time.time() - t0:.0f} s",
+                  file=sys.stderr, flush=True)
+            return (text[:cut] if cut >= 0 else text), bool(answer.strip())
+
+        with ThreadPoolExecutor(2) as ex:
+            convs = list(ex.map(one, prompts))
+    finally:
+        srv.terminate()
+        srv.wait()
+    os.makedirs(os.path.dirname(os.path.abspath(a.out)), exist_ok=True)
+    tmp = a.out + ".tmp"
+    with open(tmp, "w", encoding="utf-8") as f:
+        f.write("".join(t for t, _ in convs))
+    os.replace(tmp, a.out)
+    print(json.dumps({"conversations": len(convs), "empty_answers": sum(1 for _, ok in convs if not ok),
+                      "chars": sum(len(t) for t, _ in convs), "seconds": round(time.time() - t0, 1), "out": a.out}),
+          file=sys.stderr)
+
+
+if __name__ == "__main__":
+    main()
