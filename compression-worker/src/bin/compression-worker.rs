@@ -211,7 +211,7 @@ fn run_prune(a: RunArgs) -> Result<(), String> {
                 .or_else(|| std::env::var_os("HOME").map(|h| PathBuf::from(h).join(".cache")))
                 .unwrap_or_else(std::env::temp_dir)
                 .join("llmroute/chat-calibration")
-                .join(format!("{}-n{}.txt", &source_hash[..16], a.chat_conversations));
+                .join(format!("{}-n{}-seed{}.txt", &source_hash[..16], a.chat_conversations, a.seed));
             if cache.is_file() {
                 eprintln!("chat calibration: cached {}", cache.display());
             } else {
