@@ -1,11 +1,12 @@
 #!/usr/bin/env python3
 """On-policy chat calibration text for the compression worker (`compression-worker run --calibration chat`).
 
-    python3 scripts/chat_calibration.py --model GGUF --out FILE [--n 32] [--max-tokens 256] [--seed 7]
-                                        [--prompts data/routellm.jsonl.gz]
+    python3 scripts/chat_calibration.py --model GGUF --out FILE [--n 32] [--skip 0] [--max-tokens 256]
+                                        [--seed 7] [--prompts data/routellm.jsonl.gz]
 
 Starts a llama.cpp server (scripts/llama_server.py, the model's own chat template through Jinja) on
-the dense model, asks it `--n` prompts drawn (seeded) from a routing-records file — RouteLLM's
+the dense model, asks it `--n` prompts drawn (a seeded shuffle, from its `--skip`-th: the worker's
+held-out chat text starts at 1000, past any calibration set) from a routing-records file — RouteLLM's
 MMLU, GSM8K and MT-Bench prompts by default, which are not the questions the worker's chat check
 and `estimator collect` ask (data/questions-gsm8k-mmlu.jsonl) — greedily, and writes each
 conversation as the template renders it, answer and end-of-turn included, one after another, to
@@ -41,6 +42,7 @@ def main():
     ap.add_argument("--model", required=True, help="dense GGUF (or smollm2 / gemma3)")
     ap.add_argument("--out", required=True)
     ap.add_argument("--n", type=int, default=32, help="conversations")
+    ap.add_argument("--skip", type=int, default=0, help="prompts of the shuffle to pass over first")
     ap.add_argument("--max-tokens", type=int, default=256, help="longest answer")
     ap.add_argument("--seed", type=int, default=7)
     ap.add_argument("--prompts", default=os.path.join(ROOT, "data/routellm.jsonl.gz"))
@@ -53,7 +55,9 @@ def main():
         prompts = [json.loads(l)["prompt"] for l in f if l.strip()]
     prompts = [p for p in prompts if 0 < len(p) <= 1500]
     random.Random(a.seed).shuffle(prompts)
-    prompts = prompts[: a.n]
+    prompts = prompts[a.skip : a.skip + a.n]
+    if len(prompts) < a.n:
+        sys.exit(f"{a.prompts}: only {len(prompts)} prompts from {a.skip}")
     port = a.port
     if port == 0:
         import socket

