@@ -31,17 +31,29 @@ pub struct LayerReport {
     pub rel_error: f64,
 }
 
-/// H = Σ XᵀX over the windows' inputs (each (L, d)), in f64.
+/// Seconds the prune phase spent in each stage (the model card's `prune_stages_s`).
+#[derive(Debug, Clone, Copy, Default, serde::Serialize)]
+pub struct StageTimes {
+    /// The calibration windows through the blocks (each layer's input taken out).
+    pub forward: f64,
+    /// H = XᵀX of each input, and SparseGPT's factor of it.
+    pub hessian: f64,
+    /// The pruning itself (masks and weight updates).
+    pub prune: f64,
+    /// Each layer's reconstruction error for the card.
+    pub report: f64,
+}
+
+/// H = Σ XᵀX over the windows' inputs (each (L, d)): the windows stacked, one product (f32
+/// accumulation in gemm), returned in f64.
 fn gram(xs: &[Tensor]) -> Result<(Vec<f64>, usize)> {
     let d = xs.first().map_or(0, |x| x.dims()[1]);
-    let mut h = vec![0f64; d * d];
-    for x in xs {
-        let g: Vec<f32> = x.t()?.matmul(x)?.flatten_all()?.to_vec1()?;
-        for (a, b) in h.iter_mut().zip(g) {
-            *a += b as f64;
-        }
+    if xs.is_empty() {
+        return Ok((Vec::new(), 0));
     }
-    Ok((h, d))
+    let x = Tensor::cat(xs, 0)?;
+    let g: Vec<f32> = x.t()?.contiguous()?.matmul(&x)?.flatten_all()?.to_vec1()?;
+    Ok((g.into_iter().map(f64::from).collect(), d))
 }
 
 /// H of one input, with SparseGPT's factor when the method needs it (shared by the layers that
@@ -63,15 +75,22 @@ fn input(xs: &[Tensor], method: Method, opts: &sparsegpt::Options) -> Result<Inp
     Ok(Input { h, ht, factor })
 }
 
-fn prune_linear(
-    net: &mut Llama,
-    layer: usize,
-    kind: &str,
-    inp: &Input,
+/// How every layer is pruned.
+struct Recipe<'a> {
     method: Method,
     pattern: Pattern,
-    opts: &sparsegpt::Options,
+    opts: &'a sparsegpt::Options,
+}
+
+fn prune_linear(
+    net: &mut Llama,
+    (layer, kind): (usize, &str),
+    inp: &Input,
+    recipe: &Recipe,
+    times: &mut StageTimes,
 ) -> Result<LayerReport> {
+    let Recipe { method, pattern, opts } = *recipe;
+    let t0 = std::time::Instant::now();
     let h = &inp.h;
     let name = linear_name(layer, kind);
     let t = net.w(&name)?;
@@ -90,6 +109,8 @@ fn prune_linear(
                 .map_err(|e| Error::Invalid(format!("{name}: {e}")))?
         }
     }
+    times.prune += t0.elapsed().as_secs_f64();
+    let t1 = std::time::Instant::now();
     // ‖(W − Ŵ)X‖² = Σ (δ H) ∘ δ and ‖WX‖², through one f32 matmul each (mask::layer_error is the
     // f64 reference the tests use; this is the fast path for the report).
     let ht = &inp.ht;
@@ -109,6 +130,7 @@ fn prune_linear(
         rel_error: error / base.max(1e-30),
     };
     net.tensors.insert(name, Tensor::from_vec(w, (rows, cols), &Device::Cpu)?);
+    times.report += t1.elapsed().as_secs_f64();
     Ok(report)
 }
 
@@ -120,32 +142,56 @@ pub fn prune_model(
     pattern: Pattern,
     opts: &sparsegpt::Options,
     progress: &mut dyn FnMut(usize, usize),
-) -> Result<Vec<LayerReport>> {
-    let mut xs: Vec<Tensor> = calib.iter().map(|ids| net.embed(ids)).collect::<Result<_>>()?;
+) -> Result<(Vec<LayerReport>, StageTimes)> {
+    use std::time::Instant;
+    let mut tm = StageTimes::default();
+    let recipe = Recipe { method, pattern, opts };
     let mut reports = Vec::new();
+    let t = Instant::now();
+    let mut xs: Vec<Tensor> = calib.iter().map(|ids| net.embed(ids)).collect::<Result<_>>()?;
+    tm.forward += t.elapsed().as_secs_f64();
     let n = net.cfg.n_layer;
+    let secs = |t: Instant| t.elapsed().as_secs_f64();
     for l in 0..n {
+        let t = Instant::now();
         let hs: Vec<Tensor> = xs.iter().map(|x| net.attn_in(l, x)).collect::<Result<_>>()?;
+        tm.forward += secs(t);
+        let t = Instant::now();
         let h = input(&hs, method, opts)?;
+        tm.hessian += secs(t);
         for kind in ["attn_q", "attn_k", "attn_v"] {
-            reports.push(prune_linear(net, l, kind, &h, method, pattern, opts)?);
+            reports.push(prune_linear(net, (l, kind), &h, &recipe, &mut tm)?);
         }
+        let t = Instant::now();
         let atts: Vec<Tensor> = hs.iter().map(|h| net.attention(l, h)).collect::<Result<_>>()?;
+        tm.forward += secs(t);
+        let t = Instant::now();
         let h = input(&atts, method, opts)?;
-        reports.push(prune_linear(net, l, "attn_output", &h, method, pattern, opts)?);
+        tm.hessian += secs(t);
+        reports.push(prune_linear(net, (l, "attn_output"), &h, &recipe, &mut tm)?);
+        let t = Instant::now();
         let xs2: Vec<Tensor> = xs.iter().zip(&atts).map(|(x, a)| net.attn_residual(l, x, a)).collect::<Result<_>>()?;
         let h2s: Vec<Tensor> = xs2.iter().map(|x| net.mlp_in(l, x)).collect::<Result<_>>()?;
+        tm.forward += secs(t);
+        let t = Instant::now();
         let h = input(&h2s, method, opts)?;
+        tm.hessian += secs(t);
         for kind in ["ffn_gate", "ffn_up"] {
-            reports.push(prune_linear(net, l, kind, &h, method, pattern, opts)?);
+            reports.push(prune_linear(net, (l, kind), &h, &recipe, &mut tm)?);
         }
+        let t = Instant::now();
         let acts: Vec<Tensor> = h2s.iter().map(|h| net.mlp_act(l, h)).collect::<Result<_>>()?;
+        tm.forward += secs(t);
+        let t = Instant::now();
         let h = input(&acts, method, opts)?;
-        reports.push(prune_linear(net, l, "ffn_down", &h, method, pattern, opts)?);
+        tm.hessian += secs(t);
+        reports.push(prune_linear(net, (l, "ffn_down"), &h, &recipe, &mut tm)?);
+        let t = Instant::now();
         xs = xs2.iter().zip(&acts).map(|(x, a)| net.mlp_residual(l, x, a)).collect::<Result<_>>()?;
+        tm.forward += secs(t);
         progress(l + 1, n);
     }
-    Ok(reports)
+    Ok((reports, tm))
 }
 
 /// Perplexity over windows.

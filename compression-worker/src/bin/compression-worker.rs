@@ -316,7 +316,7 @@ fn run_prune(a: RunArgs) -> Result<(), String> {
         }
     };
     let opts = sparsegpt::Options { block: a.block, damp: a.damp };
-    let layers = pipeline::prune_model(&mut net, &calib, a.method, a.pattern, &opts, &mut progress)
+    let (layers, stages) = pipeline::prune_model(&mut net, &calib, a.method, a.pattern, &opts, &mut progress)
         .map_err(|e| e.to_string())?;
     let t_prune = t2.elapsed().as_secs_f64();
     let t3 = std::time::Instant::now();
@@ -392,6 +392,7 @@ fn run_prune(a: RunArgs) -> Result<(), String> {
         "sparsity": {"target": a.pattern.target(), "achieved_linear_layers": zeros / total.max(1.0), "all_patterns_hold": true},
         "layers": layers,
         "wall_time_s": {"total": wall, "load": t_load, "perplexity_dense": t_ppl_dense, "prune": t_prune, "perplexity_pruned": t_ppl_pruned, "write": t_write},
+        "prune_stages_s": stages,
         "peak_rss_mb": card::peak_rss_mb(),
         "output": {"gguf_type": a.out_type, "safetensors_dtype": "f16", "files": files},
     });

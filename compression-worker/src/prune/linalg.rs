@@ -20,6 +20,103 @@ pub fn dot(a: &[f64], b: &[f64]) -> f64 {
     s
 }
 
+/// Columns per block of the blocked factorizations: their trailing updates are matrix products
+/// (candle's gemm, all cores); the n × n unblocked loops are single-threaded dot products.
+const BLOCK: usize = 128;
+
+/// `a` (r × k) · `b`ᵀ (b: c × k), row-major, through candle's gemm: r × c.
+fn mul_t(a: Vec<f64>, b: Vec<f64>, r: usize, c: usize, k: usize) -> Result<Vec<f64>, String> {
+    use candle_core::{Device, Tensor};
+    let e = |e: candle_core::Error| e.to_string();
+    let a = Tensor::from_vec(a, (r, k), &Device::Cpu).map_err(e)?;
+    let b = Tensor::from_vec(b, (c, k), &Device::Cpu).map_err(e)?;
+    a.matmul(&b.t().map_err(e)?).map_err(e)?.flatten_all().map_err(e)?.to_vec1::<f64>().map_err(e)
+}
+
+/// `a` (r × k) · `b` (k × c), row-major, through candle's gemm: r × c.
+fn mul(a: Vec<f64>, b: Vec<f64>, r: usize, c: usize, k: usize) -> Result<Vec<f64>, String> {
+    use candle_core::{Device, Tensor};
+    let e = |e: candle_core::Error| e.to_string();
+    let a = Tensor::from_vec(a, (r, k), &Device::Cpu).map_err(e)?;
+    let b = Tensor::from_vec(b, (k, c), &Device::Cpu).map_err(e)?;
+    a.matmul(&b).map_err(e)?.flatten_all().map_err(e)?.to_vec1::<f64>().map_err(e)
+}
+
+/// The sub-matrix rows r0..r1 × columns c0..c1 of the row-major n-column `a`, copied.
+fn sub(a: &[f64], n: usize, (r0, r1): (usize, usize), (c0, c1): (usize, usize)) -> Vec<f64> {
+    let mut out = Vec::with_capacity((r1 - r0) * (c1 - c0));
+    for i in r0..r1 {
+        out.extend_from_slice(&a[i * n + c0..i * n + c1]);
+    }
+    out
+}
+
+/// Blocked right-looking Cholesky (same result as `cholesky_lower`, up to rounding): per block of
+/// columns, the diagonal block unblocked, the panel below by forward substitution, and the trailing
+/// lower part updated with one matrix product.
+pub fn cholesky_lower_blocked(a: &mut [f64], n: usize) -> Result<(), String> {
+    let mut k0 = 0;
+    while k0 < n {
+        let k1 = (k0 + BLOCK).min(n);
+        let nb = k1 - k0;
+        let mut d = sub(a, n, (k0, k1), (k0, k1));
+        cholesky_lower(&mut d, nb).map_err(|e| format!("{e} (block at {k0})"))?;
+        for i in 0..nb {
+            a[(k0 + i) * n + k0..(k0 + i) * n + k1].copy_from_slice(&d[i * nb..(i + 1) * nb]);
+        }
+        // The panel: row i of L21 solves x · L11ᵀ = a_i.
+        for i in k1..n {
+            let row = &mut a[i * n + k0..i * n + k1];
+            for j in 0..nb {
+                let s = row[j] - dot(&row[..j], &d[j * nb..j * nb + j]);
+                row[j] = s / d[j * nb + j];
+            }
+        }
+        if k1 < n {
+            let m = n - k1;
+            let l21 = sub(a, n, (k1, n), (k0, k1));
+            let p = mul_t(l21.clone(), l21, m, m, nb)?;
+            for i in 0..m {
+                let row = &mut a[(k1 + i) * n + k1..(k1 + i) * n + k1 + i + 1];
+                for (x, y) in row.iter_mut().zip(&p[i * m..i * m + i + 1]) {
+                    *x -= y;
+                }
+            }
+        }
+        k0 = k1;
+    }
+    for i in 0..n {
+        a[i * n + i + 1..(i + 1) * n].iter_mut().for_each(|x| *x = 0.0);
+    }
+    Ok(())
+}
+
+/// Blocked inverse of a lower-triangular matrix (same result as `lower_inverse`, up to rounding):
+/// per block row, M_ii = L_ii⁻¹ and M[i, :i] = −M_ii · (L[i, :i] · M[:i, :i]) by matrix products.
+pub fn lower_inverse_blocked(l: &[f64], n: usize) -> Result<Vec<f64>, String> {
+    let mut m = vec![0.0; n * n];
+    let mut i0 = 0;
+    while i0 < n {
+        let i1 = (i0 + BLOCK).min(n);
+        let nb = i1 - i0;
+        let mii = lower_inverse(&sub(l, n, (i0, i1), (i0, i1)), nb);
+        for i in 0..nb {
+            m[(i0 + i) * n + i0..(i0 + i) * n + i1].copy_from_slice(&mii[i * nb..(i + 1) * nb]);
+        }
+        if i0 > 0 {
+            let t = mul(sub(l, n, (i0, i1), (0, i0)), sub(&m, n, (0, i0), (0, i0)), nb, i0, i0)?;
+            let off = mul(mii, t, nb, i0, nb)?;
+            for i in 0..nb {
+                for (x, y) in m[(i0 + i) * n..(i0 + i) * n + i0].iter_mut().zip(&off[i * i0..(i + 1) * i0]) {
+                    *x = -y;
+                }
+            }
+        }
+        i0 = i1;
+    }
+    Ok(m)
+}
+
 /// Lower Cholesky factor L (H = L Lᵀ) in place of `a`; the upper triangle is zeroed. Fails on a
 /// non-positive pivot.
 pub fn cholesky_lower(a: &mut [f64], n: usize) -> Result<(), String> {
@@ -78,8 +175,8 @@ pub fn upper_cholesky_of_inverse(h: &[f64], n: usize) -> Result<Vec<f64>, String
             rev[i * n + j] = h[(n - 1 - i) * n + (n - 1 - j)];
         }
     }
-    cholesky_lower(&mut rev, n)?;
-    let inv = lower_inverse(&rev, n);
+    cholesky_lower_blocked(&mut rev, n)?;
+    let inv = lower_inverse_blocked(&rev, n)?;
     let mut u = vec![0.0; n * n];
     for i in 0..n {
         for j in 0..n {
@@ -132,5 +229,26 @@ mod tests {
         }
         let mut bad = vec![1.0, 2.0, 2.0, 1.0];
         assert!(cholesky_lower(&mut bad, 2).is_err());
+    }
+
+    /// The blocked factorizations (matrix products per block) agree with the plain ones, on a size
+    /// that is not a multiple of the block.
+    #[test]
+    fn blocked_agrees_with_unblocked() {
+        let n = 2 * BLOCK + 37;
+        let h = spd(n);
+        let (mut a, mut b) = (h.clone(), h.clone());
+        cholesky_lower(&mut a, n).unwrap();
+        cholesky_lower_blocked(&mut b, n).unwrap();
+        let scale = a.iter().fold(0.0f64, |m, x| m.max(x.abs()));
+        let diff = a.iter().zip(&b).fold(0.0f64, |m, (x, y)| m.max((x - y).abs()));
+        assert!(diff <= 1e-10 * scale, "cholesky: {diff} of {scale}");
+        let (ia, ib) = (lower_inverse(&a, n), lower_inverse_blocked(&a, n).unwrap());
+        let scale = ia.iter().fold(0.0f64, |m, x| m.max(x.abs()));
+        let diff = ia.iter().zip(&ib).fold(0.0f64, |m, (x, y)| m.max((x - y).abs()));
+        assert!(diff <= 1e-10 * scale, "inverse: {diff} of {scale}");
+        let mut bad = spd(n);
+        bad[(n - 1) * n + n - 1] = -1e9;
+        assert!(cholesky_lower_blocked(&mut bad, n).is_err());
     }
 }

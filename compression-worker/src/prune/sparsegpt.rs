@@ -59,6 +59,15 @@ pub fn prune(
     prune_with(w, rows, &f, pattern, opts.block)
 }
 
+/// `a` (r × k) · `b` (k × c), row-major f32, through candle's gemm.
+fn matmul_f32(a: Vec<f32>, b: Vec<f32>, r: usize, c: usize, k: usize) -> Result<Vec<f32>, String> {
+    use candle_core::{Device, Tensor};
+    let e = |e: candle_core::Error| e.to_string();
+    let a = Tensor::from_vec(a, (r, k), &Device::Cpu).map_err(e)?;
+    let b = Tensor::from_vec(b, (k, c), &Device::Cpu).map_err(e)?;
+    a.matmul(&b).map_err(e)?.flatten_all().map_err(e)?.to_vec1::<f32>().map_err(e)
+}
+
 /// Prunes with a precomputed factor.
 pub fn prune_with(w: &mut [f32], rows: usize, f: &Factor, pattern: Pattern, block: usize) -> Result<(), String> {
     let cols = f.cols;
@@ -136,19 +145,16 @@ pub fn prune_with(w: &mut [f32], rows: usize, f: &Factor, pattern: Pattern, bloc
                 w[r * cols + j] = q;
             }
         }
-        // The block's errors onto the columns after it.
+        // The block's errors onto the columns after it: W[:, i2..] −= E · U[i1..i2, i2..], one
+        // matrix product (candle's gemm, all cores).
         if i2 < cols {
+            let rest = cols - i2;
+            let e: Vec<f32> = (0..rows).flat_map(|r| err[r * bs..r * bs + count].iter().copied()).collect();
+            let ublk: Vec<f32> = (i1..i2).flat_map(|j| u[j * cols + i2..j * cols + cols].iter().copied()).collect();
+            let p = matmul_f32(e, ublk, rows, rest, count)?;
             for r in 0..rows {
-                for t in 0..count {
-                    let e = err[r * bs + t];
-                    if e == 0.0 {
-                        continue;
-                    }
-                    let urow = &u[(i1 + t) * cols + i2..(i1 + t) * cols + cols];
-                    let row = &mut w[r * cols + i2..r * cols + cols];
-                    for (x, uu) in row.iter_mut().zip(urow) {
-                        *x -= e * uu;
-                    }
+                for (x, y) in w[r * cols + i2..r * cols + cols].iter_mut().zip(&p[r * rest..(r + 1) * rest]) {
+                    *x -= y;
                 }
             }
         }
