@@ -72,7 +72,7 @@ fn outcome(span: &mut Span, r: std::result::Result<&Reply, &RouterError>) {
 }
 
 /// Adds what feedback taught to the query's prediction (`online.rs`): the scores of similar
-/// queries as neighbours of their model, then each model's recent bias.
+/// queries as neighbours of their model, then each model's recent bias and σ factor.
 fn learn(shared: &Shared, q: &mut crate::query::Query) {
     if q.features.is_empty() || shared.online.is_empty() {
         return;
@@ -83,12 +83,12 @@ fn learn(shared: &Shared, q: &mut crate::query::Query) {
         }
     }
     for (j, md) in q.live.models.iter().enumerate() {
-        let b = shared.feedback.bias(&md.entry.name);
+        let learned = shared.feedback.learned(&md.entry.name);
         if let Some(mu) = q.prediction.mu.get_mut(j) {
-            *mu = (*mu + b).clamp(0.0, 1.0);
+            *mu = (*mu + learned.bias).clamp(0.0, 1.0);
         }
         if let Some(sigma) = q.prediction.sigma.get_mut(j) {
-            *sigma *= shared.feedback.sigma_scale(&md.entry.name);
+            *sigma *= learned.sigma_scale;
         }
     }
 }

@@ -132,13 +132,12 @@ pub async fn decide(shared: &Arc<Shared>, queries: Vec<Query>) -> Option<Decided
         let (mut mu, mut sigma, mut cost, mut cost_var, mut tokens, mut allowed) =
             (vec![0.0; m], vec![0.0; m], vec![0.0; m], vec![0.0; m], vec![0.0; m], vec![false; m]);
         for (j, md) in live.models.iter().enumerate() {
-            let e = j;
-            let out = p.output_tokens[e].min(q.max_tokens as f64);
-            mu[j] = p.mu[e];
-            sigma[j] = p.sigma[e];
+            let out = p.output_tokens[j].min(q.max_tokens as f64);
+            mu[j] = p.mu[j];
+            sigma[j] = p.sigma[j];
             cost[j] = md.entry.cost(q.input_tokens as f64, out);
             // The realized output length's spread, priced like the output (capped by max_tokens).
-            let sd = p.output_tokens_sd.get(e).copied().unwrap_or(0.0).min(q.max_tokens as f64);
+            let sd = p.output_tokens_sd.get(j).copied().unwrap_or(0.0).min(q.max_tokens as f64);
             cost_var[j] = (md.entry.price_out_per_mtok / 1e6 * sd).powi(2);
             tokens[j] = q.input_tokens as f64 + out;
             allowed[j] = usable(q.allowed[j], open[j], md.capacity, cost[j], q.cost_cap);

@@ -181,6 +181,7 @@ fn settle(
 
 /// Keeps what feedback on this answer will need, under its request id.
 fn keep(shared: &Shared, live: &Live, q: &Query, r: &Reply) {
+    let j = live.model_index(&r.model);
     let a = crate::requests::Answered {
         tenant: q.tenant.clone(),
         prompt_hash: q.prompt_hash,
@@ -192,8 +193,8 @@ fn keep(shared: &Shared, live: &Live, q: &Query, r: &Reply) {
         sigma: r.predicted.sigma / shared.feedback.sigma_scale(&r.model),
         dispatched: r.dispatched,
         features: q.features.clone(),
-        base_mu: live.model_index(&r.model).and_then(|j| q.base_mu.get(j)).copied().unwrap_or(r.predicted.mu),
-        prior: live.model_index(&r.model).is_some_and(|j| live.models[j].prior.is_some()),
+        base_mu: j.and_then(|j| q.base_mu.get(j)).copied().unwrap_or(r.predicted.mu),
+        prior: j.is_some_and(|j| live.models[j].prior.is_some()),
     };
     shared.requests.record(&r.request_id, a, &live.config.feedback, Instant::now());
 }

@@ -61,20 +61,38 @@ const DAY0_BIAS_PRIOR: f64 = 4.0;
 /// nothing is wrong (the winner's curse); only a clear shift — a model that degraded — moves μ.
 const BIAS_DEAD_ZONE: f64 = 0.1;
 
-/// The feedback state: the rolling windows per model and the open log file.
+/// What a model's window teaches its predictions.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct Learned {
+    /// How far its recent scores sit from the trained μ, shrunk toward 0
+    /// (Σ (score − μ) / (n + `BIAS_PRIOR`) over its window).
+    pub bias: f64,
+    /// The factor its predicted σ is multiplied by (1 until `MIN_SCORES` scores).
+    pub sigma_scale: f64,
+}
+
+impl Default for Learned {
+    fn default() -> Learned {
+        Learned { bias: 0.0, sigma_scale: 1.0 }
+    }
+}
+
+/// The feedback state: the rolling windows per model, what they teach, and the open log file.
 #[derive(Default)]
 pub struct Feedback {
     windows: Mutex<HashMap<String, Window>>,
-    /// Per model: how far its recent scores sit from the trained μ, shrunk toward 0
-    /// (Σ (score − μ) / (n + `BIAS_PRIOR`) over its window).
-    bias: std::sync::RwLock<HashMap<String, f64>>,
-    /// Per model: the factor its predicted σ is multiplied by (from the window; 1 before).
-    sigma_scale: std::sync::RwLock<HashMap<String, f64>>,
+    learned: std::sync::RwLock<HashMap<String, Learned>>,
     log: Mutex<Option<(PathBuf, std::fs::File)>>,
 }
 
+/// A score feedback may carry: a number in [0, 1].
+fn valid_score(s: f64) -> bool {
+    s.is_finite() && (0.0..=1.0).contains(&s)
+}
+
 impl Feedback {
-    /// Adds a score to its model's window; the window's σ-interval coverage once it is full enough.
+    /// Adds a score to its model's window and updates what it teaches; once the window is full
+    /// enough, its σ-interval coverage (also set as the model's coverage gauge).
     fn observe(&self, a: &Answered, score: f64) -> Option<f64> {
         let mut w = self.windows.lock().unwrap_or_else(|p| p.into_inner());
         let q = w.entry(a.model.clone()).or_default();
@@ -85,29 +103,36 @@ impl Feedback {
         let residual: f64 = q.iter().map(|t| t.2 - t.3).sum();
         let (weight, dead_zone) = if a.prior { (DAY0_BIAS_PRIOR, 0.0) } else { (BIAS_PRIOR, BIAS_DEAD_ZONE) };
         let shrunk = residual / (q.len() as f64 + weight);
-        let b = shrunk.signum() * (shrunk.abs() - dead_zone).max(0.0);
-        self.bias.write().unwrap_or_else(|p| p.into_inner()).insert(a.model.clone(), b);
-        if q.len() < MIN_SCORES {
-            return None;
+        let mut learned =
+            Learned { bias: shrunk.signum() * (shrunk.abs() - dead_zone).max(0.0), ..self.learned(&a.model) };
+        let mut coverage = None;
+        if q.len() >= MIN_SCORES {
+            let (mu, sigma, y): (Vec<f64>, Vec<f64>, Vec<f64>) =
+                (q.iter().map(|t| t.0).collect(), q.iter().map(|t| t.1).collect(), q.iter().map(|t| t.2).collect());
+            learned.sigma_scale = estimator::metrics::sigma_scale(&y, &mu, &sigma, 10, SIGMA_SCALE.0, SIGMA_SCALE.1);
+            metrics::gauge!(names::FEEDBACK_SIGMA_SCALE, "model" => a.model.clone()).set(learned.sigma_scale);
+            let c = estimator::metrics::sigma_check(&y, &mu, &sigma, 10).coverage;
+            metrics::gauge!(names::FEEDBACK_SIGMA_COVERAGE, "model" => a.model.clone()).set(c);
+            coverage = Some(c);
         }
-        let (mu, sigma, y): (Vec<f64>, Vec<f64>, Vec<f64>) =
-            (q.iter().map(|t| t.0).collect(), q.iter().map(|t| t.1).collect(), q.iter().map(|t| t.2).collect());
-        drop(w);
-        let scale = estimator::metrics::sigma_scale(&y, &mu, &sigma, 10, SIGMA_SCALE.0, SIGMA_SCALE.1);
-        self.sigma_scale.write().unwrap_or_else(|p| p.into_inner()).insert(a.model.clone(), scale);
-        metrics::gauge!(names::FEEDBACK_SIGMA_SCALE, "model" => a.model.clone()).set(scale);
-        Some(estimator::metrics::sigma_check(&y, &mu, &sigma, 10).coverage)
+        // Written while the window is still locked: scores of one model update it in order.
+        self.learned.write().unwrap_or_else(|p| p.into_inner()).insert(a.model.clone(), learned);
+        coverage
     }
 
-    /// The factor `model`'s predicted σ is multiplied by (1 until it has `MIN_SCORES` scores).
-    pub fn sigma_scale(&self, model: &str) -> f64 {
-        self.sigma_scale.read().unwrap_or_else(|p| p.into_inner()).get(model).copied().unwrap_or(1.0)
+    /// What `model`'s window teaches (no bias, σ unscaled without feedback).
+    pub fn learned(&self, model: &str) -> Learned {
+        self.learned.read().unwrap_or_else(|p| p.into_inner()).get(model).copied().unwrap_or_default()
     }
 
-    /// How far `model`'s recent scores sit from what the trained estimator predicted (0 without
-    /// feedback).
+    /// How far `model`'s recent scores sit from what the trained estimator predicted.
     pub fn bias(&self, model: &str) -> f64 {
-        self.bias.read().unwrap_or_else(|p| p.into_inner()).get(model).copied().unwrap_or(0.0)
+        self.learned(model).bias
+    }
+
+    /// The factor `model`'s predicted σ is multiplied by.
+    pub fn sigma_scale(&self, model: &str) -> f64 {
+        self.learned(model).sigma_scale
     }
 
     /// Appends one line to the log at `path` (opened on first use and when the path changes).
@@ -171,7 +196,7 @@ pub fn restore(feedback: &Feedback, online: Option<&crate::online::OnlineIndex>,
             out.skipped += 1;
             continue;
         };
-        if !(l.score.is_finite() && (0.0..=1.0).contains(&l.score)) {
+        if !valid_score(l.score) {
             out.skipped += 1;
             continue;
         }
@@ -187,9 +212,7 @@ pub fn restore(feedback: &Feedback, online: Option<&crate::online::OnlineIndex>,
             base_mu: l.base_mu.unwrap_or(l.mu),
             prior: l.prior,
         };
-        if let Some(c) = feedback.observe(&a, l.score) {
-            metrics::gauge!(names::FEEDBACK_SIGMA_COVERAGE, "model" => a.model.clone()).set(c);
-        }
+        feedback.observe(&a, l.score);
         out.scores += 1;
         if let Some(idx) = online.filter(|_| !a.features.is_empty()) {
             idx.add(&a.features, &a.model, l.score);
@@ -206,7 +229,7 @@ pub fn submit(shared: &Shared, input: FeedbackInput) -> Result<FeedbackReply> {
     if input.request_id.is_empty() {
         return Err(RouterError::bad("request_id", "missing: the request_id of a Route reply"));
     }
-    if !(input.score.is_finite() && (0.0..=1.0).contains(&input.score)) {
+    if !valid_score(input.score) {
         return Err(RouterError::bad("score", format!("{} is not a number in [0, 1]", input.score)));
     }
     let cfg = &live.config.feedback;
@@ -243,9 +266,7 @@ pub fn submit(shared: &Shared, input: FeedbackInput) -> Result<FeedbackReply> {
         shared.online.add(&a.features, &a.model, input.score);
     }
     metrics::counter!(names::FEEDBACK_TOTAL, "model" => a.model.clone()).increment(1);
-    if let Some(c) = shared.feedback.observe(&a, input.score) {
-        metrics::gauge!(names::FEEDBACK_SIGMA_COVERAGE, "model" => a.model.clone()).set(c);
-    }
+    shared.feedback.observe(&a, input.score);
     Ok(FeedbackReply { model: a.model, predicted_mu: a.mu, predicted_sigma: a.sigma })
 }
 

@@ -47,6 +47,13 @@ struct Inner {
     features: Vec<SparseVec>,
 }
 
+/// Adds document `d`'s features to the postings.
+fn post(postings: &mut HashMap<u32, Vec<(u32, f32)>>, d: u32, features: &SparseVec) {
+    for &(t, w) in features {
+        postings.entry(t).or_default().push((d, w));
+    }
+}
+
 /// The feedback documents, bounded (past `max`, the oldest half is dropped).
 pub struct OnlineIndex {
     inner: RwLock<Inner>,
@@ -79,15 +86,11 @@ impl OnlineIndex {
             let Inner { postings, features, .. } = &mut *g;
             postings.clear();
             for (d, f) in features.iter().enumerate() {
-                for &(t, w) in f {
-                    postings.entry(t).or_default().push((d as u32, w));
-                }
+                post(postings, d as u32, f);
             }
         }
         let d = g.docs.len() as u32;
-        for &(t, w) in features {
-            g.postings.entry(t).or_default().push((d, w));
-        }
+        post(&mut g.postings, d, features);
         g.docs.push(Doc { model: model.to_string(), score });
         g.features.push(features.clone());
     }

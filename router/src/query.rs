@@ -114,7 +114,7 @@ pub struct Query {
     pub prompt_hash: u64,
     /// Its heaviest TF-IDF features (`feedback.online`; empty when off).
     pub features: estimator::features::SparseVec,
-    /// The trained estimator's μ per estimated model, before feedback moved it.
+    /// The trained estimator's μ per catalog model (priors applied), before feedback moved it.
     pub base_mu: Vec<f64>,
 }
 

@@ -371,10 +371,10 @@ fn build_live(
         Some(t) => t.clone(),
         None => Arc::new(train(&config, &catalog, &wanted, key)?),
     };
-    let recorded = trained.resolved.clone();
+    let recorded = &trained.resolved;
     let mut replay_as = config.estimator.proxies.clone();
     let mut priors = Vec::with_capacity(catalog.models.len());
-    for (i, (m, rec)) in catalog.models.iter().zip(&recorded).enumerate() {
+    for (i, (m, rec)) in catalog.models.iter().zip(recorded).enumerate() {
         if *rec == wanted[i].0 {
             priors.push(None);
             continue;
@@ -418,7 +418,7 @@ fn build_live(
     };
     let mut states = states.lock().unwrap_or_else(|p| p.into_inner());
     let mut models = Vec::with_capacity(catalog.models.len());
-    for ((entry, rec), prior) in catalog.models.iter().zip(&recorded).zip(priors) {
+    for ((entry, rec), prior) in catalog.models.iter().zip(recorded).zip(priors) {
         let est_index = trained
             .estimator
             .models()
@@ -520,8 +520,7 @@ fn train(config: &Config, catalog: &Catalog, wanted: &Wanted, key: TrainKey) -> 
             _ => own.clone(),
         })
         .collect();
-    let recorded = &recorded[..];
-    let mut est_models: Vec<String> = recorded.to_vec();
+    let mut est_models: Vec<String> = recorded.clone();
     est_models.sort();
     est_models.dedup();
     let usable: Vec<&Record> =
@@ -608,7 +607,7 @@ fn train(config: &Config, catalog: &Catalog, wanted: &Wanted, key: TrainKey) -> 
     );
     Ok(Trained {
         key,
-        resolved: recorded.to_vec(),
+        resolved: recorded,
         estimator,
         replay: Arc::new(ReplayData::new(replay_records, nearest)),
         calibration,
