@@ -7,10 +7,7 @@
 # the dense model's chat check beside them. ~9 min on 2 cores.
 set -euo pipefail
 cd "$(dirname "$0")/.."
-export CARGO_TARGET_DIR="${CARGO_TARGET_DIR:-$HOME/.cache/llmroute-target}"
-cargo build --release -q -p compression-worker
-BIN="$CARGO_TARGET_DIR/release/compression-worker"
-MODEL=$(python3 scripts/llama_server.py --model smollm2 --print-path)
+source scripts/worker-lib.sh
 OUT=docs/results/compress-chat.txt
 mkdir -p out/compress-chat
 {

@@ -5,10 +5,7 @@
 # calibrated on the plays (`--calibration plays`; scripts/compress-chat.sh compares chat calibration).
 set -euo pipefail
 cd "$(dirname "$0")/.."
-export CARGO_TARGET_DIR="${CARGO_TARGET_DIR:-$HOME/.cache/llmroute-target}"
-cargo build --release -q -p compression-worker
-BIN="$CARGO_TARGET_DIR/release/compression-worker"
-MODEL=$(python3 scripts/llama_server.py --model smollm2 --print-path)
+source scripts/worker-lib.sh
 OUT=docs/results
 mkdir -p out/compress
 [ -n "${METHODS:-}" ] || : > "$OUT/compress-summary.txt"

@@ -4,10 +4,7 @@
 # default 16 × 128 plays tokens, twice, with the prune phase's stages from the model card. ~3 min.
 set -euo pipefail
 cd "$(dirname "$0")/.."
-export CARGO_TARGET_DIR="${CARGO_TARGET_DIR:-$HOME/.cache/llmroute-target}"
-cargo build --release -q -p compression-worker --bins --examples
-BIN="$CARGO_TARGET_DIR/release/compression-worker"
-MODEL=$(python3 scripts/llama_server.py --model smollm2 --print-path)
+source scripts/worker-lib.sh --bins --examples
 mkdir -p out/prune-speed
 {
   echo "# cargo run --release -p compression-worker --example prune_bench ($(nproc) cores)"

@@ -119,7 +119,7 @@ fn prune_linear(
         Ok(d.matmul(ht)?.mul(&d)?.sum_all()?.to_scalar::<f32>()? as f64)
     };
     let error = quad(w0.iter().zip(&w).map(|(a, b)| a - b).collect())?;
-    let base = quad(w0.clone())?;
+    let base = quad(w0)?;
     let report = LayerReport {
         name: name.clone(),
         rows,
@@ -134,6 +134,14 @@ fn prune_linear(
     Ok(report)
 }
 
+/// Runs `f`, adding the seconds it took to `slot`.
+fn timed<T>(slot: &mut f64, f: impl FnOnce() -> Result<T>) -> Result<T> {
+    let t = std::time::Instant::now();
+    let r = f();
+    *slot += t.elapsed().as_secs_f64();
+    r
+}
+
 /// Prunes every linear layer of every block; `progress(done_blocks, total)` after each block.
 pub fn prune_model(
     net: &mut Llama,
@@ -143,52 +151,34 @@ pub fn prune_model(
     opts: &sparsegpt::Options,
     progress: &mut dyn FnMut(usize, usize),
 ) -> Result<(Vec<LayerReport>, StageTimes)> {
-    use std::time::Instant;
     let mut tm = StageTimes::default();
     let recipe = Recipe { method, pattern, opts };
     let mut reports = Vec::new();
-    let t = Instant::now();
-    let mut xs: Vec<Tensor> = calib.iter().map(|ids| net.embed(ids)).collect::<Result<_>>()?;
-    tm.forward += t.elapsed().as_secs_f64();
+    let mut xs: Vec<Tensor> = timed(&mut tm.forward, || calib.iter().map(|ids| net.embed(ids)).collect())?;
     let n = net.cfg.n_layer;
-    let secs = |t: Instant| t.elapsed().as_secs_f64();
     for l in 0..n {
-        let t = Instant::now();
-        let hs: Vec<Tensor> = xs.iter().map(|x| net.attn_in(l, x)).collect::<Result<_>>()?;
-        tm.forward += secs(t);
-        let t = Instant::now();
-        let h = input(&hs, method, opts)?;
-        tm.hessian += secs(t);
+        let hs: Vec<Tensor> = timed(&mut tm.forward, || xs.iter().map(|x| net.attn_in(l, x)).collect())?;
+        let h = timed(&mut tm.hessian, || input(&hs, method, opts))?;
         for kind in ["attn_q", "attn_k", "attn_v"] {
             reports.push(prune_linear(net, (l, kind), &h, &recipe, &mut tm)?);
         }
-        let t = Instant::now();
-        let atts: Vec<Tensor> = hs.iter().map(|h| net.attention(l, h)).collect::<Result<_>>()?;
-        tm.forward += secs(t);
-        let t = Instant::now();
-        let h = input(&atts, method, opts)?;
-        tm.hessian += secs(t);
+        let atts: Vec<Tensor> = timed(&mut tm.forward, || hs.iter().map(|h| net.attention(l, h)).collect())?;
+        let h = timed(&mut tm.hessian, || input(&atts, method, opts))?;
         reports.push(prune_linear(net, (l, "attn_output"), &h, &recipe, &mut tm)?);
-        let t = Instant::now();
-        let xs2: Vec<Tensor> = xs.iter().zip(&atts).map(|(x, a)| net.attn_residual(l, x, a)).collect::<Result<_>>()?;
-        let h2s: Vec<Tensor> = xs2.iter().map(|x| net.mlp_in(l, x)).collect::<Result<_>>()?;
-        tm.forward += secs(t);
-        let t = Instant::now();
-        let h = input(&h2s, method, opts)?;
-        tm.hessian += secs(t);
+        let (xs2, h2s) = timed(&mut tm.forward, || {
+            let xs2: Vec<Tensor> =
+                xs.iter().zip(&atts).map(|(x, a)| net.attn_residual(l, x, a)).collect::<Result<_>>()?;
+            let h2s: Vec<Tensor> = xs2.iter().map(|x| net.mlp_in(l, x)).collect::<Result<_>>()?;
+            Ok((xs2, h2s))
+        })?;
+        let h = timed(&mut tm.hessian, || input(&h2s, method, opts))?;
         for kind in ["ffn_gate", "ffn_up"] {
             reports.push(prune_linear(net, (l, kind), &h, &recipe, &mut tm)?);
         }
-        let t = Instant::now();
-        let acts: Vec<Tensor> = h2s.iter().map(|h| net.mlp_act(l, h)).collect::<Result<_>>()?;
-        tm.forward += secs(t);
-        let t = Instant::now();
-        let h = input(&acts, method, opts)?;
-        tm.hessian += secs(t);
+        let acts: Vec<Tensor> = timed(&mut tm.forward, || h2s.iter().map(|h| net.mlp_act(l, h)).collect())?;
+        let h = timed(&mut tm.hessian, || input(&acts, method, opts))?;
         reports.push(prune_linear(net, (l, "ffn_down"), &h, &recipe, &mut tm)?);
-        let t = Instant::now();
-        xs = xs2.iter().zip(&acts).map(|(x, a)| net.mlp_residual(l, x, a)).collect::<Result<_>>()?;
-        tm.forward += secs(t);
+        xs = timed(&mut tm.forward, || xs2.iter().zip(&acts).map(|(x, a)| net.mlp_residual(l, x, a)).collect())?;
         progress(l + 1, n);
     }
     Ok((reports, tm))

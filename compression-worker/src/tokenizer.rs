@@ -26,6 +26,20 @@ impl Tok {
         }
         let tokens = md_strings(m, "tokenizer.ggml.tokens")?;
         let merges = md_strings(m, "tokenizer.ggml.merges")?;
+        // Control tokens (type 3: `<|im_start|>`, `<|im_end|>`, …) are single ids in chat text,
+        // as llama.cpp reads them, not BPE pieces.
+        let types: Vec<i64> = m
+            .metadata
+            .get("tokenizer.ggml.token_type")
+            .and_then(|v| v.to_vec().ok())
+            .map(|a| a.iter().map(|t| t.to_i32().map(i64::from).unwrap_or(1)).collect())
+            .unwrap_or_default();
+        let special: Vec<tokenizers::AddedToken> = tokens
+            .iter()
+            .zip(&types)
+            .filter(|(_, &t)| t == CONTROL_TOKEN)
+            .map(|(n, _)| tokenizers::AddedToken::from(n.clone(), true))
+            .collect();
         let vocab: tokenizers::models::bpe::Vocab =
             tokens.into_iter().enumerate().map(|(i, t)| (t, i as u32)).collect();
         let merges: Vec<(String, String)> =
@@ -35,21 +49,6 @@ impl Tok {
         let mut inner = Tokenizer::new(bpe);
         inner.with_pre_tokenizer(Some(ByteLevel::new(false, true, true)));
         inner.with_decoder(Some(ByteLevel::default()));
-        // Control tokens (type 3: `<|im_start|>`, `<|im_end|>`, …) are single ids in chat text,
-        // as llama.cpp reads them, not BPE pieces.
-        let types: Vec<i64> = m
-            .metadata
-            .get("tokenizer.ggml.token_type")
-            .and_then(|v| v.to_vec().ok())
-            .map(|a| a.iter().map(|t| t.to_i32().map(i64::from).unwrap_or(1)).collect())
-            .unwrap_or_default();
-        let names = md_strings(m, "tokenizer.ggml.tokens")?;
-        let special: Vec<tokenizers::AddedToken> = names
-            .iter()
-            .zip(&types)
-            .filter(|(_, &t)| t == CONTROL_TOKEN)
-            .map(|(n, _)| tokenizers::AddedToken::from(n.clone(), true))
-            .collect();
         inner.add_special_tokens(&special);
         let bos = m.metadata.get("tokenizer.ggml.bos_token_id").and_then(|v| v.to_u32().ok());
         Ok(Tok { inner, bos })

@@ -33,6 +33,23 @@ fn smollm2() -> String {
     model.unwrap_or_default()
 }
 
+/// `compression-worker run ARGS --out OUT` (with `env` set); asserts it succeeded and returns its
+/// stderr and the model card it wrote.
+fn run_worker(args: &[&str], env: &[(&str, &std::path::Path)], out: &std::path::Path) -> (String, serde_json::Value) {
+    let o = Command::new(env!("CARGO_BIN_EXE_compression-worker"))
+        .envs(env.iter().map(|(k, v)| (*k, *v)))
+        .arg("run")
+        .args(args)
+        .arg("--out")
+        .arg(out)
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&o.stderr).into_owned();
+    assert!(o.status.success(), "{stderr}");
+    let card = serde_json::from_str(&std::fs::read_to_string(out.join("model-card.json")).unwrap()).unwrap();
+    (stderr, card)
+}
+
 fn post(port: u16, body: &str) -> (u16, String) {
     let mut s = std::net::TcpStream::connect(("127.0.0.1", port)).unwrap();
     s.set_read_timeout(Some(Duration::from_secs(60))).unwrap();
@@ -53,29 +70,16 @@ fn post(port: u16, body: &str) -> (u16, String) {
 fn pruned_model_is_served_by_llama_cpp() {
     let model = smollm2();
     let out = std::env::temp_dir().join(format!("llmroute-cw-{}", std::process::id()));
-    let o = Command::new(env!("CARGO_BIN_EXE_compression-worker"))
-        .args(["run", "--model", &model, "--method", "wanda", "--pattern", "2:4", "--calibration", "plays"])
-        .args([
-            "--calib-n",
-            "4",
-            "--calib-len",
-            "64",
-            "--eval-n",
-            "4",
-            "--eval-len",
-            "64",
-            "--name",
-            "smollm2-wanda-2-4",
-        ])
-        .arg("--out")
-        .arg(&out)
-        .output()
-        .unwrap();
-    let stderr = String::from_utf8_lossy(&o.stderr);
-    assert!(o.status.success(), "{stderr}");
+    let (stderr, card) = run_worker(
+        &["--model", &model, "--method", "wanda", "--pattern", "2:4", "--calibration", "plays"]
+            .into_iter()
+            .chain(["--calib-n", "4", "--calib-len", "64", "--eval-n", "4", "--eval-len", "64"])
+            .chain(["--name", "smollm2-wanda-2-4"])
+            .collect::<Vec<_>>(),
+        &[],
+        &out,
+    );
     assert!(stderr.contains("30/30 blocks pruned"), "{stderr}");
-    let card: serde_json::Value =
-        serde_json::from_str(&std::fs::read_to_string(out.join("model-card.json")).unwrap()).unwrap();
     assert_eq!(card["method"], "wanda");
     assert_eq!(card["layers"].as_array().unwrap().len(), 30 * 7);
     for l in card["layers"].as_array().unwrap() {
@@ -154,30 +158,26 @@ fn chat_calibrated_pruned_model_still_chats() {
     let out = std::env::temp_dir().join(format!("llmroute-cw-chat-{}", std::process::id()));
     // A fresh cache: the test generates the calibration conversations itself.
     let cache = out.join("cache");
-    let o = Command::new(env!("CARGO_BIN_EXE_compression-worker"))
-        .env("XDG_CACHE_HOME", &cache)
-        .args(["run", "--model", &model, "--method", "sparsegpt", "--pattern", "2:4", "--calibration", "chat"])
-        .args([
-            "--chat-conversations",
-            "8",
-            "--calib-n",
-            "8",
-            "--calib-len",
-            "256",
-            "--eval-n",
-            "4",
-            "--eval-len",
-            "64",
-        ])
-        .args(["--chat-check", "20", "--chat-eval", "4", "--name", "smollm2-sparsegpt-2-4-chat"])
-        .arg("--out")
-        .arg(&out)
-        .output()
-        .unwrap();
-    let stderr = String::from_utf8_lossy(&o.stderr);
-    assert!(o.status.success(), "{stderr}");
-    let card: serde_json::Value =
-        serde_json::from_str(&std::fs::read_to_string(out.join("model-card.json")).unwrap()).unwrap();
+    let (_, card) = run_worker(
+        &["--model", &model, "--method", "sparsegpt", "--pattern", "2:4", "--calibration", "chat"]
+            .into_iter()
+            .chain([
+                "--chat-conversations",
+                "8",
+                "--calib-n",
+                "8",
+                "--calib-len",
+                "256",
+                "--eval-n",
+                "4",
+                "--eval-len",
+                "64",
+            ])
+            .chain(["--chat-check", "20", "--chat-eval", "4", "--name", "smollm2-sparsegpt-2-4-chat"])
+            .collect::<Vec<_>>(),
+        &[("XDG_CACHE_HOME", &cache)],
+        &out,
+    );
     assert_eq!(card["calibration"]["kind"], "chat", "{}", card["calibration"]);
     let file = PathBuf::from(card["calibration"]["file"].as_str().unwrap());
     assert!(file.starts_with(&cache), "{file:?}");

@@ -59,7 +59,8 @@ struct RunArgs {
     /// template, end-of-turn included (generated once through llama.cpp by
     /// scripts/chat_calibration.py and cached under ~/.cache/llmroute/chat-calibration); `plays` —
     /// the Gutenberg plays; or a text FILE. Default: `chat` for a GGUF with a chat template (an
-    /// instruct model: calibrated on plays it ends every chat answer at once), else `plays`.
+    /// instruct model: calibrated on plays, SmolLM2's 2:4 model ends most chat answers at once),
+    /// else `plays`.
     #[arg(long)]
     calibration: Option<String>,
     /// Conversations `--calibration chat` generates (at most 1000).
@@ -234,7 +235,7 @@ fn run_prune(a: RunArgs) -> Result<(), String> {
     let (calib_files, held_files) = text::split_files(&dir).map_err(|e| e.to_string())?;
     let has_template = m.metadata.contains_key("tokenizer.chat_template");
     let calibration = Calibration::parse(a.calibration.as_deref(), has_template && !a.model.is_dir());
-    let (calib_source, calib_text_files, calib_info) = match &calibration {
+    let (calib_source, calib_text_files, mut calib_info) = match &calibration {
         Calibration::Plays => (
             "plays",
             calib_files.clone(),
@@ -269,6 +270,10 @@ fn run_prune(a: RunArgs) -> Result<(), String> {
             )
         }
     };
+    calib_info["kind"] = calib_source.into();
+    calib_info["windows"] = a.calib_n.into();
+    calib_info["tokens_per_window"] = a.calib_len.into();
+    calib_info["seed"] = a.seed.into();
     let chat_eval_n = a.chat_eval.unwrap_or(if matches!(calibration, Calibration::Chat) { 16 } else { 0 });
     let chat_held = if chat_eval_n > 0 {
         if a.model.is_dir() {
@@ -284,11 +289,12 @@ fn run_prune(a: RunArgs) -> Result<(), String> {
     let calib = text::windows(&calib_text_files, &tok, a.calib_n, a.calib_len, a.seed).map_err(|e| e.to_string())?;
     let held = text::windows(&held_files, &tok, a.eval_n, a.eval_len, a.seed ^ 0xe7a1).map_err(|e| e.to_string())?;
     let t1 = std::time::Instant::now();
-    let ppl_dense = pipeline::perplexity(&net, &held).map_err(|e| e.to_string())?;
-    let chat_dense = match &chat_held {
-        Some((_, w)) => Some(pipeline::perplexity(&net, w).map_err(|e| e.to_string())?),
-        None => None,
+    // Perplexity on the held-out chat windows, when there are some.
+    let chat_ppl = |net: &Llama| -> Result<Option<f64>, String> {
+        chat_held.as_ref().map(|(_, w)| pipeline::perplexity(net, w).map_err(|e| e.to_string())).transpose()
     };
+    let ppl_dense = pipeline::perplexity(&net, &held).map_err(|e| e.to_string())?;
+    let chat_dense = chat_ppl(&net)?;
     let t_ppl_dense = t1.elapsed().as_secs_f64();
     eprintln!(
         "dense perplexity {ppl_dense:.3} ({} held-out windows × {} tokens, {t_ppl_dense:.1} s)",
@@ -321,10 +327,7 @@ fn run_prune(a: RunArgs) -> Result<(), String> {
     let t_prune = t2.elapsed().as_secs_f64();
     let t3 = std::time::Instant::now();
     let ppl_pruned = pipeline::perplexity(&net, &held).map_err(|e| e.to_string())?;
-    let chat_pruned = match &chat_held {
-        Some((_, w)) => Some(pipeline::perplexity(&net, w).map_err(|e| e.to_string())?),
-        None => None,
-    };
+    let chat_pruned = chat_ppl(&net)?;
     let t_ppl_pruned = t3.elapsed().as_secs_f64();
     let bad: Vec<&str> = layers.iter().filter(|l| !l.pattern_ok).map(|l| l.name.as_str()).collect();
     if !bad.is_empty() {
@@ -369,7 +372,12 @@ fn run_prune(a: RunArgs) -> Result<(), String> {
         })
         .collect();
     let wall = t0.elapsed().as_secs_f64();
-    let model_card = serde_json::json!({
+    let ppl_json = |d: f64, p: f64| serde_json::json!({"dense": d, "pruned": p, "ratio": p / d});
+    // The plays' figures at the top (what other tools read), and one entry per evaluation text.
+    let mut perplexity = ppl_json(ppl_dense, ppl_pruned);
+    perplexity["plays"] = ppl_json(ppl_dense, ppl_pruned);
+    perplexity["chat"] = chat_dense.zip(chat_pruned).map_or(serde_json::Value::Null, |(d, p)| ppl_json(d, p));
+    let mut model_card = serde_json::json!({
         "name": name,
         "source_model": {"path": a.model, "sha256": source_hash, "architecture": "llama", "config": net.cfg},
         "method": a.method,
@@ -381,14 +389,7 @@ fn run_prune(a: RunArgs) -> Result<(), String> {
             "held_out_plays": text::HELD_OUT, "files": held_files.len(), "windows": a.eval_n, "tokens_per_window": a.eval_len,
             "chat": chat_held.as_ref().map(|(f, _)| serde_json::json!({"file": f, "conversations": chat_eval_n, "windows": a.eval_n, "tokens_per_window": a.eval_len})),
         },
-        "perplexity": {
-            "dense": ppl_dense, "pruned": ppl_pruned, "ratio": ppl_pruned / ppl_dense,
-            "plays": {"dense": ppl_dense, "pruned": ppl_pruned, "ratio": ppl_pruned / ppl_dense},
-            "chat": match (chat_dense, chat_pruned) {
-                (Some(d), Some(p)) => serde_json::json!({"dense": d, "pruned": p, "ratio": p / d}),
-                _ => serde_json::Value::Null,
-            },
-        },
+        "perplexity": perplexity,
         "sparsity": {"target": a.pattern.target(), "achieved_linear_layers": zeros / total.max(1.0), "all_patterns_hold": true},
         "layers": layers,
         "wall_time_s": {"total": wall, "load": t_load, "perplexity_dense": t_ppl_dense, "prune": t_prune, "perplexity_pruned": t_ppl_pruned, "write": t_write},
@@ -396,11 +397,6 @@ fn run_prune(a: RunArgs) -> Result<(), String> {
         "peak_rss_mb": card::peak_rss_mb(),
         "output": {"gguf_type": a.out_type, "safetensors_dtype": "f16", "files": files},
     });
-    let mut model_card = model_card;
-    model_card["calibration"]["kind"] = calib_source.into();
-    model_card["calibration"]["windows"] = a.calib_n.into();
-    model_card["calibration"]["tokens_per_window"] = a.calib_len.into();
-    model_card["calibration"]["seed"] = a.seed.into();
     if a.chat_check > 0 {
         let gguf_out = outputs
             .iter()
@@ -436,12 +432,10 @@ fn run_prune(a: RunArgs) -> Result<(), String> {
     };
     let cat_path = a.out.join("catalog-entry.yaml");
     std::fs::write(&cat_path, card::catalog_yaml(&entry)).map_err(|e| format!("{}: {e}", cat_path.display()))?;
-    let chat_ppl = match (chat_dense, chat_pruned) {
-        (Some(d), Some(p)) => format!(", chat {d:.3} → {p:.3} (×{:.2})", p / d),
-        _ => String::new(),
-    };
+    let chat_line =
+        chat_dense.zip(chat_pruned).map_or(String::new(), |(d, p)| format!(", chat {d:.3} → {p:.3} (×{:.2})", p / d));
     println!(
-        "{name}: perplexity {ppl_dense:.3} → {ppl_pruned:.3} (×{:.2}){chat_ppl}; sparsity {:.3} of the linear layers; prune {t_prune:.1} s, total {wall:.1} s, peak RSS {:.0} MB",
+        "{name}: perplexity {ppl_dense:.3} → {ppl_pruned:.3} (×{:.2}){chat_line}; sparsity {:.3} of the linear layers; prune {t_prune:.1} s, total {wall:.1} s, peak RSS {:.0} MB",
         ppl_pruned / ppl_dense,
         zeros / total.max(1.0),
         card::peak_rss_mb().unwrap_or(0.0)

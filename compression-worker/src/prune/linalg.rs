@@ -24,22 +24,24 @@ pub fn dot(a: &[f64], b: &[f64]) -> f64 {
 /// (candle's gemm, all cores); the n × n unblocked loops are single-threaded dot products.
 const BLOCK: usize = 128;
 
-/// `a` (r × k) · `b`ᵀ (b: c × k), row-major, through candle's gemm: r × c.
-fn mul_t(a: Vec<f64>, b: Vec<f64>, r: usize, c: usize, k: usize) -> Result<Vec<f64>, String> {
-    use candle_core::{Device, Tensor};
-    let e = |e: candle_core::Error| e.to_string();
-    let a = Tensor::from_vec(a, (r, k), &Device::Cpu).map_err(e)?;
-    let b = Tensor::from_vec(b, (c, k), &Device::Cpu).map_err(e)?;
-    a.matmul(&b.t().map_err(e)?).map_err(e)?.flatten_all().map_err(e)?.to_vec1::<f64>().map_err(e)
+fn candle_err(e: candle_core::Error) -> String {
+    e.to_string()
 }
 
-/// `a` (r × k) · `b` (k × c), row-major, through candle's gemm: r × c.
-fn mul(a: Vec<f64>, b: Vec<f64>, r: usize, c: usize, k: usize) -> Result<Vec<f64>, String> {
+/// `a` (r × k) · `b` (k × c), row-major, through candle's gemm (all cores): r × c.
+pub fn mul<T: candle_core::WithDType>(a: Vec<T>, b: Vec<T>, r: usize, c: usize, k: usize) -> Result<Vec<T>, String> {
     use candle_core::{Device, Tensor};
-    let e = |e: candle_core::Error| e.to_string();
-    let a = Tensor::from_vec(a, (r, k), &Device::Cpu).map_err(e)?;
-    let b = Tensor::from_vec(b, (k, c), &Device::Cpu).map_err(e)?;
-    a.matmul(&b).map_err(e)?.flatten_all().map_err(e)?.to_vec1::<f64>().map_err(e)
+    let a = Tensor::from_vec(a, (r, k), &Device::Cpu).map_err(candle_err)?;
+    let b = Tensor::from_vec(b, (k, c), &Device::Cpu).map_err(candle_err)?;
+    a.matmul(&b).map_err(candle_err)?.flatten_all().map_err(candle_err)?.to_vec1::<T>().map_err(candle_err)
+}
+
+/// `a` (r × k) · `a`ᵀ, row-major, through candle's gemm: r × r.
+fn mul_own_t(a: Vec<f64>, r: usize, k: usize) -> Result<Vec<f64>, String> {
+    use candle_core::{Device, Tensor};
+    let a = Tensor::from_vec(a, (r, k), &Device::Cpu).map_err(candle_err)?;
+    let at = a.t().map_err(candle_err)?;
+    a.matmul(&at).map_err(candle_err)?.flatten_all().map_err(candle_err)?.to_vec1::<f64>().map_err(candle_err)
 }
 
 /// The sub-matrix rows r0..r1 × columns c0..c1 of the row-major n-column `a`, copied.
@@ -75,7 +77,7 @@ pub fn cholesky_lower_blocked(a: &mut [f64], n: usize) -> Result<(), String> {
         if k1 < n {
             let m = n - k1;
             let l21 = sub(a, n, (k1, n), (k0, k1));
-            let p = mul_t(l21.clone(), l21, m, m, nb)?;
+            let p = mul_own_t(l21, m, nb)?;
             for i in 0..m {
                 let row = &mut a[(k1 + i) * n + k1..(k1 + i) * n + k1 + i + 1];
                 for (x, y) in row.iter_mut().zip(&p[i * m..i * m + i + 1]) {

@@ -4,7 +4,7 @@
 //! update, one column at a time. The mask is chosen inside each block (unstructured: the block's
 //! lowest w² / U_jj² per row; N:M: per group of M columns when the group starts).
 
-use super::linalg::upper_cholesky_of_inverse;
+use super::linalg::{mul, upper_cholesky_of_inverse};
 use super::mask::Pattern;
 
 pub struct Options {
@@ -57,15 +57,6 @@ pub fn prune(
 ) -> Result<(), String> {
     let f = factor(h, cols, opts.damp)?;
     prune_with(w, rows, &f, pattern, opts.block)
-}
-
-/// `a` (r × k) · `b` (k × c), row-major f32, through candle's gemm.
-fn matmul_f32(a: Vec<f32>, b: Vec<f32>, r: usize, c: usize, k: usize) -> Result<Vec<f32>, String> {
-    use candle_core::{Device, Tensor};
-    let e = |e: candle_core::Error| e.to_string();
-    let a = Tensor::from_vec(a, (r, k), &Device::Cpu).map_err(e)?;
-    let b = Tensor::from_vec(b, (k, c), &Device::Cpu).map_err(e)?;
-    a.matmul(&b).map_err(e)?.flatten_all().map_err(e)?.to_vec1::<f32>().map_err(e)
 }
 
 /// Prunes with a precomputed factor.
@@ -151,7 +142,7 @@ pub fn prune_with(w: &mut [f32], rows: usize, f: &Factor, pattern: Pattern, bloc
             let rest = cols - i2;
             let e: Vec<f32> = (0..rows).flat_map(|r| err[r * bs..r * bs + count].iter().copied()).collect();
             let ublk: Vec<f32> = (i1..i2).flat_map(|j| u[j * cols + i2..j * cols + cols].iter().copied()).collect();
-            let p = matmul_f32(e, ublk, rows, rest, count)?;
+            let p = mul(e, ublk, rows, rest, count)?;
             for r in 0..rows {
                 for (x, y) in w[r * cols + i2..r * cols + cols].iter_mut().zip(&p[r * rest..(r + 1) * rest]) {
                     *x -= y;
