@@ -19,22 +19,14 @@ import gzip
 import json
 import os
 import random
-import subprocess
 import sys
 import time
-import urllib.request
 from concurrent.futures import ThreadPoolExecutor
+
+from llama_server import post_json, serving  # scripts/llama_server.py, beside this script
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 SENTINEL = "\u2063LLMROUTE-NEXT-TURN\u2063"
-
-
-def post(port, path, body, timeout=600):
-    req = urllib.request.Request(
-        f"http://127.0.0.1:{port}{path}", json.dumps(body).encode(), {"Content-Type": "application/json"}
-    )
-    with urllib.request.urlopen(req, timeout=timeout) as r:
-        return json.load(r)
 
 
 def main():
@@ -58,36 +50,19 @@ def main():
     prompts = prompts[a.skip : a.skip + a.n]
     if len(prompts) < a.n:
         sys.exit(f"{a.prompts}: only {len(prompts)} prompts from {a.skip}")
-    port = a.port
-    if port == 0:
-        import socket
-
-        with socket.socket() as s:
-            s.bind(("127.0.0.1", 0))
-            port = s.getsockname()[1]
-    srv = subprocess.Popen(
-        [sys.executable, os.path.join(ROOT, "scripts/llama_server.py"), "--model", a.model, "--port", str(port),
-         "--parallel", "2", "--jinja", "--ctx", "4096"],
-        stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True,
-    )
-    try:
-        t0 = time.time()
-        for line in srv.stdout:
-            if "llama serving" in line:
-                break
-        else:
-            sys.exit("the llama.cpp server did not start (scripts/setup.sh --test installs xllamacpp)")
+    t0 = time.time()
+    with serving(a.model, "--parallel", "2", "--jinja", "--ctx", "4096", port=a.port) as port:
         done = [0]
 
         def one(p):
-            r = post(port, "/v1/chat/completions",
+            r = post_json(port, "/v1/chat/completions",
                      {"messages": [{"role": "user", "content": p}], "max_tokens": a.max_tokens, "temperature": 0})
             answer = r["choices"][0]["message"].get("content") or ""
             # The template's rendering of the whole turn, end-of-turn included: render it followed by
             # one more user turn and cut where that turn's text starts.
             msgs = [{"role": "user", "content": p}, {"role": "assistant", "content": answer},
                     {"role": "user", "content": SENTINEL}]
-            text = post(port, "/apply-template", {"messages": msgs})["prompt"]
+            text = post_json(port, "/apply-template", {"messages": msgs})["prompt"]
             cut = text.find(SENTINEL)
             done[0] += 1
             print(f"chat calibration: {done[0]}/{len(prompts)} conversations, {time.time() - t0:.0f} s",
@@ -96,9 +71,6 @@ def main():
 
         with ThreadPoolExecutor(2) as ex:
             convs = list(ex.map(one, prompts))
-    finally:
-        srv.terminate()
-        srv.wait()
     os.makedirs(os.path.dirname(os.path.abspath(a.out)), exist_ok=True)
     tmp = a.out + ".tmp"
     with open(tmp, "w", encoding="utf-8") as f:

@@ -15,12 +15,11 @@ import argparse
 import json
 import os
 import re
-import socket
-import subprocess
 import sys
 import time
-import urllib.request
 from concurrent.futures import ThreadPoolExecutor
+
+from llama_server import post_json, serving  # scripts/llama_server.py, beside this script
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 NUM = re.compile(r"-?\d[\d,]*(?:\.\d+)?")
@@ -64,36 +63,17 @@ def main():
         qs = [json.loads(l) for l in f if l.strip()][: a.n]
     if not qs:
         sys.exit(f"{a.questions}: no questions")
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port = s.getsockname()[1]
-    srv = subprocess.Popen(
-        [sys.executable, os.path.join(ROOT, "scripts/llama_server.py"), "--model", a.model, "--port", str(port),
-         "--parallel", "2", "--jinja"],
-        stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True,
-    )
     t0 = time.time()
-    try:
-        for line in srv.stdout:
-            if "llama serving" in line:
-                break
-        else:
-            sys.exit("the llama.cpp server did not start (scripts/setup.sh --test installs xllamacpp)")
+    with serving(a.model, "--parallel", "2", "--jinja") as port:
 
         def ask(q):
             body = {"messages": [{"role": "user", "content": q["prompt"]}], "max_tokens": a.max_tokens,
                     "temperature": 0}
-            req = urllib.request.Request(f"http://127.0.0.1:{port}/v1/chat/completions",
-                                         json.dumps(body).encode(), {"Content-Type": "application/json"})
-            with urllib.request.urlopen(req, timeout=600) as r:
-                c = json.load(r)["choices"][0]
+            c = post_json(port, "/v1/chat/completions", body)["choices"][0]
             return (c["message"].get("content") or ""), c.get("finish_reason")
 
         with ThreadPoolExecutor(2) as ex:
             answers = list(ex.map(ask, qs))
-    finally:
-        srv.terminate()
-        srv.wait()
     n = len(answers)
     print(json.dumps({
         "n": n,

