@@ -14,6 +14,7 @@ pub mod costmodel;
 pub mod embed;
 pub mod error;
 pub mod features;
+pub mod feedback;
 pub mod knn;
 pub mod metrics;
 pub mod mlp;

@@ -695,11 +695,22 @@ pub struct FeedbackSection {
     pub online: bool,
     /// Scored answers the online index holds at most (past it, the oldest half goes).
     pub online_max: usize,
+    /// Keep each answered query's prompt text until it is scored or expires, and write it into
+    /// the log's lines, so `estimator train --feedback LOG` can learn from them. Off: the router
+    /// keeps and logs only a hash of the prompt.
+    pub log_prompts: bool,
 }
 
 impl Default for FeedbackSection {
     fn default() -> Self {
-        FeedbackSection { retention_s: 3600, max_requests: 50_000, log: None, online: true, online_max: 50_000 }
+        FeedbackSection {
+            retention_s: 3600,
+            max_requests: 50_000,
+            log: None,
+            online: true,
+            online_max: 50_000,
+            log_prompts: false,
+        }
     }
 }
 
@@ -707,7 +718,11 @@ impl FeedbackSection {
     fn validate(&self) -> Check {
         positive("feedback.retention_s", self.retention_s)?;
         positive("feedback.max_requests", self.max_requests as u64)?;
-        positive("feedback.online_max", self.online_max as u64)
+        positive("feedback.online_max", self.online_max as u64)?;
+        if self.log_prompts && self.log.is_none() {
+            return bad("feedback.log_prompts", "needs feedback.log: the prompts are kept only to be written there");
+        }
+        Ok(())
     }
     pub fn retention(&self) -> Duration {
         Duration::from_secs(self.retention_s)

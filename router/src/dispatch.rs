@@ -185,6 +185,7 @@ fn keep(shared: &Shared, live: &Live, q: &Query, r: &Reply) {
     let a = crate::requests::Answered {
         tenant: q.tenant.clone(),
         prompt_hash: q.prompt_hash,
+        prompt: q.prompt.clone(),
         task: q.task.clone(),
         model: r.model.clone(),
         mu: r.predicted.mu,

@@ -203,6 +203,7 @@ pub fn restore(feedback: &Feedback, online: Option<&crate::online::OnlineIndex>,
         let a = Answered {
             tenant: String::new(),
             prompt_hash: 0,
+            prompt: None,
             task: None,
             model: l.model,
             mu: l.mu,
@@ -255,6 +256,11 @@ pub fn submit(shared: &Shared, input: FeedbackInput) -> Result<FeedbackReply> {
             // restart needs to rebuild the online index from this log (`restore`).
             "features": a.features,
         });
+        let mut line = line;
+        if let Some(p) = &a.prompt {
+            // `feedback.log_prompts`: what `estimator train --feedback` learns from.
+            line["prompt"] = serde_json::json!(p);
+        }
         if let Err(e) = shared.feedback.append(path, &line.to_string()) {
             // Not recorded: the caller may send it again.
             shared.requests.unclaim(&input.request_id);
@@ -278,6 +284,7 @@ mod tests {
         Answered {
             tenant: "t".into(),
             prompt_hash: 7,
+            prompt: None,
             task: None,
             model: "m".into(),
             mu,

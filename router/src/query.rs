@@ -110,8 +110,11 @@ pub struct Query {
     /// `llmroute.batch_wait`: open from the queue to the decision.
     pub waiting: Span,
     pub request_id: String,
-    /// The prompt's hash (kept with the answer for feedback; the text is not).
+    /// The prompt's hash (kept with the answer for feedback).
     pub prompt_hash: u64,
+    /// The prompt's text, kept with the answer only with `feedback.log_prompts` (for the log that
+    /// `estimator train --feedback` reads).
+    pub prompt: Option<String>,
     /// Its heaviest TF-IDF features (`feedback.online`; empty when off).
     pub features: estimator::features::SparseVec,
     /// The trained estimator's μ per catalog model (priors applied), before feedback moved it.
@@ -273,6 +276,7 @@ pub fn validate(live: &Arc<Live>, input: RouteInput, at: &str, tenant: &Tenant, 
         waiting: Span::none(),
         request_id: if input.request_id.is_empty() { crate::requests::new_request_id() } else { input.request_id },
         prompt_hash: crate::requests::prompt_hash(&prompt),
+        prompt: live.config.feedback.log_prompts.then(|| prompt.clone()),
         features: if live.config.feedback.online {
             crate::online::heaviest(live.trained.estimator.knn().features(&prompt), crate::online::TERMS)
         } else {

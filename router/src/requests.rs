@@ -1,7 +1,8 @@
 //! Request ids and what the router keeps of each answered query for later feedback: its tenant,
 //! a hash of its prompt, its task, the model that answered and the μ, σ predicted for it, and its
 //! heaviest retrieval features. Kept for `feedback.retention_s`, at most `feedback.max_requests`
-//! (the oldest go first; about 0.5 KB each); never the prompt or the answer.
+//! (the oldest go first; about 0.5 KB each); never the answer, and the prompt's text only with
+//! `feedback.log_prompts` (so the feedback log can train the estimator).
 
 use crate::config::FeedbackSection;
 use std::collections::{HashMap, VecDeque};
@@ -33,6 +34,8 @@ fn key(id: &str) -> Option<u128> {
 pub struct Answered {
     pub tenant: String,
     pub prompt_hash: u64,
+    /// The prompt's text: only with `feedback.log_prompts`.
+    pub prompt: Option<String>,
     pub task: Option<String>,
     pub model: String,
     pub mu: f64,
@@ -154,6 +157,7 @@ mod tests {
         Answered {
             tenant: "t".into(),
             prompt_hash: prompt_hash("p"),
+            prompt: None,
             task: None,
             model: model.into(),
             mu: 0.5,

@@ -788,3 +788,80 @@ async fn a_new_model_runs_on_its_parents_prior_until_feedback_moves_it() {
     assert!(after.mu < 0.6 * of_pruned.mu, "its mu moved toward 0: {:.3} → {:.3}", of_pruned.mu, after.mu);
     r.stop().await.unwrap();
 }
+
+/// Issue 18, item 3 (the durable log trains the estimator): with `feedback.log_prompts` each
+/// accepted score's log line carries the prompt and task. A model degrades after training (every
+/// answer it gives scores 0); 300 dcrouter prompts are routed (decision only, no online learning)
+/// and scored. `estimator::feedback` turns the log into records — the scored model's outcome from
+/// the score, the others predicted — and an estimator trained on the records plus the log predicts
+/// the degraded model far lower on the prompts it was scored on, while the other models' μ there
+/// barely move. (`estimator train --feedback LOG` runs the same two steps.)
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn the_feedback_log_with_prompts_trains_the_estimator() {
+    let recs = estimator::records::read_records(&common::repo().join("data/dcrouter.jsonl.gz")).unwrap();
+    let stream: Vec<&estimator::records::Record> = recs.iter().skip(5).step_by(11).take(300).collect();
+    let (dir, _backend, mut cfg) = fleet("fb-log-train", Script::default(), 4).await;
+    let log = dir.join("feedback.jsonl");
+    set(&mut cfg, "feedback.log", log.display().to_string().into());
+    set(&mut cfg, "feedback.log_prompts", true.into());
+    set(&mut cfg, "feedback.online", false.into());
+    let r = start_in_process(&dir, &cfg).await;
+    let mut c = RouterClient::new(connect(&r.bound.grpc.to_string()).await.unwrap());
+    let mut broken: Option<String> = None;
+    let mut scored_broken = Vec::new();
+    for rec in &stream {
+        let req = pb::RouteRequest { dispatch: Some(false), task: rec.task.clone(), ..query(&rec.prompt) };
+        let rep = c.route(req).await.unwrap().into_inner();
+        let b = broken.get_or_insert_with(|| rep.model.clone());
+        let score = if *b == rep.model {
+            scored_broken.push(*rec);
+            0.0
+        } else {
+            rec.outcomes.get(&rep.model).map_or(0.0, |o| o.score)
+        };
+        let fb = pb::FeedbackRequest { request_id: rep.request_id, score, ..Default::default() };
+        c.feedback(fb).await.unwrap();
+    }
+    r.stop().await.unwrap();
+    let broken = broken.unwrap();
+    let text = std::fs::read_to_string(&log).unwrap();
+    assert_eq!(text.lines().count(), stream.len());
+    let first: serde_json::Value = serde_json::from_str(text.lines().next().unwrap()).unwrap();
+    assert_eq!(first["prompt"].as_str(), Some(stream[0].prompt.as_str()), "{first}");
+    assert_eq!(first["task"].as_str(), stream[0].task.as_deref());
+    assert!(scored_broken.len() >= 20, "only {} answers of {broken} scored", scored_broken.len());
+
+    let (models, _) = estimator::records::common_models(&recs);
+    let refs: Vec<&estimator::records::Record> = recs.iter().collect();
+    let opts = estimator::TrainOptions { head: false, ..Default::default() };
+    let before = estimator::Estimator::train(&refs, &models, None, None, &opts).unwrap();
+    let parsed = estimator::feedback::read_log(&log).unwrap();
+    assert_eq!((parsed.lines, parsed.without_prompt), (stream.len(), 0));
+    let conv = estimator::feedback::to_records(&parsed, &models, None, &|p, t| before.predict(p, t));
+    assert_eq!(conv.observed, stream.len(), "one scored model per prompt");
+    let mut with_log = refs.clone();
+    with_log.extend(conv.records.iter());
+    let after = estimator::Estimator::train(&with_log, &models, None, None, &opts).unwrap();
+    let j = models.iter().position(|m| *m == broken).unwrap();
+    let (mut mu0, mut drop, mut others, mut n_others) = (0.0, 0.0, 0.0, 0usize);
+    for rec in &scored_broken {
+        let (p0, p1) =
+            (before.predict(&rec.prompt, rec.task.as_deref()), after.predict(&rec.prompt, rec.task.as_deref()));
+        mu0 += p0.mu[j];
+        drop += p0.mu[j] - p1.mu[j];
+        for k in (0..models.len()).filter(|&k| k != j) {
+            others += (p0.mu[k] - p1.mu[k]).abs();
+            n_others += 1;
+        }
+    }
+    let n = scored_broken.len() as f64;
+    let (mu0, drop, others) = (mu0 / n, drop / n, others / n_others as f64);
+    eprintln!(
+        "{broken} scored 0 on {n} prompts: its mean μ there {mu0:.3} → {:.3} after training on the log; the other models' μ move {others:.3} on average",
+        mu0 - drop
+    );
+    // Each scored prompt's own record (its recorded score) stays among its neighbours, so one
+    // score moves μ by about a neighbour's weight, not to 0.
+    assert!(drop > 0.05, "the degraded model's μ fell only {drop:.3}");
+    assert!(others < drop / 3.0, "the other models moved {others:.3} (degraded: {drop:.3})");
+}

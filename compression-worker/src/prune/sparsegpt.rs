@@ -81,8 +81,10 @@ pub fn prune_with(w: &mut [f32], rows: usize, f: &Factor, pattern: Pattern, bloc
         let count = i2 - i1;
         mask.iter_mut().for_each(|m| *m = false);
         if let Pattern::Unstructured { sparsity } = pattern {
-            // The block's mask: per row, the lowest w² / U_jj².
-            let k = (sparsity * count as f64).round() as usize;
+            // The block's mask: per row, the lowest w² / U_jj². The blocks' counts are cut from
+            // the running total, so a row gets round(sparsity × cols) zeros in all (rounding each
+            // block alone fell short: 4 × round(0.3 × 128) + round(0.3 × 64) = 171 of 576, not 173).
+            let k = ((sparsity * i2 as f64).round() - (sparsity * i1 as f64).round()).max(0.0) as usize;
             let mut idx: Vec<usize> = Vec::with_capacity(count);
             for r in 0..rows {
                 let score = |t: usize| {
@@ -182,6 +184,22 @@ mod tests {
             }
         }
         (w, h)
+    }
+
+    /// A width that is not a multiple of the block (88 = 5 × 16 + 8), a sparsity whose per-block share is not whole:
+    /// every row still gets its round(sparsity × cols) zeros (SmolLM2's 576-wide layers at 0.3
+    /// failed the worker's pattern check before).
+    #[test]
+    fn unstructured_rows_get_their_whole_share_across_blocks() {
+        // Blocks of 16: 0.2 × 16 = 3.2 and 0.7 × 16 = 11.2 round down in every block.
+        let (rows, cols) = (8, 88);
+        let (w, h) = layer(rows, cols, 256);
+        for s in [0.2, 0.3, 0.5, 0.7] {
+            let p = Pattern::Unstructured { sparsity: s };
+            let mut sg = w.clone();
+            prune(&mut sg, rows, cols, &h, p, &Options { block: 16, damp: 0.01 }).unwrap();
+            check(&sg, rows, cols, p).unwrap_or_else(|e| panic!("sparsity {s}: {e}"));
+        }
     }
 
     #[test]

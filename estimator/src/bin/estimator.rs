@@ -43,6 +43,13 @@ enum Cmd {
         /// The artifact to write (gzip JSON).
         #[arg(long)]
         out: PathBuf,
+        /// Also learn from the router's feedback log (`feedback.log`, written with
+        /// `feedback.log_prompts: true`; repeatable): each scored prompt becomes a record whose
+        /// scored models get their mean score and the rest the estimator's prediction (trained on
+        /// `--records` first). Lines without a prompt are counted and skipped; a malformed line
+        /// is an error naming it.
+        #[arg(long)]
+        feedback: Vec<PathBuf>,
     },
     /// Ask live OpenAI-compatible servers (the catalog's http backends) every question, grade the
     /// answers and write routing records (score, tokens, latency, cost per model).
@@ -76,7 +83,10 @@ enum Cmd {
         /// Concurrent requests per model.
         #[arg(long, default_value_t = 1)]
         concurrency: usize,
-        /// Also write every graded answer (id, model, answer, reference, score) as JSONL here.
+        /// Also write every graded answer as JSONL here: id, model, answer, reference, score,
+        /// output_tokens, latency_ms; through llmroute's facade (a catalog model named `auto`
+        /// whose backend is the router) also `served_by` (the model the router chose) and
+        /// `reported_cost_usd` (its `x-llmroute-cost-usd` header).
         #[arg(long)]
         answers: Option<PathBuf>,
         /// A stop sequence sent with every request (repeatable), e.g. `--stop '<|im_end|>'` for a
@@ -249,7 +259,7 @@ fn run(cli: Cli) -> Result<(), String> {
             collect(catalog, questions, grader, out, opts)
         }
         Cmd::Eval { m, json } => eval(m, json),
-        Cmd::Train { m, out } => train(m, out),
+        Cmd::Train { m, out, feedback } => train(m, out, &feedback),
     }
 }
 
@@ -372,13 +382,23 @@ fn train_options(m: &ModelArgs) -> TrainOptions {
     }
 }
 
-fn train(m: ModelArgs, out: PathBuf) -> Result<(), String> {
+fn train(m: ModelArgs, out: PathBuf, feedback: &[PathBuf]) -> Result<(), String> {
     let frac = m.train_frac.unwrap_or(1.0);
     let p = prepare(&m, frac)?;
-    let train = p.recs(&p.train);
-    let emb = p.embs(&p.train);
-    let est = Estimator::train(&train, &p.models, p.catalog.as_ref(), emb.as_deref(), &train_options(&m))
+    let mut train = p.recs(&p.train);
+    let mut emb = p.embs(&p.train);
+    let mut est = Estimator::train(&train, &p.models, p.catalog.as_ref(), emb.as_deref(), &train_options(&m))
         .map_err(|e| e.to_string())?;
+    let from_feedback = learn_feedback(&m, &p, &est, feedback)?;
+    if !from_feedback.is_empty() {
+        if let Some(e) = emb.as_mut() {
+            let texts: Vec<&str> = from_feedback.iter().map(|r| r.prompt.as_str()).collect();
+            e.extend(embed_texts(&m.embedding_cache, &texts)?);
+        }
+        train.extend(from_feedback.iter());
+        est = Estimator::train(&train, &p.models, p.catalog.as_ref(), emb.as_deref(), &train_options(&m))
+            .map_err(|e| e.to_string())?;
+    }
     let split = estimator::artifact::SplitInfo {
         source: m.records.file_name().map(|f| f.to_string_lossy().into_owned()).unwrap_or_default(),
         records: p.usable.len(),
@@ -402,6 +422,45 @@ fn train(m: ModelArgs, out: PathBuf) -> Result<(), String> {
     let size = std::fs::metadata(&out).map(|m| m.len()).unwrap_or(0);
     println!("wrote {} ({:.1} MB)", out.display(), size as f64 / 1e6);
     Ok(())
+}
+
+/// The feedback logs' scored prompts as records over the trained models (see
+/// `estimator::feedback`), the unscored models' outcomes predicted by `est`.
+fn learn_feedback(m: &ModelArgs, p: &Prepared, est: &Estimator, logs: &[PathBuf]) -> Result<Vec<Record>, String> {
+    let mut out = Vec::new();
+    for path in logs {
+        let log = estimator::feedback::read_log(path).map_err(|e| e.to_string())?;
+        let c = estimator::feedback::to_records(&log, &p.models, p.catalog.as_ref(), &|prompt, task| {
+            est.predict(prompt, if m.no_task_hint { None } else { task })
+        });
+        eprintln!(
+            "feedback {}: {} scores on {} prompts -> {} records ({} outcomes scored, {} predicted){}{}",
+            path.display(),
+            log.lines,
+            log.queries.len(),
+            c.records.len(),
+            c.observed,
+            c.imputed,
+            if log.without_prompt > 0 {
+                format!("; {} lines without a prompt skipped (set feedback.log_prompts: true)", log.without_prompt)
+            } else {
+                String::new()
+            },
+            if c.unknown_models.is_empty() {
+                String::new()
+            } else {
+                format!("; scores of models not in the records skipped: {:?}", c.unknown_models)
+            }
+        );
+        out.extend(c.records);
+    }
+    if !logs.is_empty() && out.is_empty() {
+        return Err(format!(
+            "--feedback: no usable line in {} (lines need `prompt`: set feedback.log_prompts: true in the router)",
+            logs.iter().map(|l| l.display().to_string()).collect::<Vec<_>>().join(", ")
+        ));
+    }
+    Ok(out)
 }
 
 fn eval(m: ModelArgs, json: bool) -> Result<(), String> {

@@ -32,6 +32,11 @@ pub struct Answer {
     pub input_tokens: u32,
     pub output_tokens: u32,
     pub latency_ms: f64,
+    /// The reply's `model` when it is not the name asked for: the model a router (`model: auto`
+    /// on llmroute's facade) chose.
+    pub served_by: Option<String>,
+    /// The cost the server reported in `x-llmroute-cost-usd` (llmroute's facade), USD.
+    pub reported_cost_usd: Option<f64>,
 }
 
 /// Per-model totals.
@@ -56,6 +61,12 @@ pub struct Graded {
     pub answer: String,
     pub reference: String,
     pub score: f64,
+    pub output_tokens: u32,
+    pub latency_ms: f64,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub served_by: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub reported_cost_usd: Option<f64>,
 }
 
 /// One model's answer to one question: not yet asked, answered, or failed (why).
@@ -94,6 +105,12 @@ pub fn ask(
         .send()
         .map_err(|e| format!("{}: {e}", model.backend))?;
     let status = resp.status();
+    let reported_cost_usd = resp
+        .headers()
+        .get("x-llmroute-cost-usd")
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.trim().parse::<f64>().ok())
+        .filter(|c| c.is_finite() && *c >= 0.0);
     let text = resp.text().map_err(|e| format!("{}: reading the reply: {e}", model.backend))?;
     let latency_ms = t0.elapsed().as_secs_f64() * 1e3;
     if !status.is_success() {
@@ -111,6 +128,8 @@ pub fn ask(
         output_tokens: usage("completion_tokens").unwrap_or_else(|| crate::estimate_tokens(&content)),
         text: content,
         latency_ms,
+        served_by: v["model"].as_str().filter(|m| *m != model.name).map(str::to_string),
+        reported_cost_usd,
     })
 }
 
@@ -197,6 +216,10 @@ pub fn collect(
                         answer: a.text.clone(),
                         reference: q.answer.clone(),
                         score,
+                        output_tokens: a.output_tokens,
+                        latency_ms: (a.latency_ms * 10.0).round() / 10.0,
+                        served_by: a.served_by.clone(),
+                        reported_cost_usd: a.reported_cost_usd,
                     });
                     outcomes.insert(
                         model.name.clone(),
