@@ -1078,6 +1078,7 @@ mod tests {
             ("tracing: {endpoint: 'http://x:4317'}", "tracing.endpoint"),
             ("feedback: {retention_s: 0}", "feedback.retention_s"),
             ("feedback: {max_requests: 0}", "feedback.max_requests"),
+            ("feedback: {log_prompts: true}", "feedback.log_prompts"),
         ];
         for (extra, field) in cases {
             let e = Config::parse(&format!("{GOOD}{extra}\n"), Path::new("r.yaml")).unwrap_err().to_string();
