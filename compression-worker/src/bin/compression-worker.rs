@@ -55,6 +55,12 @@ struct RunArgs {
     /// 2:4, 4:8 (N of every M inputs zeroed), or unstructured:FRACTION.
     #[arg(long)]
     pattern: Pattern,
+    /// With an N:M pattern: transposable masks — every M×M block N:M along its rows and its
+    /// columns, so Wᵀ is N:M too (sparse backward passes for recovery fine-tuning). Blocks are
+    /// chosen exactly (all 90 masks of a 2:4 block) where M ≤ 4, else by entropy-regularised
+    /// optimal transport with rounding and repair (TSENOR).
+    #[arg(long)]
+    transposable: bool,
     /// Calibration text: `chat` — the dense model's own answers to RouteLLM prompts in its chat
     /// template, end-of-turn included (generated once through llama.cpp by
     /// scripts/chat_calibration.py and cached under ~/.cache/llmroute/chat-calibration); `plays` —
@@ -211,8 +217,11 @@ fn load(path: &std::path::Path) -> Result<(gguf::GgufModel, Tok, PathBuf), Strin
     Ok((m, tok, path.to_path_buf()))
 }
 
-fn run_prune(a: RunArgs) -> Result<(), String> {
+fn run_prune(mut a: RunArgs) -> Result<(), String> {
     let t0 = std::time::Instant::now();
+    if a.transposable {
+        a.pattern = a.pattern.transposable()?;
+    }
     if a.model.is_dir() && a.format != OutFormat::Safetensors {
         return Err("--format gguf/both needs a GGUF source (its tokenizer metadata); use --format safetensors".into());
     }
@@ -383,6 +392,7 @@ fn run_prune(a: RunArgs) -> Result<(), String> {
         "method": a.method,
         "pattern": a.pattern,
         "pattern_text": a.pattern.to_string(),
+        "transposable": matches!(a.pattern, Pattern::Transposable { .. }),
         "sparsegpt": if a.method == Method::Sparsegpt { serde_json::json!({"block": a.block, "damp": a.damp}) } else { serde_json::Value::Null },
         "calibration": calib_info,
         "evaluation": {

@@ -8,8 +8,19 @@ use std::str::FromStr;
 #[derive(Debug, Clone, Copy, PartialEq, serde::Serialize)]
 #[serde(tag = "kind", rename_all = "lowercase")]
 pub enum Pattern {
-    Unstructured { sparsity: f64 },
-    Nm { n: usize, m: usize },
+    Unstructured {
+        sparsity: f64,
+    },
+    Nm {
+        n: usize,
+        m: usize,
+    },
+    /// N:M in the rows and in the columns of every M×M block (`transpose.rs`); rows of a last
+    /// partial block of M rows are N:M along the row only.
+    Transposable {
+        n: usize,
+        m: usize,
+    },
 }
 
 impl FromStr for Pattern {
@@ -23,6 +34,10 @@ impl FromStr for Pattern {
             }
             return Ok(Pattern::Unstructured { sparsity: f });
         }
+        let (s, transposable) = match s.strip_suffix("-transposable") {
+            Some(nm) => (nm, true),
+            None => (s, false),
+        };
         let (a, b) =
             s.split_once(':').ok_or_else(|| format!("`{s}`: expected N:M (e.g. 2:4) or unstructured:FRACTION"))?;
         let (n, m): (usize, usize) = match (a.parse(), b.parse()) {
@@ -31,6 +46,9 @@ impl FromStr for Pattern {
         };
         if m == 0 || n == 0 || n >= m {
             return Err(format!("`{s}`: need 0 < N < M"));
+        }
+        if transposable {
+            return Pattern::Nm { n, m }.transposable();
         }
         Ok(Pattern::Nm { n, m })
     }
@@ -41,6 +59,7 @@ impl std::fmt::Display for Pattern {
         match self {
             Pattern::Unstructured { sparsity } => write!(f, "unstructured:{sparsity}"),
             Pattern::Nm { n, m } => write!(f, "{n}:{m}"),
+            Pattern::Transposable { n, m } => write!(f, "{n}:{m}-transposable"),
         }
     }
 }
@@ -50,7 +69,50 @@ impl Pattern {
     pub fn target(&self) -> f64 {
         match *self {
             Pattern::Unstructured { sparsity } => sparsity,
-            Pattern::Nm { n, m } => n as f64 / m as f64,
+            Pattern::Nm { n, m } | Pattern::Transposable { n, m } => n as f64 / m as f64,
+        }
+    }
+
+    /// The transposable form of an N:M pattern (`--transposable`); unstructured has none.
+    pub fn transposable(self) -> Result<Pattern, String> {
+        match self {
+            Pattern::Nm { n, m } | Pattern::Transposable { n, m } => {
+                if m > 16 {
+                    return Err(format!("{n}:{m}: transposable masks need M ≤ 16"));
+                }
+                Ok(Pattern::Transposable { n, m })
+            }
+            Pattern::Unstructured { .. } => Err(format!("{self}: --transposable needs an N:M pattern")),
+        }
+    }
+}
+
+/// Transposable masks of the full M×M blocks of `scores` (keep-scores, row-major rows × cols) into
+/// `mask` (true = pruned): exhaustive where M ≤ 4, OT otherwise. Blocks are rows r0..r0+M ×
+/// columns c0..c0+M for the row starts and column starts given.
+pub fn transposable_blocks(
+    score: &dyn Fn(usize, usize) -> f64,
+    rows: usize,
+    col_starts: &[usize],
+    n: usize,
+    m: usize,
+    set: &mut dyn FnMut(usize, usize),
+) {
+    let exhaustive = (m <= 4).then(|| super::transpose::patterns(n, m));
+    let mut block = vec![0f64; m * m];
+    for r0 in (0..rows / m * m).step_by(m) {
+        for &c0 in col_starts {
+            for i in 0..m {
+                for j in 0..m {
+                    block[i * m + j] = score(r0 + i, c0 + j);
+                }
+            }
+            let pruned = super::transpose::block_mask(&block, n, m, exhaustive.as_deref());
+            for (b, &p) in pruned.iter().enumerate() {
+                if p {
+                    set(r0 + b / m, c0 + b % m);
+                }
+            }
         }
     }
 }
@@ -75,7 +137,21 @@ pub fn mask_from_scores(scores: &[f32], rows: usize, cols: usize, pattern: Patte
                     }
                 }
             }
-            Pattern::Nm { n, m } => {
+            Pattern::Transposable { n, m } if r < rows / m * m => {
+                // Rows in full blocks of M: set below, block by block. A trailing partial column
+                // group keeps its proportional share per row.
+                let g = cols / m * m;
+                if g < cols {
+                    let k = (n * (cols - g)) / m;
+                    idx.clear();
+                    idx.extend(g..cols);
+                    idx.sort_by(|&a, &b| s[a].total_cmp(&s[b]).then(a.cmp(&b)));
+                    for &j in &idx[..k] {
+                        mask[r * cols + j] = true;
+                    }
+                }
+            }
+            Pattern::Nm { n, m } | Pattern::Transposable { n, m } => {
                 for g in (0..cols).step_by(m) {
                     let end = (g + m).min(cols);
                     let k = if end - g == m { n } else { (n * (end - g)) / m };
@@ -88,6 +164,12 @@ pub fn mask_from_scores(scores: &[f32], rows: usize, cols: usize, pattern: Patte
                 }
             }
         }
+    }
+    if let Pattern::Transposable { n, m } = pattern {
+        let starts: Vec<usize> = (0..cols / m * m).step_by(m).collect();
+        transposable_blocks(&|r, c| scores[r * cols + c] as f64, rows, &starts, n, m, &mut |r, c| {
+            mask[r * cols + c] = true
+        });
     }
     mask
 }
@@ -119,12 +201,13 @@ pub fn sparsity(w: &[f32]) -> f64 {
 }
 
 /// Does `w` follow the pattern? N:M: every full group of `m` in every row has at least `n`
-/// zeros. Unstructured: every row has at least its share of zeros.
+/// zeros; transposable also every column of every full m×m block. Unstructured: every row has at
+/// least its share of zeros.
 pub fn check(w: &[f32], rows: usize, cols: usize, pattern: Pattern) -> Result<(), String> {
     for r in 0..rows {
         let row = &w[r * cols..(r + 1) * cols];
         match pattern {
-            Pattern::Nm { n, m } => {
+            Pattern::Nm { n, m } | Pattern::Transposable { n, m } => {
                 for g in (0..cols / m * m).step_by(m) {
                     let z = row[g..g + m].iter().filter(|x| **x == 0.0).count();
                     if z < n {
@@ -137,6 +220,16 @@ pub fn check(w: &[f32], rows: usize, cols: usize, pattern: Pattern) -> Result<()
                 let z = row.iter().filter(|x| **x == 0.0).count();
                 if z < need {
                     return Err(format!("row {r}: {z} zeros, need {need}"));
+                }
+            }
+        }
+    }
+    if let Pattern::Transposable { n, m } = pattern {
+        for r0 in (0..rows / m * m).step_by(m) {
+            for c in 0..cols / m * m {
+                let z = (r0..r0 + m).filter(|&r| w[r * cols + c] == 0.0).count();
+                if z < n {
+                    return Err(format!("input {c}, rows {r0}..{}: {z} zeros, transposable {n}:{m}", r0 + m));
                 }
             }
         }

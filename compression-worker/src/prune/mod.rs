@@ -3,3 +3,4 @@
 pub mod linalg;
 pub mod mask;
 pub mod sparsegpt;
+pub mod transpose;
