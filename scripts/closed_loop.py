@@ -24,6 +24,7 @@ import contextlib
 import json
 import os
 import random
+import re
 import subprocess
 import sys
 import time
@@ -246,6 +247,13 @@ def one_run(tag: str, names: list, ports: dict, gguf: dict, summary: dict, test_
         with urllib.request.urlopen(f"http://127.0.0.1:{http_port}/metrics", timeout=10) as r:
             metrics = r.read().decode()
     rows = read_jsonl(answers)
+    # The router's batch price λ (state.rs logs it when it calibrates on the records).
+    price = "?"
+    with open(os.path.join(work, f"router-{tag}.log"), encoding="utf-8", errors="replace") as f:
+        for line in f:
+            if "batch price calibrated" in line:
+                plain = re.sub(r"\x1b\[[0-9;]*m", "", line)
+                price = " ".join(re.findall(r"(?:price|headroom)=\S+", plain))
     share: dict = {}
     for r in rows:
         share.setdefault(r.get("served_by", "?"), []).append(r["score"])
@@ -257,7 +265,7 @@ def one_run(tag: str, names: list, ports: dict, gguf: dict, summary: dict, test_
         "allowed_usd": metric(metrics, "llmroute_budget_allowed_usd"),
         "reported_cost_usd": sum(r.get("reported_cost_usd") or 0.0 for r in rows),
         "share": {m: (len(v), sum(v) / len(v)) for m, v in sorted(share.items())},
-        "p50_ms": pct(lat, 50), "p99_ms": pct(lat, 99), "wall_s": wall, "plan": plan_text.strip(),
+        "price": price, "p50_ms": pct(lat, 50), "p99_ms": pct(lat, 99), "wall_s": wall, "plan": plan_text.strip(), "rows": rows,
     }
 
 
@@ -332,11 +340,37 @@ def main() -> None:
         log(f"per-query budget {budget:.3g} USD (cheapest mean {cheapest:.3g}, dense {summary[DENSE]['mean_cost_usd']:.3g})")
         runs = [one_run(tag, ns, ports, gguf, summary, test_path, records, budget, work, a)
                 for tag, ns in (("with-pruned", names), ("without-pruned", [DENSE, GEMMA]))]
-    report(a, work, train, test, summary, budget, runs, prune_s, collect_s, collect_text, time.time() - t_start)
+        # Each model alone on the same held-out questions: what the routed runs compare with.
+        run([os.path.join(BIN, "estimator"), "collect", "--catalog", cat, "--questions", test_path,
+             "--out", os.path.join(work, "records-heldout.jsonl"), "--max-tokens", a.max_tokens,
+             "--concurrency", 1, "--timeout-s", 300])
+        alone = {n: [r["outcomes"][n] for r in read_jsonl(os.path.join(work, "records-heldout.jsonl"))
+                     if n in r["outcomes"]] for n in names}
+    report(a, work, train, test, summary, alone, budget, runs, prune_s, collect_s, collect_text, time.time() - t_start)
     log(f"wrote {a.out} ({(time.time() - t_start) / 60:.1f} min)")
 
 
-def report(a, work, train, test, summary, budget, runs, prune_s, collect_s, collect_text, total_s) -> None:
+def ci95(scores: list) -> str:
+    """Mean ± the normal-approximation 95 % half-width, as `0.222 ± 0.070`."""
+    n = len(scores)
+    if n == 0:
+        return "-"
+    p = sum(scores) / n
+    return f"{p:.3f} ± {1.96 * (p * (1 - p) / n) ** 0.5:.3f}"
+
+
+def paired_diff(a_rows: list, b_rows: list) -> str:
+    """Mean difference of two runs' scores on the same questions, ± its paired 95 % half-width."""
+    b = {r["id"]: r["score"] for r in b_rows}
+    d = [r["score"] - b[r["id"]] for r in a_rows if r["id"] in b]
+    if len(d) < 2:
+        return "-"
+    m = sum(d) / len(d)
+    var = sum((x - m) ** 2 for x in d) / (len(d) - 1)
+    return f"{m:+.3f} ± {1.96 * (var / len(d)) ** 0.5:.3f} (n = {len(d)})"
+
+
+def report(a, work, train, test, summary, alone, budget, runs, prune_s, collect_s, collect_text, total_s) -> None:
     L = []
     L.append("# The closed loop: compress, serve, measure, allocate, route (issue 18)")
     L.append("")
@@ -366,12 +400,28 @@ def report(a, work, train, test, summary, budget, runs, prune_s, collect_s, coll
     L.append("")
     L.append("## Routed, held-out questions (the router's OpenAI facade, `model: auto`, dispatch on)")
     L.append("")
-    L.append("| catalog | answered | routed accuracy | realized spend USD | allowed USD | p50 ms | p99 ms | share per model (n, accuracy) |")
-    L.append("|---|---|---|---|---|---|---|---|")
+    L.append("| catalog | answered | routed accuracy (95 % CI) | realized spend USD | allowed USD | spend / allowed | p50 ms | p99 ms | share per model (n, accuracy) |")
+    L.append("|---|---|---|---|---|---|---|---|---|")
     for r in runs:
         share = "; ".join(f"{m}: {n} ({acc:.2f})" for m, (n, acc) in r["share"].items())
-        L.append(f"| {r['tag']} ({', '.join(r['models'])}) | {r['answered']} | {r['accuracy']:.3f} | "
-                 f"{r['spend_usd']:.3g} | {r['allowed_usd']:.3g} | {r['p50_ms']:.0f} | {r['p99_ms']:.0f} | {share} |")
+        L.append(f"| {r['tag']} ({', '.join(r['models'])}) | {r['answered']} | {ci95([x['score'] for x in r['rows']])} | "
+                 f"{r['spend_usd']:.3g} | {r['allowed_usd']:.3g} | {r['spend_usd'] / max(r['allowed_usd'], 1e-30):.2f} | "
+                 f"{r['p50_ms']:.0f} | {r['p99_ms']:.0f} | {share} |")
+    L.append("")
+    for r in runs:
+        L.append(f"- {r['tag']}: the router's batch price (`batch price calibrated` in its log): {r['price']}")
+    L.append("")
+    if len(runs) == 2:
+        L.append(f"Routed accuracy, {runs[0]['tag']} − {runs[1]['tag']} on the same questions (paired): "
+                 f"{paired_diff(runs[0]['rows'], runs[1]['rows'])}.")
+        L.append("")
+    L.append("Each model alone on the same held-out questions (`estimator collect`, no router):")
+    L.append("")
+    L.append("| model | accuracy (95 % CI) | mean cost USD | total cost USD |")
+    L.append("|---|---|---|---|")
+    for n, outs in alone.items():
+        cost = sum(o["cost_usd"] for o in outs)
+        L.append(f"| {n} | {ci95([o['score'] for o in outs])} | {cost / max(1, len(outs)):.3g} | {cost:.3g} |")
     L.append("")
     for r in runs:
         L.append(f"### The allocator's plan, {r['tag']}")
