@@ -167,8 +167,7 @@ fn round(x: &[f64], n: usize, m: usize) -> Vec<bool> {
         // Flip the path: unkept entries become kept, kept ones unkept.
         ck[j] += 1;
         rk[r0] += 1;
-        loop {
-            let Some(i) = from_col[j] else { break };
+        while let Some(i) = from_col[j] {
             keep[i * m + j] = true;
             if i == r0 {
                 break;
