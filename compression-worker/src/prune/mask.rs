@@ -293,4 +293,29 @@ mod tests {
         // A dense matrix fails the check.
         assert!(check(&w0, rows, cols, Pattern::Nm { n: 2, m: 4 }).is_err());
     }
+
+    /// `2:4-transposable` parses and prints back; unstructured has no transposable form. On a
+    /// 10 × 26 matrix (two full 4-row blocks, a partial one; six full 4-column groups, a partial
+    /// one) magnitude's transposable mask holds in rows and in every full block's columns, with the
+    /// plain pattern's sparsity on the full groups.
+    #[test]
+    fn transposable_patterns_parse_and_hold_in_columns() {
+        let t: Pattern = "2:4-transposable".parse().unwrap();
+        assert_eq!(t, Pattern::Transposable { n: 2, m: 4 });
+        assert_eq!(t.to_string().parse::<Pattern>().unwrap(), t);
+        assert_eq!(Pattern::Nm { n: 4, m: 8 }.transposable().unwrap(), Pattern::Transposable { n: 4, m: 8 });
+        let e = Pattern::Unstructured { sparsity: 0.5 }.transposable().unwrap_err();
+        assert!(e.contains("needs an N:M pattern"), "{e}");
+        assert!("2:4-transposable-transposable".parse::<Pattern>().is_err());
+        let (rows, cols) = (10, 26);
+        let w0: Vec<f32> = (0..rows * cols).map(|k| ((k * 53 % 97) as f32 - 48.0) / 7.0).collect();
+        let mut w = w0.clone();
+        magnitude(&mut w, rows, cols, t);
+        check(&w, rows, cols, t).unwrap();
+        assert!(check(&w, rows, cols, Pattern::Nm { n: 2, m: 4 }).is_ok());
+        let mut plain = w0.clone();
+        magnitude(&mut plain, rows, cols, Pattern::Nm { n: 2, m: 4 });
+        assert!(check(&plain, rows, cols, t).is_err(), "plain magnitude 2:4 happened to be transposable");
+        assert_eq!(sparsity(&w), sparsity(&plain));
+    }
 }
