@@ -1,6 +1,7 @@
 //! Sparsity patterns, the magnitude and Wanda criteria, pattern checks, and the layer objective.
 //! Weights are row-major (rows = output features, columns = input features).
 
+pub use super::transpose::Solver;
 use std::str::FromStr;
 
 /// What to zero: a fraction of each row, or `n` of every `m` consecutive inputs of each row
@@ -87,18 +88,17 @@ impl Pattern {
     }
 }
 
-/// Transposable masks of the full M×M blocks of `scores` (keep-scores, row-major rows × cols) into
-/// `mask` (true = pruned): exhaustive where M ≤ 4, OT otherwise. Blocks are rows r0..r0+M ×
-/// columns c0..c0+M for the row starts and column starts given.
+/// Transposable masks of the full M×M blocks of the keep-scores `score(row, col)`, each pruned
+/// entry passed to `set(row, col)`: blocks are rows r0..r0+M (every full block of M rows) ×
+/// columns c0..c0+M for the column starts given.
 pub fn transposable_blocks(
+    solver: &Solver,
     score: &dyn Fn(usize, usize) -> f64,
     rows: usize,
     col_starts: &[usize],
-    n: usize,
-    m: usize,
     set: &mut dyn FnMut(usize, usize),
 ) {
-    let exhaustive = (m <= 4).then(|| super::transpose::patterns(n, m));
+    let m = solver.m;
     let mut block = vec![0f64; m * m];
     for r0 in (0..rows / m * m).step_by(m) {
         for &c0 in col_starts {
@@ -107,7 +107,7 @@ pub fn transposable_blocks(
                     block[i * m + j] = score(r0 + i, c0 + j);
                 }
             }
-            let pruned = super::transpose::block_mask(&block, n, m, exhaustive.as_deref());
+            let pruned = solver.block_mask(&block);
             for (b, &p) in pruned.iter().enumerate() {
                 if p {
                     set(r0 + b / m, c0 + b % m);
@@ -137,22 +137,14 @@ pub fn mask_from_scores(scores: &[f32], rows: usize, cols: usize, pattern: Patte
                     }
                 }
             }
-            Pattern::Transposable { n, m } if r < rows / m * m => {
-                // Rows in full blocks of M: set below, block by block. A trailing partial column
-                // group keeps its proportional share per row.
-                let g = cols / m * m;
-                if g < cols {
-                    let k = (n * (cols - g)) / m;
-                    idx.clear();
-                    idx.extend(g..cols);
-                    idx.sort_by(|&a, &b| s[a].total_cmp(&s[b]).then(a.cmp(&b)));
-                    for &j in &idx[..k] {
-                        mask[r * cols + j] = true;
-                    }
-                }
-            }
             Pattern::Nm { n, m } | Pattern::Transposable { n, m } => {
-                for g in (0..cols).step_by(m) {
+                // Transposable: a row in a full block of M rows gets its full groups below,
+                // block by block; here only a trailing partial group.
+                let from = match pattern {
+                    Pattern::Transposable { .. } if r < rows / m * m => cols / m * m,
+                    _ => 0,
+                };
+                for g in (from..cols).step_by(m) {
                     let end = (g + m).min(cols);
                     let k = if end - g == m { n } else { (n * (end - g)) / m };
                     idx.clear();
@@ -167,7 +159,7 @@ pub fn mask_from_scores(scores: &[f32], rows: usize, cols: usize, pattern: Patte
     }
     if let Pattern::Transposable { n, m } = pattern {
         let starts: Vec<usize> = (0..cols / m * m).step_by(m).collect();
-        transposable_blocks(&|r, c| scores[r * cols + c] as f64, rows, &starts, n, m, &mut |r, c| {
+        transposable_blocks(&Solver::new(n, m), &|r, c| scores[r * cols + c] as f64, rows, &starts, &mut |r, c| {
             mask[r * cols + c] = true
         });
     }

@@ -72,6 +72,16 @@ pub fn prune_with(w: &mut [f32], rows: usize, f: &Factor, pattern: Pattern, bloc
         }
     }
     let u = &f.u;
+    // SparseGPT's saliency of w[r, c]: w² / [U]²_cc (lower = pruned first).
+    let saliency = |w: &[f32], r: usize, c: usize| {
+        let d = u[c * cols + c];
+        w[r * cols + c] * w[r * cols + c] / (d * d)
+    };
+    // Transposable N:M: the block solver, its exhaustive patterns listed once per layer.
+    let solver = match pattern {
+        Pattern::Transposable { n, m } => Some(super::mask::Solver::new(n, m)),
+        _ => None,
+    };
     let bs = block.max(1);
     let mut err = vec![0f32; rows * bs];
     let mut mask = vec![false; rows * bs];
@@ -87,11 +97,7 @@ pub fn prune_with(w: &mut [f32], rows: usize, f: &Factor, pattern: Pattern, bloc
             let k = ((sparsity * i2 as f64).round() - (sparsity * i1 as f64).round()).max(0.0) as usize;
             let mut idx: Vec<usize> = Vec::with_capacity(count);
             for r in 0..rows {
-                let score = |t: usize| {
-                    let j = i1 + t;
-                    let d = u[j * cols + j];
-                    w[r * cols + j] * w[r * cols + j] / (d * d)
-                };
+                let score = |t: usize| saliency(w, r, i1 + t);
                 idx.clear();
                 idx.extend(0..count);
                 if k > 0 {
@@ -107,28 +113,21 @@ pub fn prune_with(w: &mut [f32], rows: usize, f: &Factor, pattern: Pattern, bloc
             if let Pattern::Nm { n, m } | Pattern::Transposable { n, m } = pattern {
                 if (j - i1) % m == 0 && j + m <= cols {
                     // Transposable: the rows in full blocks of m choose their m×m masks together.
-                    let first_free_row = match pattern {
-                        Pattern::Transposable { .. } => {
-                            let score = |r: usize, c: usize| {
-                                let d = u[c * cols + c];
-                                (w[r * cols + c] * w[r * cols + c] / (d * d)) as f64
-                            };
-                            super::mask::transposable_blocks(&score, rows, &[j], n, m, &mut |r, c| {
+                    let first_free_row = match &solver {
+                        Some(solver) => {
+                            let score = |r: usize, c: usize| saliency(w, r, c) as f64;
+                            super::mask::transposable_blocks(solver, &score, rows, &[j], &mut |r, c| {
                                 if t + c - j < bs {
                                     mask[r * bs + t + c - j] = true;
                                 }
                             });
                             rows / m * m
                         }
-                        _ => 0,
+                        None => 0,
                     };
                     for r in first_free_row..rows {
                         let mut g: Vec<usize> = (0..m).collect();
-                        let score = |q: usize| {
-                            let c = j + q;
-                            let d = u[c * cols + c];
-                            w[r * cols + c] * w[r * cols + c] / (d * d)
-                        };
+                        let score = |q: usize| saliency(w, r, j + q);
                         g.sort_by(|&a, &b| score(a).total_cmp(&score(b)).then(a.cmp(&b)));
                         for &q in &g[..n] {
                             if t + q < bs {

@@ -47,7 +47,7 @@ pub fn patterns(n: usize, m: usize) -> Vec<u16> {
 /// The best pattern of `patterns` for an m×m block of keep-scores: the least total score pruned.
 pub fn exact(scores: &[f64], m: usize, patterns: &[u16]) -> Vec<bool> {
     let pruned = |p: u16| (0..m * m).filter(|&b| p >> b & 1 == 1).map(|b| scores[b]).sum::<f64>();
-    let best = patterns.iter().copied().min_by(|&a, &b| pruned(a).total_cmp(&pruned(b))).unwrap_or(0);
+    let best = patterns.iter().map(|&p| (pruned(p), p)).min_by(|a, b| a.0.total_cmp(&b.0)).map_or(0, |(_, p)| p);
     (0..m * m).map(|b| best >> b & 1 == 1).collect()
 }
 
@@ -207,11 +207,25 @@ fn improve(keep: &mut [bool], s: &[f64], m: usize) {
     }
 }
 
-/// The pruned-mask of one block by the exact search where it is enumerable (m ≤ 4), else by OT.
-pub fn block_mask(scores: &[f64], n: usize, m: usize, exhaustive: Option<&[u16]>) -> Vec<bool> {
-    match exhaustive {
-        Some(p) => exact(scores, m, p),
-        None => ot(scores, n, m, &OtOptions::default()),
+/// One N:M's block solver: the exact search where it is enumerable (m ≤ 4; the patterns listed
+/// once, here), else OT.
+pub struct Solver {
+    pub n: usize,
+    pub m: usize,
+    exhaustive: Option<Vec<u16>>,
+}
+
+impl Solver {
+    pub fn new(n: usize, m: usize) -> Solver {
+        Solver { n, m, exhaustive: (m <= 4).then(|| patterns(n, m)) }
+    }
+
+    /// The pruned-mask of one m×m block of keep-scores.
+    pub fn block_mask(&self, scores: &[f64]) -> Vec<bool> {
+        match &self.exhaustive {
+            Some(p) => exact(scores, self.m, p),
+            None => ot(scores, self.n, self.m, &OtOptions::default()),
+        }
     }
 }
 
