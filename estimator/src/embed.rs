@@ -110,12 +110,7 @@ impl MiniLm {
 
 fn text_key(text: &str) -> u64 {
     // FNV-1a 64 over the bytes, then the length: stable across runs and platforms.
-    let mut h = 0xcbf2_9ce4_8422_2325u64;
-    for b in text.as_bytes() {
-        h ^= *b as u64;
-        h = h.wrapping_mul(0x0100_0000_01b3);
-    }
-    h ^ (text.len() as u64).rotate_left(32)
+    crate::features::fnv1a(0, text.as_bytes()) ^ (text.len() as u64).rotate_left(32)
 }
 
 /// Embeddings on disk: an append-only file of (u64 text hash, 384 × f32) records.

@@ -8,7 +8,10 @@ const DIM_MASK: u64 = (1 << DIM_BITS) - 1;
 /// A sparse vector: (feature index, weight), indices unique (in no particular order).
 pub type SparseVec = Vec<(u32, f32)>;
 
-fn fnv1a(seed: u64, bytes: &[u8]) -> u64 {
+/// FNV-1a, 64 bits, its offset basis xored with `seed` (0: plain FNV-1a): stable across runs and
+/// platforms. The hashed features, the embedding cache's keys, record ids from feedback, and the
+/// router's prompt hashes all use it.
+pub fn fnv1a(seed: u64, bytes: &[u8]) -> u64 {
     let mut h = 0xcbf2_9ce4_8422_2325u64 ^ seed;
     for b in bytes {
         h ^= *b as u64;

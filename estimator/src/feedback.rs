@@ -149,20 +149,12 @@ pub fn to_records(
                 },
             );
         }
-        let id = format!("feedback-{:016x}", fnv(&q.prompt, q.task.as_deref()));
+        // A stable id: FNV-1a over the prompt, a 0 byte and the task.
+        let key = format!("{}\0{}", q.prompt, q.task.as_deref().unwrap_or(""));
+        let id = format!("feedback-{:016x}", crate::features::fnv1a(0, key.as_bytes()));
         out.records.push(Record { id, task: q.task.clone(), prompt: q.prompt.clone(), outcomes });
     }
     out
-}
-
-/// FNV-1a over the prompt and task: a stable record id.
-fn fnv(prompt: &str, task: Option<&str>) -> u64 {
-    let mut h: u64 = 0xcbf2_9ce4_8422_2325;
-    for b in prompt.bytes().chain([0u8]).chain(task.unwrap_or("").bytes()) {
-        h ^= b as u64;
-        h = h.wrapping_mul(0x0100_0000_01b3);
-    }
-    h
 }
 
 #[cfg(test)]

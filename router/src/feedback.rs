@@ -248,7 +248,7 @@ pub fn submit(shared: &Shared, input: FeedbackInput) -> Result<FeedbackReply> {
     };
     if let Some(path) = &cfg.log {
         let at = SystemTime::now().duration_since(UNIX_EPOCH).map_or(0.0, |d| d.as_secs_f64());
-        let line = serde_json::json!({
+        let mut line = serde_json::json!({
             "at": at, "request_id": input.request_id, "tenant": a.tenant, "model": a.model, "task": a.task,
             "prompt_hash": format!("{:016x}", a.prompt_hash), "mu": a.mu, "sigma": a.sigma, "score": input.score,
             "output_tokens": input.output_tokens, "dispatched": a.dispatched, "base_mu": a.base_mu, "prior": a.prior,
@@ -256,7 +256,6 @@ pub fn submit(shared: &Shared, input: FeedbackInput) -> Result<FeedbackReply> {
             // restart needs to rebuild the online index from this log (`restore`).
             "features": a.features,
         });
-        let mut line = line;
         if let Some(p) = &a.prompt {
             // `feedback.log_prompts`: what `estimator train --feedback` learns from.
             line["prompt"] = serde_json::json!(p);

@@ -16,12 +16,7 @@ pub fn new_request_id() -> String {
 
 /// The prompt's identity without its text (FNV-1a, 64 bits).
 pub fn prompt_hash(prompt: &str) -> u64 {
-    let mut h = 0xcbf2_9ce4_8422_2325u64;
-    for b in prompt.as_bytes() {
-        h ^= *b as u64;
-        h = h.wrapping_mul(0x0100_0000_01b3);
-    }
-    h
+    estimator::features::fnv1a(0, prompt.as_bytes())
 }
 
 /// A request id as the log keys it (ids are 32 hex digits; anything else names nothing kept).
@@ -225,6 +220,7 @@ mod tests {
         assert_eq!(ids.len(), 1000);
         assert!(ids.iter().all(|i| i.len() == 32 && i.bytes().all(|b| b.is_ascii_hexdigit())));
         assert_eq!(prompt_hash("hello"), prompt_hash("hello"));
+        assert_eq!((prompt_hash(""), prompt_hash("a")), (0xcbf2_9ce4_8422_2325, 0xaf63_dc4c_8601_ec8c), "FNV-1a");
         assert_ne!(prompt_hash("hello"), prompt_hash("hello!"));
         assert_eq!(key("not an id"), None);
         let log = RequestLog::default();

@@ -32,7 +32,7 @@ impl ReplayData {
             return self.records.get(i).map(|r| (r, false));
         }
         // No shared feature with any record: a deterministic pick by hash.
-        let h = prompt.bytes().fold(0xcbf29ce484222325u64, |h, b| (h ^ b as u64).wrapping_mul(0x100000001b3));
+        let h = crate::requests::prompt_hash(prompt);
         self.records.get(h as usize % self.records.len().max(1)).map(|r| (r, false))
     }
 }
