@@ -222,6 +222,10 @@ fn run_prune(mut a: RunArgs) -> Result<(), String> {
     if a.transposable {
         a.pattern = a.pattern.transposable()?;
     }
+    if a.chat_check > 0 && a.format == OutFormat::Safetensors {
+        // Checked before the minutes of pruning: llama.cpp serves the GGUF output.
+        return Err("--chat-check needs --format gguf or both".into());
+    }
     if a.model.is_dir() && a.format != OutFormat::Safetensors {
         return Err("--format gguf/both needs a GGUF source (its tokenizer metadata); use --format safetensors".into());
     }
