@@ -239,11 +239,9 @@ def one_run(tag: str, names: list, ports: dict, gguf: dict, summary: dict, test_
                                                         "price_in_per_mtok": 0, "price_out_per_mtok": 0,
                                                         "max_concurrency": a.concurrency}]})
     with router(cfg, http_port, os.path.join(work, f"router-{tag}.log")):
-        t0 = time.time()
         run([os.path.join(BIN, "estimator"), "collect", "--catalog", facade, "--questions", test_path,
              "--out", os.path.join(work, f"routed-{tag}.jsonl"), "--answers", answers, "--max-tokens", a.max_tokens,
              "--concurrency", a.concurrency, "--timeout-s", 300])
-        wall = time.time() - t0
         with urllib.request.urlopen(f"http://127.0.0.1:{http_port}/metrics", timeout=10) as r:
             metrics = r.read().decode()
     rows = read_jsonl(answers)
@@ -263,9 +261,8 @@ def one_run(tag: str, names: list, ports: dict, gguf: dict, summary: dict, test_
         "accuracy": sum(r["score"] for r in rows) / max(1, len(rows)),
         "spend_usd": metric(metrics, "llmroute_spend_usd"),
         "allowed_usd": metric(metrics, "llmroute_budget_allowed_usd"),
-        "reported_cost_usd": sum(r.get("reported_cost_usd") or 0.0 for r in rows),
         "share": {m: (len(v), sum(v) / len(v)) for m, v in sorted(share.items())},
-        "price": price, "p50_ms": pct(lat, 50), "p99_ms": pct(lat, 99), "wall_s": wall, "plan": plan_text.strip(), "rows": rows,
+        "price": price, "p50_ms": pct(lat, 50), "p99_ms": pct(lat, 99), "plan": plan_text.strip(), "rows": rows,
     }
 
 
