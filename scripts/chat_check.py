@@ -8,7 +8,7 @@ Starts scripts/llama_server.py (the model's own chat template through Jinja), as
 questions greedily, and prints one JSON object: `nonempty_share` (answers with any text),
 `stopped_share` (answers that ended by themselves, not at --max-tokens), `accuracy` (graded as
 `estimator collect` grades: the final number for `number` questions, the chosen letter for
-`choice`), `n`, `seconds`. The compression worker runs it on its output (`--chat-check N`) and
+`choice`), `by_task` (n and accuracy per the questions' `task`), `n`, `seconds`. The compression worker runs it on its output (`--chat-check N`) and
 records it in the model card as `chat`.
 """
 import argparse
@@ -55,6 +55,7 @@ def grade(q, answer):
 def main():
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--model", required=True)
+    ap.add_argument("--lora", metavar="FILE", help="a LoRA adapter GGUF llama.cpp applies on top of --model")
     ap.add_argument("--n", type=int, default=40)
     ap.add_argument("--max-tokens", type=int, default=96)
     ap.add_argument("--questions", default=os.path.join(ROOT, "data/questions-gsm8k-mmlu.jsonl"))
@@ -64,7 +65,8 @@ def main():
     if not qs:
         sys.exit(f"{a.questions}: no questions")
     t0 = time.time()
-    with serving(a.model, "--parallel", "2", "--jinja") as port:
+    extra = ["--lora", a.lora] if a.lora else []
+    with serving(a.model, "--parallel", "2", "--jinja", *extra) as port:
 
         def ask(q):
             body = {"messages": [{"role": "user", "content": q["prompt"]}], "max_tokens": a.max_tokens,
@@ -75,11 +77,17 @@ def main():
         with ThreadPoolExecutor(2) as ex:
             answers = list(ex.map(ask, qs))
     n = len(answers)
+    by_task = {}
+    for q, (t, _) in zip(qs, answers):
+        d = by_task.setdefault(q.get("task", "all"), {"n": 0, "correct": 0.0})
+        d["n"] += 1
+        d["correct"] += grade(q, t)
     print(json.dumps({
         "n": n,
         "nonempty_share": sum(1 for t, _ in answers if t.strip()) / n,
         "stopped_share": sum(1 for _, f in answers if f == "stop") / n,
         "accuracy": sum(grade(q, t) for q, (t, _) in zip(qs, answers)) / n,
+        "by_task": {k: {"n": d["n"], "accuracy": d["correct"] / d["n"]} for k, d in sorted(by_task.items())},
         "max_tokens": a.max_tokens,
         "questions": os.path.relpath(a.questions, ROOT) if a.questions.startswith(ROOT) else a.questions,
         "seconds": round(time.time() - t0, 1),

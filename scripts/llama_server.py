@@ -2,7 +2,7 @@
 """Start a real llama.cpp server (PyPI `xllamacpp`) on 127.0.0.1 for one of the packaged models.
 
     python3 scripts/llama_server.py --model smollm2|gemma3|FILE.gguf --port PORT [--parallel N]
-                                    [--chat-template FILE | --jinja]
+                                    [--chat-template FILE | --jinja] [--lora ADAPTER.gguf]
     python3 scripts/llama_server.py --model smollm2 --print-path   # the .gguf file, for scripts
 
 Prints `llama serving http://127.0.0.1:PORT` once it answers /health, then runs until killed.
@@ -98,6 +98,14 @@ def main() -> None:
         "gives SmolLM2 tools",
     )
     ap.add_argument("--jinja", action="store_true", help="use the model's own template through Jinja")
+    ap.add_argument(
+        "--lora",
+        metavar="FILE",
+        action="append",
+        default=[],
+        help="a LoRA adapter GGUF applied on top of the model at scale 1 (repeatable); the compression "
+        "worker's --low-rank writes one",
+    )
     a = ap.parse_args()
     if a.print_path:
         print(a.model if a.model.endswith(".gguf") else model_path(a.model))
@@ -128,6 +136,13 @@ def main() -> None:
                 p.chat_template = f.read()
         except OSError as e:
             sys.exit(f"--chat-template {a.chat_template}: {e}")
+    for path in a.lora:
+        if not os.path.isfile(path):
+            sys.exit(f"--lora {path}: no such file")
+        info = xlc.CommonAdapterLoraInfo()
+        info.path = path
+        info.scale = 1.0
+        p.lora_adapters = [*p.lora_adapters, info]
     p.model_alias = os.path.basename(a.model)
     server = xlc.Server(p)  # noqa: F841 - keeps the server alive
     url = f"http://127.0.0.1:{a.port}"

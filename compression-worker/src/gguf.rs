@@ -92,6 +92,37 @@ pub fn write(
     Ok(())
 }
 
+/// Writes a llama.cpp LoRA adapter (`--lora FILE`): for each linear layer `NAME`, `NAME.lora_a` =
+/// V (R × inputs) and `NAME.lora_b` = U (outputs × R), F32, so llama.cpp adds U·(V·x) to the
+/// layer's output; `adapter.lora.alpha` = R makes its scale alpha / rank = 1.
+pub fn write_lora(
+    path: &Path,
+    architecture: &str,
+    name: &str,
+    rank: usize,
+    adapters: &BTreeMap<String, (Tensor, Tensor)>,
+) -> Result<()> {
+    let md: Vec<(&str, Value)> = vec![
+        ("general.architecture", Value::String(architecture.to_string())),
+        ("general.type", Value::String("adapter".into())),
+        ("general.name", Value::String(name.to_string())),
+        ("adapter.type", Value::String("lora".into())),
+        ("adapter.lora.alpha", Value::F32(rank as f32)),
+    ];
+    let mut qs: Vec<(String, QTensor)> = Vec::with_capacity(2 * adapters.len());
+    for (layer, (u, v)) in adapters {
+        qs.push((format!("{layer}.lora_a"), QTensor::quantize(v, GgmlDType::F32)?));
+        qs.push((format!("{layer}.lora_b"), QTensor::quantize(u, GgmlDType::F32)?));
+    }
+    let f = std::fs::File::create(path).map_err(|e| Error::io(path, e))?;
+    let mut w = std::io::BufWriter::new(f);
+    let md_refs: Vec<(&str, &Value)> = md.iter().map(|(k, v)| (*k, v)).collect();
+    let t_refs: Vec<(&str, &QTensor)> = qs.iter().map(|(k, v)| (k.as_str(), v)).collect();
+    gguf_file::write(&mut w, &md_refs, &t_refs)?;
+    std::io::Write::flush(&mut w).map_err(|e| Error::io(path, e))?;
+    Ok(())
+}
+
 /// A metadata value as u32 / f32 / string list, with an error naming the key.
 pub fn md_u32(m: &GgufModel, key: &str) -> Result<u32> {
     m.metadata

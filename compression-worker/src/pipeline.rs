@@ -7,8 +7,9 @@
 use crate::error::{Error, Result};
 use crate::llama::{linear_name, Llama};
 use crate::prune::mask::{self, Pattern};
-use crate::prune::sparsegpt;
+use crate::prune::{alps, lowrank, sparsegpt};
 use candle_core::{Device, Tensor};
+use std::collections::BTreeMap;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum, serde::Serialize)]
 #[serde(rename_all = "lowercase")]
@@ -16,6 +17,9 @@ pub enum Method {
     Magnitude,
     Wanda,
     Sparsegpt,
+    /// ADMM on the layer objective with the pattern's projection and a rising penalty, then
+    /// conjugate gradients on the kept weights (`prune/alps.rs`).
+    Alps,
 }
 
 #[derive(Debug, Clone, serde::Serialize)]
@@ -29,6 +33,14 @@ pub struct LayerReport {
     /// ‖WX − ŴX‖²_F over the calibration tokens, and relative to ‖WX‖²_F.
     pub error: f64,
     pub rel_error: f64,
+    /// Stored parameters: the non-zeros of S, plus R·(rows + cols) with `--low-rank`.
+    pub params: usize,
+    /// With `--low-rank`: the error of the first round's S alone (the method without the
+    /// correction), for comparison with `error` (S + UV).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub error_sparse_only: Option<f64>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub alps: Option<alps::Stats>,
 }
 
 /// Seconds the prune phase spent in each stage (the model card's `prune_stages_s`).
@@ -56,60 +68,123 @@ fn gram(xs: &[Tensor]) -> Result<(Vec<f64>, usize)> {
     Ok((g.into_iter().map(f64::from).collect(), d))
 }
 
-/// H of one input, with SparseGPT's factor when the method needs it (shared by the layers that
-/// read the same input).
+/// H of one input, with the method's factor of it (shared by the layers that read the same input).
 struct Input {
     h: Vec<f64>,
     /// H as an f32 tensor, for the reported objective.
     ht: Tensor,
     factor: Option<sparsegpt::Factor>,
+    alps: Option<alps::Factor>,
 }
 
-fn input(xs: &[Tensor], method: Method, opts: &sparsegpt::Options) -> Result<Input> {
+fn input(xs: &[Tensor], recipe: &Recipe) -> Result<Input> {
     let (h, d) = gram(xs)?;
-    let factor = match method {
-        Method::Sparsegpt => Some(sparsegpt::factor(&h, d, opts.damp).map_err(Error::Invalid)?),
+    let factor = match recipe.method {
+        Method::Sparsegpt => Some(sparsegpt::factor(&h, d, recipe.sparsegpt.damp).map_err(Error::Invalid)?),
+        _ => None,
+    };
+    let alps = match recipe.method {
+        Method::Alps => Some(alps::factor(&h, d, recipe.alps).map_err(Error::Invalid)?),
         _ => None,
     };
     let ht = Tensor::from_vec(h.iter().map(|&x| x as f32).collect::<Vec<f32>>(), (d, d), &Device::Cpu)?;
-    Ok(Input { h, ht, factor })
+    Ok(Input { h, ht, factor, alps })
 }
 
 /// How every layer is pruned.
-struct Recipe<'a> {
-    method: Method,
-    pattern: Pattern,
-    opts: &'a sparsegpt::Options,
+#[derive(Debug, Clone, Copy)]
+pub struct Recipe {
+    pub method: Method,
+    pub pattern: Pattern,
+    pub sparsegpt: sparsegpt::Options,
+    pub alps: alps::Options,
+    /// `--low-rank R`: W ≈ S + UV, S in the pattern (`prune/lowrank.rs`).
+    pub low_rank: Option<lowrank::Options>,
+    /// Seeds the rank step's random start.
+    pub seed: u64,
+}
+
+/// What `prune_model` did: per-layer reports, stage times, and with `--low-rank` each layer's S
+/// (the pruned GGUF's weights; the network itself then holds S + UV) and its U (rows × R) and V
+/// (R × cols).
+pub struct Pruned {
+    pub layers: Vec<LayerReport>,
+    pub times: StageTimes,
+    pub sparse: BTreeMap<String, Tensor>,
+    pub adapters: BTreeMap<String, (Tensor, Tensor)>,
+}
+
+/// Prunes `w` in place with the recipe's method; ALPS's statistics when it ran.
+fn prune_weights(
+    w: &mut [f32],
+    (rows, cols): (usize, usize),
+    inp: &mut Input,
+    recipe: &Recipe,
+) -> Result<Option<alps::Stats>> {
+    let pattern = recipe.pattern;
+    match recipe.method {
+        Method::Magnitude => mask::magnitude(w, rows, cols, pattern),
+        Method::Wanda => {
+            let diag: Vec<f64> = (0..cols).map(|j| inp.h[j * cols + j]).collect();
+            mask::wanda(w, rows, cols, &diag, pattern)
+        }
+        Method::Sparsegpt => {
+            let f = inp.factor.as_ref().ok_or_else(|| Error::Invalid("no SparseGPT factor".into()))?;
+            sparsegpt::prune_with(w, rows, f, pattern, recipe.sparsegpt.block).map_err(Error::Invalid)?
+        }
+        Method::Alps => {
+            let f = inp.alps.as_mut().ok_or_else(|| Error::Invalid("no ALPS factor".into()))?;
+            return Ok(Some(alps::prune_with(w, rows, f, pattern).map_err(Error::Invalid)?));
+        }
+    }
+    Ok(None)
 }
 
 fn prune_linear(
     net: &mut Llama,
     (layer, kind): (usize, &str),
-    inp: &Input,
+    inp: &mut Input,
     recipe: &Recipe,
-    times: &mut StageTimes,
+    out: &mut Pruned,
 ) -> Result<LayerReport> {
-    let Recipe { method, pattern, opts } = *recipe;
     let t0 = std::time::Instant::now();
-    let h = &inp.h;
     let name = linear_name(layer, kind);
     let t = net.w(&name)?;
     let (rows, cols) = t.dims2()?;
     let w0: Vec<f32> = t.flatten_all()?.to_vec1()?;
-    let mut w = w0.clone();
-    match method {
-        Method::Magnitude => mask::magnitude(&mut w, rows, cols, pattern),
-        Method::Wanda => {
-            let diag: Vec<f64> = (0..cols).map(|j| h[j * cols + j]).collect();
-            mask::wanda(&mut w, rows, cols, &diag, pattern)
+    let named = |e: Error| Error::Invalid(format!("{name}: {e}"));
+    // S (in the pattern), the weights the network computes with (S, or S + UV), the correction.
+    let (s, w, alps_stats, corr, s_alone) = match recipe.low_rank {
+        None => {
+            let mut w = w0.clone();
+            let st = prune_weights(&mut w, (rows, cols), inp, recipe).map_err(named)?;
+            (w.clone(), w, st, None, None)
         }
-        Method::Sparsegpt => {
-            let f = inp.factor.as_ref().ok_or_else(|| Error::Invalid("no SparseGPT factor".into()))?;
-            sparsegpt::prune_with(&mut w, rows, f, pattern, opts.block)
-                .map_err(|e| Error::Invalid(format!("{name}: {e}")))?
+        Some(lr) => {
+            let mut l = vec![0f32; rows * cols];
+            let mut warm: Option<Vec<f64>> = None;
+            let mut last = None;
+            let mut s_alone = None;
+            for round in 0..lr.rounds.max(1) {
+                let mut s: Vec<f32> = w0.iter().zip(&l).map(|(a, b)| a - b).collect();
+                let st = prune_weights(&mut s, (rows, cols), inp, recipe).map_err(named)?;
+                if round == 0 {
+                    s_alone = Some(s.clone());
+                }
+                let m: Vec<f32> = w0.iter().zip(&s).map(|(a, b)| a - b).collect();
+                let seed = recipe.seed.wrapping_mul(0x9e37_79b9).wrapping_add((layer * 64 + round) as u64);
+                let c = lowrank::correction(&m, (rows, cols), &inp.h, &lr, warm.as_deref(), seed)
+                    .map_err(|e| Error::Invalid(format!("{name}: {e}")))?;
+                l = c.product(rows, cols).map_err(Error::Invalid)?;
+                warm = Some(c.p.clone());
+                last = Some((s, st, c));
+            }
+            let (s, st, c) = last.ok_or_else(|| Error::Invalid("no low-rank round ran".into()))?;
+            let w: Vec<f32> = s.iter().zip(&l).map(|(a, b)| a + b).collect();
+            (s, w, st, Some(c), s_alone)
         }
-    }
-    times.prune += t0.elapsed().as_secs_f64();
+    };
+    out.times.prune += t0.elapsed().as_secs_f64();
     let t1 = std::time::Instant::now();
     // ‖(W − Ŵ)X‖² = Σ (δ H) ∘ δ and ‖WX‖², through one f32 matmul each (mask::layer_error is the
     // f64 reference the tests use; this is the fast path for the report).
@@ -119,18 +194,32 @@ fn prune_linear(
         Ok(d.matmul(ht)?.mul(&d)?.sum_all()?.to_scalar::<f32>()? as f64)
     };
     let error = quad(w0.iter().zip(&w).map(|(a, b)| a - b).collect())?;
+    let error_sparse_only = match &s_alone {
+        Some(sa) => Some(quad(w0.iter().zip(sa).map(|(a, b)| a - b).collect())?),
+        None => None,
+    };
     let base = quad(w0)?;
+    let rank = corr.as_ref().map_or(0, |c| c.rank);
     let report = LayerReport {
         name: name.clone(),
         rows,
         cols,
-        sparsity: mask::sparsity(&w),
-        pattern_ok: mask::check(&w, rows, cols, pattern).is_ok(),
+        sparsity: mask::sparsity(&s),
+        pattern_ok: mask::check(&s, rows, cols, recipe.pattern).is_ok(),
         error,
         rel_error: error / base.max(1e-30),
+        params: lowrank::parameters(&s, rows, cols, rank),
+        error_sparse_only,
+        alps: alps_stats,
     };
+    if let Some(c) = corr {
+        let u = Tensor::from_vec(c.u, (rows, c.rank), &Device::Cpu)?;
+        let v = Tensor::from_vec(c.v, (c.rank, cols), &Device::Cpu)?;
+        out.adapters.insert(name.clone(), (u, v));
+        out.sparse.insert(name.clone(), Tensor::from_vec(s, (rows, cols), &Device::Cpu)?);
+    }
     net.tensors.insert(name, Tensor::from_vec(w, (rows, cols), &Device::Cpu)?);
-    times.report += t1.elapsed().as_secs_f64();
+    out.times.report += t1.elapsed().as_secs_f64();
     Ok(report)
 }
 
@@ -146,42 +235,43 @@ fn timed<T>(slot: &mut f64, f: impl FnOnce() -> Result<T>) -> Result<T> {
 pub fn prune_model(
     net: &mut Llama,
     calib: &[Vec<u32>],
-    method: Method,
-    pattern: Pattern,
-    opts: &sparsegpt::Options,
+    recipe: &Recipe,
     progress: &mut dyn FnMut(usize, usize),
-) -> Result<(Vec<LayerReport>, StageTimes)> {
-    let mut tm = StageTimes::default();
-    let recipe = Recipe { method, pattern, opts };
-    let mut reports = Vec::new();
-    let mut xs: Vec<Tensor> = timed(&mut tm.forward, || calib.iter().map(|ids| net.embed(ids)).collect())?;
+) -> Result<Pruned> {
+    let mut out =
+        Pruned { layers: Vec::new(), times: StageTimes::default(), sparse: BTreeMap::new(), adapters: BTreeMap::new() };
+    let mut xs: Vec<Tensor> = timed(&mut out.times.forward, || calib.iter().map(|ids| net.embed(ids)).collect())?;
     let n = net.cfg.n_layer;
     for l in 0..n {
-        let hs: Vec<Tensor> = timed(&mut tm.forward, || xs.iter().map(|x| net.attn_in(l, x)).collect())?;
-        let h = timed(&mut tm.hessian, || input(&hs, method, opts))?;
+        let hs: Vec<Tensor> = timed(&mut out.times.forward, || xs.iter().map(|x| net.attn_in(l, x)).collect())?;
+        let mut h = timed(&mut out.times.hessian, || input(&hs, recipe))?;
         for kind in ["attn_q", "attn_k", "attn_v"] {
-            reports.push(prune_linear(net, (l, kind), &h, &recipe, &mut tm)?);
+            let r = prune_linear(net, (l, kind), &mut h, recipe, &mut out)?;
+            out.layers.push(r);
         }
-        let atts: Vec<Tensor> = timed(&mut tm.forward, || hs.iter().map(|h| net.attention(l, h)).collect())?;
-        let h = timed(&mut tm.hessian, || input(&atts, method, opts))?;
-        reports.push(prune_linear(net, (l, "attn_output"), &h, &recipe, &mut tm)?);
-        let (xs2, h2s) = timed(&mut tm.forward, || {
+        let atts: Vec<Tensor> = timed(&mut out.times.forward, || hs.iter().map(|h| net.attention(l, h)).collect())?;
+        let mut h = timed(&mut out.times.hessian, || input(&atts, recipe))?;
+        let r = prune_linear(net, (l, "attn_output"), &mut h, recipe, &mut out)?;
+        out.layers.push(r);
+        let (xs2, h2s) = timed(&mut out.times.forward, || {
             let xs2: Vec<Tensor> =
                 xs.iter().zip(&atts).map(|(x, a)| net.attn_residual(l, x, a)).collect::<Result<_>>()?;
             let h2s: Vec<Tensor> = xs2.iter().map(|x| net.mlp_in(l, x)).collect::<Result<_>>()?;
             Ok((xs2, h2s))
         })?;
-        let h = timed(&mut tm.hessian, || input(&h2s, method, opts))?;
+        let mut h = timed(&mut out.times.hessian, || input(&h2s, recipe))?;
         for kind in ["ffn_gate", "ffn_up"] {
-            reports.push(prune_linear(net, (l, kind), &h, &recipe, &mut tm)?);
+            let r = prune_linear(net, (l, kind), &mut h, recipe, &mut out)?;
+            out.layers.push(r);
         }
-        let acts: Vec<Tensor> = timed(&mut tm.forward, || h2s.iter().map(|h| net.mlp_act(l, h)).collect())?;
-        let h = timed(&mut tm.hessian, || input(&acts, method, opts))?;
-        reports.push(prune_linear(net, (l, "ffn_down"), &h, &recipe, &mut tm)?);
-        xs = timed(&mut tm.forward, || xs2.iter().zip(&acts).map(|(x, a)| net.mlp_residual(l, x, a)).collect())?;
+        let acts: Vec<Tensor> = timed(&mut out.times.forward, || h2s.iter().map(|h| net.mlp_act(l, h)).collect())?;
+        let mut h = timed(&mut out.times.hessian, || input(&acts, recipe))?;
+        let r = prune_linear(net, (l, "ffn_down"), &mut h, recipe, &mut out)?;
+        out.layers.push(r);
+        xs = timed(&mut out.times.forward, || xs2.iter().zip(&acts).map(|(x, a)| net.mlp_residual(l, x, a)).collect())?;
         progress(l + 1, n);
     }
-    Ok((reports, tm))
+    Ok(out)
 }
 
 /// Perplexity over windows.

@@ -2,7 +2,7 @@
 
 use clap::{Parser, Subcommand};
 use compression_worker::pipeline::{self, Method};
-use compression_worker::prune::{mask::Pattern, sparsegpt};
+use compression_worker::prune::{alps, lowrank, mask::Pattern, sparsegpt};
 use compression_worker::{card, gguf, hf, llama::Llama, text, tokenizer::Tok};
 use std::io::{IsTerminal, Write};
 use std::path::PathBuf;
@@ -12,7 +12,7 @@ use std::process::ExitCode;
 #[command(
     name = "compression-worker",
     version,
-    about = "llmroute compression worker: prune a Llama-family model (magnitude, Wanda, SparseGPT; unstructured or N:M) and measure what it cost"
+    about = "llmroute compression worker: prune a Llama-family model (magnitude, Wanda, SparseGPT, ALPS; unstructured, N:M or transposable N:M; optionally sparse + low-rank with a LoRA adapter) and measure what it cost"
 )]
 struct Cli {
     #[command(subcommand)]
@@ -100,6 +100,21 @@ struct RunArgs {
     block: usize,
     #[arg(long, default_value_t = 0.01)]
     damp: f64,
+    /// ALPS: at most this many penalty steps (ρ = 0.1 · 1.5^k, 3 ADMM iterations each; it stops
+    /// earlier once a step changes ≤ 0.1 % of the mask) and conjugate-gradient iterations after.
+    #[arg(long, default_value_t = 16)]
+    alps_steps: usize,
+    #[arg(long, default_value_t = 30)]
+    alps_cg: usize,
+    /// Sparse + low-rank: W ≈ S + U·V with S in --pattern and U·V of this rank, by alternating the
+    /// method on W − UV with the best rank-R correction of W − S under the layer objective. S is the
+    /// pruned GGUF; U·V goes to a llama.cpp LoRA adapter GGUF beside it (`--lora` on the server).
+    /// GGUF output only.
+    #[arg(long)]
+    low_rank: Option<usize>,
+    /// Alternation rounds for --low-rank.
+    #[arg(long, default_value_t = 4)]
+    low_rank_rounds: usize,
     /// Model name in the card and the catalog entry (default: source name + recipe).
     #[arg(long)]
     name: Option<String>,
@@ -115,6 +130,14 @@ struct RunArgs {
     /// card's `chat`. 0: skip.
     #[arg(long, default_value_t = 0)]
     chat_check: usize,
+    /// Then grade the dense model and the output through llama.cpp on N seeded arithmetic word
+    /// problems (scripts/arith_questions.py, seed 17, exact match on the final number; task
+    /// `arith`) and the 49 vendored keyed MMLU-style questions (the chosen letter; task `mmlu`):
+    /// the card's `tasks` = [{name, n, dense, pruned}], which the router's day-0 prior reads. The
+    /// dense model's figures are cached per source model. Without --chat-check the card's `chat`
+    /// (non-empty share, …) comes from these answers. 0: skip.
+    #[arg(long, default_value_t = 0)]
+    task_check: usize,
     /// Output folder.
     #[arg(long)]
     out: PathBuf,
@@ -152,12 +175,7 @@ fn chat_text(
     skip: usize,
     seed: u64,
 ) -> Result<PathBuf, String> {
-    let cache = std::env::var_os("XDG_CACHE_HOME")
-        .map(PathBuf::from)
-        .or_else(|| std::env::var_os("HOME").map(|h| PathBuf::from(h).join(".cache")))
-        .unwrap_or_else(std::env::temp_dir)
-        .join("llmroute/chat-calibration")
-        .join(format!("{}-{what}-n{n}-seed{seed}.txt", &hash[..16]));
+    let cache = cache_dir("chat-calibration").join(format!("{}-{what}-n{n}-seed{seed}.txt", &hash[..16]));
     if cache.is_file() {
         eprintln!("chat {what}: cached {}", cache.display());
         return Ok(cache);
@@ -178,6 +196,95 @@ fn chat_text(
     ];
     run_script("chat_calibration.py", &args)?;
     Ok(cache)
+}
+
+/// The cache folder for generated text and dense-model figures (`$XDG_CACHE_HOME/llmroute/WHAT`).
+fn cache_dir(what: &str) -> PathBuf {
+    std::env::var_os("XDG_CACHE_HOME")
+        .map(PathBuf::from)
+        .or_else(|| std::env::var_os("HOME").map(|h| PathBuf::from(h).join(".cache")))
+        .unwrap_or_else(std::env::temp_dir)
+        .join("llmroute")
+        .join(what)
+}
+
+/// Seed of the task check's arithmetic questions (the closed loop's are seed 7).
+const TASK_SEED: u64 = 17;
+
+/// The task check's questions: `n` seeded arithmetic problems (task `arith`) and the vendored
+/// keyed multiple-choice questions (task `mmlu`), one JSONL file, cached.
+fn task_questions(n: usize) -> Result<(PathBuf, usize), String> {
+    let dir = cache_dir("task-check");
+    std::fs::create_dir_all(&dir).map_err(|e| format!("{}: {e}", dir.display()))?;
+    let arith = dir.join(format!("arith-n{n}-seed{TASK_SEED}.jsonl"));
+    let (n_s, seed_s) = (n.to_string(), TASK_SEED.to_string());
+    run_script(
+        "arith_questions.py",
+        &["--n".as_ref(), n_s.as_ref(), "--seed".as_ref(), seed_s.as_ref(), "--out".as_ref(), arith.as_os_str()],
+    )?;
+    let keyed = scripts_dir().join("../data/questions-gsm8k-mmlu.jsonl");
+    let mut out = String::new();
+    let mut count = 0;
+    for (file, task, want_grader) in [(&arith, "arith", None), (&keyed, "mmlu", Some("choice"))] {
+        let text = std::fs::read_to_string(file).map_err(|e| format!("{}: {e}", file.display()))?;
+        for (i, line) in text.lines().filter(|l| !l.trim().is_empty()).enumerate() {
+            let mut q: serde_json::Value =
+                serde_json::from_str(line).map_err(|e| format!("{} line {}: {e}", file.display(), i + 1))?;
+            if want_grader.is_some_and(|g| q.get("grader").and_then(|x| x.as_str()) != Some(g)) {
+                continue;
+            }
+            q["task"] = task.into();
+            out.push_str(&q.to_string());
+            out.push('\n');
+            count += 1;
+        }
+    }
+    let all = dir.join(format!("tasks-arith{n}-seed{TASK_SEED}.jsonl"));
+    std::fs::write(&all, out).map_err(|e| format!("{}: {e}", all.display()))?;
+    Ok((all, count))
+}
+
+/// chat_check.py on `questions` for a GGUF (with a LoRA adapter): its JSON.
+fn task_run(
+    model: &std::path::Path,
+    lora: Option<&std::path::Path>,
+    questions: &std::path::Path,
+    n: usize,
+) -> Result<serde_json::Value, String> {
+    let n = n.to_string();
+    let mut args: Vec<&std::ffi::OsStr> = vec![
+        "--model".as_ref(),
+        model.as_os_str(),
+        "--questions".as_ref(),
+        questions.as_os_str(),
+        "--n".as_ref(),
+        n.as_ref(),
+    ];
+    if let Some(f) = lora {
+        args.extend(["--lora".as_ref(), f.as_os_str()]);
+    }
+    let out = run_script("chat_check.py", &args)?;
+    out.lines()
+        .last()
+        .and_then(|l| serde_json::from_str(l).ok())
+        .ok_or_else(|| format!("chat_check.py printed no JSON: {out}"))
+}
+
+/// The card's `tasks`: per task of the check, n and the dense and pruned accuracies.
+fn task_entries(dense: &serde_json::Value, pruned: &serde_json::Value) -> Result<serde_json::Value, String> {
+    let by = |v: &serde_json::Value| {
+        v.get("by_task").and_then(|b| b.as_object()).cloned().ok_or("chat_check.py gave no by_task")
+    };
+    let (d, p) = (by(dense)?, by(pruned)?);
+    let mut tasks = Vec::new();
+    for (name, dv) in &d {
+        let acc = |v: &serde_json::Value| v.get("accuracy").and_then(|x| x.as_f64());
+        let (Some(da), Some(pa)) = (acc(dv), p.get(name).and_then(acc)) else {
+            return Err(format!("task {name}: no accuracy for both models"));
+        };
+        tasks.push(serde_json::json!({"name": name, "n": dv.get("n"), "dense": da, "pruned": pa}));
+    }
+    Ok(serde_json::Value::Array(tasks))
 }
 
 /// Where calibration text comes from.
@@ -222,9 +329,18 @@ fn run_prune(mut a: RunArgs) -> Result<(), String> {
     if a.transposable {
         a.pattern = a.pattern.transposable()?;
     }
-    if a.chat_check > 0 && a.format == OutFormat::Safetensors {
+    if (a.chat_check > 0 || a.task_check > 0) && a.format == OutFormat::Safetensors {
         // Checked before the minutes of pruning: llama.cpp serves the GGUF output.
-        return Err("--chat-check needs --format gguf or both".into());
+        return Err("--chat-check and --task-check need --format gguf or both".into());
+    }
+    if a.low_rank.is_some() && a.format != OutFormat::Gguf {
+        return Err("--low-rank writes the sparse GGUF and a llama.cpp LoRA adapter: use --format gguf".into());
+    }
+    if a.low_rank == Some(0) || a.low_rank_rounds == 0 {
+        return Err("--low-rank and --low-rank-rounds need at least 1".into());
+    }
+    if a.alps_steps == 0 {
+        return Err("--alps-steps needs at least 1".into());
     }
     if a.model.is_dir() && a.format != OutFormat::Safetensors {
         return Err("--format gguf/both needs a GGUF source (its tokenizer metadata); use --format safetensors".into());
@@ -334,9 +450,19 @@ fn run_prune(mut a: RunArgs) -> Result<(), String> {
             let _ = writeln!(e, "{line}");
         }
     };
-    let opts = sparsegpt::Options { block: a.block, damp: a.damp };
-    let (layers, stages) = pipeline::prune_model(&mut net, &calib, a.method, a.pattern, &opts, &mut progress)
-        .map_err(|e| e.to_string())?;
+    let alps_opts =
+        alps::Options { damp: a.damp, max_rhos: a.alps_steps, cg_iters: a.alps_cg, ..alps::Options::default() };
+    let low_rank = a.low_rank.map(|rank| lowrank::Options { rank, rounds: a.low_rank_rounds, power_iters: 8 });
+    let recipe_opts = pipeline::Recipe {
+        method: a.method,
+        pattern: a.pattern,
+        sparsegpt: sparsegpt::Options { block: a.block, damp: a.damp },
+        alps: alps_opts,
+        low_rank,
+        seed: a.seed,
+    };
+    let pruned = pipeline::prune_model(&mut net, &calib, &recipe_opts, &mut progress).map_err(|e| e.to_string())?;
+    let (layers, stages) = (&pruned.layers, pruned.times);
     let t_prune = t2.elapsed().as_secs_f64();
     let t3 = std::time::Instant::now();
     let ppl_pruned = pipeline::perplexity(&net, &held).map_err(|e| e.to_string())?;
@@ -350,25 +476,46 @@ fn run_prune(mut a: RunArgs) -> Result<(), String> {
         .iter()
         .fold((0.0, 0.0), |(z, t), l| (z + l.sparsity * (l.rows * l.cols) as f64, t + (l.rows * l.cols) as f64));
     let stem = a.model.file_stem().and_then(|s| s.to_str()).unwrap_or("model").to_string();
+    let rank_text = a.low_rank.map_or(String::new(), |r| format!(" + rank {r}"));
     let recipe = format!(
-        "{:?} {} ({calib_source} calibration {}×{} tokens, seed {})",
+        "{:?} {}{rank_text} ({calib_source} calibration {}×{} tokens, seed {})",
         a.method, a.pattern, a.calib_n, a.calib_len, a.seed
     )
     .to_lowercase();
     let name = a.name.clone().unwrap_or_else(|| {
         format!(
-            "{}-{}-{}",
+            "{}-{}-{}{}",
             stem.to_lowercase(),
             format!("{:?}", a.method).to_lowercase(),
-            a.pattern.to_string().replace(':', "-")
+            a.pattern.to_string().replace(':', "-"),
+            a.low_rank.map_or(String::new(), |r| format!("-r{r}"))
         )
     });
     let t4 = std::time::Instant::now();
     let mut outputs = Vec::new();
+    let mut adapter_file = None;
     if a.format != OutFormat::Safetensors {
         let p = a.out.join(format!("{name}.gguf"));
-        gguf::write(&p, &m.metadata, &net.tensors, a.out_type).map_err(|e| e.to_string())?;
+        // With --low-rank the network holds S + UV; the GGUF gets S and the adapter U, V.
+        let mut tensors = net.tensors.clone();
+        for (k, s) in &pruned.sparse {
+            tensors.insert(k.clone(), s.clone());
+        }
+        gguf::write(&p, &m.metadata, &tensors, a.out_type).map_err(|e| e.to_string())?;
         outputs.push(p);
+        if let Some(rank) = a.low_rank {
+            let ap = a.out.join(format!("{name}-lora.gguf"));
+            let arch = m
+                .metadata
+                .get("general.architecture")
+                .and_then(|v| v.to_string().ok())
+                .cloned()
+                .unwrap_or_else(|| "llama".into());
+            gguf::write_lora(&ap, &arch, &format!("{name} low-rank correction"), rank, &pruned.adapters)
+                .map_err(|e| e.to_string())?;
+            outputs.push(ap.clone());
+            adapter_file = Some(ap);
+        }
     }
     if a.format != OutFormat::Gguf {
         let d = a.out.join(format!("{name}-hf"));
@@ -398,6 +545,29 @@ fn run_prune(mut a: RunArgs) -> Result<(), String> {
         "pattern_text": a.pattern.to_string(),
         "transposable": matches!(a.pattern, Pattern::Transposable { .. }),
         "sparsegpt": if a.method == Method::Sparsegpt { serde_json::json!({"block": a.block, "damp": a.damp}) } else { serde_json::Value::Null },
+        "alps": if a.method == Method::Alps {
+            let its: Vec<usize> = layers.iter().filter_map(|l| l.alps.map(|s| s.admm_iterations)).collect();
+            serde_json::json!({
+                "options": alps_opts,
+                "admm_iterations_mean": its.iter().sum::<usize>() as f64 / its.len().max(1) as f64,
+                "admm_iterations_max": its.iter().max(),
+            })
+        } else { serde_json::Value::Null },
+        "low_rank": match (a.low_rank, &adapter_file) {
+            (Some(rank), Some(f)) => {
+                let dense: usize = layers.iter().map(|l| l.rows * l.cols).sum();
+                let params: usize = layers.iter().map(|l| l.params).sum();
+                let low: usize = layers.iter().map(|l| rank * (l.rows + l.cols)).sum();
+                let (e, e0): (f64, f64) = layers.iter().fold((0.0, 0.0), |(x, y), l| (x + l.error, y + l.error_sparse_only.unwrap_or(0.0)));
+                serde_json::json!({
+                    "rank": rank, "rounds": a.low_rank_rounds,
+                    "adapter": f.strip_prefix(&a.out).unwrap_or(f),
+                    "params": {"sparse_nonzeros": params - low, "low_rank": low, "total": params, "dense_linear": dense, "share_of_dense": params as f64 / dense.max(1) as f64},
+                    "layer_error_sum": {"sparse_plus_low_rank": e, "sparse_alone_first_round": e0},
+                })
+            }
+            _ => serde_json::Value::Null,
+        },
         "calibration": calib_info,
         "evaluation": {
             "held_out_plays": text::HELD_OUT, "files": held_files.len(), "windows": a.eval_n, "tokens_per_window": a.eval_len,
@@ -422,7 +592,12 @@ fn run_prune(mut a: RunArgs) -> Result<(), String> {
             a.chat_check
         );
         let n = a.chat_check.to_string();
-        let out = run_script("chat_check.py", &["--model".as_ref(), gguf_out.as_os_str(), "--n".as_ref(), n.as_ref()])?;
+        let mut args: Vec<&std::ffi::OsStr> =
+            vec!["--model".as_ref(), gguf_out.as_os_str(), "--n".as_ref(), n.as_ref()];
+        if let Some(f) = &adapter_file {
+            args.extend(["--lora".as_ref(), f.as_os_str()]);
+        }
+        let out = run_script("chat_check.py", &args)?;
         let chat: serde_json::Value = out
             .lines()
             .last()
@@ -430,6 +605,46 @@ fn run_prune(mut a: RunArgs) -> Result<(), String> {
             .ok_or_else(|| format!("chat_check.py printed no JSON: {out}"))?;
         eprintln!("chat check: {chat}");
         model_card["chat"] = chat;
+    }
+    if a.task_check > 0 {
+        let gguf_out = outputs
+            .iter()
+            .find(|p| p.extension().is_some_and(|x| x == "gguf") && Some(*p) != adapter_file.as_ref())
+            .ok_or("--task-check needs --format gguf or both")?;
+        let (questions, n) = task_questions(a.task_check)?;
+        let cached = cache_dir("task-check").join(format!(
+            "{}-dense-arith{}-seed{TASK_SEED}.json",
+            &source_hash[..16],
+            a.task_check
+        ));
+        let dense = match std::fs::read_to_string(&cached)
+            .ok()
+            .and_then(|t| serde_json::from_str::<serde_json::Value>(&t).ok())
+        {
+            Some(v) => {
+                eprintln!("task check: dense figures cached in {}", cached.display());
+                v
+            }
+            None => {
+                eprintln!("task check: llama.cpp grades the dense model on {n} questions …");
+                let v = task_run(&a.model, None, &questions, n)?;
+                std::fs::write(&cached, v.to_string()).map_err(|e| format!("{}: {e}", cached.display()))?;
+                v
+            }
+        };
+        eprintln!("task check: llama.cpp grades {} on {n} questions …", gguf_out.display());
+        let pruned = task_run(gguf_out, adapter_file.as_deref(), &questions, n)?;
+        let tasks = task_entries(&dense, &pruned)?;
+        eprintln!("task check: {tasks}");
+        model_card["tasks"] = tasks;
+        if a.chat_check == 0 {
+            // The task check is a chat check too (the same script, the model's chat template).
+            model_card["chat"] = pruned.clone();
+        }
+        model_card["task_check"] = serde_json::json!({
+            "questions": questions, "arith_seed": TASK_SEED, "graded_through": "llama.cpp (xllamacpp), greedy, the model's chat template",
+            "dense": dense, "pruned": pruned,
+        });
     }
     let card_path = a.out.join("model-card.json");
     std::fs::write(&card_path, serde_json::to_string_pretty(&model_card).map_err(|e| e.to_string())?)

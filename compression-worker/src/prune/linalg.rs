@@ -188,6 +188,113 @@ pub fn upper_cholesky_of_inverse(h: &[f64], n: usize) -> Result<Vec<f64>, String
     Ok(u)
 }
 
+/// H⁻¹ of a symmetric positive-definite H (n × n, row-major): H = L Lᵀ by the blocked Cholesky,
+/// then H⁻¹ = L⁻ᵀ L⁻¹ as one matrix product.
+pub fn spd_inverse(h: &[f64], n: usize) -> Result<Vec<f64>, String> {
+    let mut l = h.to_vec();
+    cholesky_lower_blocked(&mut l, n)?;
+    let m = lower_inverse_blocked(&l, n)?;
+    let mut mt = vec![0.0; n * n];
+    for i in 0..n {
+        for j in 0..n {
+            mt[j * n + i] = m[i * n + j];
+        }
+    }
+    mul(mt, m, n, n, n)
+}
+
+/// Orthonormalises the `k` columns of the row-major `n × k` matrix `q` in place (modified
+/// Gram–Schmidt, twice for stability); a column that is (numerically) in the span of the ones
+/// before it becomes zero. Returns how many columns are non-zero.
+pub fn orthonormalize_columns(q: &mut [f64], n: usize, k: usize) -> usize {
+    let mut rank = 0;
+    let mut col = vec![0.0; n];
+    let mut other = vec![0.0; n];
+    for j in 0..k {
+        for i in 0..n {
+            col[i] = q[i * k + j];
+        }
+        let norm0 = dot(&col, &col).sqrt();
+        for _ in 0..2 {
+            for p in 0..j {
+                for i in 0..n {
+                    other[i] = q[i * k + p];
+                }
+                let c = dot(&col, &other);
+                for i in 0..n {
+                    col[i] -= c * other[i];
+                }
+            }
+        }
+        let norm = dot(&col, &col).sqrt();
+        let keep = norm > 1e-10 * norm0.max(f64::MIN_POSITIVE);
+        for i in 0..n {
+            q[i * k + j] = if keep { col[i] / norm } else { 0.0 };
+        }
+        rank += usize::from(keep);
+    }
+    rank
+}
+
+/// Eigen-decomposition of a small symmetric matrix (k × k, row-major) by cyclic Jacobi rotations:
+/// (eigenvalues, eigenvectors as the columns of a row-major k × k matrix), sorted by decreasing
+/// eigenvalue. For the Rayleigh–Ritz step of subspace iteration (k of a few dozen).
+pub fn symmetric_eigen(a: &[f64], k: usize) -> (Vec<f64>, Vec<f64>) {
+    let mut a = a.to_vec();
+    let mut v = vec![0.0; k * k];
+    for i in 0..k {
+        v[i * k + i] = 1.0;
+    }
+    let scale = a.iter().map(|x| x * x).sum::<f64>().sqrt().max(f64::MIN_POSITIVE);
+    for _sweep in 0..60 {
+        let off: f64 = (0..k)
+            .flat_map(|i| (0..k).filter(move |&j| j != i).map(move |j| (i, j)))
+            .map(|(i, j)| a[i * k + j] * a[i * k + j])
+            .sum();
+        if off.sqrt() <= 1e-14 * scale {
+            break;
+        }
+        for p in 0..k {
+            for q in p + 1..k {
+                let apq = a[p * k + q];
+                if apq == 0.0 {
+                    continue;
+                }
+                let theta = (a[q * k + q] - a[p * k + p]) / (2.0 * apq);
+                let t = theta.signum() / (theta.abs() + (theta * theta + 1.0).sqrt());
+                let t = if theta == 0.0 { 1.0 } else { t };
+                let c = 1.0 / (t * t + 1.0).sqrt();
+                let s = t * c;
+                for r in 0..k {
+                    let (arp, arq) = (a[r * k + p], a[r * k + q]);
+                    a[r * k + p] = c * arp - s * arq;
+                    a[r * k + q] = s * arp + c * arq;
+                }
+                for r in 0..k {
+                    let (apr, aqr) = (a[p * k + r], a[q * k + r]);
+                    a[p * k + r] = c * apr - s * aqr;
+                    a[q * k + r] = s * apr + c * aqr;
+                }
+                for r in 0..k {
+                    let (vrp, vrq) = (v[r * k + p], v[r * k + q]);
+                    v[r * k + p] = c * vrp - s * vrq;
+                    v[r * k + q] = s * vrp + c * vrq;
+                }
+            }
+        }
+    }
+    let mut order: Vec<usize> = (0..k).collect();
+    order.sort_by(|&x, &y| a[y * k + y].total_cmp(&a[x * k + x]));
+    let vals = order.iter().map(|&i| a[i * k + i]).collect();
+    let mut vecs = vec![0.0; k * k];
+    for (new, &old) in order.iter().enumerate() {
+        for r in 0..k {
+            vecs[r * k + new] = v[r * k + old];
+        }
+    }
+    (vals, vecs)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -252,5 +359,46 @@ mod tests {
         let mut bad = spd(n);
         bad[(n - 1) * n + n - 1] = -1e9;
         assert!(cholesky_lower_blocked(&mut bad, n).is_err());
+    }
+    #[test]
+    fn spd_inverse_gram_schmidt_and_jacobi() {
+        let n = BLOCK + 21;
+        let h = spd(n);
+        let inv = spd_inverse(&h, n).unwrap();
+        for i in (0..n).step_by(17) {
+            for j in 0..n {
+                let p: f64 = (0..n).map(|k| h[i * n + k] * inv[k * n + j]).sum();
+                assert!((p - if i == j { 1.0 } else { 0.0 }).abs() < 1e-9, "{i} {j} {p}");
+            }
+        }
+        // Columns 0, 1, 0 + 1 (dependent), 2 of a 6 × 4 matrix.
+        let (rows, k) = (6, 4);
+        let mut q = vec![0.0; rows * k];
+        for i in 0..rows {
+            let (a, b, c) = (i as f64 + 1.0, ((i * i) % 5) as f64, (i % 2) as f64);
+            q[i * k] = a;
+            q[i * k + 1] = b;
+            q[i * k + 2] = a + b;
+            q[i * k + 3] = c;
+        }
+        assert_eq!(orthonormalize_columns(&mut q, rows, k), 3);
+        for x in 0..k {
+            for y in 0..k {
+                let d: f64 = (0..rows).map(|i| q[i * k + x] * q[i * k + y]).sum();
+                let want = if x == y && x != 2 { 1.0 } else { 0.0 };
+                assert!((d - want).abs() < 1e-12, "{x} {y} {d}");
+            }
+        }
+        // Jacobi: A v = λ v for every pair, sorted decreasing.
+        let k = 9;
+        let a = spd(k);
+        let (vals, vecs) = symmetric_eigen(&a, k);
+        assert!(vals.windows(2).all(|w| w[0] >= w[1]), "{vals:?}");
+        for e in 0..k {
+            for i in 0..k {
+                let av: f64 = (0..k).map(|j| a[i * k + j] * vecs[j * k + e]).sum();
+                assert!((av - vals[e] * vecs[i * k + e]).abs() < 1e-9 * vals[0], "{e} {i}");
+            }
+        }
     }
 }

@@ -7,6 +7,7 @@
 use super::linalg::{mul, upper_cholesky_of_inverse};
 use super::mask::Pattern;
 
+#[derive(Debug, Clone, Copy)]
 pub struct Options {
     pub block: usize,
     /// λ = damp × mean(diag H).
