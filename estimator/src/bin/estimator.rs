@@ -109,6 +109,10 @@ enum Cmd {
         /// Threads predicting at once (each on its own share of the prompts).
         #[arg(long, value_delimiter = ',', default_value = "1,2")]
         threads: Vec<usize>,
+        /// Retrieval's document-frequency cut(s): features in more than this fraction of the
+        /// training prompts are skipped (`estimator.max_df_frac`; each value timed with each --terms).
+        #[arg(long, value_delimiter = ',', default_value = "0.5")]
+        max_df: Vec<f32>,
     },
 }
 
@@ -240,7 +244,7 @@ fn sample(records: Vec<Record>, frac: Option<f64>, seed: u64) -> Result<Vec<Reco
 fn run(cli: Cli) -> Result<(), String> {
     match cli.cmd {
         Cmd::Convert { source } => convert(source),
-        Cmd::Bench { records, n, terms, threads } => bench(records, n, &terms, &threads),
+        Cmd::Bench { records, n, terms, threads, max_df } => bench(records, n, &terms, &threads, &max_df),
         Cmd::Collect {
             catalog,
             questions,
@@ -811,7 +815,10 @@ fn collect(
     Err("this build has no `collect` (cargo feature `collect`)".into())
 }
 
-fn bench(path: PathBuf, n: usize, terms: &[usize], threads: &[usize]) -> Result<(), String> {
+fn bench(path: PathBuf, n: usize, terms: &[usize], threads: &[usize], max_dfs: &[f32]) -> Result<(), String> {
+    if let Some(bad) = max_dfs.iter().find(|m| !(**m > 0.0 && **m <= 1.0)) {
+        return Err(format!("--max-df {bad}: expected fractions in (0, 1]"));
+    }
     let records = read_records(&path).map_err(|e| e.to_string())?;
     let (models, _) = common_models(&records);
     let refs: Vec<&Record> = records.iter().filter(|r| models.iter().all(|m| r.outcomes.contains_key(m))).collect();
@@ -832,9 +839,10 @@ fn bench(path: PathBuf, n: usize, terms: &[usize], threads: &[usize]) -> Result<
         models.len()
     );
     println!("predictions on the test prompts; argmax-μ accuracy: the test score of each prompt's highest-μ model");
-    for &t in terms {
-        {
-            let cfg = KnnConfig { max_query_terms: t, ..KnnConfig::default() };
+    let default_df = KnnConfig::default().max_df_frac;
+    for &max_df in max_dfs {
+        for &t in terms {
+            let cfg = KnnConfig { max_query_terms: t, max_df_frac: max_df, ..KnnConfig::default() };
             let est = KnnEstimator::train(&train, &models, Some(&flat), cfg).map_err(|e| e.to_string())?;
             let acc = test
                 .iter()
@@ -845,7 +853,10 @@ fn bench(path: PathBuf, n: usize, terms: &[usize], threads: &[usize]) -> Result<
                 })
                 .sum::<f64>()
                 / test.len() as f64;
-            let label = if t == 0 { "all features".to_string() } else { format!("{t} heaviest features") };
+            let mut label = if t == 0 { "all features".to_string() } else { format!("{t} heaviest features") };
+            if max_df != default_df {
+                label.push_str(&format!(", df ≤ {max_df}"));
+            }
             for &th in threads {
                 let th = th.max(1);
                 let t0 = std::time::Instant::now();
