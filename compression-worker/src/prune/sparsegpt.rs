@@ -176,30 +176,9 @@ pub fn prune_with(w: &mut [f32], rows: usize, f: &Factor, pattern: Pattern, bloc
 mod tests {
     use super::super::mask::{check, layer_error, magnitude, sparsity, wanda, Pattern};
     use super::*;
-    use rand::{Rng, SeedableRng};
 
-    /// A random layer with correlated, unevenly scaled inputs (as activations are).
     fn layer(rows: usize, cols: usize, n: usize) -> (Vec<f32>, Vec<f64>) {
-        let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(7);
-        let w: Vec<f32> = (0..rows * cols).map(|_| rng.gen_range(-1.0f32..1.0)).collect();
-        let scale: Vec<f64> = (0..cols).map(|j| 0.2 + 3.0 * ((j * 13 % 17) as f64 / 17.0)).collect();
-        let mut x = vec![0f64; n * cols];
-        for s in 0..n {
-            let common: f64 = rng.gen_range(-1.0..1.0);
-            for j in 0..cols {
-                x[s * cols + j] = scale[j] * (0.6 * common + rng.gen_range(-1.0..1.0));
-            }
-        }
-        let mut h = vec![0f64; cols * cols];
-        for s in 0..n {
-            let row = &x[s * cols..(s + 1) * cols];
-            for i in 0..cols {
-                for j in 0..cols {
-                    h[i * cols + j] += row[i] * row[j];
-                }
-            }
-        }
-        (w, h)
+        super::super::testutil::layer(rows, cols, n, 7)
     }
 
     /// A width that is not a multiple of the block (88 = 5 × 16 + 8), a sparsity whose per-block share is not whole:
