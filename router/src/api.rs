@@ -73,7 +73,7 @@ fn outcome(span: &mut Span, r: std::result::Result<&Reply, &RouterError>) {
 
 /// Adds what feedback taught to the query's prediction (`online.rs`): the scores of similar
 /// queries as neighbours of their model, then each model's recent bias and σ factor.
-fn learn(shared: &Shared, q: &mut crate::query::Query) {
+pub(crate) fn learn(shared: &Shared, q: &mut crate::query::Query) {
     if q.features.is_empty() || shared.online.is_empty() {
         return;
     }

@@ -25,6 +25,7 @@ mod predictions;
 mod pressure;
 pub mod query;
 pub mod requests;
+pub mod stagebench;
 pub mod state;
 mod status;
 pub mod tls;

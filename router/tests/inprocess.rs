@@ -865,3 +865,48 @@ async fn the_feedback_log_with_prompts_trains_the_estimator() {
     assert!(drop > 0.05, "the degraded model's μ fell only {drop:.3}");
     assert!(others < drop / 3.0, "the other models moved {others:.3} (degraded: {drop:.3})");
 }
+
+/// Issue 16's per-stage breakdown (`router::stagebench`, `scripts/bench-stages.sh`) runs the real
+/// request path: every stage gets one sample per call (decide ×8 one per batch), every time is
+/// finite and positive, and a batch of 8 costs less per query to decide than a batch of 1 (medians).
+#[tokio::test]
+async fn the_stage_bench_times_every_stage_of_a_decision_only_call() {
+    let dir = scratch("stage-bench");
+    let path = dir.join("router.yaml");
+    let text = serde_yaml::to_string(&default_config()).unwrap();
+    std::fs::write(&path, &text).unwrap();
+    let config = router::config::Config::parse(&text, &path).unwrap();
+    let shared = std::sync::Arc::new(router::state::Shared::new(config, None).unwrap());
+    let prompts: Vec<String> =
+        (0..40).map(|i| format!("Question {i}: what is the capital of country number {i}?")).collect();
+    let stages = router::stagebench::run(shared, &prompts, 64, &[8]).await.unwrap();
+    let names: Vec<&str> = stages.iter().map(|s| s.name.as_str()).collect();
+    for want in [
+        "decode",
+        "input",
+        "validate (cached prediction)",
+        "estimate (cache miss)",
+        "decide ×1",
+        "decide ×8 (per query)",
+        "reply",
+        "encode",
+    ] {
+        assert!(names.contains(&want), "{want} missing from {names:?}");
+    }
+    for s in &stages {
+        let want = if s.name.starts_with("decide ×8") { 8 } else { 64 };
+        assert_eq!(s.micros.len(), want, "{}", s.name);
+        let (mean, p50, p99) = s.summary();
+        assert!(mean.is_finite() && p50 <= p99 && mean > 0.0, "{}: {mean} {p50} {p99}", s.name);
+    }
+    let (_, one, _) = stages.iter().find(|s| s.name == "decide ×1").unwrap().summary();
+    let (_, eight, _) = stages.iter().find(|s| s.name.starts_with("decide ×8")).unwrap().summary();
+    assert!(eight < one, "decide per query: batch of 8 {eight} µs, batch of 1 {one} µs");
+    assert!(router::stagebench::run(router_shared(&dir), &[], 1, &[]).await.is_err());
+}
+
+fn router_shared(dir: &std::path::Path) -> std::sync::Arc<router::state::Shared> {
+    let path = dir.join("router.yaml");
+    let config = router::config::Config::load(&path).unwrap();
+    std::sync::Arc::new(router::state::Shared::new(config, None).unwrap())
+}
