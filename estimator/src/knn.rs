@@ -298,7 +298,12 @@ impl KnnEstimator {
     }
 
     fn vectorize(&self, prompt: &str) -> SparseVec {
-        let mut v = self.idf.transform(&term_counts(prompt));
+        self.cut(self.features(prompt))
+    }
+
+    /// The retrieval vector from the full TF-IDF vector: its `max_query_terms` heaviest features
+    /// (renormalized), or all of them.
+    fn cut(&self, mut v: SparseVec) -> SparseVec {
         let t = self.config.max_query_terms;
         if t > 0 && v.len() > t {
             v.select_nth_unstable_by(t, |a, b| b.1.total_cmp(&a.1));
@@ -413,6 +418,20 @@ impl KnnEstimator {
     /// the training split, for calibrating knobs without looking at the test split).
     pub fn predict_excluding(&self, prompt: &str, task: Option<&str>, exclude: Option<usize>) -> Prediction {
         let v = self.vectorize(prompt);
+        let nb = self.neighbours(&v, exclude);
+        self.posterior(&nb, prompt, task)
+    }
+
+    /// As `predict_excluding`, from the prompt's full TF-IDF vector (`features`) computed once by
+    /// the caller, who needs it for something else too (the head, the router's online index).
+    pub fn predict_from_features(
+        &self,
+        full: &SparseVec,
+        prompt: &str,
+        task: Option<&str>,
+        exclude: Option<usize>,
+    ) -> Prediction {
+        let v = self.cut(full.clone());
         let nb = self.neighbours(&v, exclude);
         self.posterior(&nb, prompt, task)
     }

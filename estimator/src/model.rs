@@ -11,6 +11,7 @@
 
 use crate::catalog::Catalog;
 use crate::error::{Error, Result};
+use crate::features::SparseVec;
 use crate::knn::{KnnConfig, KnnEstimator, Prediction};
 use crate::mlp::{Input, Mlp, MlpConfig};
 use crate::records::Record;
@@ -321,15 +322,33 @@ impl Estimator {
         embedding: Option<&[f32]>,
         exclude: Option<usize>,
     ) -> Prediction {
-        let mut p = match embedding {
-            Some(e) if self.knn.is_dense() => self.knn.predict_embedded(prompt, task, e, exclude),
-            _ => self.knn.predict_excluding(prompt, task, exclude),
+        self.predict_inner(prompt, task, embedding, exclude, false).0
+    }
+
+    /// The prediction, and the prompt's full TF-IDF vector when it was computed (hashed retrieval
+    /// or a sparse head) or `want_features` asks for it: computed at most once per call.
+    fn predict_inner(
+        &self,
+        prompt: &str,
+        task: Option<&str>,
+        embedding: Option<&[f32]>,
+        exclude: Option<usize>,
+        want_features: bool,
+    ) -> (Prediction, Option<SparseVec>) {
+        let dense = embedding.filter(|_| self.knn.is_dense());
+        let head = self.head.as_ref().filter(|_| self.combine != Combine::Knn);
+        let sparse_head = head.is_some_and(|h| h.sparse);
+        let full = (dense.is_none() || sparse_head || want_features).then(|| self.knn.features(prompt));
+        let mut p = match (dense, &full) {
+            (Some(e), _) => self.knn.predict_embedded(prompt, task, e, exclude),
+            (None, Some(f)) => self.knn.predict_from_features(f, prompt, task, exclude),
+            (None, None) => self.knn.predict_excluding(prompt, task, exclude),
         };
-        if let (Some(h), true) = (&self.head, self.combine != Combine::Knn) {
-            let hm = if h.sparse {
-                Some(h.predict(Input::Sparse(&self.knn.features(prompt)), Some(&p.mu)))
-            } else {
-                embedding.map(|e| h.predict(Input::Dense(e), Some(&p.mu)))
+        if let Some(h) = head {
+            let hm = match (&full, embedding) {
+                (Some(f), _) if h.sparse => Some(h.predict(Input::Sparse(f), Some(&p.mu))),
+                (_, Some(e)) if !h.sparse => Some(h.predict(Input::Dense(e), Some(&p.mu))),
+                _ => None,
             };
             if let Some(hm) = hm {
                 p.mu = mix(&p.mu, &hm, self.combine);
@@ -338,7 +357,7 @@ impl Estimator {
         for (s, k) in p.sigma.iter_mut().zip(&self.sigma_scale) {
             *s *= k;
         }
-        p
+        (p, full)
     }
 
     /// The queries' embeddings when this estimator uses MiniLM (through the on-disk `cache`,
@@ -355,15 +374,28 @@ impl Estimator {
 
     /// Predicts for a live query: embeds it first when the estimator retrieves by MiniLM.
     pub fn predict(&self, prompt: &str, task: Option<&str>) -> Prediction {
+        self.live(prompt, task, false).0
+    }
+
+    /// As `predict`, with the prompt's full TF-IDF vector (`KnnEstimator::features`), computed
+    /// once for both (the router keys its online index by its heaviest features).
+    pub fn predict_and_features(&self, prompt: &str, task: Option<&str>) -> (Prediction, SparseVec) {
+        let (p, f) = self.live(prompt, task, true);
+        (p, f.unwrap_or_else(|| self.knn.features(prompt)))
+    }
+
+    fn live(&self, prompt: &str, task: Option<&str>, want_features: bool) -> (Prediction, Option<SparseVec>) {
         #[cfg(feature = "minilm")]
         if let Some(model) = &self.minilm {
             match model.embed(&[prompt]) {
-                Ok(mut e) if !e.is_empty() => return self.predict_with(prompt, task, Some(&e.swap_remove(0)), None),
+                Ok(mut e) if !e.is_empty() => {
+                    return self.predict_inner(prompt, task, Some(&e.swap_remove(0)), None, want_features)
+                }
                 Ok(_) => {}
                 Err(err) => tracing::warn!(error = %err, "MiniLM embedding failed; predicting from hashed features"),
             }
         }
-        self.predict_with(prompt, task, None, None)
+        self.predict_inner(prompt, task, None, None, want_features)
     }
 }
 
@@ -423,5 +455,25 @@ mod tests {
         // MiniLM without embeddings is refused.
         let opts = TrainOptions { embedder: Embedder::Minilm, ..TrainOptions::default() };
         assert!(Estimator::train(&refs, &models, None, None, &opts).is_err());
+    }
+
+    /// `predict_and_features` (one feature extraction, for the router's cache and online index)
+    /// gives what `predict` and `KnnEstimator::features` give apart, with the head forced on and
+    /// off, and with more query terms than the retrieval cut keeps.
+    #[test]
+    fn prediction_and_features_in_one_pass_match_the_separate_calls() {
+        let recs = records(300);
+        let refs: Vec<&Record> = recs.iter().collect();
+        let models = vec!["a".to_string(), "b".to_string()];
+        for combine in [Combine::Head, Combine::Knn] {
+            let knn = KnnConfig { max_query_terms: 3, ..KnnConfig::default() };
+            let opts = TrainOptions { combine: Some(combine), knn, ..TrainOptions::default() };
+            let est = Estimator::train(&refs, &models, None, None, &opts).unwrap();
+            for prompt in ["solve the equation 999 x plus 4 equals zero", "when did the roman empire fall", "x"] {
+                let (p, f) = est.predict_and_features(prompt, None);
+                assert_eq!(p, est.predict(prompt, None), "{combine:?} {prompt}");
+                assert_eq!(f, est.knn().features(prompt), "{combine:?} {prompt}");
+            }
+        }
     }
 }

@@ -6,9 +6,11 @@
 //! entries.
 
 use crate::metrics::names;
+use estimator::features::SparseVec;
 use estimator::Prediction;
 use std::collections::HashMap;
 use std::hash::{Hash, Hasher};
+use std::sync::Arc;
 use std::sync::Mutex;
 
 /// Two independent 64-bit hashes of (task, prompt): the key and a check against collisions.
@@ -20,10 +22,18 @@ fn key(prompt: &str, task: Option<&str>) -> (u64, u64) {
     (a.finish(), b.finish())
 }
 
+/// What is kept per prompt: the estimator's prediction and the prompt's heaviest TF-IDF features
+/// (the online index's key), both from one feature extraction on a miss — a hit needs neither.
+#[derive(Debug, Clone)]
+pub struct Cached {
+    pub prediction: Prediction,
+    pub features: Arc<SparseVec>,
+}
+
 #[derive(Default)]
 struct Generations {
-    young: HashMap<u64, (u64, Prediction)>,
-    old: HashMap<u64, (u64, Prediction)>,
+    young: HashMap<u64, (u64, Cached)>,
+    old: HashMap<u64, (u64, Cached)>,
 }
 
 pub struct PredictionCache {
@@ -38,7 +48,7 @@ impl PredictionCache {
     }
 
     /// The cached prediction for (prompt, task), or `predict`'s, which is then cached.
-    pub fn get_or(&self, prompt: &str, task: Option<&str>, predict: impl FnOnce() -> Prediction) -> Prediction {
+    pub fn get_or(&self, prompt: &str, task: Option<&str>, predict: impl FnOnce() -> Cached) -> Cached {
         if self.capacity == 0 {
             return predict();
         }
@@ -68,7 +78,7 @@ impl PredictionCache {
         p
     }
 
-    fn insert(&self, g: &mut Generations, k: u64, v: (u64, Prediction)) {
+    fn insert(&self, g: &mut Generations, k: u64, v: (u64, Cached)) {
         if g.young.len() >= self.capacity.div_ceil(2) {
             g.old = std::mem::take(&mut g.young);
         }
@@ -90,10 +100,10 @@ impl PredictionCache {
 mod tests {
     use super::*;
 
-    fn pred(x: f64) -> Prediction {
+    fn pred(x: f64) -> Cached {
         let mut p = Prediction::zeros(1);
         p.mu[0] = x;
-        p
+        Cached { prediction: p, features: Arc::new(vec![(7, 1.0)]) }
     }
 
     #[test]
@@ -108,10 +118,12 @@ mod tests {
             calls += 1;
             pred(0.9)
         });
-        assert_eq!((a.mu[0], b.mu[0], calls), (0.5, 0.5, 1));
+        assert_eq!((a.prediction.mu[0], b.prediction.mu[0], calls), (0.5, 0.5, 1));
+        // The features come back with the prediction (a hit computes neither).
+        assert_eq!(*b.features, vec![(7, 1.0)]);
         // The task hint is part of the key.
         let t = c.get_or("what is 2+2", Some("math"), || pred(0.7));
-        assert_eq!(t.mu[0], 0.7);
+        assert_eq!(t.prediction.mu[0], 0.7);
     }
 
     #[test]
@@ -121,9 +133,9 @@ mod tests {
         for i in 0..100 {
             c.get_or(&format!("cold {i}"), None, || pred(0.0));
             // The hot prompt is used all the time: it survives every generation change.
-            assert_eq!(c.get_or("hot", None, || pred(-1.0)).mu[0], 1.0, "evicted at {i}");
+            assert_eq!(c.get_or("hot", None, || pred(-1.0)).prediction.mu[0], 1.0, "evicted at {i}");
             assert!(c.len() <= 8, "{} entries", c.len());
         }
-        assert_eq!(PredictionCache::new(0).get_or("x", None, || pred(0.3)).mu[0], 0.3);
+        assert_eq!(PredictionCache::new(0).get_or("x", None, || pred(0.3)).prediction.mu[0], 0.3);
     }
 }

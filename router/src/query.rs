@@ -251,7 +251,7 @@ pub fn validate(live: &Arc<Live>, input: RouteInput, at: &str, tenant: &Tenant, 
         .filter(|(_, &a)| a)
         .map(|(m, _)| m.entry.cost(bound_in, max_tokens as f64))
         .fold(0.0, f64::max);
-    let prediction = live.predict(&prompt, input.task.as_deref());
+    let (prediction, features) = live.predict_and_features(&prompt, input.task.as_deref());
     let base_mu = prediction.mu.clone();
     let now = Instant::now();
     Ok(Query {
@@ -277,11 +277,7 @@ pub fn validate(live: &Arc<Live>, input: RouteInput, at: &str, tenant: &Tenant, 
         request_id: if input.request_id.is_empty() { crate::requests::new_request_id() } else { input.request_id },
         prompt_hash: crate::requests::prompt_hash(&prompt),
         prompt: live.config.feedback.log_prompts.then(|| prompt.clone()),
-        features: if live.config.feedback.online {
-            crate::online::heaviest(live.trained.estimator.knn().features(&prompt), crate::online::TERMS)
-        } else {
-            Vec::new()
-        },
+        features: if live.config.feedback.online { features.to_vec() } else { Vec::new() },
         base_mu,
     })
 }

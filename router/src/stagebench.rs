@@ -4,10 +4,11 @@
 //!
 //! - `decode`: the request's protobuf bytes → `RouteRequest` (what tonic's codec does);
 //! - `input`: `RouteRequest` → `RouteInput` (`grpc::input`);
-//! - `validate`: tenant, fields, token counts and the prediction from the cache (`query::validate`
-//!   with the prompt predicted before — repeated prompts), and with `feedback.online` the prompt's
-//!   heaviest features (timed alone too: `of which online features`);
-//! - `estimate`: the estimator's prediction on a cache miss (what `validate` adds for a new prompt);
+//! - `validate`: tenant, fields, token counts, and the prediction with the prompt's heaviest
+//!   features (`feedback.online`'s key) from the cache (`query::validate` with the prompt
+//!   predicted before — repeated prompts);
+//! - `estimate`: what a cache miss adds — the estimator's prediction and the heaviest features,
+//!   from one feature extraction;
 //! - `decide ×B`: the batch problem, the ledger's grant and the assigner for a batch of B queries
 //!   (per query);
 //! - `reply`: the decision-only answer built and sent through its channel (`dispatch::launch`);
@@ -82,7 +83,6 @@ pub async fn run(shared: Arc<Shared>, prompts: &[String], calls: usize, batches:
         Stage::new("encode"),
     );
     let mut decide1 = Stage::new("decide ×1");
-    let mut online = Stage::new("  of which online features");
     for k in 0..calls {
         let i = k % prompts.len();
         let t = Instant::now();
@@ -97,14 +97,9 @@ pub async fn run(shared: Arc<Shared>, prompts: &[String], calls: usize, batches:
         learn(&shared, &mut q);
         val.micros.push(us(t));
         let t = Instant::now();
-        std::hint::black_box(live.trained.estimator.predict(&prompts[i], None));
+        let (p, full) = live.trained.estimator.predict_and_features(&prompts[i], None);
+        std::hint::black_box((p, crate::online::heaviest(full, crate::online::TERMS)));
         est.micros.push(us(t));
-        if live.config.feedback.online {
-            let t = Instant::now();
-            let f = live.trained.estimator.knn().features(&prompts[i]);
-            std::hint::black_box(crate::online::heaviest(f, crate::online::TERMS));
-            online.micros.push(us(t));
-        }
         let (tx, rx) = tokio::sync::oneshot::channel();
         q.reply = Some(tx);
         let t = Instant::now();
@@ -118,11 +113,7 @@ pub async fn run(shared: Arc<Shared>, prompts: &[String], calls: usize, batches:
         std::hint::black_box(to_pb(r).encode_to_vec());
         enc.micros.push(us(t));
     }
-    let mut out = vec![decode, inp, val];
-    if !online.micros.is_empty() {
-        out.push(online);
-    }
-    out.extend([est, decide1]);
+    let mut out = vec![decode, inp, val, est, decide1];
     for &b in batches.iter().filter(|&&b| b > 1) {
         let mut st = Stage::new(format!("decide ×{b} (per query)"));
         for round in 0..(calls / b).max(3) {

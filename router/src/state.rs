@@ -6,7 +6,7 @@ use super::backend::{Backend, OpenAi, Replay, ReplayData};
 use super::breaker::Breaker;
 use super::budgets::Budgets;
 use super::config::{Config, Price, Tenant};
-use super::predictions::PredictionCache;
+use super::predictions::{Cached, PredictionCache};
 use super::tls::TlsState;
 use crate::{Result, RouterError};
 use estimator::{Catalog, Estimator, KnnConfig, KnnEstimator, ModelEntry, Record};
@@ -179,8 +179,14 @@ pub struct Trained {
 
 impl Trained {
     /// The estimator's prediction for a prompt, from the cache when it was seen recently.
-    pub fn predict(&self, prompt: &str, task: Option<&str>) -> estimator::Prediction {
-        self.predictions.get_or(prompt, task, || self.estimator.predict(prompt, task))
+    /// The estimator's prediction for a prompt and the prompt's heaviest features (the online
+    /// index's key), from the cache when it was seen recently; a miss extracts the features once
+    /// for both.
+    pub fn predict(&self, prompt: &str, task: Option<&str>) -> Cached {
+        self.predictions.get_or(prompt, task, || {
+            let (prediction, full) = self.estimator.predict_and_features(prompt, task);
+            Cached { prediction, features: Arc::new(crate::online::heaviest(full, crate::online::TERMS)) }
+        })
     }
 }
 
@@ -212,7 +218,16 @@ impl Live {
     /// estimated as the same recorded model get their own copies, so what feedback teaches one
     /// does not move the other), priors applied.
     pub fn predict(&self, prompt: &str, task: Option<&str>) -> estimator::Prediction {
-        let p = self.trained.predict(prompt, task);
+        self.predict_and_features(prompt, task).0
+    }
+
+    /// As `predict`, with the prompt's heaviest TF-IDF features (`feedback.online`'s key).
+    pub fn predict_and_features(
+        &self,
+        prompt: &str,
+        task: Option<&str>,
+    ) -> (estimator::Prediction, Arc<estimator::features::SparseVec>) {
+        let Cached { prediction: p, features } = self.trained.predict(prompt, task);
         let mut out = estimator::Prediction::zeros(self.models.len());
         for (j, md) in self.models.iter().enumerate() {
             let e = md.est_index;
@@ -226,7 +241,7 @@ impl Live {
             out.cost_sd[j] = at(&p.cost_sd);
             out.output_tokens_sd[j] = at(&p.output_tokens_sd);
         }
-        out
+        (out, features)
     }
 
     pub fn model_index(&self, name: &str) -> Option<usize> {
