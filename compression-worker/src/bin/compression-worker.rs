@@ -348,6 +348,22 @@ fn run_prune(mut a: RunArgs) -> Result<(), String> {
     std::fs::create_dir_all(&a.out).map_err(|e| format!("{}: {e}", a.out.display()))?;
     let (m, tok, id_file) = load(&a.model)?;
     let mut net = Llama::from_gguf(&m).map_err(|e| e.to_string())?;
+    if let Some(r) = a.low_rank {
+        // Checked before the minutes of pruning: the rank fits every linear layer.
+        let mut smallest = usize::MAX;
+        for kind in compression_worker::llama::LINEARS {
+            let (rows, cols) = net
+                .w(&compression_worker::llama::linear_name(0, kind))
+                .and_then(|t| Ok(t.dims2()?))
+                .map_err(|e| e.to_string())?;
+            smallest = smallest.min(rows.min(cols));
+        }
+        if r > smallest {
+            return Err(format!(
+                "--low-rank {r}: the smallest linear layer has {smallest} rows or columns; use at most that"
+            ));
+        }
+    }
     let source_hash = card::sha256(&id_file).map_err(|e| e.to_string())?;
     let t_load = t0.elapsed().as_secs_f64();
     eprintln!(
