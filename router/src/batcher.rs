@@ -125,19 +125,35 @@ async fn collect_loop<T: Timed>(
         by_deadline(&first, &mut close_at);
         let mut batch = vec![first];
         while batch.len() < max_batch {
-            match tokio::time::timeout_at(close_at, rx.recv()).await {
-                Ok(Some(Job::One(q))) => {
+            // What is queued already joins at once. The timer only runs while the window is
+            // open: tokio rounds a deadline up to its next 1 ms tick and fires it when the driver
+            // turns, so even a deadline that has passed (window 0) would hold the batch ~1 ms.
+            let next = match rx.try_recv() {
+                Ok(job) => Some(job),
+                Err(mpsc::error::TryRecvError::Disconnected) => None,
+                Err(mpsc::error::TryRecvError::Empty) => {
+                    if Instant::now() >= close_at {
+                        break;
+                    }
+                    match tokio::time::timeout_at(close_at, rx.recv()).await {
+                        Ok(job) => job,
+                        Err(_) => break,
+                    }
+                }
+            };
+            match next {
+                Some(Job::One(q)) => {
                     took(&depth);
                     by_deadline(&q, &mut close_at);
                     batch.push(*q);
                 }
-                Ok(Some(Job::Batch(items))) => {
+                Some(Job::Batch(items)) => {
                     took(&depth);
                     if !send(items) {
                         return;
                     }
                 }
-                Ok(None) | Err(_) => break,
+                None => break,
             }
         }
         if !send(batch) {
@@ -184,6 +200,28 @@ mod tests {
         let (tx, out) = mpsc::unbounded_channel();
         tokio::spawn(collect_loop(rx, b.depth.clone(), move || (WINDOW, max_batch), tx));
         (b, out)
+    }
+
+    /// Window 0: a batch is what is queued when its first query is taken, closed at once — no
+    /// timer tick (tokio's 1 ms granularity held every window-0 batch about a millisecond).
+    #[tokio::test(start_paused = true)]
+    async fn a_zero_window_closes_at_once_with_what_is_queued() {
+        let (b, rx) = Batcher::channel(16);
+        let (tx, mut out) = mpsc::unbounded_channel();
+        for i in 0..3 {
+            assert!(b.submit(item(i)));
+        }
+        // Off the millisecond grid, as real time always is (tokio's timer rounds deadlines up to it).
+        tokio::time::advance(Duration::from_micros(300)).await;
+        let t0 = Instant::now();
+        tokio::spawn(collect_loop(rx, b.depth.clone(), || (Duration::ZERO, 64), tx));
+        let c = out.recv().await.unwrap();
+        assert_eq!(c.at - t0, Duration::ZERO, "a zero window waited for the clock");
+        assert_eq!(c.items.iter().map(|i| i.id).collect::<Vec<_>>(), vec![0, 1, 2]);
+        assert!(b.submit(item(3)));
+        let c = out.recv().await.unwrap();
+        assert_eq!(c.at - t0, Duration::ZERO);
+        assert_eq!(c.items.len(), 1);
     }
 
     #[tokio::test(start_paused = true)]
