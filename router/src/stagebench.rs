@@ -12,7 +12,10 @@
 //! - `decide ×B`: the batch problem, the ledger's grant and the assigner for a batch of B queries
 //!   (per query);
 //! - `reply`: the decision-only answer built and sent through its channel (`dispatch::launch`);
-//! - `encode`: the `Reply` → `RouteResponse` → bytes.
+//! - `encode`: the `Reply` → `RouteResponse` → bytes;
+//! - `whole call`: `Api::route` in process — validate, the batcher's queue and window
+//!   (`batch.window_ms`), the deciding task, the reply channel — one call at a time, so each batch
+//!   holds one query.
 //!
 //! Not included: the network, HTTP/2 framing and the hops between tokio tasks (submit → batcher →
 //! reply); `scripts/bench-serve.sh` measures the whole call against a bare gRPC echo server, so the
@@ -140,5 +143,14 @@ pub async fn run(shared: Arc<Shared>, prompts: &[String], calls: usize, batches:
     }
     out.push(reply);
     out.push(enc);
+    let api = crate::api::Api::new(shared.clone(), std::path::PathBuf::from("stagebench.yaml"));
+    let mut whole = Stage::new(format!("whole call (window {} ms)", live.config.batch.window_ms));
+    for k in 0..calls.min(5000) {
+        let ri = input(request(&prompts[k % prompts.len()]), None, "")?;
+        let t = Instant::now();
+        api.route(ri, None).await?;
+        whole.micros.push(us(t));
+    }
+    out.push(whole);
     Ok(out)
 }
