@@ -233,8 +233,11 @@ impl Catalog {
     }
 }
 
-/// The quality ratio a model card measured: Σ pruned / Σ dense task accuracy over its `tasks`
-/// (`[{name, dense, pruned}]`, each accuracy in [0, 1]). An error names what the card lacks.
+/// The quality ratio a model card measured: Σ (pruned − chance)⁺ / Σ (dense − chance) over its
+/// `tasks` (`[{name, dense, pruned, chance?}]`, each in [0, 1]; `chance` — what guessing scores,
+/// 0.25 for four options — defaults to 0), counting only the tasks where the dense model is above
+/// chance: a task both models guess at says nothing about what pruning kept. An error names what
+/// the card lacks.
 pub fn card_quality_ratio(path: &Path) -> Result<f64> {
     let text = std::fs::read_to_string(path).map_err(|e| Error::io(path, e))?;
     let bad = |msg: String| field_err(path, "tasks".into(), msg);
@@ -253,11 +256,22 @@ pub fn card_quality_ratio(path: &Path) -> Result<f64> {
                 .filter(|x| x.is_finite() && (0.0..=1.0).contains(x))
                 .ok_or_else(|| bad(format!("tasks[{i}].{k} is not an accuracy in [0, 1]")))
         };
-        dense += acc("dense")?;
-        pruned += acc("pruned")?;
+        let chance = match t.get("chance") {
+            None => 0.0,
+            Some(_) => acc("chance")?,
+        };
+        let (d, p) = (acc("dense")?, acc("pruned")?);
+        if d > chance {
+            dense += d - chance;
+            pruned += (p - chance).max(0.0);
+        }
     }
     if dense <= 0.0 {
-        return Err(bad("the dense model's task accuracies sum to 0: no ratio to take".into()));
+        return Err(bad(
+            "no task where the dense model scores above chance: no ratio to take; set the catalog entry's \
+             quality_ratio instead"
+                .into(),
+        ));
     }
     Ok((pruned / dense).clamp(1e-3, 2.0))
 }
@@ -306,6 +320,19 @@ mod tests {
         assert_eq!(card, dir.join("card.json"));
         std::fs::write(&card, r#"{"tasks": [{"name": "mmlu", "dense": 0.4, "pruned": 0.3}, {"name": "gsm8k", "dense": 0.2, "pruned": 0.15}]}"#).unwrap();
         assert!((card_quality_ratio(&card).unwrap() - 0.75).abs() < 1e-12);
+        // Chance-corrected: mmlu's dense 0.24 is below its chance 0.25 and does not count; arith
+        // (chance 0) keeps 0.05 of 0.2.
+        std::fs::write(&card, r#"{"tasks": [{"name": "mmlu", "dense": 0.24, "pruned": 0.27, "chance": 0.25}, {"name": "arith", "dense": 0.2, "pruned": 0.05, "chance": 0}]}"#).unwrap();
+        assert!((card_quality_ratio(&card).unwrap() - 0.25).abs() < 1e-12);
+        // Above chance, each counts from chance: (0.35 − 0.25) + 0.05 over (0.45 − 0.25) + 0.2.
+        std::fs::write(&card, r#"{"tasks": [{"name": "mmlu", "dense": 0.45, "pruned": 0.35, "chance": 0.25}, {"name": "arith", "dense": 0.2, "pruned": 0.05}]}"#).unwrap();
+        assert!((card_quality_ratio(&card).unwrap() - 0.375).abs() < 1e-12);
+        std::fs::write(&card, r#"{"tasks": [{"name": "mmlu", "dense": 0.2, "pruned": 0.3, "chance": 0.25}]}"#).unwrap();
+        let e = card_quality_ratio(&card).unwrap_err().to_string();
+        assert!(e.contains("above chance"), "{e}");
+        std::fs::write(&card, r#"{"tasks": [{"name": "mmlu", "dense": 0.4, "pruned": 0.3, "chance": 2}]}"#).unwrap();
+        let e = card_quality_ratio(&card).unwrap_err().to_string();
+        assert!(e.contains("tasks[0].chance"), "{e}");
         std::fs::write(&card, r#"{"perplexity": {"ratio": 1.8}}"#).unwrap();
         let e = card_quality_ratio(&card).unwrap_err().to_string();
         assert!(e.contains("tasks") && e.contains("quality_ratio"), "{e}");

@@ -133,7 +133,8 @@ struct RunArgs {
     /// Then grade the dense model and the output through llama.cpp on N seeded arithmetic word
     /// problems (scripts/arith_questions.py, seed 17, exact match on the final number; task
     /// `arith`) and the 49 vendored keyed MMLU-style questions (the chosen letter; task `mmlu`):
-    /// the card's `tasks` = [{name, n, dense, pruned}], which the router's day-0 prior reads. The
+    /// the card's `tasks` = [{name, n, dense, pruned, chance}], which the router's day-0 prior reads
+    /// (counting only tasks where the dense model beats chance: 0.25 for mmlu, 0 for arith). The
     /// dense model's figures are cached per source model. Without --chat-check the card's `chat`
     /// (non-empty share, …) comes from these answers. 0: skip.
     #[arg(long, default_value_t = 0)]
@@ -282,7 +283,10 @@ fn task_entries(dense: &serde_json::Value, pruned: &serde_json::Value) -> Result
         let (Some(da), Some(pa)) = (acc(dv), p.get(name).and_then(acc)) else {
             return Err(format!("task {name}: no accuracy for both models"));
         };
-        tasks.push(serde_json::json!({"name": name, "n": dv.get("n"), "dense": da, "pruned": pa}));
+        // What guessing scores: a letter of four for the multiple-choice questions, ~0 for an
+        // exact number (the router's prior counts only tasks the dense model is above it on).
+        let chance = if name == "mmlu" { 0.25 } else { 0.0 };
+        tasks.push(serde_json::json!({"name": name, "n": dv.get("n"), "dense": da, "pruned": pa, "chance": chance}));
     }
     Ok(serde_json::Value::Array(tasks))
 }
