@@ -83,10 +83,15 @@ pub fn write(
         };
         qs.push((name.clone(), QTensor::quantize(t, dtype)?));
     }
+    write_file(path, &md, &qs)
+}
+
+/// One GGUF file of `metadata` and `tensors` (as given).
+fn write_file(path: &Path, metadata: &[(String, Value)], tensors: &[(String, QTensor)]) -> Result<()> {
     let f = std::fs::File::create(path).map_err(|e| Error::io(path, e))?;
     let mut w = std::io::BufWriter::new(f);
-    let md_refs: Vec<(&str, &Value)> = md.iter().map(|(k, v)| (k.as_str(), v)).collect();
-    let t_refs: Vec<(&str, &QTensor)> = qs.iter().map(|(k, v)| (k.as_str(), v)).collect();
+    let md_refs: Vec<(&str, &Value)> = metadata.iter().map(|(k, v)| (k.as_str(), v)).collect();
+    let t_refs: Vec<(&str, &QTensor)> = tensors.iter().map(|(k, v)| (k.as_str(), v)).collect();
     gguf_file::write(&mut w, &md_refs, &t_refs)?;
     std::io::Write::flush(&mut w).map_err(|e| Error::io(path, e))?;
     Ok(())
@@ -102,25 +107,19 @@ pub fn write_lora(
     rank: usize,
     adapters: &BTreeMap<String, (Tensor, Tensor)>,
 ) -> Result<()> {
-    let md: Vec<(&str, Value)> = vec![
-        ("general.architecture", Value::String(architecture.to_string())),
-        ("general.type", Value::String("adapter".into())),
-        ("general.name", Value::String(name.to_string())),
-        ("adapter.type", Value::String("lora".into())),
-        ("adapter.lora.alpha", Value::F32(rank as f32)),
+    let md: Vec<(String, Value)> = vec![
+        ("general.architecture".into(), Value::String(architecture.to_string())),
+        ("general.type".into(), Value::String("adapter".into())),
+        ("general.name".into(), Value::String(name.to_string())),
+        ("adapter.type".into(), Value::String("lora".into())),
+        ("adapter.lora.alpha".into(), Value::F32(rank as f32)),
     ];
     let mut qs: Vec<(String, QTensor)> = Vec::with_capacity(2 * adapters.len());
     for (layer, (u, v)) in adapters {
         qs.push((format!("{layer}.lora_a"), QTensor::quantize(v, GgmlDType::F32)?));
         qs.push((format!("{layer}.lora_b"), QTensor::quantize(u, GgmlDType::F32)?));
     }
-    let f = std::fs::File::create(path).map_err(|e| Error::io(path, e))?;
-    let mut w = std::io::BufWriter::new(f);
-    let md_refs: Vec<(&str, &Value)> = md.iter().map(|(k, v)| (*k, v)).collect();
-    let t_refs: Vec<(&str, &QTensor)> = qs.iter().map(|(k, v)| (k.as_str(), v)).collect();
-    gguf_file::write(&mut w, &md_refs, &t_refs)?;
-    std::io::Write::flush(&mut w).map_err(|e| Error::io(path, e))?;
-    Ok(())
+    write_file(path, &md, &qs)
 }
 
 /// A metadata value as u32 / f32 / string list, with an error naming the key.

@@ -7,7 +7,7 @@
 use crate::error::{Error, Result};
 use crate::llama::{linear_name, Llama};
 use crate::prune::mask::{self, Pattern};
-use crate::prune::{alps, lowrank, sparsegpt};
+use crate::prune::{alps, linalg, lowrank, sparsegpt};
 use candle_core::{Device, Tensor};
 use std::collections::BTreeMap;
 
@@ -68,27 +68,32 @@ fn gram(xs: &[Tensor]) -> Result<(Vec<f64>, usize)> {
     Ok((g.into_iter().map(f64::from).collect(), d))
 }
 
+/// What the method computes once from H for every layer that reads the input.
+enum Factor {
+    None,
+    Sparsegpt(sparsegpt::Factor),
+    Alps(alps::Factor),
+}
+
 /// H of one input, with the method's factor of it (shared by the layers that read the same input).
 struct Input {
     h: Vec<f64>,
     /// H as an f32 tensor, for the reported objective.
     ht: Tensor,
-    factor: Option<sparsegpt::Factor>,
-    alps: Option<alps::Factor>,
+    factor: Factor,
 }
 
 fn input(xs: &[Tensor], recipe: &Recipe) -> Result<Input> {
     let (h, d) = gram(xs)?;
     let factor = match recipe.method {
-        Method::Sparsegpt => Some(sparsegpt::factor(&h, d, recipe.sparsegpt.damp).map_err(Error::Invalid)?),
-        _ => None,
-    };
-    let alps = match recipe.method {
-        Method::Alps => Some(alps::factor(&h, d, recipe.alps).map_err(Error::Invalid)?),
-        _ => None,
+        Method::Sparsegpt => {
+            Factor::Sparsegpt(sparsegpt::factor(&h, d, recipe.sparsegpt.damp).map_err(Error::Invalid)?)
+        }
+        Method::Alps => Factor::Alps(alps::factor(&h, d, recipe.alps).map_err(Error::Invalid)?),
+        Method::Magnitude | Method::Wanda => Factor::None,
     };
     let ht = Tensor::from_vec(h.iter().map(|&x| x as f32).collect::<Vec<f32>>(), (d, d), &Device::Cpu)?;
-    Ok(Input { h, ht, factor, alps })
+    Ok(Input { h, ht, factor })
 }
 
 /// How every layer is pruned.
@@ -122,20 +127,19 @@ fn prune_weights(
     recipe: &Recipe,
 ) -> Result<Option<alps::Stats>> {
     let pattern = recipe.pattern;
-    match recipe.method {
-        Method::Magnitude => mask::magnitude(w, rows, cols, pattern),
-        Method::Wanda => {
+    match (recipe.method, &mut inp.factor) {
+        (Method::Magnitude, _) => mask::magnitude(w, rows, cols, pattern),
+        (Method::Wanda, _) => {
             let diag: Vec<f64> = (0..cols).map(|j| inp.h[j * cols + j]).collect();
             mask::wanda(w, rows, cols, &diag, pattern)
         }
-        Method::Sparsegpt => {
-            let f = inp.factor.as_ref().ok_or_else(|| Error::Invalid("no SparseGPT factor".into()))?;
+        (Method::Sparsegpt, Factor::Sparsegpt(f)) => {
             sparsegpt::prune_with(w, rows, f, pattern, recipe.sparsegpt.block).map_err(Error::Invalid)?
         }
-        Method::Alps => {
-            let f = inp.alps.as_mut().ok_or_else(|| Error::Invalid("no ALPS factor".into()))?;
+        (Method::Alps, Factor::Alps(f)) => {
             return Ok(Some(alps::prune_with(w, rows, f, pattern).map_err(Error::Invalid)?));
         }
+        (m, _) => return Err(Error::Invalid(format!("{m:?}: its factor of H was not computed"))),
     }
     Ok(None)
 }
@@ -146,19 +150,24 @@ fn prune_linear(
     inp: &mut Input,
     recipe: &Recipe,
     out: &mut Pruned,
-) -> Result<LayerReport> {
+) -> Result<()> {
     let t0 = std::time::Instant::now();
     let name = linear_name(layer, kind);
     let t = net.w(&name)?;
     let (rows, cols) = t.dims2()?;
     let w0: Vec<f32> = t.flatten_all()?.to_vec1()?;
-    let named = |e: Error| Error::Invalid(format!("{name}: {e}"));
-    // S (in the pattern), the weights the network computes with (S, or S + UV), the correction.
-    let (s, w, alps_stats, corr, s_alone) = match recipe.low_rank {
+    // The layer's name before what went wrong (once: the message may already say "invalid input").
+    let named = |e: Error| match e {
+        Error::Invalid(m) => Error::Invalid(format!("{name}: {m}")),
+        e => Error::Invalid(format!("{name}: {e}")),
+    };
+    // The weights the network computes with (S, or S + UV), S itself when it differs (with
+    // --low-rank), the correction.
+    let (w, sparse, alps_stats, corr, s_alone) = match recipe.low_rank {
         None => {
             let mut w = w0.clone();
             let st = prune_weights(&mut w, (rows, cols), inp, recipe).map_err(named)?;
-            (w.clone(), w, st, None, None)
+            (w, None, st, None, None)
         }
         Some(lr) => {
             let mut l = vec![0f32; rows * cols];
@@ -173,26 +182,23 @@ fn prune_linear(
                 }
                 let m: Vec<f32> = w0.iter().zip(&s).map(|(a, b)| a - b).collect();
                 let seed = recipe.seed.wrapping_mul(0x9e37_79b9).wrapping_add((layer * 64 + round) as u64);
-                let c = lowrank::correction(&m, (rows, cols), &inp.h, &lr, warm.as_deref(), seed)
-                    .map_err(|e| Error::Invalid(format!("{name}: {e}")))?;
-                l = c.product(rows, cols).map_err(Error::Invalid)?;
-                warm = Some(c.p.clone());
+                let mut c = lowrank::correction(&m, (rows, cols), &inp.h, &lr, warm.as_deref(), seed)
+                    .map_err(|e| named(Error::Invalid(e)))?;
+                l = c.product(rows, cols).map_err(|e| named(Error::Invalid(e)))?;
+                warm = Some(std::mem::take(&mut c.p));
                 last = Some((s, st, c));
             }
             let (s, st, c) = last.ok_or_else(|| Error::Invalid("no low-rank round ran".into()))?;
             let w: Vec<f32> = s.iter().zip(&l).map(|(a, b)| a + b).collect();
-            (s, w, st, Some(c), s_alone)
+            (w, Some(s), st, Some(c), s_alone)
         }
     };
+    let s = sparse.as_deref().unwrap_or(&w);
     out.times.prune += t0.elapsed().as_secs_f64();
     let t1 = std::time::Instant::now();
     // ‖(W − Ŵ)X‖² = Σ (δ H) ∘ δ and ‖WX‖², through one f32 matmul each (mask::layer_error is the
     // f64 reference the tests use; this is the fast path for the report).
-    let ht = &inp.ht;
-    let quad = |d: Vec<f32>| -> Result<f64> {
-        let d = Tensor::from_vec(d, (rows, cols), &Device::Cpu)?;
-        Ok(d.matmul(ht)?.mul(&d)?.sum_all()?.to_scalar::<f32>()? as f64)
-    };
+    let quad = |d: Vec<f32>| linalg::quadratic_form(d, rows, &inp.ht).map_err(|e| named(Error::Invalid(e)));
     let error = quad(w0.iter().zip(&w).map(|(a, b)| a - b).collect())?;
     let error_sparse_only = match &s_alone {
         Some(sa) => Some(quad(w0.iter().zip(sa).map(|(a, b)| a - b).collect())?),
@@ -204,23 +210,24 @@ fn prune_linear(
         name: name.clone(),
         rows,
         cols,
-        sparsity: mask::sparsity(&s),
-        pattern_ok: mask::check(&s, rows, cols, recipe.pattern).is_ok(),
+        sparsity: mask::sparsity(s),
+        pattern_ok: mask::check(s, rows, cols, recipe.pattern).is_ok(),
         error,
         rel_error: error / base.max(1e-30),
-        params: lowrank::parameters(&s, rows, cols, rank),
+        params: lowrank::parameters(s, rows, cols, rank),
         error_sparse_only,
         alps: alps_stats,
     };
-    if let Some(c) = corr {
+    if let (Some(c), Some(s)) = (corr, sparse) {
         let u = Tensor::from_vec(c.u, (rows, c.rank), &Device::Cpu)?;
         let v = Tensor::from_vec(c.v, (c.rank, cols), &Device::Cpu)?;
         out.adapters.insert(name.clone(), (u, v));
         out.sparse.insert(name.clone(), Tensor::from_vec(s, (rows, cols), &Device::Cpu)?);
     }
     net.tensors.insert(name, Tensor::from_vec(w, (rows, cols), &Device::Cpu)?);
+    out.layers.push(report);
     out.times.report += t1.elapsed().as_secs_f64();
-    Ok(report)
+    Ok(())
 }
 
 /// Runs `f`, adding the seconds it took to `slot`.
@@ -246,13 +253,11 @@ pub fn prune_model(
         let hs: Vec<Tensor> = timed(&mut out.times.forward, || xs.iter().map(|x| net.attn_in(l, x)).collect())?;
         let mut h = timed(&mut out.times.hessian, || input(&hs, recipe))?;
         for kind in ["attn_q", "attn_k", "attn_v"] {
-            let r = prune_linear(net, (l, kind), &mut h, recipe, &mut out)?;
-            out.layers.push(r);
+            prune_linear(net, (l, kind), &mut h, recipe, &mut out)?;
         }
         let atts: Vec<Tensor> = timed(&mut out.times.forward, || hs.iter().map(|h| net.attention(l, h)).collect())?;
         let mut h = timed(&mut out.times.hessian, || input(&atts, recipe))?;
-        let r = prune_linear(net, (l, "attn_output"), &mut h, recipe, &mut out)?;
-        out.layers.push(r);
+        prune_linear(net, (l, "attn_output"), &mut h, recipe, &mut out)?;
         let (xs2, h2s) = timed(&mut out.times.forward, || {
             let xs2: Vec<Tensor> =
                 xs.iter().zip(&atts).map(|(x, a)| net.attn_residual(l, x, a)).collect::<Result<_>>()?;
@@ -261,13 +266,11 @@ pub fn prune_model(
         })?;
         let mut h = timed(&mut out.times.hessian, || input(&h2s, recipe))?;
         for kind in ["ffn_gate", "ffn_up"] {
-            let r = prune_linear(net, (l, kind), &mut h, recipe, &mut out)?;
-            out.layers.push(r);
+            prune_linear(net, (l, kind), &mut h, recipe, &mut out)?;
         }
         let acts: Vec<Tensor> = timed(&mut out.times.forward, || h2s.iter().map(|h| net.mlp_act(l, h)).collect())?;
         let mut h = timed(&mut out.times.hessian, || input(&acts, recipe))?;
-        let r = prune_linear(net, (l, "ffn_down"), &mut h, recipe, &mut out)?;
-        out.layers.push(r);
+        prune_linear(net, (l, "ffn_down"), &mut h, recipe, &mut out)?;
         xs = timed(&mut out.times.forward, || xs2.iter().zip(&acts).map(|(x, a)| net.mlp_residual(l, x, a)).collect())?;
         progress(l + 1, n);
     }

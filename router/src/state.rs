@@ -178,7 +178,6 @@ pub struct Trained {
 }
 
 impl Trained {
-    /// The estimator's prediction for a prompt, from the cache when it was seen recently.
     /// The estimator's prediction for a prompt and the prompt's heaviest features (the online
     /// index's key), from the cache when it was seen recently; a miss extracts the features once
     /// for both.

@@ -245,22 +245,19 @@ fn task_questions(n: usize) -> Result<(PathBuf, usize), String> {
     Ok((all, count))
 }
 
-/// chat_check.py on `questions` for a GGUF (with a LoRA adapter): its JSON.
-fn task_run(
+/// scripts/chat_check.py on a GGUF (with a LoRA adapter): the first `n` of `questions` (default:
+/// the script's own held-out questions); its JSON.
+fn chat_check(
     model: &std::path::Path,
     lora: Option<&std::path::Path>,
-    questions: &std::path::Path,
+    questions: Option<&std::path::Path>,
     n: usize,
 ) -> Result<serde_json::Value, String> {
     let n = n.to_string();
-    let mut args: Vec<&std::ffi::OsStr> = vec![
-        "--model".as_ref(),
-        model.as_os_str(),
-        "--questions".as_ref(),
-        questions.as_os_str(),
-        "--n".as_ref(),
-        n.as_ref(),
-    ];
+    let mut args: Vec<&std::ffi::OsStr> = vec!["--model".as_ref(), model.as_os_str(), "--n".as_ref(), n.as_ref()];
+    if let Some(q) = questions {
+        args.extend(["--questions".as_ref(), q.as_os_str()]);
+    }
     if let Some(f) = lora {
         args.extend(["--lora".as_ref(), f.as_os_str()]);
     }
@@ -513,7 +510,7 @@ fn run_prune(mut a: RunArgs) -> Result<(), String> {
     });
     let t4 = std::time::Instant::now();
     let mut outputs = Vec::new();
-    let mut adapter_file = None;
+    let (mut gguf_file, mut adapter_file) = (None, None);
     if a.format != OutFormat::Safetensors {
         let p = a.out.join(format!("{name}.gguf"));
         // With --low-rank the network holds S + UV; the GGUF gets S and the adapter U, V.
@@ -522,7 +519,8 @@ fn run_prune(mut a: RunArgs) -> Result<(), String> {
             tensors.insert(k.clone(), s.clone());
         }
         gguf::write(&p, &m.metadata, &tensors, a.out_type).map_err(|e| e.to_string())?;
-        outputs.push(p);
+        outputs.push(p.clone());
+        gguf_file = Some(p);
         if let Some(rank) = a.low_rank {
             let ap = a.out.join(format!("{name}-lora.gguf"));
             let arch = m
@@ -602,35 +600,18 @@ fn run_prune(mut a: RunArgs) -> Result<(), String> {
         "output": {"gguf_type": a.out_type, "safetensors_dtype": "f16", "files": files},
     });
     if a.chat_check > 0 {
-        let gguf_out = outputs
-            .iter()
-            .find(|p| p.extension().is_some_and(|x| x == "gguf"))
-            .ok_or("--chat-check needs --format gguf or both")?;
+        let gguf_out = gguf_file.as_deref().ok_or("--chat-check needs --format gguf or both")?;
         eprintln!(
             "chat check: llama.cpp serves {} and answers {} held-out questions …",
             gguf_out.display(),
             a.chat_check
         );
-        let n = a.chat_check.to_string();
-        let mut args: Vec<&std::ffi::OsStr> =
-            vec!["--model".as_ref(), gguf_out.as_os_str(), "--n".as_ref(), n.as_ref()];
-        if let Some(f) = &adapter_file {
-            args.extend(["--lora".as_ref(), f.as_os_str()]);
-        }
-        let out = run_script("chat_check.py", &args)?;
-        let chat: serde_json::Value = out
-            .lines()
-            .last()
-            .and_then(|l| serde_json::from_str(l).ok())
-            .ok_or_else(|| format!("chat_check.py printed no JSON: {out}"))?;
+        let chat = chat_check(gguf_out, adapter_file.as_deref(), None, a.chat_check)?;
         eprintln!("chat check: {chat}");
         model_card["chat"] = chat;
     }
     if a.task_check > 0 {
-        let gguf_out = outputs
-            .iter()
-            .find(|p| p.extension().is_some_and(|x| x == "gguf") && Some(*p) != adapter_file.as_ref())
-            .ok_or("--task-check needs --format gguf or both")?;
+        let gguf_out = gguf_file.as_deref().ok_or("--task-check needs --format gguf or both")?;
         let (questions, n) = task_questions(a.task_check)?;
         let cached = cache_dir("task-check").join(format!(
             "{}-dense-arith{}-seed{TASK_SEED}.json",
@@ -647,13 +628,13 @@ fn run_prune(mut a: RunArgs) -> Result<(), String> {
             }
             None => {
                 eprintln!("task check: llama.cpp grades the dense model on {n} questions …");
-                let v = task_run(&a.model, None, &questions, n)?;
+                let v = chat_check(&a.model, None, Some(&questions), n)?;
                 std::fs::write(&cached, v.to_string()).map_err(|e| format!("{}: {e}", cached.display()))?;
                 v
             }
         };
         eprintln!("task check: llama.cpp grades {} on {n} questions …", gguf_out.display());
-        let pruned = task_run(gguf_out, adapter_file.as_deref(), &questions, n)?;
+        let pruned = chat_check(gguf_out, adapter_file.as_deref(), Some(&questions), n)?;
         let tasks = task_entries(&dense, &pruned)?;
         eprintln!("task check: {tasks}");
         model_card["tasks"] = tasks;

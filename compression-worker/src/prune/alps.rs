@@ -14,8 +14,8 @@
 //!    all rows at once (one matrix product per iteration), preconditioned by diag(H) — which in
 //!    the normalised coordinates is the identity, so plain CG there.
 
-use super::linalg::spd_inverse;
-use super::mask::{mask_from_scores, Pattern};
+use super::linalg::{quadratic_form, spd_inverse};
+use super::mask::{dead_inputs, mask_from_scores, zero_columns, Pattern};
 use candle_core::{Device, Tensor};
 
 #[derive(Debug, Clone, Copy, serde::Serialize)]
@@ -83,17 +83,10 @@ fn err(e: candle_core::Error) -> String {
 }
 
 pub fn factor(h: &[f64], cols: usize, opts: Options) -> Result<Factor, String> {
-    let mut dead = Vec::new();
+    let dead = dead_inputs(h, cols);
     let mean_diag = (0..cols).map(|j| h[j * cols + j]).sum::<f64>() / cols.max(1) as f64;
     let lambda = opts.damp * mean_diag.max(f64::MIN_POSITIVE);
-    let mut d = vec![0f64; cols];
-    for j in 0..cols {
-        let hjj = h[j * cols + j];
-        if hjj == 0.0 {
-            dead.push(j);
-        }
-        d[j] = (hjj + lambda).sqrt();
-    }
+    let d: Vec<f64> = (0..cols).map(|j| (h[j * cols + j] + lambda).sqrt()).collect();
     let mut hn = vec![0f64; cols * cols];
     for i in 0..cols {
         for j in 0..cols {
@@ -131,11 +124,7 @@ impl Factor {
 
 /// tr((W − W₀)H̃(W − W₀)ᵀ) for row-major `rows × cols` W and W₀.
 fn objective(w: &[f32], w0: &[f32], rows: usize, hn: &Tensor) -> Result<f64, String> {
-    let cols = w.len() / rows.max(1);
-    let d: Vec<f32> = w.iter().zip(w0).map(|(a, b)| a - b).collect();
-    let d = Tensor::from_vec(d, (rows, cols), &Device::Cpu).map_err(err)?;
-    let v = d.matmul(hn).map_err(err)?.mul(&d).map_err(err)?.sum_all().map_err(err)?.to_scalar::<f32>().map_err(err)?;
-    Ok(v as f64)
+    quadratic_form(w.iter().zip(w0).map(|(a, b)| a - b).collect(), rows, hn)
 }
 
 fn matmul(a: &[f32], rows: usize, cols: usize, b: &Tensor) -> Result<Vec<f32>, String> {
@@ -150,11 +139,7 @@ pub fn prune_with(w: &mut [f32], rows: usize, f: &mut Factor, pattern: Pattern) 
         return Err(format!("weights of {} values for {rows} × {cols}", w.len()));
     }
     let opts = f.opts;
-    for &j in &f.dead {
-        for r in 0..rows {
-            w[r * cols + j] = 0.0;
-        }
-    }
+    zero_columns(w, rows, cols, &f.dead);
     // Normalised coordinates.
     let w0: Vec<f32> = w.iter().enumerate().map(|(k, x)| x * f.scale[k % cols]).collect();
     let b = matmul(&w0, rows, cols, &f.hn_t)?;

@@ -36,6 +36,15 @@ pub fn mul<T: candle_core::WithDType>(a: Vec<T>, b: Vec<T>, r: usize, c: usize, 
     a.matmul(&b).map_err(candle_err)?.flatten_all().map_err(candle_err)?.to_vec1::<T>().map_err(candle_err)
 }
 
+/// tr(D H Dᵀ) = Σ (D H) ∘ D for a row-major `rows × n` D and an n × n H (f32 tensor), through one
+/// f32 matrix product: a layer's ‖D X‖² when H = XᵀX.
+pub fn quadratic_form(d: Vec<f32>, rows: usize, h: &candle_core::Tensor) -> Result<f64, String> {
+    let n = d.len() / rows.max(1);
+    let d = candle_core::Tensor::from_vec(d, (rows, n), &candle_core::Device::Cpu).map_err(candle_err)?;
+    let v = d.matmul(h).and_then(|p| p.mul(&d)).and_then(|p| p.sum_all()).and_then(|s| s.to_scalar::<f32>());
+    Ok(v.map_err(candle_err)? as f64)
+}
+
 /// `a` (r × k) · `a`ᵀ, row-major, through candle's gemm: r × r.
 fn mul_own_t(a: Vec<f64>, r: usize, k: usize) -> Result<Vec<f64>, String> {
     use candle_core::{Device, Tensor};

@@ -166,6 +166,20 @@ pub fn mask_from_scores(scores: &[f32], rows: usize, cols: usize, pattern: Patte
     mask
 }
 
+/// Inputs that never fire on the calibration text (H_jj = 0): their weights do nothing.
+pub fn dead_inputs(h: &[f64], cols: usize) -> Vec<usize> {
+    (0..cols).filter(|&j| h[j * cols + j] == 0.0).collect()
+}
+
+/// Zeroes the weights of `columns` (inputs) in the row-major `rows × cols` W.
+pub fn zero_columns(w: &mut [f32], rows: usize, cols: usize, columns: &[usize]) {
+    for &j in columns {
+        for r in 0..rows {
+            w[r * cols + j] = 0.0;
+        }
+    }
+}
+
 pub fn apply(w: &mut [f32], mask: &[bool]) {
     for (x, &z) in w.iter_mut().zip(mask) {
         if z {

@@ -31,12 +31,9 @@ pub struct Factor {
 
 pub fn factor(h: &[f64], cols: usize, damp: f64) -> Result<Factor, String> {
     let mut h = h.to_vec();
-    let mut dead = Vec::new();
-    for j in 0..cols {
-        if h[j * cols + j] == 0.0 {
-            h[j * cols + j] = 1.0;
-            dead.push(j);
-        }
+    let dead = super::mask::dead_inputs(&h, cols);
+    for &j in &dead {
+        h[j * cols + j] = 1.0;
     }
     let mean_diag = (0..cols).map(|j| h[j * cols + j]).sum::<f64>() / cols.max(1) as f64;
     let lambda = damp * mean_diag;
@@ -67,11 +64,7 @@ pub fn prune_with(w: &mut [f32], rows: usize, f: &Factor, pattern: Pattern, bloc
         return Err(format!("weights of {} values for {rows} × {cols}", w.len()));
     }
     // Inputs that never fire: their weights do nothing.
-    for &j in &f.dead {
-        for r in 0..rows {
-            w[r * cols + j] = 0.0;
-        }
-    }
+    super::mask::zero_columns(w, rows, cols, &f.dead);
     let u = &f.u;
     // SparseGPT's saliency of w[r, c]: w² / [U]²_cc (lower = pruned first).
     let saliency = |w: &[f32], r: usize, c: usize| {
