@@ -51,6 +51,21 @@ struct File {
     report: TrainReport,
     records: Vec<Record>,
     embeddings: Option<Embeddings>,
+    /// The table a static estimator embeds queries with (absent for the other embedders).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    static_table: Option<TableRef>,
+}
+
+/// Which static table: where it was, and its fingerprint (another table is refused).
+#[derive(Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct TableRef {
+    path: String,
+    fingerprint: u64,
+    dim: usize,
+    /// The training prompts' centre (`static_embed::StaticEmbedder`).
+    #[serde(with = "crate::b64")]
+    center: Vec<f32>,
 }
 
 /// Writes the artifact for `est`, trained on `records` (in training order) with `embeddings`.
@@ -77,9 +92,18 @@ pub fn save(
         report: est.report.clone(),
         records: records.iter().map(|r| (*r).clone()).collect(),
         embeddings: embeddings
-            .filter(|_| est.embedder() == Embedder::Minilm)
+            .filter(|_| est.embedder().is_dense())
             .map(|e| Embeddings { dim: e.first().map_or(0, Vec::len), data: e.iter().flatten().copied().collect() }),
+        static_table: est.static_table().map(|t| TableRef {
+            path: t.table.path.display().to_string(),
+            fingerprint: t.table.fingerprint,
+            dim: t.dim(),
+            center: t.center.clone(),
+        }),
     };
+    if est.embedder() == Embedder::Static && file.static_table.is_none() {
+        return Err(Error::Invalid("a static estimator without its table cannot be saved".into()));
+    }
     let json = serde_json::to_vec(&file).map_err(|e| Error::Invalid(format!("artifact: {e}")))?;
     let f = std::fs::File::create(path).map_err(|e| Error::io(path, e))?;
     let mut gz = GzEncoder::new(std::io::BufWriter::new(f), flate2::Compression::default());
@@ -97,7 +121,9 @@ pub struct Loaded {
 
 /// Reads an artifact and rebuilds the estimator (retrains the kNN index from the stored records:
 /// deterministic, well under a second). A MiniLM artifact also loads the MiniLM weights, to embed
-/// live queries; where they are missing the error says how to install them.
+/// live queries; where they are missing the error says how to install them. A static artifact
+/// loads the table it names ($LLMROUTE_STATIC_TABLE overrides the recorded path) and refuses a
+/// table whose fingerprint differs.
 pub fn load(path: &Path) -> Result<Loaded> {
     load_tuned(path, None)
 }
@@ -141,9 +167,34 @@ pub fn load_tuned(path: &Path, max_query_terms: Option<usize>) -> Result<Loaded>
         }
         let rows: Vec<Vec<f32>> = e.data.chunks_exact(e.dim).map(<[f32]>::to_vec).collect();
         knn = knn.with_embeddings(&rows)?;
-    } else if file.embedder == Embedder::Minilm {
-        return Err(bad("a minilm artifact without embeddings".into()));
+    } else if file.embedder.is_dense() {
+        return Err(bad(format!("a {:?} artifact without embeddings", file.embedder)));
     }
-    let estimator = Estimator::from_parts(knn, file.head, file.combine, file.sigma_scale, file.embedder, file.report)?;
+    let table = match (&file.static_table, file.embedder) {
+        (Some(t), Embedder::Static) => {
+            let at = crate::static_embed::locate(Path::new(&t.path));
+            let table = crate::static_embed::StaticTable::load(&at).map_err(|e| match e {
+                Error::Io { .. } => bad(format!("its static table: {e}; {}", crate::static_embed::INSTALL_HINT)),
+                e => bad(e.to_string()),
+            })?;
+            if table.fingerprint != t.fingerprint || table.dim() != t.dim {
+                return Err(bad(format!(
+                    "static table {} is not the one it was trained with (fingerprint {:016x}, trained with {:016x})",
+                    at.display(),
+                    table.fingerprint,
+                    t.fingerprint
+                )));
+            }
+            Some(
+                crate::static_embed::StaticEmbedder::with_center(std::sync::Arc::new(table), t.center.clone())
+                    .map_err(|e| bad(e.to_string()))?,
+            )
+        }
+        (None, Embedder::Static) => return Err(bad("a static artifact that names no table".into())),
+        (Some(_), e) => return Err(bad(format!("a {e:?} artifact that names a static table"))),
+        (None, _) => None,
+    };
+    let estimator =
+        Estimator::from_parts(knn, file.head, file.combine, file.sigma_scale, file.embedder, table, file.report)?;
     Ok(Loaded { estimator, records: file.records, split: file.split })
 }

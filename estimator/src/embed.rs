@@ -74,16 +74,30 @@ impl MiniLm {
         Ok(self.tokenizer.encode(text, true).map_err(err)?.get_ids().to_vec())
     }
 
-    /// Embeds a batch of texts (one forward pass, padded to the longest, masked).
+    /// Embeds a batch of texts (one forward pass, padded to the longest, masked), L2-normalized.
     pub fn embed(&self, texts: &[&str]) -> Result<Vec<Vec<f32>>> {
-        if texts.is_empty() {
+        let ids: Vec<Vec<u32>> = texts.iter().map(|t| self.ids(t)).collect::<Result<_>>()?;
+        Ok(self
+            .pooled(&ids)?
+            .into_iter()
+            .map(|mut r| {
+                let norm = r.iter().map(|x| x * x).sum::<f32>().sqrt().max(1e-12);
+                r.iter_mut().for_each(|x| *x /= norm);
+                r
+            })
+            .collect())
+    }
+
+    /// The mean-pooled last hidden states of word-piece id sequences (padded to the longest,
+    /// masked), not normalized.
+    pub fn pooled(&self, ids: &[Vec<u32>]) -> Result<Vec<Vec<f32>>> {
+        if ids.is_empty() {
             return Ok(vec![]);
         }
-        let ids: Vec<Vec<u32>> = texts.iter().map(|t| self.ids(t)).collect::<Result<_>>()?;
         let len = ids.iter().map(Vec::len).max().unwrap_or(1).max(1);
         let mut flat = Vec::with_capacity(ids.len() * len);
         let mut mask = Vec::with_capacity(ids.len() * len);
-        for row in &ids {
+        for row in ids {
             flat.extend(row.iter().copied().chain(std::iter::repeat_n(0, len - row.len())));
             mask.extend(std::iter::repeat_n(1u32, row.len()).chain(std::iter::repeat_n(0, len - row.len())));
         }
@@ -94,18 +108,81 @@ impl MiniLm {
         let hidden = self.model.forward(&input, &types, Some(&mask_t)).map_err(err)?; // (n, len, 384)
         let m = mask_t.to_dtype(DType::F32).map_err(err)?.unsqueeze(2).map_err(err)?;
         let summed = hidden.broadcast_mul(&m).map_err(err)?.sum(1).map_err(err)?; // (n, 384)
-        let counts = m.sum(1).map_err(err)?; // (n, 1)
-        let mean = summed.broadcast_div(&counts).map_err(err)?;
-        let rows: Vec<Vec<f32>> = mean.to_vec2().map_err(err)?;
-        Ok(rows
-            .into_iter()
-            .map(|mut r| {
-                let norm = r.iter().map(|x| x * x).sum::<f32>().sqrt().max(1e-12);
-                r.iter_mut().for_each(|x| *x /= norm);
-                r
-            })
-            .collect())
+        let counts = m.sum(1).map_err(err)?.clamp(1f32, f32::MAX).map_err(err)?; // (n, 1)
+        summed.broadcast_div(&counts).map_err(err)?.to_vec2().map_err(err)
     }
+
+    /// The tokenizer's vocabulary in id order.
+    pub fn vocab(&self) -> Result<Vec<String>> {
+        let map = self.tokenizer.get_vocab(true);
+        let mut vocab = vec![None; map.len()];
+        for (piece, id) in map {
+            let slot = vocab.get_mut(id as usize).ok_or_else(|| err(format!("vocabulary id {id} out of range")))?;
+            *slot = Some(piece);
+        }
+        vocab
+            .into_iter()
+            .enumerate()
+            .map(|(i, v)| v.ok_or_else(|| err(format!("vocabulary id {i} is missing"))))
+            .collect()
+    }
+
+    /// The special ids a single-token sentence is wrapped in: ([CLS], [SEP]).
+    fn cls_sep(&self) -> Result<(u32, u32)> {
+        let id = |t: &str| self.tokenizer.token_to_id(t).ok_or_else(|| err(format!("no {t} in the vocabulary")));
+        Ok((id("[CLS]")?, id("[SEP]")?))
+    }
+}
+
+/// Distils a static table from MiniLM (see `static_embed`): each vocabulary id `v` (all of them,
+/// or those in `only` — the others keep zero rows) is embedded as the sentence `[CLS] v [SEP]`
+/// (mean-pooled, `batch` at a time), the rows are centred and cut to their top `dim` principal
+/// components, then Zipf-weighted (`weighting`: "zipf" or "none").
+pub fn distill_static(
+    model: &MiniLm,
+    dim: usize,
+    batch: usize,
+    weighting: &str,
+    only: Option<&std::collections::HashSet<u32>>,
+    progress: bool,
+) -> Result<crate::static_embed::StaticTable> {
+    if dim == 0 || dim > DIM {
+        return Err(err(format!("--dim {dim}: expected 1..={DIM}")));
+    }
+    let vocab = model.vocab()?;
+    let (cls, sep) = model.cls_sep()?;
+    let ids: Vec<u32> = (0..vocab.len() as u32).filter(|i| only.is_none_or(|o| o.contains(i))).collect();
+    let mut raw = vec![0f32; vocab.len() * DIM];
+    let t0 = std::time::Instant::now();
+    for (b, chunk) in ids.chunks(batch.max(1)).enumerate() {
+        let seqs: Vec<Vec<u32>> = chunk.iter().map(|&v| vec![cls, v, sep]).collect();
+        for (&v, row) in chunk.iter().zip(model.pooled(&seqs)?) {
+            raw[v as usize * DIM..(v as usize + 1) * DIM].copy_from_slice(&row);
+        }
+        let done = ((b + 1) * batch.max(1)).min(ids.len());
+        if progress && (b % 20 == 19 || done == ids.len()) {
+            eprintln!(
+                "  distilled {done}/{} word pieces ({:.0}/s)",
+                ids.len(),
+                done as f64 / t0.elapsed().as_secs_f64().max(1e-9)
+            );
+        }
+    }
+    // PCA over the rows that were embedded (zero rows would pull the mean).
+    let present: Vec<f32> =
+        ids.iter().flat_map(|&v| raw[v as usize * DIM..(v as usize + 1) * DIM].iter().copied()).collect();
+    let (proj, kept) = crate::static_embed::pca(&present, DIM, dim)?;
+    let mut rows = vec![0f32; vocab.len() * dim];
+    for (&v, p) in ids.iter().zip(proj.chunks_exact(dim)) {
+        rows[v as usize * dim..(v as usize + 1) * dim].copy_from_slice(p);
+    }
+    let provenance = crate::static_embed::Provenance {
+        source: "sentence-transformers/all-MiniLM-L6-v2".into(),
+        source_dim: DIM,
+        variance_kept: kept,
+        weighting: weighting.into(),
+    };
+    crate::static_embed::StaticTable::new(vocab, rows, dim, provenance)
 }
 
 fn text_key(text: &str) -> u64 {

@@ -22,6 +22,7 @@ pub mod model;
 pub mod plain;
 pub mod records;
 pub mod split;
+pub mod static_embed;
 
 pub use catalog::{Catalog, ModelEntry};
 pub use error::{Error, Result};

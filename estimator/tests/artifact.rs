@@ -48,6 +48,48 @@ fn train_save_load_predicts_the_same() {
 }
 
 #[test]
+fn a_static_estimator_round_trips_and_refuses_another_table() {
+    use estimator::static_embed::{StaticEmbedder, StaticTable};
+    let all = read_records(&root().join("data/dcrouter.jsonl.gz")).unwrap();
+    let (models, _) = common_models(&all);
+    let catalog = Catalog::load(&root().join("deploy/catalogs/dcrouter.yaml")).unwrap();
+    let train: Vec<&Record> = all.iter().take(800).collect();
+    let dir = scratch("static");
+    let table_path = dir.join("table.bin");
+    let mut table = StaticTable::spelled(16, 1).unwrap();
+    table.save(&table_path).unwrap();
+    let table = std::sync::Arc::new(StaticTable::load(&table_path).unwrap());
+    let texts: Vec<&str> = train.iter().map(|r| r.prompt.as_str()).collect();
+    let embedder = StaticEmbedder::fit(table, &texts);
+    let emb: Vec<Vec<f32>> = texts.iter().map(|t| embedder.embed(t)).collect();
+    let opts = TrainOptions { embedder: estimator::Embedder::Static, ..TrainOptions::default() };
+    let est = Estimator::train(&train, &models, Some(&catalog), Some(&emb), &opts).unwrap();
+    // Without its table a static estimator can neither predict live nor be saved.
+    let split = estimator::artifact::SplitInfo { source: "x".into(), records: 800, train_frac: 1.0, seed: 1 };
+    let path = dir.join("est.json.gz");
+    let e = estimator::artifact::save(&path, &est, &train, Some(&emb), Some(&catalog), split.clone()).unwrap_err();
+    assert!(e.to_string().contains("without its table"), "{e}");
+    let est = est.with_static_table(embedder.clone()).unwrap();
+    estimator::artifact::save(&path, &est, &train, Some(&emb), Some(&catalog), split).unwrap();
+    let loaded = estimator::artifact::load(&path).unwrap();
+    assert_eq!(loaded.estimator.embedder(), estimator::Embedder::Static);
+    for r in all.iter().skip(800).take(50) {
+        let a = est.predict(&r.prompt, r.task.as_deref());
+        assert_eq!(a, loaded.estimator.predict(&r.prompt, r.task.as_deref()), "{}", r.id);
+        // The live path embeds the query: the same as predicting with its embedding.
+        assert_eq!(a, est.predict_with(&r.prompt, r.task.as_deref(), Some(&embedder.embed(&r.prompt)), None));
+    }
+    // Another table at the recorded path is refused; a missing one says how to make it.
+    StaticTable::spelled(16, 2).unwrap().save(&table_path).unwrap();
+    let e = estimator::artifact::load(&path).err().unwrap().to_string();
+    assert!(e.contains("not the one it was trained with"), "{e}");
+    std::fs::remove_file(&table_path).unwrap();
+    let e = estimator::artifact::load(&path).err().unwrap().to_string();
+    assert!(e.contains("distill-static"), "{e}");
+    std::fs::remove_dir_all(&dir).ok();
+}
+
+#[test]
 fn cli_train_writes_an_artifact_and_eval_reports_calibration() {
     let dir = scratch("cli");
     let out = dir.join("est.json.gz");

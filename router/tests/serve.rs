@@ -402,6 +402,60 @@ fn serves_with_a_trained_estimator_artifact_and_rejects_a_bad_one() {
     });
 }
 
+/// A static-embedding estimator (`estimator::static_embed`) serves from its artifact: the router
+/// loads the table the artifact names (by fingerprint) and embeds each live query with it; the
+/// router is built without candle (no `minilm` feature needed).
+#[test]
+fn serves_with_a_static_embedding_artifact() {
+    use estimator::records::{common_models, read_records};
+    use estimator::static_embed::{StaticEmbedder, StaticTable};
+    let dir = scratch("serve-static");
+    let root = common::repo();
+    let all = read_records(&root.join("data/dcrouter.jsonl.gz")).unwrap();
+    let (models, _) = common_models(&all);
+    let catalog = estimator::Catalog::load(&root.join("deploy/catalogs/dcrouter.yaml")).unwrap();
+    let train: Vec<&estimator::Record> = all.iter().take(1000).collect();
+    let table_path = dir.join("table.bin");
+    StaticTable::spelled(16, 7).unwrap().save(&table_path).unwrap();
+    let table = std::sync::Arc::new(StaticTable::load(&table_path).unwrap());
+    let texts: Vec<&str> = train.iter().map(|r| r.prompt.as_str()).collect();
+    let embedder = StaticEmbedder::fit(table, &texts);
+    let emb: Vec<Vec<f32>> = texts.iter().map(|t| embedder.embed(t)).collect();
+    let opts = estimator::TrainOptions { embedder: estimator::Embedder::Static, ..Default::default() };
+    let est = estimator::Estimator::train(&train, &models, Some(&catalog), Some(&emb), &opts)
+        .unwrap()
+        .with_static_table(embedder)
+        .unwrap();
+    let split = estimator::artifact::SplitInfo { source: "dcrouter".into(), records: 1000, train_frac: 1.0, seed: 1 };
+    let path = dir.join("est.json.gz");
+    estimator::artifact::save(&path, &est, &train, Some(&emb), Some(&catalog), split).unwrap();
+    let section = format!(
+        "estimator:\n  records: {}\n  artifact: {}\n",
+        root.join("data/dcrouter.jsonl.gz").display(),
+        path.display()
+    );
+    let r = Router::start(&dir, &config(&section));
+    rt().block_on(async {
+        let mut c = client(&r).await;
+        for prompt in ["What is the integral of x squared?", "Who wrote Hamlet?"] {
+            let rep = c.route(q(prompt)).await.unwrap().into_inner();
+            assert!(!rep.model.is_empty() && !rep.answer.is_empty(), "{rep:?}");
+            assert!(models.contains(&rep.model), "{rep:?}");
+        }
+        // The router reads the table the artifact names: with another table in its place a
+        // reload is refused, naming the field and the mismatch, and the last estimator serves on.
+        StaticTable::spelled(16, 8).unwrap().save(&table_path).unwrap();
+        std::fs::write(dir.join("router.yaml"), config(&format!("{section}  k: 24\n"))).unwrap();
+        let mut admin = AdminClient::new(connect(&r.grpc).await.unwrap());
+        let rep = admin.reload(pb::ReloadRequest {}).await.unwrap().into_inner();
+        assert!(
+            !rep.ok && rep.message.contains("estimator.artifact") && rep.message.contains("not the one it was trained"),
+            "{rep:?}"
+        );
+        assert!(c.route(q("Who wrote Hamlet?")).await.is_ok());
+    });
+}
+
 /// The CLI end to end: `llm-router route` prints the reply's `request_id`; `llm-router feedback`
 /// scores it and prints the model that answered; a second score and a score outside [0, 1] fail
 /// with the server's reason.

