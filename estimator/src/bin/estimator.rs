@@ -1045,6 +1045,23 @@ fn bench_static(
         })
         .sum::<f64>()
         / test.len().max(1) as f64;
+    // Static and hashed kNN side by side, and their equal-weight mean μ (an ensemble the
+    // estimator does not offer yet): argmax-μ accuracy and mean Brier on the test prompts.
+    let hashed = KnnEstimator::train(train, models, Some(flat), KnnConfig::default()).map_err(|e| e.to_string())?;
+    let mut line = Vec::new();
+    for (name, w) in [("hashed", 1.0), ("static", 0.0), ("mean of both", 0.5)] {
+        let (mut acc, mut brier) = (0.0, 0.0);
+        for r in test {
+            let (a, b) = (hashed.predict(&r.prompt, r.task.as_deref()), predict(r));
+            let mu: Vec<f64> = a.mu.iter().zip(&b.mu).map(|(x, y)| w * x + (1.0 - w) * y).collect();
+            let j = (0..models.len()).max_by(|&x, &y| mu[x].total_cmp(&mu[y])).unwrap_or(0);
+            acc += r.outcomes[&models[j]].score;
+            brier += models.iter().zip(&mu).map(|(m, p)| (p - r.outcomes[m].score).powi(2)).sum::<f64>();
+        }
+        let n = test.len().max(1) as f64;
+        line.push(format!("{name} {:.4} / {:.4}", acc / n, brier / (n * models.len().max(1) as f64)));
+    }
+    println!("kNN argmax-μ accuracy / Brier (test): {}", line.join(", "));
     let rate = timed(&|r| {
         std::hint::black_box(predict(r));
     });
