@@ -64,6 +64,14 @@ find_cxx() {
   echo "$cxx"
 }
 
+# The C compiler the `cc` crate runs (mimalloc's build): $CC, else `cc`.
+find_cc() {
+  local c="${CC:-cc}"
+  c="$(command -v "$c" 2>/dev/null)" || return 1
+  echo 'int main(void){return 0;}' | "$c" -x c -o /dev/null - >/dev/null 2>&1 || return 1
+  echo "$c"
+}
+
 find_cmake() {
   local c
   c="$(command -v cmake 2>/dev/null)" || return 1
@@ -113,6 +121,7 @@ print('' if miss else g.__file__)"
 # ---- the requirement table: name | check function | Debian package or pip:PKG | build or test ---------------
 reqs=(
   "cargo|find_cmd cargo|rustup|build"
+  "c compiler (cc)|find_cc|apt:gcc|build"
   "c++ compiler|find_cxx|apt:g++|build"
   "cmake|find_cmake|apt:cmake|build"
   "libclang (bindgen)|find_libclang|apt:libclang-dev|build"
