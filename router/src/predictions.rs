@@ -65,7 +65,9 @@ impl PredictionCache {
                 if c == check {
                     metrics::counter!(names::PREDICTION_CACHE_TOTAL, "result" => "hit").increment(1);
                     let out = p.clone();
-                    self.insert(&mut g, k, (c, p));
+                    let dropped = self.insert(&mut g, k, (c, p));
+                    drop(g);
+                    drop(dropped);
                     return out;
                 }
             }
@@ -74,15 +76,24 @@ impl PredictionCache {
         // Predict outside the lock: concurrent misses on different prompts run in parallel.
         let p = predict();
         let mut g = self.maps.lock().unwrap_or_else(|p| p.into_inner());
-        self.insert(&mut g, k, (check, p.clone()));
+        let dropped = self.insert(&mut g, k, (check, p.clone()));
+        drop(g);
+        drop(dropped);
         p
     }
 
-    fn insert(&self, g: &mut Generations, k: u64, v: (u64, Cached)) {
-        if g.young.len() >= self.capacity.div_ceil(2) {
-            g.old = std::mem::take(&mut g.young);
+    /// Inserts into the young generation; when it is full it becomes the old one and a new young
+    /// one is made with room for a whole generation (no growth rehashes). Returns the generation
+    /// dropped, for the caller to free after the lock (thousands of predictions).
+    fn insert(&self, g: &mut Generations, k: u64, v: (u64, Cached)) -> Option<HashMap<u64, (u64, Cached)>> {
+        let half = self.capacity.div_ceil(2);
+        let mut dropped = None;
+        if g.young.len() >= half {
+            let young = std::mem::replace(&mut g.young, HashMap::with_capacity(half));
+            dropped = Some(std::mem::replace(&mut g.old, young));
         }
         g.young.insert(k, v);
+        dropped
     }
 
     /// Entries held (both generations).

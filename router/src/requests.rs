@@ -5,7 +5,7 @@
 //! `feedback.log_prompts` (so the feedback log can train the estimator).
 
 use crate::config::FeedbackSection;
-use std::collections::{HashMap, VecDeque};
+use std::collections::{BTreeMap, VecDeque};
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
@@ -63,7 +63,11 @@ struct Kept {
 
 #[derive(Default)]
 struct Inner {
-    by_id: HashMap<u128, Kept>,
+    /// A B-tree, not a hash map: the log churns (one insert and one eviction per call once full)
+    /// and a hash map's deletion tombstones then force a rehash of all ~50k entries every ~60k
+    /// calls, under this lock — a 15–80 ms stall of every call (the p99 of the first minute at
+    /// 10k calls/s was 40–90 ms). The tree costs ~0.6 µs per insert + evict, never a stall.
+    by_id: BTreeMap<u128, Kept>,
     /// Ids in the order they were kept (with when), oldest first.
     order: VecDeque<(Instant, u128)>,
 }
