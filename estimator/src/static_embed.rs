@@ -431,68 +431,6 @@ fn fold_accent(c: char) -> char {
     }
 }
 
-/// Symmetric eigen-decomposition by cyclic Jacobi rotations: (eigenvalues, eigenvectors as
-/// columns of a row-major n × n matrix), sorted by decreasing eigenvalue. For the PCA of a
-/// table's rows (n = 384: a second or so).
-pub fn symmetric_eigen(a: &[f64], n: usize) -> (Vec<f64>, Vec<f64>) {
-    let mut a = a.to_vec();
-    let mut v = vec![0.0; n * n];
-    for i in 0..n {
-        v[i * n + i] = 1.0;
-    }
-    let total: f64 = a.iter().map(|x| x * x).sum::<f64>().max(f64::MIN_POSITIVE);
-    for _sweep in 0..50 {
-        let off: f64 = (0..n)
-            .flat_map(|i| (0..n).filter(move |&j| j != i).map(move |j| (i, j)))
-            .map(|(i, j)| a[i * n + j].powi(2))
-            .sum();
-        if off <= 1e-22 * total {
-            break;
-        }
-        for p in 0..n {
-            for q in p + 1..n {
-                let apq = a[p * n + q];
-                if apq.abs() <= 1e-300 {
-                    continue;
-                }
-                let theta = (a[q * n + q] - a[p * n + p]) / (2.0 * apq);
-                let t = theta.signum() / (theta.abs() + (theta * theta + 1.0).sqrt());
-                let t = if theta == 0.0 { 1.0 } else { t };
-                let c = 1.0 / (t * t + 1.0).sqrt();
-                let s = t * c;
-                for k in 0..n {
-                    let akp = a[k * n + p];
-                    let akq = a[k * n + q];
-                    a[k * n + p] = c * akp - s * akq;
-                    a[k * n + q] = s * akp + c * akq;
-                }
-                for k in 0..n {
-                    let apk = a[p * n + k];
-                    let aqk = a[q * n + k];
-                    a[p * n + k] = c * apk - s * aqk;
-                    a[q * n + k] = s * apk + c * aqk;
-                }
-                for k in 0..n {
-                    let vkp = v[k * n + p];
-                    let vkq = v[k * n + q];
-                    v[k * n + p] = c * vkp - s * vkq;
-                    v[k * n + q] = s * vkp + c * vkq;
-                }
-            }
-        }
-    }
-    let mut order: Vec<usize> = (0..n).collect();
-    order.sort_by(|&i, &j| a[j * n + j].total_cmp(&a[i * n + i]));
-    let values = order.iter().map(|&i| a[i * n + i]).collect();
-    let mut vectors = vec![0.0; n * n];
-    for (col, &i) in order.iter().enumerate() {
-        for k in 0..n {
-            vectors[k * n + col] = v[k * n + i];
-        }
-    }
-    (values, vectors)
-}
-
 /// Centres `rows` (r × n) and projects them on their top `dim` principal components; returns the
 /// projected rows (r × dim) and the share of variance kept.
 pub fn pca(rows: &[f32], n: usize, dim: usize) -> Result<(Vec<f32>, f64)> {
@@ -520,7 +458,7 @@ pub fn pca(rows: &[f32], n: usize, dim: usize) -> Result<(Vec<f32>, f64)> {
             cov[i * n + j] = cov[j * n + i];
         }
     }
-    let (values, vectors) = symmetric_eigen(&cov, n);
+    let (values, vectors) = llmroute_linalg::symmetric_eigen(&cov, n);
     let total: f64 = values.iter().map(|v| v.max(0.0)).sum();
     let kept: f64 = values[..dim].iter().map(|v| v.max(0.0)).sum();
     let mut out = Vec::with_capacity(r * dim);
@@ -619,7 +557,7 @@ mod tests {
     }
 
     #[test]
-    fn jacobi_pca_recovers_the_principal_axis() {
+    fn pca_recovers_the_principal_axis() {
         // Points along (1, 1, 0)/√2 with small noise in the other directions.
         let mut rows = Vec::new();
         for i in 0..200 {
@@ -633,8 +571,5 @@ mod tests {
         // −0.05.
         let s0 = proj[0].abs();
         assert!((s0 - (2.0f32).sqrt() * 9.95).abs() < 0.01, "{s0}");
-        let (values, vectors) = symmetric_eigen(&[2.0, 1.0, 1.0, 2.0], 2);
-        assert!((values[0] - 3.0).abs() < 1e-12 && (values[1] - 1.0).abs() < 1e-12);
-        assert!((vectors[0].abs() - 0.5f64.sqrt()).abs() < 1e-12);
     }
 }

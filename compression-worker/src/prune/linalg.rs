@@ -245,64 +245,8 @@ pub fn orthonormalize_columns(q: &mut [f64], n: usize, k: usize) -> usize {
     rank
 }
 
-/// Eigen-decomposition of a small symmetric matrix (k × k, row-major) by cyclic Jacobi rotations:
-/// (eigenvalues, eigenvectors as the columns of a row-major k × k matrix), sorted by decreasing
-/// eigenvalue. For the Rayleigh–Ritz step of subspace iteration (k of a few dozen).
-pub fn symmetric_eigen(a: &[f64], k: usize) -> (Vec<f64>, Vec<f64>) {
-    let mut a = a.to_vec();
-    let mut v = vec![0.0; k * k];
-    for i in 0..k {
-        v[i * k + i] = 1.0;
-    }
-    let scale = a.iter().map(|x| x * x).sum::<f64>().sqrt().max(f64::MIN_POSITIVE);
-    for _sweep in 0..60 {
-        let off: f64 = (0..k)
-            .flat_map(|i| (0..k).filter(move |&j| j != i).map(move |j| (i, j)))
-            .map(|(i, j)| a[i * k + j] * a[i * k + j])
-            .sum();
-        if off.sqrt() <= 1e-14 * scale {
-            break;
-        }
-        for p in 0..k {
-            for q in p + 1..k {
-                let apq = a[p * k + q];
-                if apq == 0.0 {
-                    continue;
-                }
-                let theta = (a[q * k + q] - a[p * k + p]) / (2.0 * apq);
-                let t = theta.signum() / (theta.abs() + (theta * theta + 1.0).sqrt());
-                let t = if theta == 0.0 { 1.0 } else { t };
-                let c = 1.0 / (t * t + 1.0).sqrt();
-                let s = t * c;
-                for r in 0..k {
-                    let (arp, arq) = (a[r * k + p], a[r * k + q]);
-                    a[r * k + p] = c * arp - s * arq;
-                    a[r * k + q] = s * arp + c * arq;
-                }
-                for r in 0..k {
-                    let (apr, aqr) = (a[p * k + r], a[q * k + r]);
-                    a[p * k + r] = c * apr - s * aqr;
-                    a[q * k + r] = s * apr + c * aqr;
-                }
-                for r in 0..k {
-                    let (vrp, vrq) = (v[r * k + p], v[r * k + q]);
-                    v[r * k + p] = c * vrp - s * vrq;
-                    v[r * k + q] = s * vrp + c * vrq;
-                }
-            }
-        }
-    }
-    let mut order: Vec<usize> = (0..k).collect();
-    order.sort_by(|&x, &y| a[y * k + y].total_cmp(&a[x * k + x]));
-    let vals = order.iter().map(|&i| a[i * k + i]).collect();
-    let mut vecs = vec![0.0; k * k];
-    for (new, &old) in order.iter().enumerate() {
-        for r in 0..k {
-            vecs[r * k + new] = v[r * k + old];
-        }
-    }
-    (vals, vecs)
-}
+/// Jacobi eigen-decomposition, shared with the estimator's PCA.
+pub use llmroute_linalg::symmetric_eigen;
 
 #[cfg(test)]
 mod tests {
