@@ -216,21 +216,43 @@ fn predicted(p: &Problem, q: &Query, i: usize, j: usize) -> Predicted {
 
 /// The next-best feasible model for query `i` after `tried` failed: allowed, circuit not open, and
 /// its predicted cost fits what is left of the batch's budget; by μ, preferring models with a free
-/// slot (a busy server queues the query rather than the query failing).
-fn next_model(live: &Live, p: &Problem, account: &Account, i: usize, cur: usize, tried: &[usize]) -> Option<usize> {
+/// slot (a busy server queues the query rather than the query failing). Without one, why each
+/// other model was passed over (for the caller's error).
+fn next_model(
+    live: &Live,
+    p: &Problem,
+    account: &Account,
+    i: usize,
+    cur: usize,
+    tried: &[usize],
+) -> std::result::Result<usize, String> {
     let m = p.m;
     let free = |k: usize| live.models[k].state.in_flight.load(Ordering::Relaxed) < live.models[k].capacity;
-    let mut order: Vec<usize> = (0..m)
-        .filter(|&k| p.allowed[i * m + k] && !tried.contains(&k))
-        .filter(|&k| live.models[k].state.breaker().allows())
-        .collect();
+    let mut why = Vec::new();
+    let mut order = Vec::new();
+    for k in (0..m).filter(|k| !tried.contains(k)) {
+        let name = &live.models[k].entry.name;
+        if !p.allowed[i * m + k] {
+            why.push(format!("{name}: not usable for this query when its batch was decided"));
+        } else if !live.models[k].state.breaker().allows() {
+            why.push(format!("{name}: circuit open"));
+        } else {
+            order.push(k);
+        }
+    }
     order.sort_by(|&a, &b| {
         free(b)
             .cmp(&free(a))
             .then(p.mu[i * m + b].total_cmp(&p.mu[i * m + a]))
             .then(p.cost[i * m + a].total_cmp(&p.cost[i * m + b]))
     });
-    order.into_iter().find(|&k| account.shift(p.cost[i * m + cur], p.cost[i * m + k]))
+    for k in order {
+        if account.shift(p.cost[i * m + cur], p.cost[i * m + k]) {
+            return Ok(k);
+        }
+        why.push(format!("{}: its predicted cost does not fit the batch's budget", live.models[k].entry.name));
+    }
+    Err(why.join("; "))
 }
 
 /// What a running query holds: its place in its model's in-flight count, and (slots shared
@@ -444,17 +466,22 @@ async fn run_query(
                     break Err(RouterError::Unavailable(format!("{name} failed mid-stream: {e}")));
                 }
                 match next_model(live, p, account, i, j, &tried) {
-                    Some(k) => {
+                    Ok(k) => {
                         held = Held { _in_flight: live.models[k].state.begin(p.tokens[i * p.m + k]), slot: None };
                         metrics::counter!(names::FALLBACKS_TOTAL, "from" => name, "to" => live.models[k].entry.name.clone())
                             .increment(1);
                         reply.fallback = true;
                         j = k;
                     }
-                    None => {
+                    Err(passed_over) => {
                         break Err(RouterError::Unavailable(format!(
-                            "no feasible model answered: {}",
-                            reply.failed_models.join("; ")
+                            "no feasible model answered: {}{}",
+                            reply.failed_models.join("; "),
+                            if passed_over.is_empty() {
+                                String::new()
+                            } else {
+                                format!(" (passed over: {passed_over})")
+                            }
                         )))
                     }
                 }
