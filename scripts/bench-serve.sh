@@ -21,12 +21,8 @@ ECHO="$CARGO_TARGET_DIR/release/examples/echo_server"
 OUT=docs/results
 DUR="${DURATION:-8}"
 mkdir -p "$OUT"
-tmp="$(mktemp -d)"
-pids=()
-cleanup() { for p in "${pids[@]}"; do kill "$p" 2>/dev/null || true; done; rm -rf "$tmp"; }
-trap cleanup EXIT
-
 source scripts/router-lib.sh
+scratch
 
 start_router win5 "$BIN" 50151 8151
 start_router win0 "$BIN" 50152 8152 "s#window_ms: 5 #window_ms: 0 #"

@@ -31,11 +31,8 @@ cargo build --release --bin llm-router -q
 BIN="$CARGO_TARGET_DIR/release/llm-router"
 OUT=docs/results
 mkdir -p "$OUT"
-tmp="$(mktemp -d)"
-pids=()
-cleanup() { for p in "${pids[@]}"; do kill "$p" 2>/dev/null || true; done; rm -rf "$tmp"; }
-trap cleanup EXIT
 source scripts/router-lib.sh
+scratch
 
 start_router prof "$BIN" 50161 8161 "s#window_ms: 5 #window_ms: 0 #"
 rpid="${pids[-1]}"

@@ -1,6 +1,15 @@
 # Shared by the benchmark scripts (sourced): start `llm-router serve` on the embedded default
 # config (deploy/local/router.yaml) with its ports and paths rewritten, and wait until it serves.
-# The caller provides $tmp (a scratch folder) and the array `pids` (its exit trap kills them).
+# The caller provides $tmp (a scratch folder) and the array `pids` (its exit trap kills them):
+# `scratch` makes both and that trap.
+#
+#   scratch
+scratch() {
+  tmp="$(mktemp -d)"
+  pids=()
+  trap 'for p in "${pids[@]}"; do kill "$p" 2>/dev/null || true; done; rm -rf "$tmp"' EXIT
+}
+
 #
 #   start_router NAME BINARY GRPC_PORT HTTP_PORT [SED_EXPR]
 start_router() {

@@ -27,12 +27,8 @@ cargo build --release --bin llm-router -q
 BIN="$CARGO_TARGET_DIR/release/llm-router"
 OUT=docs/results
 mkdir -p "$OUT"
-tmp="$(mktemp -d)"
-pids=()
-cleanup() { for p in "${pids[@]}"; do kill "$p" 2>/dev/null || true; done; rm -rf "$tmp"; }
-trap cleanup EXIT
-
 source scripts/router-lib.sh
+scratch
 # The default tenant's budget would run out within the hour at this rate (calls then refused
 # as over budget): the soak is about the router, so the tenant gets plenty.
 budget_expr="s#budget_usd: 50\$#budget_usd: 1000000#"

@@ -62,7 +62,6 @@ struct File {
 struct TableRef {
     path: String,
     fingerprint: u64,
-    dim: usize,
     /// The training prompts' centre (`static_embed::StaticEmbedder`).
     #[serde(with = "crate::b64")]
     center: Vec<f32>,
@@ -97,7 +96,6 @@ pub fn save(
         static_table: est.static_table().map(|t| TableRef {
             path: t.table.path.display().to_string(),
             fingerprint: t.table.fingerprint,
-            dim: t.dim(),
             center: t.center.clone(),
         }),
     };
@@ -177,7 +175,7 @@ pub fn load_tuned(path: &Path, max_query_terms: Option<usize>) -> Result<Loaded>
                 Error::Io { .. } => bad(format!("its static table: {e}; {}", crate::static_embed::INSTALL_HINT)),
                 e => bad(e.to_string()),
             })?;
-            if table.fingerprint != t.fingerprint || table.dim() != t.dim {
+            if table.fingerprint != t.fingerprint {
                 return Err(bad(format!(
                     "static table {} is not the one it was trained with (fingerprint {:016x}, trained with {:016x})",
                     at.display(),

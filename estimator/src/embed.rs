@@ -81,8 +81,7 @@ impl MiniLm {
             .pooled(&ids)?
             .into_iter()
             .map(|mut r| {
-                let norm = r.iter().map(|x| x * x).sum::<f32>().sqrt().max(1e-12);
-                r.iter_mut().for_each(|x| *x /= norm);
+                crate::static_embed::l2_normalize(&mut r);
                 r
             })
             .collect())
@@ -152,12 +151,13 @@ pub fn distill_static(
     let vocab = model.vocab()?;
     let (cls, sep) = model.cls_sep()?;
     let ids: Vec<u32> = (0..vocab.len() as u32).filter(|i| only.is_none_or(|o| o.contains(i))).collect();
-    let mut raw = vec![0f32; vocab.len() * DIM];
+    // The embedded rows, in `ids` order (the PCA sees only these: zero rows would pull the mean).
+    let mut present = Vec::with_capacity(ids.len() * DIM);
     let t0 = std::time::Instant::now();
     for (b, chunk) in ids.chunks(batch.max(1)).enumerate() {
         let seqs: Vec<Vec<u32>> = chunk.iter().map(|&v| vec![cls, v, sep]).collect();
-        for (&v, row) in chunk.iter().zip(model.pooled(&seqs)?) {
-            raw[v as usize * DIM..(v as usize + 1) * DIM].copy_from_slice(&row);
+        for row in model.pooled(&seqs)? {
+            present.extend_from_slice(&row);
         }
         let done = ((b + 1) * batch.max(1)).min(ids.len());
         if progress && (b % 20 == 19 || done == ids.len()) {
@@ -168,9 +168,6 @@ pub fn distill_static(
             );
         }
     }
-    // PCA over the rows that were embedded (zero rows would pull the mean).
-    let present: Vec<f32> =
-        ids.iter().flat_map(|&v| raw[v as usize * DIM..(v as usize + 1) * DIM].iter().copied()).collect();
     let (proj, kept) = crate::static_embed::pca(&present, DIM, dim)?;
     let mut rows = vec![0f32; vocab.len() * dim];
     for (&v, p) in ids.iter().zip(proj.chunks_exact(dim)) {

@@ -289,10 +289,7 @@ impl StaticTable {
                 acc.iter_mut().zip(row).for_each(|(a, r)| *a += r);
             }
         });
-        let norm = acc.iter().map(|x| x * x).sum::<f32>().sqrt();
-        if norm > 0.0 {
-            acc.iter_mut().for_each(|x| *x /= norm);
-        }
+        l2_normalize(&mut acc);
         acc
     }
 }
@@ -345,11 +342,16 @@ impl StaticEmbedder {
             return e;
         }
         e.iter_mut().zip(&self.center).for_each(|(x, c)| *x -= c);
-        let norm = e.iter().map(|x| x * x).sum::<f32>().sqrt();
-        if norm > 0.0 {
-            e.iter_mut().for_each(|x| *x /= norm);
-        }
+        l2_normalize(&mut e);
         e
+    }
+}
+
+/// Scales `v` to unit length; a zero vector stays zero.
+pub(crate) fn l2_normalize(v: &mut [f32]) {
+    let norm = v.iter().map(|x| x * x).sum::<f32>().sqrt();
+    if norm > 0.0 {
+        v.iter_mut().for_each(|x| *x /= norm);
     }
 }
 

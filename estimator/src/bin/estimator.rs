@@ -1036,30 +1036,27 @@ fn bench_static(
         .and_then(|k| k.with_embeddings(&emb))
         .map_err(|e| e.to_string())?;
     let predict = |r: &Record| est.predict_embedded(&r.prompt, r.task.as_deref(), &table.embed(&r.prompt), None);
-    let acc = test
-        .iter()
-        .map(|r| {
-            let p = predict(r);
-            let j = (0..models.len()).max_by(|&a, &b| p.mu[a].total_cmp(&p.mu[b])).unwrap_or(0);
-            r.outcomes[&models[j]].score
-        })
-        .sum::<f64>()
-        / test.len().max(1) as f64;
     // Static and hashed kNN side by side, and their equal-weight mean μ (an ensemble the
-    // estimator does not offer yet): argmax-μ accuracy and mean Brier on the test prompts.
+    // estimator does not offer yet): argmax-μ accuracy and mean Brier on the test prompts, each
+    // prompt predicted once by each.
     let hashed = KnnEstimator::train(train, models, Some(flat), KnnConfig::default()).map_err(|e| e.to_string())?;
+    let both: Vec<(Vec<f64>, Vec<f64>)> =
+        test.iter().map(|r| (hashed.predict(&r.prompt, r.task.as_deref()).mu, predict(r).mu)).collect();
+    let n = test.len().max(1) as f64;
     let mut line = Vec::new();
+    let mut acc = 0.0;
     for (name, w) in [("hashed", 1.0), ("static", 0.0), ("mean of both", 0.5)] {
-        let (mut acc, mut brier) = (0.0, 0.0);
-        for r in test {
-            let (a, b) = (hashed.predict(&r.prompt, r.task.as_deref()), predict(r));
-            let mu: Vec<f64> = a.mu.iter().zip(&b.mu).map(|(x, y)| w * x + (1.0 - w) * y).collect();
+        let (mut correct, mut brier) = (0.0, 0.0);
+        for (r, (a, b)) in test.iter().zip(&both) {
+            let mu: Vec<f64> = a.iter().zip(b).map(|(x, y)| w * x + (1.0 - w) * y).collect();
             let j = (0..models.len()).max_by(|&x, &y| mu[x].total_cmp(&mu[y])).unwrap_or(0);
-            acc += r.outcomes[&models[j]].score;
+            correct += r.outcomes[&models[j]].score;
             brier += models.iter().zip(&mu).map(|(m, p)| (p - r.outcomes[m].score).powi(2)).sum::<f64>();
         }
-        let n = test.len().max(1) as f64;
-        line.push(format!("{name} {:.4} / {:.4}", acc / n, brier / (n * models.len().max(1) as f64)));
+        if name == "static" {
+            acc = correct / n;
+        }
+        line.push(format!("{name} {:.4} / {:.4}", correct / n, brier / (n * models.len().max(1) as f64)));
     }
     println!("kNN argmax-μ accuracy / Brier (test): {}", line.join(", "));
     let rate = timed(&|r| {
