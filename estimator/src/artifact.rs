@@ -126,9 +126,9 @@ pub fn load(path: &Path) -> Result<Loaded> {
     load_tuned(path, None)
 }
 
-/// As `load`, with the kNN's `max_query_terms` (a speed knob of retrieval, not a learned value)
-/// set by the caller — the router serves with its own setting.
-pub fn load_tuned(path: &Path, max_query_terms: Option<usize>) -> Result<Loaded> {
+/// As `load`, with the kNN's retrieval cuts `(max_query_terms, max_doc_terms)` (speed knobs of
+/// retrieval, not learned values) set by the caller — the router serves with its own settings.
+pub fn load_tuned(path: &Path, cuts: Option<(usize, usize)>) -> Result<Loaded> {
     let bad = |msg: String| Error::Invalid(format!("estimator artifact {}: {msg}", path.display()));
     let f = std::fs::File::open(path).map_err(|e| Error::io(path, e))?;
     let mut json = Vec::new();
@@ -155,8 +155,9 @@ pub fn load_tuned(path: &Path, max_query_terms: Option<usize>) -> Result<Loaded>
         .map_err(|e| bad(format!("stored catalog: {e}")))?;
     let refs: Vec<&Record> = file.records.iter().collect();
     let mut cfg = file.knn.clone();
-    if let Some(t) = max_query_terms {
-        cfg.max_query_terms = t;
+    if let Some((query, doc)) = cuts {
+        cfg.max_query_terms = query;
+        cfg.max_doc_terms = doc;
     }
     let mut knn = KnnEstimator::train(&refs, &file.models, catalog.as_ref(), cfg)?;
     if let Some(e) = &file.embeddings {

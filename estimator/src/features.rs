@@ -24,54 +24,59 @@ pub fn fnv1a(seed: u64, bytes: &[u8]) -> u64 {
 pub const DIM: usize = 1 << DIM_BITS;
 
 /// Raw term counts of a text: (hashed feature index, count), unique, in order of first
-/// occurrence. Counting goes through a per-thread dense counter (2 MB per thread, reset after
-/// each call) instead of sorting the n-gram hashes: this is the hot path of every prediction.
+/// occurrence. Counting goes through a small per-thread open-addressing table (stamped per call,
+/// so nothing is cleared; it grows with the text and stays in L1 for a prompt of a few hundred
+/// characters) instead of a dense counter over all 2^20 buckets, whose random accesses missed the
+/// cache on every n-gram: this is the hot path of every prediction.
 pub fn term_counts(text: &str) -> Vec<(u32, f32)> {
     thread_local! {
-        static COUNTS: std::cell::RefCell<Vec<u16>> = const { std::cell::RefCell::new(Vec::new()) };
+        static TABLE: std::cell::RefCell<Counter> = const { std::cell::RefCell::new(Counter::new()) };
     }
-    COUNTS.with(|cell| {
-        let mut counts = cell.borrow_mut();
-        if counts.len() < DIM {
-            counts.resize(DIM, 0);
-        }
-        let mut order: Vec<u32> = Vec::with_capacity(text.len() + 8);
-        let mut add = |h: u64| {
-            let i = (h & DIM_MASK) as u32;
-            let c = &mut counts[i as usize];
-            if *c == 0 {
-                order.push(i);
-            }
-            *c = c.saturating_add(1);
-        };
-        let lower = if text.is_ascii() { text.to_ascii_lowercase() } else { text.to_lowercase() };
-        let mut padded: Vec<char> = Vec::with_capacity(32);
-        let mut ascii: Vec<u8> = Vec::with_capacity(32);
+    TABLE.with(|cell| {
+        let mut table = cell.borrow_mut();
+        table.start(text.len());
+        let mut out: Vec<(u32, f32)> = Vec::with_capacity(text.len() + 8);
+        let mut add = |h: u64| table.add((h & DIM_MASK) as u32, &mut out);
         let mut prev: Option<u64> = None;
+        // " word ", lower-cased: an ASCII word's bytes are its characters, so its 4-grams hash
+        // straight from this buffer (the same hashes as through `char`s).
+        let mut ascii: Vec<u8> = Vec::with_capacity(32);
+        if text.is_ascii() {
+            // ASCII text: words are runs of ASCII letters and digits, lower-cased as they are
+            // copied (what lower-casing the text and splitting on non-alphanumerics gives).
+            ascii.push(b' ');
+            for &b in text.as_bytes() {
+                if b.is_ascii_alphanumeric() {
+                    ascii.push(b.to_ascii_lowercase());
+                } else if ascii.len() > 1 {
+                    ascii.push(b' ');
+                    ascii_word(&ascii, &mut prev, &mut add);
+                    ascii.truncate(1);
+                }
+            }
+            if ascii.len() > 1 {
+                ascii.push(b' ');
+                ascii_word(&ascii, &mut prev, &mut add);
+            }
+            return out;
+        }
+        let lower = text.to_lowercase();
+        let mut padded: Vec<char> = Vec::with_capacity(32);
         let mut buf = [0u8; 16];
         for w in lower.split(|c: char| !c.is_alphanumeric()).filter(|w| !w.is_empty()) {
-            add(fnv1a(1, w.as_bytes()));
-            // Word bigram (previous word, this word).
-            if let Some(hp) = prev {
-                add(fnv1a(hp, w.as_bytes()));
-            }
-            prev = Some(fnv1a(2, w.as_bytes()));
-            // Character 4-grams of " word " (word-bounded, as scikit-learn's char_wb); an ASCII
-            // word's bytes are its characters (the same hashes, without decoding).
             if w.is_ascii() {
                 ascii.clear();
                 ascii.push(b' ');
                 ascii.extend_from_slice(w.as_bytes());
                 ascii.push(b' ');
-                if ascii.len() <= 4 {
-                    add(fnv1a(3, &ascii));
-                } else {
-                    for win in ascii.windows(4) {
-                        add(fnv1a(3, win));
-                    }
-                }
+                ascii_word(&ascii, &mut prev, &mut add);
                 continue;
             }
+            add(fnv1a(1, w.as_bytes()));
+            if let Some(hp) = prev {
+                add(fnv1a(hp, w.as_bytes()));
+            }
+            prev = Some(fnv1a(2, w.as_bytes()));
             padded.clear();
             padded.push(' ');
             padded.extend(w.chars());
@@ -92,14 +97,107 @@ pub fn term_counts(text: &str) -> Vec<(u32, f32)> {
                 }
             }
         }
-        order
-            .into_iter()
-            .map(|i| {
-                let c = std::mem::replace(&mut counts[i as usize], 0);
-                (i, c as f32)
-            })
-            .collect()
+        out
     })
+}
+
+/// The n-grams of one ASCII word given as " word " (lower-cased): its unigram, its bigram with
+/// the previous word (`prev`, updated), and its character 4-grams (word-bounded, as
+/// scikit-learn's char_wb; the whole " word " when it is shorter).
+fn ascii_word(padded: &[u8], prev: &mut Option<u64>, add: &mut impl FnMut(u64)) {
+    let w = &padded[1..padded.len() - 1];
+    add(fnv1a(1, w));
+    if let Some(hp) = *prev {
+        add(fnv1a(hp, w));
+    }
+    *prev = Some(fnv1a(2, w));
+    if padded.len() <= 4 {
+        add(fnv1a(3, padded));
+    } else {
+        for win in padded.windows(4) {
+            add(fnv1a(3, win));
+        }
+    }
+}
+
+/// The counting table of `term_counts`: slot = (call stamp, feature, index into the output).
+/// A slot whose stamp is not the current call's is empty.
+struct Counter {
+    slots: Vec<(u32, u32, u32)>,
+    stamp: u32,
+    used: usize,
+}
+
+impl Counter {
+    const fn new() -> Counter {
+        Counter { slots: Vec::new(), stamp: 0, used: 0 }
+    }
+
+    /// A new call on a text of `len` bytes (at most about one n-gram per byte): a table of 4 to 8
+    /// slots per byte, so it never grows mid-call (it still could), shrunk again after a long
+    /// text so a short one's table stays small and cache-resident.
+    fn start(&mut self, len: usize) {
+        let want = (4 * len).next_power_of_two().max(256);
+        if self.slots.len() < want || self.slots.len() > 4 * want {
+            self.slots = vec![(0, 0, 0); want];
+        }
+        self.stamp = self.stamp.wrapping_add(1);
+        if self.stamp == 0 {
+            // Wrapped: stale stamps could read as current.
+            self.slots.fill((0, 0, 0));
+            self.stamp = 1;
+        }
+        self.used = 0;
+    }
+
+    fn slot(&self, feature: u32) -> usize {
+        let bits = self.slots.len().trailing_zeros();
+        let mut i = (feature.wrapping_mul(0x9E37_79B1) >> (32 - bits)) as usize;
+        let mask = self.slots.len() - 1;
+        loop {
+            let s = self.slots[i];
+            if s.0 != self.stamp || s.1 == feature {
+                return i;
+            }
+            i = (i + 1) & mask;
+        }
+    }
+
+    /// Counts one occurrence of `feature` (saturating at 65,535, as a u16 counter would).
+    fn add(&mut self, feature: u32, out: &mut Vec<(u32, f32)>) {
+        let i = self.slot(feature);
+        if self.slots[i].0 == self.stamp {
+            let c = &mut out[self.slots[i].2 as usize].1;
+            if *c < 65_535.0 {
+                *c += 1.0;
+            }
+            return;
+        }
+        self.slots[i] = (self.stamp, feature, out.len() as u32);
+        out.push((feature, 1.0));
+        self.used += 1;
+        if 2 * self.used > self.slots.len() {
+            // Half full: double and re-insert this call's features from `out`.
+            self.slots = vec![(0, 0, 0); 2 * self.slots.len()];
+            for (k, &(f, _)) in out.iter().enumerate() {
+                let j = self.slot(f);
+                self.slots[j] = (self.stamp, f, k as u32);
+            }
+        }
+    }
+}
+
+/// 1 + ln(count), the sublinear term frequency; small counts (nearly all) from a table of the
+/// same values.
+pub fn sublinear_tf(count: f32) -> f32 {
+    static LN: std::sync::LazyLock<[f32; 16]> =
+        std::sync::LazyLock::new(|| std::array::from_fn(|c| 1.0 + (c as f32).ln()));
+    let c = count as usize;
+    if (1..16).contains(&c) && c as f32 == count {
+        LN[c]
+    } else {
+        1.0 + count.ln()
+    }
 }
 
 /// Inverse document frequencies fitted on a corpus (dense over the hashed feature space).
@@ -134,7 +232,7 @@ impl Idf {
 
     /// TF-IDF vector of a document's counts, L2-normalized (empty text → empty).
     pub fn transform(&self, counts: &[(u32, f32)]) -> SparseVec {
-        let mut v: SparseVec = counts.iter().map(|&(k, c)| (k, (1.0 + c.ln()) * self.weight(k))).collect();
+        let mut v: SparseVec = counts.iter().map(|&(k, c)| (k, sublinear_tf(c) * self.weight(k))).collect();
         let norm = v.iter().map(|(_, w)| w * w).sum::<f32>().sqrt();
         if norm > 0.0 {
             for (_, w) in &mut v {
@@ -223,6 +321,12 @@ mod tests {
         assert_eq!(c.iter().map(|x| x.1).sum::<f32>(), 5.0);
         assert_eq!(c.len(), 3);
         // The per-thread counter is reset between calls.
+        assert_eq!(term_counts("a a"), c);
+        // A long text grows the table past its first size (same counts as the reference).
+        let long: String = (0..3000).map(|i| format!("w{} ", i % 1500)).collect();
+        let mut got = term_counts(&long);
+        got.sort_by_key(|p| p.0);
+        assert_eq!(got, reference(&long));
         assert_eq!(term_counts("a a"), c);
     }
 }

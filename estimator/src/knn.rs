@@ -26,11 +26,17 @@ pub struct KnnConfig {
     /// Score neighbours on the query's this many heaviest TF-IDF features only (renormalized);
     /// 0 = all. Trades a little accuracy for speed on long prompts.
     pub max_query_terms: usize,
+    /// Index each training prompt under its this many heaviest TF-IDF features only (static
+    /// index pruning; the kept weights are not renormalized, so a score is the cosine less the
+    /// dropped features' share); 0 = all. Shortens every posting list, most of all the common
+    /// features', so a query can keep all its terms.
+    #[serde(default)]
+    pub max_doc_terms: usize,
 }
 
 impl Default for KnnConfig {
     fn default() -> Self {
-        KnnConfig { k: 25, prior_strength: 2.0, use_task: true, max_df_frac: 0.5, max_query_terms: 0 }
+        KnnConfig { k: 25, prior_strength: 2.0, use_task: true, max_df_frac: 0.5, max_query_terms: 0, max_doc_terms: 0 }
     }
 }
 
@@ -80,10 +86,11 @@ pub struct KnnEstimator {
     pub models: Vec<String>,
     pub config: KnnConfig,
     pub prices: Vec<TokenPrices>,
-    idf: Idf,
-    /// Postings in CSR form: feature f's (document, weight) pairs are
-    /// `postings[post_start[f]..post_start[f + 1]]`, in document order.
-    post_start: Vec<u32>,
+    /// Per hashed feature (and one past the last): where its postings start and its IDF weight,
+    /// side by side so a query feature costs one cache miss, not one per table. Postings in CSR
+    /// form: feature f's (document, weight) pairs are
+    /// `postings[index[f].start..index[f + 1].start]`, in document order.
+    index: Vec<Slot>,
     postings: Vec<(u32, f32)>,
     max_df: u32,
     docs: Vec<TrainDoc>,
@@ -97,6 +104,117 @@ pub struct KnnEstimator {
     /// by embedding instead of hashed TF-IDF.
     dense: Option<Vec<f32>>,
     dense_dim: usize,
+}
+
+#[derive(Clone, Copy)]
+struct Slot {
+    start: u32,
+    weight: f32,
+}
+
+/// A hint to bring `x`'s cache line in (no effect on results; a no-op off x86-64).
+#[inline(always)]
+fn prefetch<T>(x: &T) {
+    #[cfg(target_arch = "x86_64")]
+    // SAFETY: a prefetch never faults and changes no state visible to the program; the address
+    // comes from a live reference.
+    unsafe {
+        std::arch::x86_64::_mm_prefetch::<{ std::arch::x86_64::_MM_HINT_T0 }>((x as *const T).cast::<i8>());
+    }
+    #[cfg(not(target_arch = "x86_64"))]
+    let _ = x;
+}
+
+/// The k best (document, score) pairs offered, by score (ties: the lower document first), among
+/// positive scores: a binary min-heap of the k best so far whose root (the worst held) is the bar
+/// a new offer must pass.
+struct TopK {
+    k: usize,
+    heap: Vec<(usize, f32)>,
+}
+
+/// `a` ranks below `b`: a lower score, or the same score and a later document.
+fn worse(a: (usize, f32), b: (usize, f32)) -> bool {
+    a.1 < b.1 || (a.1 == b.1 && a.0 > b.0)
+}
+
+impl TopK {
+    fn new(k: usize) -> TopK {
+        TopK { k, heap: Vec::with_capacity(k) }
+    }
+
+    /// The score an offer must reach: 0 until k hits are held, then the worst one's (an equal
+    /// score passes only with an earlier document).
+    fn bar(&self) -> f32 {
+        if self.heap.len() < self.k {
+            0.0
+        } else {
+            self.heap[0].1
+        }
+    }
+
+    /// Offers `d` with score `s`: the common case (not good enough) returns inline.
+    #[inline(always)]
+    fn offer(&mut self, d: usize, s: f32) {
+        if s <= 0.0 || (self.heap.len() == self.k && s < self.heap[0].1) {
+            return;
+        }
+        self.insert(d, s);
+    }
+
+    #[inline(never)]
+    fn insert(&mut self, d: usize, s: f32) {
+        if self.heap.len() < self.k {
+            // Sift up.
+            let mut i = self.heap.len();
+            self.heap.push((d, s));
+            while i > 0 {
+                let parent = (i - 1) / 2;
+                if !worse(self.heap[i], self.heap[parent]) {
+                    break;
+                }
+                self.heap.swap(i, parent);
+                i = parent;
+            }
+            return;
+        }
+        if !worse(self.heap[0], (d, s)) {
+            return;
+        }
+        // Replace the root and sift down.
+        self.heap[0] = (d, s);
+        let n = self.heap.len();
+        let mut i = 0;
+        loop {
+            let (l, r) = (2 * i + 1, 2 * i + 2);
+            let mut m = i;
+            if l < n && worse(self.heap[l], self.heap[m]) {
+                m = l;
+            }
+            if r < n && worse(self.heap[r], self.heap[m]) {
+                m = r;
+            }
+            if m == i {
+                break;
+            }
+            self.heap.swap(i, m);
+            i = m;
+        }
+    }
+
+    fn into_sorted(mut self) -> Vec<(usize, f32)> {
+        self.heap.sort_by(|a, b| b.1.total_cmp(&a.1).then(a.0.cmp(&b.0)));
+        self.heap
+    }
+}
+
+/// The `t` heaviest entries of `v` (all when `t` is 0 or `v` is no longer), not renormalized.
+fn heaviest(mut v: SparseVec, t: usize) -> SparseVec {
+    if t > 0 && v.len() > t {
+        v.select_nth_unstable_by(t, |a, b| b.1.total_cmp(&a.1).then(a.0.cmp(&b.0)));
+        v.truncate(t);
+    }
+    v
 }
 
 /// The realized cost of `model` on `record`: the recorded `cost_usd`, else catalog prices × tokens.
@@ -177,7 +295,7 @@ impl KnnEstimator {
         }
         let counts: Vec<_> = records.iter().map(|r| term_counts(&r.prompt)).collect();
         let idf = Idf::fit(&counts);
-        let vectors: Vec<SparseVec> = counts.iter().map(|c| idf.transform(c)).collect();
+        let vectors: Vec<SparseVec> = counts.iter().map(|c| heaviest(idf.transform(c), config.max_doc_terms)).collect();
         let mut post_start = vec![0u32; crate::features::DIM + 1];
         for v in &vectors {
             for (f, _) in v {
@@ -273,8 +391,11 @@ impl KnnEstimator {
             models: models.to_vec(),
             config,
             prices,
-            idf,
-            post_start,
+            index: post_start
+                .iter()
+                .enumerate()
+                .map(|(f, &start)| Slot { start, weight: idf.weight(f as u32) })
+                .collect(),
             postings,
             max_df,
             docs,
@@ -294,7 +415,27 @@ impl KnnEstimator {
 
     /// The prompt's full TF-IDF vector (this estimator's IDF), the trained head's hashed input.
     pub fn features(&self, prompt: &str) -> SparseVec {
-        self.idf.transform(&term_counts(prompt))
+        // As `Idf::transform` (the same weights, copied into the index), the next features'
+        // slots prefetched while this one's is weighed.
+        let counts = term_counts(prompt);
+        const AHEAD: usize = 24;
+        for &(f, _) in counts.iter().take(AHEAD) {
+            prefetch(&self.index[f as usize]);
+        }
+        let mut v: SparseVec = Vec::with_capacity(counts.len());
+        for (i, &(f, c)) in counts.iter().enumerate() {
+            if let Some(&(g, _)) = counts.get(i + AHEAD) {
+                prefetch(&self.index[g as usize]);
+            }
+            v.push((f, crate::features::sublinear_tf(c) * self.index[f as usize].weight));
+        }
+        let norm = v.iter().map(|(_, w)| w * w).sum::<f32>().sqrt();
+        if norm > 0.0 {
+            for (_, w) in &mut v {
+                *w /= norm;
+            }
+        }
+        v
     }
 
     fn vectorize(&self, prompt: &str) -> SparseVec {
@@ -343,15 +484,16 @@ impl KnnEstimator {
             let acc = &mut acc[..n];
             let ranges: Vec<(usize, usize, f32)> = v
                 .iter()
-                .map(|&(f, w)| (self.post_start[f as usize] as usize, self.post_start[f as usize + 1] as usize, w))
+                .map(|&(f, w)| (self.index[f as usize].start as usize, self.index[f as usize + 1].start as usize, w))
                 .filter(|&(lo, hi, _)| (hi - lo) as u32 <= self.max_df)
                 .collect();
             let total: usize = ranges.iter().map(|(lo, hi, _)| hi - lo).sum();
-            let mut hits: Vec<(usize, f32)> = Vec::with_capacity(4 * self.config.k);
-            if total < n / 2 {
+            let mut top = TopK::new(self.config.k);
+            if total < n / 8 {
                 // Few postings (a short query or the heaviest-terms cut): keep the touched list.
                 let mut touched: Vec<u32> = Vec::with_capacity(total);
-                for &(lo, hi, w) in &ranges {
+                for (i, &(lo, hi, w)) in ranges.iter().enumerate() {
+                    self.prefetch_list(&ranges, i + 4);
                     for &(d, wd) in &self.postings[lo..hi] {
                         let a = &mut acc[d as usize];
                         if *a == 0.0 {
@@ -363,28 +505,39 @@ impl KnnEstimator {
                 for d in touched {
                     let s = std::mem::replace(&mut acc[d as usize], 0.0);
                     if Some(d as usize) != exclude {
-                        hits.push((d as usize, s));
+                        top.offer(d as usize, s);
                     }
                 }
             } else {
-                for &(lo, hi, w) in &ranges {
+                for (i, &(lo, hi, w)) in ranges.iter().enumerate() {
+                    self.prefetch_list(&ranges, i + 4);
                     for &(d, wd) in &self.postings[lo..hi] {
                         acc[d as usize] += w * wd;
                     }
                 }
-                hits.extend(
-                    acc.iter().enumerate().filter(|&(d, &s)| s > 0.0 && Some(d) != exclude).map(|(d, &s)| (d, s)),
-                );
+                // Blocks of 8 against the k-th best so far: most blocks hold no candidate.
+                for (b, block) in acc.chunks(8).enumerate() {
+                    let bar = top.bar();
+                    if block.iter().fold(false, |any, &s| any | (s > bar)) {
+                        for (i, &s) in block.iter().enumerate() {
+                            let d = 8 * b + i;
+                            if Some(d) != exclude {
+                                top.offer(d, s);
+                            }
+                        }
+                    }
+                }
                 acc.fill(0.0);
             }
-            let k = self.config.k.min(hits.len());
-            if k < hits.len() {
-                hits.select_nth_unstable_by(k, |a, b| b.1.total_cmp(&a.1).then(a.0.cmp(&b.0)));
-                hits.truncate(k);
-            }
-            hits.sort_by(|a, b| b.1.total_cmp(&a.1).then(a.0.cmp(&b.0)));
-            hits
+            top.into_sorted()
         })
+    }
+
+    /// Starts loading the head of the `i`-th posting list (a query's lists lie far apart).
+    fn prefetch_list(&self, ranges: &[(usize, usize, f32)], i: usize) {
+        if let Some(p) = ranges.get(i).and_then(|&(lo, _, _)| self.postings.get(lo)) {
+            prefetch(p);
+        }
     }
 
     /// The training record (by position in the training slice) most similar to `prompt`, with its
@@ -502,18 +655,19 @@ impl KnnEstimator {
         let input_tokens = crate::estimate_tokens(prompt) as f64;
         let mm = self.models.len();
         let mut p = Prediction::zeros(mm);
+        // Answer length follows the task's format: with a task hint, only same-task neighbours
+        // vote on it (compared once per neighbour, not once per model).
+        let same_task: Vec<bool> =
+            nb.iter().map(|&(d, _)| task.is_none() || self.docs[d].task.as_deref() == task).collect();
         for j in 0..mm {
             let mut a = s0 * prior[j];
             let mut b = s0 * (1.0 - prior[j]);
             let (mut tw, mut tsum, mut tsq) = (0.0, 0.0, 0.0);
-            for &(d, s) in nb {
+            for (&(d, s), &same_task) in nb.iter().zip(&same_task) {
                 let w = s as f64;
                 let doc = &self.docs[d];
                 a += w * doc.scores[j];
                 b += w * (1.0 - doc.scores[j]);
-                // Answer length follows the task's format: with a task hint, only same-task
-                // neighbours vote on it.
-                let same_task = task.is_none() || doc.task.as_deref() == task;
                 if let (Some(t), true) = (doc.output_tokens[j], same_task) {
                     tw += w;
                     tsum += w * t;
@@ -611,6 +765,63 @@ mod tests {
         assert!(e.mu[0] > 0.8, "{e:?}");
         let e = dense.predict_embedded("anything", None, &[1.0, 0.0], None);
         assert!(e.mu[0] < 0.2, "{e:?}");
+    }
+
+    #[test]
+    fn the_index_cut_keeps_each_prompts_heaviest_features() {
+        let v: SparseVec = vec![(7, 0.1), (3, 0.5), (9, 0.3), (1, 0.5), (4, 0.2)];
+        let mut got = heaviest(v.clone(), 3);
+        got.sort_by_key(|p| p.0);
+        // Ties at 0.5 both kept; weights not renormalized.
+        assert_eq!(got, vec![(1, 0.5), (3, 0.5), (9, 0.3)]);
+        assert_eq!(heaviest(v.clone(), 0), v);
+        assert_eq!(heaviest(v.clone(), 5), v);
+
+        // A cut above every prompt's feature count changes nothing; a tight one still finds the
+        // obvious neighbour.
+        let recs: Vec<Record> = (0..30)
+            .map(|i| rec(i, &format!("topic{} word{} shared filler text here", i % 3, i), "t", (i % 2) as f64, 1.0))
+            .collect();
+        let refs: Vec<&Record> = recs.iter().collect();
+        let models = vec!["a".to_string(), "b".to_string()];
+        let full = KnnEstimator::train(&refs, &models, None, KnnConfig::default()).unwrap();
+        let wide = KnnConfig { max_doc_terms: 10_000, ..KnnConfig::default() };
+        let same = KnnEstimator::train(&refs, &models, None, wide).unwrap();
+        let tight =
+            KnnEstimator::train(&refs, &models, None, KnnConfig { max_doc_terms: 8, ..KnnConfig::default() }).unwrap();
+        for q in ["topic1 word7 shared filler text here", "word12"] {
+            assert_eq!(full.predict(q, None), same.predict(q, None));
+        }
+        assert_eq!(tight.nearest("topic1 word7 shared filler text here").map(|n| n.0), Some(7));
+    }
+
+    #[test]
+    fn top_k_matches_a_full_sort_with_ties() {
+        // Scores on a coarse grid (many ties), some zero or negative; offered in document order
+        // (the dense scan) and in a scrambled order (the touched list).
+        let mut x = 12345u64;
+        let scores: Vec<f32> = (0..500)
+            .map(|_| {
+                x = x.wrapping_mul(6364136223846793005).wrapping_add(1442695040888963407);
+                ((x >> 33) % 12) as f32 / 4.0 - 0.5
+            })
+            .collect();
+        for k in [1, 5, 25, 600] {
+            let mut want: Vec<(usize, f32)> =
+                scores.iter().enumerate().filter(|p| *p.1 > 0.0).map(|(d, &s)| (d, s)).collect();
+            want.sort_by(|a, b| b.1.total_cmp(&a.1).then(a.0.cmp(&b.0)));
+            want.truncate(k);
+            let mut top = TopK::new(k);
+            for (d, &s) in scores.iter().enumerate() {
+                top.offer(d, s);
+            }
+            assert_eq!(top.into_sorted(), want, "k {k}, document order");
+            let mut top = TopK::new(k);
+            for d in (0..scores.len()).map(|i| (i * 7919) % scores.len()) {
+                top.offer(d, scores[d]);
+            }
+            assert_eq!(top.into_sorted(), want, "k {k}, scrambled");
+        }
     }
 
     #[test]

@@ -63,6 +63,9 @@ pub struct EstimatorSection {
     pub k: usize,
     /// Neighbour scoring on the query's heaviest features only (0 = all).
     pub max_query_terms: usize,
+    /// Each training prompt indexed under its heaviest features only (0 = all): static index
+    /// pruning, so a query can score all its features at serving speed.
+    pub max_doc_terms: usize,
     /// Predictions kept per trained estimator, keyed by prompt and task (0 = no cache); a new
     /// size applies from the next retrain.
     pub cache_entries: usize,
@@ -76,7 +79,8 @@ impl Default for EstimatorSection {
             records: None,
             artifact: None,
             k: 25,
-            max_query_terms: 32,
+            max_query_terms: 0,
+            max_doc_terms: 24,
             cache_entries: 4096,
             proxies: BTreeMap::new(),
         }
@@ -966,7 +970,10 @@ mod tests {
         assert_eq!(c.batch.max_batch, 64);
         assert_eq!(c.assigner.kind, AssignerKind::Fast);
         assert_eq!(c.tenants[0].key_sha256, None);
-        assert_eq!((c.estimator.k, c.estimator.max_query_terms, c.estimator.cache_entries), (25, 32, 4096));
+        assert_eq!(
+            (c.estimator.k, c.estimator.max_query_terms, c.estimator.max_doc_terms, c.estimator.cache_entries),
+            (25, 0, 24, 4096)
+        );
         assert_eq!(c.tenants[0].window, Duration::from_secs(3600));
     }
 

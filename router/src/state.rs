@@ -155,7 +155,7 @@ type Wanted = Vec<(String, Option<String>)>;
 /// the models wanted, and the artifact (path, modification time) when there is one.
 type TrainKey = (
     PathBuf,
-    (usize, usize),
+    (usize, usize, usize),
     BTreeMap<String, String>,
     PathBuf,
     Wanted,
@@ -375,7 +375,7 @@ fn build_live(
         .collect();
     let key = (
         config.estimator_records().to_path_buf(),
-        (config.estimator.k, config.estimator.max_query_terms),
+        (config.estimator.k, config.estimator.max_query_terms, config.estimator.max_doc_terms),
         config.estimator.proxies.clone(),
         config.replay_records().to_path_buf(),
         wanted.clone(),
@@ -517,8 +517,11 @@ fn train(config: &Config, catalog: &Catalog, wanted: &Wanted, key: TrainKey) -> 
     let records = estimator::records::read_records(config.estimator_records())?;
     let loaded = match &config.estimator.artifact {
         Some(path) => Some(
-            estimator::artifact::load_tuned(path, Some(config.estimator.max_query_terms))
-                .map_err(|e| RouterError::config(&config.path, "estimator.artifact", e.to_string()))?,
+            estimator::artifact::load_tuned(
+                path,
+                Some((config.estimator.max_query_terms, config.estimator.max_doc_terms)),
+            )
+            .map_err(|e| RouterError::config(&config.path, "estimator.artifact", e.to_string()))?,
         ),
         None => None,
     };
@@ -571,8 +574,12 @@ fn train(config: &Config, catalog: &Catalog, wanted: &Wanted, key: TrainKey) -> 
             })
             .collect(),
     };
-    let knn =
-        KnnConfig { k: config.estimator.k, max_query_terms: config.estimator.max_query_terms, ..KnnConfig::default() };
+    let knn = KnnConfig {
+        k: config.estimator.k,
+        max_query_terms: config.estimator.max_query_terms,
+        max_doc_terms: config.estimator.max_doc_terms,
+        ..KnnConfig::default()
+    };
     let same_records = config.replay_records() == config.estimator_records();
     let (estimator, n_train, source) = match (loaded, &config.estimator.artifact) {
         (Some(loaded), Some(path)) => {

@@ -114,6 +114,10 @@ enum Cmd {
         /// training prompts are skipped (`estimator.max_df_frac`; each value timed with each --terms).
         #[arg(long, value_delimiter = ',', default_value = "0.5")]
         max_df: Vec<f32>,
+        /// Index-side cut(s): each training prompt indexed under its N heaviest features only
+        /// (`estimator.max_doc_terms`, 0 = all; each value timed with each --terms).
+        #[arg(long, value_delimiter = ',', default_value = "0")]
+        doc_terms: Vec<usize>,
         /// Also time a static table (`distill-static`): embedding alone, and static-kNN
         /// predictions with their argmax-μ accuracy on the same split.
         #[arg(long)]
@@ -165,6 +169,9 @@ struct ModelArgs {
     /// Score neighbours on the query's N heaviest features only (0 = all).
     #[arg(long, default_value_t = 0)]
     max_query_terms: usize,
+    /// Index each training prompt under its N heaviest features only (0 = all).
+    #[arg(long, default_value_t = 0)]
+    max_doc_terms: usize,
     /// Query representation for retrieval and the head: hashed TF-IDF, or MiniLM embeddings.
     #[arg(long, value_enum, default_value = "hashed")]
     embedder: Embedder,
@@ -270,8 +277,8 @@ fn sample(records: Vec<Record>, frac: Option<f64>, seed: u64) -> Result<Vec<Reco
 fn run(cli: Cli) -> Result<(), String> {
     match cli.cmd {
         Cmd::Convert { source } => convert(source),
-        Cmd::Bench { records, n, terms, threads, max_df, static_table } => {
-            bench(records, n, &terms, &threads, &max_df, static_table.as_deref())
+        Cmd::Bench { records, n, terms, threads, max_df, doc_terms, static_table } => {
+            bench(records, n, &terms, &threads, &max_df, &doc_terms, static_table.as_deref())
         }
         Cmd::DistillStatic { out, dim, batch, weighting } => distill_static(&out, dim, batch, &weighting),
         Cmd::Collect {
@@ -425,6 +432,7 @@ fn train_options(m: &ModelArgs) -> TrainOptions {
             use_task: !m.no_task_hint,
             max_df_frac: m.max_df,
             max_query_terms: m.max_query_terms,
+            max_doc_terms: m.max_doc_terms,
             ..KnnConfig::default()
         },
         embedder: m.embedder,
@@ -640,7 +648,7 @@ fn eval(m: ModelArgs, json: bool) -> Result<(), String> {
         .fold(0.0, f64::max);
     let out = serde_json::json!({
         "records": p.usable.len(), "n_train": train.len(), "n_test": test.len(), "k": m.k,
-        "task_hint": !m.no_task_hint, "max_query_terms": m.max_query_terms,
+        "task_hint": !m.no_task_hint, "max_query_terms": m.max_query_terms, "max_doc_terms": m.max_doc_terms,
         "embedder": est.embedder(), "head": est.head().is_some(), "combine": est.combine(),
         "training": est.report,
         "models": rows, "argmax_mu_accuracy": argmax_acc, "best_single_accuracy": best_single,
@@ -911,6 +919,7 @@ fn bench(
     terms: &[usize],
     threads: &[usize],
     max_dfs: &[f32],
+    doc_terms: &[usize],
     static_table: Option<&Path>,
 ) -> Result<(), String> {
     if let Some(bad) = max_dfs.iter().find(|m| !(**m > 0.0 && **m <= 1.0)) {
@@ -937,9 +946,9 @@ fn bench(
     );
     println!("predictions on the test prompts; argmax-μ accuracy: the test score of each prompt's highest-μ model");
     let default_df = KnnConfig::default().max_df_frac;
-    for &max_df in max_dfs {
+    for (max_df, dt) in max_dfs.iter().flat_map(|&m| doc_terms.iter().map(move |&d| (m, d))) {
         for &t in terms {
-            let cfg = KnnConfig { max_query_terms: t, max_df_frac: max_df, ..KnnConfig::default() };
+            let cfg = KnnConfig { max_query_terms: t, max_df_frac: max_df, max_doc_terms: dt, ..KnnConfig::default() };
             let est = KnnEstimator::train(&train, &models, Some(&flat), cfg).map_err(|e| e.to_string())?;
             let acc = test
                 .iter()
@@ -953,6 +962,9 @@ fn bench(
             let mut label = if t == 0 { "all features".to_string() } else { format!("{t} heaviest features") };
             if max_df != default_df {
                 label.push_str(&format!(", df ≤ {max_df}"));
+            }
+            if dt > 0 {
+                label.push_str(&format!(", {dt} per training prompt"));
             }
             for &th in threads {
                 let th = th.max(1);
