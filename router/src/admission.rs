@@ -30,18 +30,21 @@ pub struct LagLimit {
 pub struct AdmissionLayer {
     permits: Arc<Semaphore>,
     lag: Option<LagLimit>,
+    work: Option<tokio::runtime::Handle>,
 }
 
 impl AdmissionLayer {
-    pub fn new(max_concurrency: usize, lag: Option<LagLimit>) -> AdmissionLayer {
-        AdmissionLayer { permits: Arc::new(Semaphore::new(max_concurrency)), lag }
+    /// `work`: the runtime admitted calls run on, when connections are served by another one
+    /// (`admission.io_threads`); None: on the connection's own runtime.
+    pub fn new(max_concurrency: usize, lag: Option<LagLimit>, work: Option<tokio::runtime::Handle>) -> AdmissionLayer {
+        AdmissionLayer { permits: Arc::new(Semaphore::new(max_concurrency)), lag, work }
     }
 }
 
 impl<S> Layer<S> for AdmissionLayer {
     type Service = Admission<S>;
     fn layer(&self, inner: S) -> Admission<S> {
-        Admission { inner, permits: self.permits.clone(), lag: self.lag.clone() }
+        Admission { inner, permits: self.permits.clone(), lag: self.lag.clone(), work: self.work.clone() }
     }
 }
 
@@ -50,6 +53,17 @@ pub struct Admission<S> {
     inner: S,
     permits: Arc<Semaphore>,
     lag: Option<LagLimit>,
+    work: Option<tokio::runtime::Handle>,
+}
+
+/// An admitted call's task on the work runtime, aborted if the call is dropped first (the client
+/// went away), as the call itself would have been on one runtime.
+struct AbortOnDrop<T>(tokio::task::JoinHandle<T>);
+
+impl<T> Drop for AbortOnDrop<T> {
+    fn drop(&mut self) {
+        self.0.abort();
+    }
 }
 
 fn is_grpc<B>(req: &http::Request<B>) -> bool {
@@ -105,7 +119,11 @@ where
 /// The answer to a call refused here (`reason`: overloaded or saturated), written by `status.rs`.
 fn shed<B>(grpc: bool, reason: &'static str, why: String) -> http::Response<AdmittedBody<B>> {
     metrics::counter!(names::REJECTED_TOTAL, "reason" => reason).increment(1);
-    let e = RouterError::Overloaded(why);
+    answer(grpc, RouterError::Overloaded(why))
+}
+
+/// An error answered here, in the call's protocol.
+fn answer<B>(grpc: bool, e: RouterError) -> http::Response<AdmittedBody<B>> {
     if grpc {
         // gRPC carries the status in headers (trailers-only answer): the body is empty.
         let (parts, _) = tonic::Status::from(e).into_http::<()>().into_parts();
@@ -120,6 +138,7 @@ impl<S, ReqBody, ResBody> Service<http::Request<ReqBody>> for Admission<S>
 where
     S: Service<http::Request<ReqBody>, Response = http::Response<ResBody>> + Send + 'static,
     S::Future: Send + 'static,
+    S::Error: Send + 'static,
     ResBody: Body<Data = Bytes> + Send + 'static,
 {
     type Response = http::Response<AdmittedBody<ResBody>>;
@@ -144,11 +163,26 @@ where
         }
         match self.permits.clone().try_acquire_owned() {
             Ok(permit) => {
+                let grpc = is_grpc(&req);
                 let fut = self.inner.call(req);
-                Box::pin(async move {
-                    let r = fut.await?;
-                    Ok(r.map(|body| AdmittedBody::Admitted { body: Box::pin(body), permit: Some(permit) }))
-                })
+                let admitted = |r: http::Response<ResBody>| {
+                    r.map(|body| AdmittedBody::Admitted { body: Box::pin(body), permit: Some(permit) })
+                };
+                match &self.work {
+                    None => Box::pin(async move { Ok(admitted(fut.await?)) }),
+                    Some(work) => {
+                        let task = AbortOnDrop(work.spawn(fut));
+                        Box::pin(async move {
+                            let mut task = task;
+                            match (&mut task.0).await {
+                                Ok(r) => Ok(admitted(r?)),
+                                Err(e) => {
+                                    Ok(answer(grpc, RouterError::Internal(format!("the call's task failed: {e}"))))
+                                }
+                            }
+                        })
+                    }
+                }
             }
             Err(_) => {
                 let why = "the router is at its concurrency limit; retry later".to_string();
@@ -200,14 +234,64 @@ mod tests {
         });
         let limit =
             |ms| Some(LagLimit { lag: LoopLag::fixed(Duration::from_millis(ms)), max: Duration::from_millis(20) });
-        let mut busy = AdmissionLayer::new(8, limit(35)).layer(inner.clone());
+        let mut busy = AdmissionLayer::new(8, limit(35), None).layer(inner.clone());
         let r = busy.call(http::Request::new(())).await.unwrap();
         assert_eq!(r.status(), http::StatusCode::TOO_MANY_REQUESTS);
         let v: serde_json::Value = serde_json::from_str(&body_text(r.into_body()).await).unwrap();
         assert!(v["error"]["message"].as_str().unwrap().contains("35 ms behind"), "{v}");
         assert_eq!(calls.load(std::sync::atomic::Ordering::Relaxed), 0);
-        let mut calm = AdmissionLayer::new(8, limit(5)).layer(inner);
+        let mut calm = AdmissionLayer::new(8, limit(5), None).layer(inner);
         assert_eq!(calm.call(http::Request::new(())).await.unwrap().status(), http::StatusCode::OK);
         assert_eq!(calls.load(std::sync::atomic::Ordering::Relaxed), 1);
+    }
+
+    /// With a work runtime, an admitted call runs there (not on the thread that read it), its
+    /// answer comes back through the layer, and a call dropped by its client stops its task.
+    #[test]
+    fn admitted_calls_run_on_the_work_runtime_and_stop_with_their_caller() {
+        let work = tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(1)
+            .thread_name("work-runtime")
+            .enable_all()
+            .build()
+            .unwrap();
+        let io = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
+        let ran_on = Arc::new(std::sync::Mutex::new(Vec::<String>::new()));
+        let dropped = Arc::new(std::sync::atomic::AtomicBool::new(false));
+        struct Flag(Arc<std::sync::atomic::AtomicBool>);
+        impl Drop for Flag {
+            fn drop(&mut self) {
+                self.0.store(true, std::sync::atomic::Ordering::SeqCst);
+            }
+        }
+        let (seen, gone) = (ran_on.clone(), dropped.clone());
+        let inner = tower::service_fn(move |req: http::Request<()>| {
+            let (seen, gone) = (seen.clone(), gone.clone());
+            async move {
+                seen.lock().unwrap().push(std::thread::current().name().unwrap_or("").to_string());
+                if req.uri().path() == "/hang" {
+                    let _flag = Flag(gone);
+                    std::future::pending::<()>().await;
+                }
+                Ok::<_, std::convert::Infallible>(http::Response::new(http_body_util::Empty::<Bytes>::new()))
+            }
+        });
+        let layer = AdmissionLayer::new(8, None, Some(work.handle().clone()));
+        io.block_on(async {
+            let mut svc = layer.layer(inner);
+            let r = svc.call(http::Request::new(())).await.unwrap();
+            assert_eq!(r.status(), http::StatusCode::OK);
+            assert_eq!(ran_on.lock().unwrap().as_slice(), ["work-runtime"]);
+            // The client goes away while the call hangs: its task is aborted.
+            let hang = svc.call(http::Request::builder().uri("/hang").body(()).unwrap());
+            let _ = tokio::time::timeout(Duration::from_millis(50), hang).await;
+            for _ in 0..100 {
+                if dropped.load(std::sync::atomic::Ordering::SeqCst) {
+                    break;
+                }
+                tokio::time::sleep(Duration::from_millis(5)).await;
+            }
+            assert!(dropped.load(std::sync::atomic::Ordering::SeqCst), "the hung call's task was not stopped");
+        });
     }
 }

@@ -68,6 +68,8 @@ pub struct LoadSpec {
     pub dispatch: bool,
     pub tenant: String,
     pub api_key: Option<String>,
+    /// Report latencies per slice of this length too (None: totals only).
+    pub timeline: Option<Duration>,
 }
 
 #[derive(Debug, Clone, Serialize)]
@@ -83,6 +85,18 @@ pub struct LoadReport {
     pub ok_latency_ms: Percentiles,
     pub rejected_latency_ms: Percentiles,
     pub duration_s: f64,
+    /// Latencies per time slice of `LoadSpec::timeline` (by when calls were sent); empty without.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub timeline: Vec<Slice>,
+}
+
+/// One time slice of a load run.
+#[derive(Debug, Clone, Serialize)]
+pub struct Slice {
+    pub start_s: f64,
+    pub ok_latency_ms: Percentiles,
+    /// RESOURCE_EXHAUSTED answers.
+    pub rejected_latency_ms: Percentiles,
 }
 
 #[derive(Debug, Clone, Copy, Default, Serialize)]
@@ -111,7 +125,7 @@ pub async fn loadgen(spec: LoadSpec) -> Result<LoadReport> {
     for _ in 0..spec.connections.max(1) {
         clients.push(RouterClient::new(connect(&spec.addr).await?));
     }
-    let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel::<(f64, Option<tonic::Code>)>();
+    let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel::<(f64, Option<tonic::Code>, f64)>();
     let permits = std::sync::Arc::new(tokio::sync::Semaphore::new(spec.concurrency.max(1)));
     let start = Instant::now();
     let end = start + spec.duration;
@@ -166,7 +180,7 @@ pub async fn loadgen(spec: LoadSpec) -> Result<LoadReport> {
                 let t0 = Instant::now();
                 let r = client.route(req).await;
                 let ms = t0.elapsed().as_secs_f64() * 1e3;
-                let _ = tx.send((ms, r.err().map(|s| s.code())));
+                let _ = tx.send((ms, r.err().map(|s| s.code()), t0.duration_since(start).as_secs_f64()));
                 drop(permit);
             });
         }
@@ -175,7 +189,17 @@ pub async fn loadgen(spec: LoadSpec) -> Result<LoadReport> {
     let mut ok_lat = Vec::new();
     let mut rej_lat = Vec::new();
     let mut errors: BTreeMap<String, u64> = BTreeMap::new();
-    while let Some((ms, code)) = rx.recv().await {
+    // Per time slice (by when each call was sent): ok and refused latencies.
+    let mut slices: BTreeMap<u64, (Vec<f64>, Vec<f64>)> = BTreeMap::new();
+    while let Some((ms, code, at)) = rx.recv().await {
+        if let Some(every) = spec.timeline.filter(|d| !d.is_zero()) {
+            let slice = slices.entry((at / every.as_secs_f64()) as u64).or_default();
+            match code {
+                None => slice.0.push(ms),
+                Some(tonic::Code::ResourceExhausted) => slice.1.push(ms),
+                Some(_) => {}
+            }
+        }
         match code {
             None => ok_lat.push(ms),
             Some(c) => {
@@ -186,6 +210,15 @@ pub async fn loadgen(spec: LoadSpec) -> Result<LoadReport> {
             }
         }
     }
+    let every = spec.timeline.map_or(0.0, |d| d.as_secs_f64());
+    let timeline = slices
+        .into_iter()
+        .map(|(i, (ok, refused))| Slice {
+            start_s: i as f64 * every,
+            ok_latency_ms: percentiles(ok),
+            rejected_latency_ms: percentiles(refused),
+        })
+        .collect();
     let elapsed = start.elapsed().as_secs_f64();
     let ok = ok_lat.len() as u64;
     Ok(LoadReport {
@@ -199,6 +232,7 @@ pub async fn loadgen(spec: LoadSpec) -> Result<LoadReport> {
         ok_latency_ms: percentiles(ok_lat),
         rejected_latency_ms: percentiles(rej_lat),
         duration_s: elapsed,
+        timeline,
     })
 }
 

@@ -101,6 +101,9 @@ pub struct LoadgenArgs {
     /// Print the report as JSON.
     #[arg(long)]
     json: bool,
+    /// Also report latencies per slice of this many ms (JSON `timeline`; printed without --json).
+    #[arg(long)]
+    timeline_ms: Option<u64>,
 }
 
 fn runtime() -> Result<tokio::runtime::Runtime, String> {
@@ -208,6 +211,7 @@ pub fn loadgen(a: LoadgenArgs) -> Result<(), String> {
         dispatch: a.dispatch,
         tenant: a.tenant,
         api_key: a.api_key,
+        timeline: a.timeline_ms.filter(|ms| *ms > 0).map(Duration::from_millis),
     };
     eprintln!(
         "loadgen: {} for {:.0} s at {} (concurrency {}), {}",
@@ -238,6 +242,13 @@ pub fn loadgen(a: LoadgenArgs) -> Result<(), String> {
             if l.n > 0 {
                 println!("RESOURCE_EXHAUSTED latency ms: p50 {:.3}  p99 {:.3}  max {:.3}", l.p50, l.p99, l.max);
             }
+        }
+        for s in &r.timeline {
+            let (o, j) = (s.ok_latency_ms, s.rejected_latency_ms);
+            println!(
+                "{:7.2} s  ok {:6} p50 {:8.3} p99 {:8.3}  refused {:6} p50 {:8.3} p99 {:8.3}",
+                s.start_s, o.n, o.p50, o.p99, j.n, j.p50, j.p99
+            );
         }
     }
     Ok(())
