@@ -9,8 +9,8 @@
 #     finish within their deadline, the router's memory (VmRSS) stays bounded, it does not crash.
 #  3. CPU overload: decision-only calls with the dcrouter prompts (no cached predictions) offered
 #     at $CPU_QPS (25k/s; more than the router decides here), deadline 1000 ms, against routers with
-#     admission.io_threads 2 (the default: connections and admission on a runtime of their own) and
-#     0 (one runtime), and the echo server: refusal and accepted-call latency.
+#     admission.overflow_threads 1 (the default: admitted calls move to a second runtime while the
+#     serving one is saturated) and 0 (off), and the echo server: refusal and accepted-call latency.
 # The load generator runs on the same machine (2 cores here): figures include its CPU use.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -90,21 +90,22 @@ print(f"accepted latency ms: p50 {ok['p50']:.1f}  p99 {ok['p99']:.1f}  max {ok['
 print(f"RESOURCE_EXHAUSTED latency ms: p50 {rej['p50']:.3f}  p99 {rej['p99']:.3f}  max {rej['max']:.3f}  (n = {rej['n']})")
 print(f"router VmRSS KiB: idle {r0}, after the capacity run {r1}, peak under overload {peak}, after {r2}; alive after: {alive}")
 PY
-# CPU overload: decision-only calls at more than the router can decide, against a router with
-# connections and admission on their own runtime (admission.io_threads 2, the default) and one
-# with everything on one runtime (io_threads 0); the echo server at the same rate is the floor.
+# CPU overload: decision-only calls at more than the router can decide, against a router whose
+# admitted calls move to a second runtime while the serving one is saturated
+# (admission.overflow_threads 1, the default) and one without (0); the echo server at the same
+# rate is the floor.
 # Each router gets a warm-up run first (a cold router's first second is allocation-bound), then
 # the two alternate for two rounds.
 CPU_QPS="${CPU_QPS:-25000}"
-start_router io2 "$BIN" 50155 8155
-start_router io0 "$BIN" 50156 8156 "s#io_threads: 2 #io_threads: 0 #"
+start_router ov1 "$BIN" 50155 8155
+start_router ov0 "$BIN" 50156 8156 "s#overflow_threads: 1 #overflow_threads: 0 #"
 cpu_run() { # NAME PORT OUTFILE
   "$BIN" loadgen --addr "127.0.0.1:$2" --qps "$CPU_QPS" --duration "$DUR" --concurrency 8192 --timeout-ms 1000 \
     --records data/dcrouter.jsonl.gz --timeline-ms 500 --json > "$3" 2>/dev/null
 }
-for t in io2:50155 io0:50156; do cpu_run "${t%%:*}" "${t##*:}" "$tmp/warm.json"; done
+for t in ov1:50155 ov0:50156; do cpu_run "${t%%:*}" "${t##*:}" "$tmp/warm.json"; done
 for round in 1 2; do
-  for t in io2:50155 io0:50156 echo:50153; do
+  for t in ov1:50155 ov0:50156 echo:50153; do
     cpu_run "${t%%:*}" "${t##*:}" "$OUT/serve-cpu-${t%%:*}-$round.json"
   done
 done
@@ -112,12 +113,12 @@ python3 - "$OUT" "$CPU_QPS" >> "$OUT/serve-bench.txt" <<'PY'
 import json, sys
 out, qps = sys.argv[1], sys.argv[2]
 print(f"\n# CPU overload: decision-only, dcrouter prompts, {qps}/s offered (more than the router decides on these cores), deadline 1000 ms, warm routers")
-print(f"{'target':<34} {'round':>5} {'sent/s':>7} {'ok/s':>7} {'ok p50':>7} {'ok p99':>7} {'refused':>8} {'ref p50':>8} {'ref p99':>8}")
-for name, label in (("io2", "router, io_threads 2 (default)"), ("io0", "router, io_threads 0 (one runtime)"), ("echo", "echo server (the floor)")):
+print(f"{'target':<38} {'round':>5} {'sent/s':>7} {'ok/s':>7} {'ok p50':>7} {'ok p99':>7} {'refused':>8} {'ref p50':>8} {'ref p99':>8}")
+for name, label in (("ov1", "router, overflow_threads 1 (default)"), ("ov0", "router, overflow_threads 0 (off)"), ("echo", "echo server (the floor)")):
     for rnd in (1, 2):
         r = json.load(open(f"{out}/serve-cpu-{name}-{rnd}.json"))
         o, j = r["ok_latency_ms"], r["rejected_latency_ms"]
-        print(f"{label:<34} {rnd:>5} {r['achieved_qps']:7.0f} {r['ok_qps']:7.0f} {o['p50']:7.1f} {o['p99']:7.1f} {j['n']:8d} {j['p50']:8.1f} {j['p99']:8.1f}")
+        print(f"{label:<38} {rnd:>5} {r['achieved_qps']:7.0f} {r['ok_qps']:7.0f} {o['p50']:7.1f} {o['p99']:7.1f} {j['n']:8d} {j['p50']:8.1f} {j['p99']:8.1f}")
 print("(ms; refused = RESOURCE_EXHAUSTED: the concurrency limit, or the expected wait past the deadline)")
 PY
 cat "$OUT/serve-bench.txt"

@@ -30,21 +30,20 @@ pub struct LagLimit {
 pub struct AdmissionLayer {
     permits: Arc<Semaphore>,
     lag: Option<LagLimit>,
-    work: Option<tokio::runtime::Handle>,
+    overflow: Option<Arc<Overflow>>,
 }
 
 impl AdmissionLayer {
-    /// `work`: the runtime admitted calls run on, when connections are served by another one
-    /// (`admission.io_threads`); None: on the connection's own runtime.
-    pub fn new(max_concurrency: usize, lag: Option<LagLimit>, work: Option<tokio::runtime::Handle>) -> AdmissionLayer {
-        AdmissionLayer { permits: Arc::new(Semaphore::new(max_concurrency)), lag, work }
+    /// `overflow`: where admitted calls run while this runtime is saturated (None: always here).
+    pub fn new(max_concurrency: usize, lag: Option<LagLimit>, overflow: Option<Arc<Overflow>>) -> AdmissionLayer {
+        AdmissionLayer { permits: Arc::new(Semaphore::new(max_concurrency)), lag, overflow }
     }
 }
 
 impl<S> Layer<S> for AdmissionLayer {
     type Service = Admission<S>;
     fn layer(&self, inner: S) -> Admission<S> {
-        Admission { inner, permits: self.permits.clone(), lag: self.lag.clone(), work: self.work.clone() }
+        Admission { inner, permits: self.permits.clone(), lag: self.lag.clone(), overflow: self.overflow.clone() }
     }
 }
 
@@ -53,11 +52,107 @@ pub struct Admission<S> {
     inner: S,
     permits: Arc<Semaphore>,
     lag: Option<LagLimit>,
-    work: Option<tokio::runtime::Handle>,
+    overflow: Option<Arc<Overflow>>,
 }
 
-/// An admitted call's task on the work runtime, aborted if the call is dropped first (the client
-/// went away), as the call itself would have been on one runtime.
+/// Lateness of the serving runtime above which admitted calls go to the overflow runtime.
+const SATURATED: Duration = Duration::from_millis(2);
+
+/// A second runtime (`admission.overflow_threads`) that takes admitted calls' work while the
+/// serving runtime is saturated. On one runtime, a CPU-bound router under overload fills its run
+/// queue with admitted calls mid-estimate; the connections' tasks then read new calls only after
+/// them, so even a call that is refused waits hundreds of ms to be read. Moved here, that work
+/// competes for the CPU as threads of its own, and the serving runtime keeps reading — and
+/// refusing — at once. A lightly loaded router runs each call where it was read (no extra hop).
+/// Saturated: the serving runtime runs more than `SATURATED` late (its probe), or calls are still
+/// running here (so a sustained overload does not flap between the two).
+pub struct Overflow {
+    rt: Option<tokio::runtime::Runtime>,
+    handle: tokio::runtime::Handle,
+    lag: Arc<LoopLag>,
+    running: Arc<std::sync::atomic::AtomicUsize>,
+}
+
+impl Overflow {
+    /// `threads` 0: none. Probes the current runtime's lateness.
+    pub fn start(threads: usize) -> crate::Result<Option<Arc<Overflow>>> {
+        if threads == 0 {
+            return Ok(None);
+        }
+        let rt = tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(threads)
+            .thread_name("llmroute-overflow")
+            .enable_all()
+            .build()
+            .map_err(|e| RouterError::Internal(format!("the overflow runtime: {e}")))?;
+        let handle = rt.handle().clone();
+        Ok(Some(Arc::new(Overflow {
+            rt: Some(rt),
+            handle,
+            lag: LoopLag::start(),
+            running: Arc::new(std::sync::atomic::AtomicUsize::new(0)),
+        })))
+    }
+
+    /// An overflow runtime that always takes the calls (its runtime thread named
+    /// `llmroute-overflow`), for tests.
+    #[cfg(test)]
+    fn forced(threads: usize) -> Arc<Overflow> {
+        let rt = tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(threads)
+            .thread_name("llmroute-overflow")
+            .enable_all()
+            .build()
+            .unwrap();
+        let handle = rt.handle().clone();
+        Arc::new(Overflow {
+            rt: Some(rt),
+            handle,
+            lag: LoopLag::fixed(Duration::from_secs(1)),
+            running: Arc::new(std::sync::atomic::AtomicUsize::new(0)),
+        })
+    }
+
+    fn saturated(&self) -> bool {
+        self.running.load(std::sync::atomic::Ordering::Relaxed) > 0 || self.lag.current() > SATURATED
+    }
+
+    /// Runs `fut` on the overflow runtime; the returned handle aborts it when dropped.
+    fn spawn<F>(&self, fut: F) -> AbortOnDrop<F::Output>
+    where
+        F: Future + Send + 'static,
+        F::Output: Send + 'static,
+    {
+        let running = self.running.clone();
+        running.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        let guard = Running(running);
+        AbortOnDrop(self.handle.spawn(async move {
+            let _guard = guard;
+            fut.await
+        }))
+    }
+}
+
+/// Counts a call running on the overflow runtime until dropped (finished or aborted).
+struct Running(Arc<std::sync::atomic::AtomicUsize>);
+
+impl Drop for Running {
+    fn drop(&mut self) {
+        self.0.fetch_sub(1, std::sync::atomic::Ordering::Relaxed);
+    }
+}
+
+impl Drop for Overflow {
+    fn drop(&mut self) {
+        // May be dropped inside a runtime, where a blocking shutdown would panic.
+        if let Some(rt) = self.rt.take() {
+            rt.shutdown_background();
+        }
+    }
+}
+
+/// An admitted call's task on the overflow runtime, aborted if the call is dropped first (the
+/// client went away), as the call itself would have been on one runtime.
 struct AbortOnDrop<T>(tokio::task::JoinHandle<T>);
 
 impl<T> Drop for AbortOnDrop<T> {
@@ -168,12 +263,11 @@ where
                 let admitted = |r: http::Response<ResBody>| {
                     r.map(|body| AdmittedBody::Admitted { body: Box::pin(body), permit: Some(permit) })
                 };
-                match &self.work {
+                match self.overflow.as_ref().filter(|o| o.saturated()) {
                     None => Box::pin(async move { Ok(admitted(fut.await?)) }),
-                    Some(work) => {
-                        let task = AbortOnDrop(work.spawn(fut));
+                    Some(overflow) => {
+                        let mut task = overflow.spawn(fut);
                         Box::pin(async move {
-                            let mut task = task;
                             match (&mut task.0).await {
                                 Ok(r) => Ok(admitted(r?)),
                                 Err(e) => {
@@ -245,16 +339,11 @@ mod tests {
         assert_eq!(calls.load(std::sync::atomic::Ordering::Relaxed), 1);
     }
 
-    /// With a work runtime, an admitted call runs there (not on the thread that read it), its
-    /// answer comes back through the layer, and a call dropped by its client stops its task.
+    /// While saturated, an admitted call runs on the overflow runtime (not on the thread that read
+    /// it), its answer comes back through the layer, and a call dropped by its client stops its
+    /// task; unsaturated, it runs where it was read.
     #[test]
-    fn admitted_calls_run_on_the_work_runtime_and_stop_with_their_caller() {
-        let work = tokio::runtime::Builder::new_multi_thread()
-            .worker_threads(1)
-            .thread_name("work-runtime")
-            .enable_all()
-            .build()
-            .unwrap();
+    fn saturated_calls_run_on_the_overflow_runtime_and_stop_with_their_caller() {
         let io = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
         let ran_on = Arc::new(std::sync::Mutex::new(Vec::<String>::new()));
         let dropped = Arc::new(std::sync::atomic::AtomicBool::new(false));
@@ -276,12 +365,13 @@ mod tests {
                 Ok::<_, std::convert::Infallible>(http::Response::new(http_body_util::Empty::<Bytes>::new()))
             }
         });
-        let layer = AdmissionLayer::new(8, None, Some(work.handle().clone()));
+        let overflow = Overflow::forced(1);
         io.block_on(async {
-            let mut svc = layer.layer(inner);
+            let mut svc = AdmissionLayer::new(8, None, Some(overflow.clone())).layer(inner.clone());
             let r = svc.call(http::Request::new(())).await.unwrap();
             assert_eq!(r.status(), http::StatusCode::OK);
-            assert_eq!(ran_on.lock().unwrap().as_slice(), ["work-runtime"]);
+            assert_eq!(ran_on.lock().unwrap().as_slice(), ["llmroute-overflow"]);
+            assert_eq!(overflow.running.load(std::sync::atomic::Ordering::SeqCst), 0, "finished calls are counted out");
             // The client goes away while the call hangs: its task is aborted.
             let hang = svc.call(http::Request::builder().uri("/hang").body(()).unwrap());
             let _ = tokio::time::timeout(Duration::from_millis(50), hang).await;
@@ -292,6 +382,19 @@ mod tests {
                 tokio::time::sleep(Duration::from_millis(5)).await;
             }
             assert!(dropped.load(std::sync::atomic::Ordering::SeqCst), "the hung call's task was not stopped");
+            // Not saturated (no lag, nothing running there): the call runs on the reading thread.
+            let calm = Arc::new(Overflow {
+                rt: None,
+                handle: overflow.handle.clone(),
+                lag: LoopLag::fixed(Duration::ZERO),
+                running: Arc::new(std::sync::atomic::AtomicUsize::new(0)),
+            });
+            let mut svc = AdmissionLayer::new(8, None, Some(calm)).layer(inner);
+            ran_on.lock().unwrap().clear();
+            assert_eq!(svc.call(http::Request::new(())).await.unwrap().status(), http::StatusCode::OK);
+            let here = std::thread::current().name().unwrap_or("").to_string();
+            assert_eq!(ran_on.lock().unwrap().as_slice(), [here]);
         });
+        drop(overflow);
     }
 }

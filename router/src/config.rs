@@ -157,23 +157,23 @@ pub struct AdmissionSection {
     /// Refuse calls at once while the runtime runs this far behind (a saturated CPU); 0 = off
     /// (the default: scripts/bench-serve.sh has not shown it helping on 2 shared cores).
     pub max_loop_lag_ms: u64,
-    /// Threads of a runtime of their own that serve the connections and admission (reading
-    /// calls, refusing them), while admitted calls run on the main runtime: a saturated CPU then
-    /// still refuses at once; 0 = one runtime for everything. Read at start.
-    pub io_threads: usize,
+    /// Threads of a second runtime that takes admitted calls' work while the serving runtime is
+    /// saturated (it runs more than 2 ms late), so the serving runtime still reads every call
+    /// and refuses the excess at once; 0 = off. Read at start.
+    pub overflow_threads: usize,
 }
 
 impl Default for AdmissionSection {
     fn default() -> Self {
-        AdmissionSection { max_concurrency: 2048, request_timeout_ms: 60_000, max_loop_lag_ms: 0, io_threads: 2 }
+        AdmissionSection { max_concurrency: 2048, request_timeout_ms: 60_000, max_loop_lag_ms: 0, overflow_threads: 1 }
     }
 }
 
 impl AdmissionSection {
     fn validate(&self) -> Check {
         positive("admission.max_concurrency", self.max_concurrency as u64)?;
-        if self.io_threads > 256 {
-            return bad("admission.io_threads", format!("{}: at most 256 (0 = one runtime)", self.io_threads));
+        if self.overflow_threads > 256 {
+            return bad("admission.overflow_threads", format!("{}: at most 256 (0 = off)", self.overflow_threads));
         }
         positive("admission.request_timeout_ms", self.request_timeout_ms)
     }
@@ -1014,7 +1014,7 @@ mod tests {
             // Type errors and unknown fields are reported at their path (serde_path_to_error).
             (format!("{GOOD}batch: {{window_ms: soon}}\n"), "batch.window_ms"),
             (format!("{GOOD}batch: {{windw_ms: 5}}\n"), "batch.windw_ms"),
-            (format!("{GOOD}admission: {{io_threads: 100000}}\n"), "admission.io_threads"),
+            (format!("{GOOD}admission: {{overflow_threads: 100000}}\n"), "admission.overflow_threads"),
             (GOOD.replace("budget_usd: 1}", "budget_usd: 1, window_s: -1}"), "tenants[0].window_s"),
             (format!("{GOOD}budget_store: {{kind: redis, on_unreachable: 3}}\n"), "budget_store.on_unreachable"),
             ("[1, 2]".to_string(), "(document)"),

@@ -116,34 +116,14 @@ pub async fn start(config: Config, config_path: PathBuf) -> Result<Running> {
     monitor::start(shared.clone());
     let lag =
         live.config.admission.max_loop_lag().map(|max| admission::LagLimit { lag: pressure::LoopLag::start(), max });
-    // With `admission.io_threads`, connections, admission and refusals run on a runtime of their
-    // own and every admitted call's work on this one: a saturated CPU then still reads each call
-    // and refuses it at once instead of letting it wait behind admitted work.
-    let io_rt = match live.config.admission.io_threads {
-        0 => None,
-        n => Some(
-            tokio::runtime::Builder::new_multi_thread()
-                .worker_threads(n)
-                .thread_name("llmroute-io")
-                .enable_all()
-                .build()
-                .map_err(|e| RouterError::Internal(format!("the connection runtime: {e}")))?,
-        ),
-    };
-    let work = io_rt.as_ref().map(|_| tokio::runtime::Handle::current());
-    let admission = AdmissionLayer::new(live.config.admission.max_concurrency, lag, work);
+    let overflow = admission::Overflow::start(live.config.admission.overflow_threads)?;
+    let admission = AdmissionLayer::new(live.config.admission.max_concurrency, lag, overflow);
 
-    // Bound here, registered with the runtime that serves them (below).
-    let bind = |addr: SocketAddr| -> Result<std::net::TcpListener> {
-        let l = std::net::TcpListener::bind(addr).map_err(io(addr))?;
-        l.set_nonblocking(true).map_err(io(addr))?;
-        Ok(l)
-    };
-    let grpc_std = bind(grpc_addr)?;
-    let http_std = bind(http_addr)?;
+    let grpc_listener = TcpListener::bind(grpc_addr).await.map_err(io(grpc_addr))?;
+    let http_listener = TcpListener::bind(http_addr).await.map_err(io(http_addr))?;
     let bound = Bound {
-        grpc: grpc_std.local_addr().map_err(io(grpc_addr))?,
-        http: http_std.local_addr().map_err(io(http_addr))?,
+        grpc: grpc_listener.local_addr().map_err(io(grpc_addr))?,
+        http: http_listener.local_addr().map_err(io(http_addr))?,
     };
 
     let (health_reporter, health_service) = tonic_health::server::health_reporter();
@@ -174,56 +154,23 @@ pub async fn start(config: Config, config_path: PathBuf) -> Result<Running> {
         }
     };
     type Serving<E> = Pin<Box<dyn Future<Output = std::result::Result<(), E>> + Send>>;
-    // Made in the serving runtime's context: the listeners, the connections they accept and the
-    // TLS handshake tasks belong to it.
-    let tls_state = shared.tls.clone();
-    let make = move || -> Result<(Serving<tonic::transport::Error>, Serving<std::io::Error>)> {
-        let grpc_listener = TcpListener::from_std(grpc_std).map_err(io(grpc_addr))?;
-        let http_listener = TcpListener::from_std(http_std).map_err(io(http_addr))?;
-        Ok(match &tls_state {
-            None => (
-                Box::pin(grpc_router.serve_with_incoming_shutdown(TcpListenerStream::new(grpc_listener), until())),
-                Box::pin(axum::serve(http_listener, http_app).with_graceful_shutdown(until()).into_future()),
-            ),
-            Some(tls) => {
-                tls.clone().watch();
-                let grpc_in = tls::incoming(grpc_listener, tls.acceptor(&[b"h2"])?);
-                let http_in = tls::incoming(http_listener, tls.acceptor(&[b"h2", b"http/1.1"])?);
-                let grpc_in = ReceiverStream::new(grpc_in).map(Ok::<_, std::io::Error>);
-                (
-                    Box::pin(grpc_router.serve_with_incoming_shutdown(grpc_in, until())),
-                    Box::pin(
-                        axum::serve(tls::TlsListener::new(http_in, bound.http), http_app)
-                            .with_graceful_shutdown(until())
-                            .into_future(),
-                    ),
-                )
-            }
-        })
-    };
-    type Served = (std::result::Result<(), tonic::transport::Error>, std::result::Result<(), std::io::Error>);
-    let served: Pin<Box<dyn Future<Output = Result<Served>> + Send>> = match io_rt {
-        None => {
-            let (grpc, http) = make()?;
-            Box::pin(async move { Ok(tokio::join!(grpc, http)) })
-        }
-        Some(rt) => {
-            let (grpc, http) = {
-                let _in = rt.enter();
-                make()?
-            };
-            let (tx, rx) = tokio::sync::oneshot::channel();
-            std::thread::Builder::new()
-                .name("llmroute-io-main".into())
-                .spawn(move || {
-                    let r = rt.block_on(async move { tokio::join!(grpc, http) });
-                    // Connections still open end with the runtime (graceful shutdown is over).
-                    rt.shutdown_background();
-                    let _ = tx.send(r);
-                })
-                .map_err(|e| RouterError::Internal(format!("the connection runtime's thread: {e}")))?;
-            Box::pin(
-                async move { rx.await.map_err(|_| RouterError::Internal("the connection runtime stopped".into())) },
+    let (grpc, http): (Serving<tonic::transport::Error>, Serving<std::io::Error>) = match &shared.tls {
+        None => (
+            Box::pin(grpc_router.serve_with_incoming_shutdown(TcpListenerStream::new(grpc_listener), until())),
+            Box::pin(axum::serve(http_listener, http_app).with_graceful_shutdown(until()).into_future()),
+        ),
+        Some(tls) => {
+            tls.clone().watch();
+            let grpc_in = tls::incoming(grpc_listener, tls.acceptor(&[b"h2"])?);
+            let http_in = tls::incoming(http_listener, tls.acceptor(&[b"h2", b"http/1.1"])?);
+            let grpc_in = ReceiverStream::new(grpc_in).map(Ok::<_, std::io::Error>);
+            (
+                Box::pin(grpc_router.serve_with_incoming_shutdown(grpc_in, until())),
+                Box::pin(
+                    axum::serve(tls::TlsListener::new(http_in, bound.http), http_app)
+                        .with_graceful_shutdown(until())
+                        .into_future(),
+                ),
             )
         }
     };
@@ -236,7 +183,7 @@ pub async fn start(config: Config, config_path: PathBuf) -> Result<Running> {
     );
     let flushing = shared.clone();
     let task = tokio::spawn(async move {
-        let (g, h) = served.await?;
+        let (g, h) = tokio::join!(grpc, http);
         let unsettled = flushing.budgets.flush(std::time::Duration::from_secs(10)).await;
         if unsettled > 0 {
             tracing::error!(unsettled, "stopping with settles the budget store never took; that spend is not recorded");
