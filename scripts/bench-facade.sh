@@ -38,13 +38,13 @@ DUR="${DURATION:-8}"
 source scripts/router-lib.sh
 # Replay backends answer at once: the router's own time is what is compared.
 instant="s#ttft_ms: 20 #ttft_ms: 0 #; s#ms_per_token: 0.5 #ms_per_token: 0 #"
-start_router base "$tmp/llm-router-base" 50161 8161 "$instant"
-start_router new "$tmp/llm-router-new" 50162 8162 "$instant"
+start_router base "$tmp/llm-router-base" 20161 8161 "$instant"
+start_router new "$tmp/llm-router-new" 20162 8162 "$instant"
 BIN="$tmp/llm-router-new"
 out=docs/results
 mkdir -p "$out"
 for round in 1 2; do
-  for t in base:50161:8161 new:50162:8162; do
+  for t in base:20161:8161 new:20162:8162; do
     IFS=: read -r name grpc http <<< "$t"
     python3 scripts/http_chat_load.py --addr "127.0.0.1:$http" --key llmroute-demo-key --duration "$DUR" \
       > "$tmp/chat-$name-$round.json"

@@ -25,9 +25,9 @@ mkdir -p "$OUT"
 source scripts/router-lib.sh
 scratch
 
-start_router win5 "$BIN" 50151 8151
-start_router win0 "$BIN" 50152 8152 "s#window_ms: 5 #window_ms: 0 #"
-"$ECHO" 127.0.0.1:50153 > "$tmp/echo.log" 2>&1 &
+start_router win5 "$BIN" 20151 8151
+start_router win0 "$BIN" 20152 8152 "s#window_ms: 5 #window_ms: 0 #"
+"$ECHO" 127.0.0.1:20153 > "$tmp/echo.log" 2>&1 &
 pids+=($!)
 sleep 1
 
@@ -36,7 +36,7 @@ sleep 1
   printf "%-7s %-22s %9s %9s %9s %9s %9s\n" qps target sent/s ok/s p50 p90 p99
 } > "$OUT/serve-bench.txt"
 for qps in 1000 5000 10000 20000; do
-  for t in echo:50153 router-window0:50152 router-window5:50151 router-window5-records:50151; do
+  for t in echo:20153 router-window0:20152 router-window5:20151 router-window5-records:20151; do
     name="${t%%:*}"; port="${t##*:}"
     prompts=(); [ "$name" = router-window5-records ] && prompts=(--records data/dcrouter.jsonl.gz)
     "$BIN" loadgen --addr "127.0.0.1:$port" --qps "$qps" --duration "$DUR" --concurrency 4096 --json "${prompts[@]}" \
@@ -64,17 +64,17 @@ print("Targets other than *-records send 8 short built-in prompts; *-records cyc
 PY
 
 # Overload: capacity first (closed loop at the admission limit), then 10x that, open loop.
-start_router over "$BIN" 50154 8154 "s#max_concurrency: 2048 #max_concurrency: 64 #; s#ttft_ms: 20 #ttft_ms: 100 #; s#ms_per_token: 0.5 #ms_per_token: 0 #"
+start_router over "$BIN" 20154 8154 "s#max_concurrency: 2048 #max_concurrency: 64 #; s#ttft_ms: 20 #ttft_ms: 100 #; s#ms_per_token: 0.5 #ms_per_token: 0 #"
 rpid="${pids[-1]}"
 rss() { awk '/VmRSS/ {print $2}' "/proc/$rpid/status"; }
 rss0="$(rss)"
-"$BIN" loadgen --addr 127.0.0.1:50154 --qps 0 --concurrency 64 --duration 5 --dispatch --json \
+"$BIN" loadgen --addr 127.0.0.1:20154 --qps 0 --concurrency 64 --duration 5 --dispatch --json \
   > "$OUT/serve-capacity.json" 2>/dev/null
 cap="$(python3 -c "import json; print(int(json.load(open('$OUT/serve-capacity.json'))['ok_qps']))")"
 rss1="$(rss)"
 ( peak=0; while kill -0 "$rpid" 2>/dev/null; do v="$(rss || echo 0)"; [ "${v:-0}" -gt "$peak" ] && peak="$v"; echo "$peak" > "$tmp/peak"; sleep 0.2; done ) &
 pids+=($!)
-"$BIN" loadgen --addr 127.0.0.1:50154 --qps "$((cap * 10))" --concurrency 100000 --duration 10 --dispatch \
+"$BIN" loadgen --addr 127.0.0.1:20154 --qps "$((cap * 10))" --concurrency 100000 --duration 10 --dispatch \
   --timeout-ms 1000 --connections 8 --json > "$OUT/serve-overload.json" 2>/dev/null
 sleep 1
 alive=yes; kill -0 "$rpid" 2>/dev/null || alive=no
@@ -97,15 +97,15 @@ PY
 # Each router gets a warm-up run first (a cold router's first second is allocation-bound), then
 # the two alternate for two rounds.
 CPU_QPS="${CPU_QPS:-25000}"
-start_router ov1 "$BIN" 50155 8155
-start_router ov0 "$BIN" 50156 8156 "s#overflow_threads: 1 #overflow_threads: 0 #"
+start_router ov1 "$BIN" 20155 8155
+start_router ov0 "$BIN" 20156 8156 "s#overflow_threads: 1 #overflow_threads: 0 #"
 cpu_run() { # NAME PORT OUTFILE
   "$BIN" loadgen --addr "127.0.0.1:$2" --qps "$CPU_QPS" --duration "$DUR" --concurrency 8192 --timeout-ms 1000 \
     --records data/dcrouter.jsonl.gz --timeline-ms 500 --json > "$3" 2>/dev/null
 }
-for t in ov1:50155 ov0:50156; do cpu_run "${t%%:*}" "${t##*:}" "$tmp/warm.json"; done
+for t in ov1:20155 ov0:20156; do cpu_run "${t%%:*}" "${t##*:}" "$tmp/warm.json"; done
 for round in 1 2; do
-  for t in ov1:50155 ov0:50156 echo:50153; do
+  for t in ov1:20155 ov0:20156 echo:20153; do
     cpu_run "${t%%:*}" "${t##*:}" "$OUT/serve-cpu-${t%%:*}-$round.json"
   done
 done

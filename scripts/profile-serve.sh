@@ -34,9 +34,9 @@ mkdir -p "$OUT"
 source scripts/router-lib.sh
 scratch
 
-start_router prof "$BIN" 50161 8161 "s#window_ms: 5 #window_ms: 0 #"
+start_router prof "$BIN" 20161 8161 "s#window_ms: 5 #window_ms: 0 #"
 rpid="${pids[-1]}"
-"$BIN" loadgen --addr 127.0.0.1:50161 --qps "$QPS" --duration 12 --concurrency 4096 --json "${RECORDS[@]}" \
+"$BIN" loadgen --addr 127.0.0.1:20161 --qps "$QPS" --duration 12 --concurrency 4096 --json "${RECORDS[@]}" \
   > "$tmp/load.json" 2>/dev/null &
 lpid=$!
 sleep 2

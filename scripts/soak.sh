@@ -55,11 +55,11 @@ yaml.safe_dump(c, open(dst, "w"))
 PY
   catalog_expr="s#^catalog: .*#catalog: $tmp/catalog.yaml#"
 fi
-start_router soak "$BIN" 50191 8191 "$budget_expr; $catalog_expr"
+start_router soak "$BIN" 20191 8191 "$budget_expr; $catalog_expr"
 rpid="${pids[-1]}"
 
 # Capacity: closed loop at the admission limit for 10 s.
-"$BIN" loadgen --addr 127.0.0.1:50191 --qps 0 --concurrency 256 --duration 10 --dispatch \
+"$BIN" loadgen --addr 127.0.0.1:20191 --qps 0 --concurrency 256 --duration 10 --dispatch \
   --records data/dcrouter.jsonl.gz --json > "$tmp/capacity.json" 2>/dev/null
 cap="$(python3 -c "import json; print(json.load(open('$tmp/capacity.json'))['ok_qps'])")"
 qps="$(python3 -c "print(max(1, int($cap / 2)))")"
@@ -84,7 +84,7 @@ for m in $(seq 1 "$MIN"); do
     start_llama
     echo "$m llama-restart" >> "$tmp/faults.txt"
   fi
-  "$BIN" loadgen --addr 127.0.0.1:50191 --qps "$qps" --concurrency 4096 --duration 60 --dispatch \
+  "$BIN" loadgen --addr 127.0.0.1:20191 --qps "$qps" --concurrency 4096 --duration 60 --dispatch \
     --records data/dcrouter.jsonl.gz --timeout-ms 5000 --json > "$tmp/minute-$m.json" 2>/dev/null
   echo "soak: minute $m of $MIN done" >&2
 done
