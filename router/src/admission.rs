@@ -28,6 +28,7 @@ pub struct LagLimit {
 
 #[derive(Clone)]
 pub struct AdmissionLayer {
+    max: usize,
     permits: Arc<Semaphore>,
     lag: Option<LagLimit>,
     overflow: Option<Arc<Overflow>>,
@@ -36,20 +37,27 @@ pub struct AdmissionLayer {
 impl AdmissionLayer {
     /// `overflow`: where admitted calls run while this runtime is saturated (None: always here).
     pub fn new(max_concurrency: usize, lag: Option<LagLimit>, overflow: Option<Arc<Overflow>>) -> AdmissionLayer {
-        AdmissionLayer { permits: Arc::new(Semaphore::new(max_concurrency)), lag, overflow }
+        AdmissionLayer { max: max_concurrency, permits: Arc::new(Semaphore::new(max_concurrency)), lag, overflow }
     }
 }
 
 impl<S> Layer<S> for AdmissionLayer {
     type Service = Admission<S>;
     fn layer(&self, inner: S) -> Admission<S> {
-        Admission { inner, permits: self.permits.clone(), lag: self.lag.clone(), overflow: self.overflow.clone() }
+        Admission {
+            inner,
+            max: self.max,
+            permits: self.permits.clone(),
+            lag: self.lag.clone(),
+            overflow: self.overflow.clone(),
+        }
     }
 }
 
 #[derive(Clone)]
 pub struct Admission<S> {
     inner: S,
+    max: usize,
     permits: Arc<Semaphore>,
     lag: Option<LagLimit>,
     overflow: Option<Arc<Overflow>>,
@@ -57,6 +65,9 @@ pub struct Admission<S> {
 
 /// Lateness of the serving runtime above which admitted calls go to the overflow runtime.
 const SATURATED: Duration = Duration::from_millis(2);
+/// Calls in flight above which they go there too: a sudden overload fills the run queue faster
+/// than the lateness probe (an average over a few 2 ms probes) sees it.
+const CROWDED: usize = 256;
 
 /// A second runtime (`admission.overflow_threads`) that takes admitted calls' work while the
 /// serving runtime is saturated. On one runtime, a CPU-bound router under overload fills its run
@@ -64,8 +75,9 @@ const SATURATED: Duration = Duration::from_millis(2);
 /// them, so even a call that is refused waits hundreds of ms to be read. Moved here, that work
 /// competes for the CPU as threads of its own, and the serving runtime keeps reading — and
 /// refusing — at once. A lightly loaded router runs each call where it was read (no extra hop).
-/// Saturated: the serving runtime runs more than `SATURATED` late (its probe), or calls are still
-/// running here (so a sustained overload does not flap between the two).
+/// Saturated: the serving runtime runs more than `SATURATED` late (its probe), more than
+/// `CROWDED` calls are in flight, or calls are still running here (so a sustained overload does
+/// not flap between the two).
 pub struct Overflow {
     rt: Option<tokio::runtime::Runtime>,
     handle: tokio::runtime::Handle,
@@ -113,8 +125,10 @@ impl Overflow {
         })
     }
 
-    fn saturated(&self) -> bool {
-        self.running.load(std::sync::atomic::Ordering::Relaxed) > 0 || self.lag.current() > SATURATED
+    fn saturated(&self, in_flight: usize) -> bool {
+        in_flight > CROWDED
+            || self.running.load(std::sync::atomic::Ordering::Relaxed) > 0
+            || self.lag.current() > SATURATED
     }
 
     /// Runs `fut` on the overflow runtime; the returned handle aborts it when dropped.
@@ -263,7 +277,8 @@ where
                 let admitted = |r: http::Response<ResBody>| {
                     r.map(|body| AdmittedBody::Admitted { body: Box::pin(body), permit: Some(permit) })
                 };
-                match self.overflow.as_ref().filter(|o| o.saturated()) {
+                let in_flight = self.max.saturating_sub(self.permits.available_permits());
+                match self.overflow.as_ref().filter(|o| o.saturated(in_flight)) {
                     None => Box::pin(async move { Ok(admitted(fut.await?)) }),
                     Some(overflow) => {
                         let mut task = overflow.spawn(fut);
