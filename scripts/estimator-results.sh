@@ -43,4 +43,4 @@ for g in 0 4 16; do
     > "$OUT/est-dcrouter-noise0.15-gamma$g.txt"
 done
 python3 scripts/collected_accuracy.py data/collected-local-llama.jsonl > "$OUT/collect-local-llama-accuracy.txt"
-"$BIN/estimator" bench --records data/dcrouter.jsonl.gz > "$OUT/estimator-bench.txt"
+"$BIN/estimator" bench --records data/dcrouter.jsonl.gz --doc-terms 0,24 > "$OUT/estimator-bench.txt"
