@@ -75,9 +75,9 @@ const CROWDED: usize = 256;
 /// them, so even a call that is refused waits hundreds of ms to be read. Moved here, that work
 /// competes for the CPU as threads of its own, and the serving runtime keeps reading — and
 /// refusing — at once. A lightly loaded router runs each call where it was read (no extra hop).
-/// Saturated: the serving runtime runs more than `SATURATED` late (its probe), more than
-/// `CROWDED` calls are in flight, or calls are still running here (so a sustained overload does
-/// not flap between the two).
+/// Saturated: the serving runtime runs more than `SATURATED` late (its probe), or more than
+/// `CROWDED` calls are in flight (which a sustained overload keeps true, so it does not flap
+/// between the two; the calls running here are `llmroute_overflow_calls`).
 pub struct Overflow {
     rt: Option<tokio::runtime::Runtime>,
     handle: tokio::runtime::Handle,
@@ -126,9 +126,7 @@ impl Overflow {
     }
 
     fn saturated(&self, in_flight: usize) -> bool {
-        in_flight > CROWDED
-            || self.running.load(std::sync::atomic::Ordering::Relaxed) > 0
-            || self.lag.current() > SATURATED
+        in_flight > CROWDED || self.lag.current() > SATURATED
     }
 
     /// Runs `fut` on the overflow runtime; the returned handle aborts it when dropped.
@@ -138,7 +136,8 @@ impl Overflow {
         F::Output: Send + 'static,
     {
         let running = self.running.clone();
-        running.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        let n = running.fetch_add(1, std::sync::atomic::Ordering::Relaxed) + 1;
+        metrics::gauge!(names::OVERFLOW_CALLS).set(n as f64);
         let guard = Running(running);
         AbortOnDrop(self.handle.spawn(async move {
             let _guard = guard;
@@ -147,12 +146,14 @@ impl Overflow {
     }
 }
 
-/// Counts a call running on the overflow runtime until dropped (finished or aborted).
+/// Counts a call running on the overflow runtime until dropped (finished or aborted), for
+/// `llmroute_overflow_calls`.
 struct Running(Arc<std::sync::atomic::AtomicUsize>);
 
 impl Drop for Running {
     fn drop(&mut self) {
-        self.0.fetch_sub(1, std::sync::atomic::Ordering::Relaxed);
+        let n = self.0.fetch_sub(1, std::sync::atomic::Ordering::Relaxed).saturating_sub(1);
+        metrics::gauge!(names::OVERFLOW_CALLS).set(n as f64);
     }
 }
 

@@ -37,6 +37,7 @@ pub mod names {
     pub const FREE_SLOTS: &str = "llmroute_free_slots";
     pub const IN_FLIGHT: &str = "llmroute_in_flight";
     pub const OVERDRAFT_BATCHES_TOTAL: &str = "llmroute_overdraft_batches_total";
+    pub const OVERFLOW_CALLS: &str = "llmroute_overflow_calls";
     pub const PREDICTED_QUALITY: &str = "llmroute_predicted_quality";
     pub const PREDICTION_CACHE_TOTAL: &str = "llmroute_prediction_cache_total";
     pub const QUERIES_OVER_CAPACITY_TOTAL: &str = "llmroute_queries_over_capacity_total";
@@ -145,6 +146,11 @@ fn describe() {
         "From a batch's close to the start of its decision (behind slower decisions)."
     );
     describe_counter!(names::OVERDRAFT_BATCHES_TOTAL, "Batches whose cheapest assignment exceeded the allowance.");
+    describe_gauge!(
+        names::OVERFLOW_CALLS,
+        Unit::Count,
+        "Admitted calls running on the overflow runtime (moved there while the serving runtime is saturated)."
+    );
     describe_counter!(
         names::BATCHES_OVER_BUDGET_TOTAL,
         "Batches whose realized cost exceeded their grant (the ledger keeps this near budget.max_over_probability)."
