@@ -98,6 +98,8 @@ impl Overflow {
             .build()
             .map_err(|e| RouterError::Internal(format!("the overflow runtime: {e}")))?;
         let handle = rt.handle().clone();
+        // Present from the start (0), so a dashboard tells "none" from "no data".
+        metrics::gauge!(names::OVERFLOW_CALLS).set(0.0);
         Ok(Some(Arc::new(Overflow {
             rt: Some(rt),
             handle,
