@@ -99,14 +99,14 @@ PY
 CPU_QPS="${CPU_QPS:-25000}"
 start_router ov1 "$BIN" 20155 8155
 start_router ov0 "$BIN" 20156 8156 "s#overflow_threads: 1 #overflow_threads: 0 #"
-cpu_run() { # NAME PORT OUTFILE
-  "$BIN" loadgen --addr "127.0.0.1:$2" --qps "$CPU_QPS" --duration "$DUR" --concurrency 8192 --timeout-ms 1000 \
-    --records data/dcrouter.jsonl.gz --timeline-ms 500 --json > "$3" 2>/dev/null
+cpu_run() { # PORT OUTFILE
+  "$BIN" loadgen --addr "127.0.0.1:$1" --qps "$CPU_QPS" --duration "$DUR" --concurrency 8192 --timeout-ms 1000 \
+    --records data/dcrouter.jsonl.gz --timeline-ms 500 --json > "$2" 2>/dev/null
 }
-for t in ov1:20155 ov0:20156; do cpu_run "${t%%:*}" "${t##*:}" "$tmp/warm.json"; done
+for port in 20155 20156; do cpu_run "$port" "$tmp/warm.json"; done
 for round in 1 2; do
   for t in ov1:20155 ov0:20156 echo:20153; do
-    cpu_run "${t%%:*}" "${t##*:}" "$OUT/serve-cpu-${t%%:*}-$round.json"
+    cpu_run "${t##*:}" "$OUT/serve-cpu-${t%%:*}-$round.json"
   done
 done
 python3 - "$OUT" "$CPU_QPS" >> "$OUT/serve-bench.txt" <<'PY'

@@ -125,12 +125,11 @@ fn ascii_word(padded: &[u8], prev: &mut Option<u64>, add: &mut impl FnMut(u64)) 
 struct Counter {
     slots: Vec<(u32, u32, u32)>,
     stamp: u32,
-    used: usize,
 }
 
 impl Counter {
     const fn new() -> Counter {
-        Counter { slots: Vec::new(), stamp: 0, used: 0 }
+        Counter { slots: Vec::new(), stamp: 0 }
     }
 
     /// A new call on a text of `len` bytes (at most about one n-gram per byte): a table of 4 to 8
@@ -147,7 +146,6 @@ impl Counter {
             self.slots.fill((0, 0, 0));
             self.stamp = 1;
         }
-        self.used = 0;
     }
 
     fn slot(&self, feature: u32) -> usize {
@@ -175,8 +173,8 @@ impl Counter {
         }
         self.slots[i] = (self.stamp, feature, out.len() as u32);
         out.push((feature, 1.0));
-        self.used += 1;
-        if 2 * self.used > self.slots.len() {
+        // This call's features are `out`'s entries.
+        if 2 * out.len() > self.slots.len() {
             // Half full: double and re-insert this call's features from `out`.
             self.slots = vec![(0, 0, 0); 2 * self.slots.len()];
             for (k, &(f, _)) in out.iter().enumerate() {
@@ -233,13 +231,18 @@ impl Idf {
     /// TF-IDF vector of a document's counts, L2-normalized (empty text → empty).
     pub fn transform(&self, counts: &[(u32, f32)]) -> SparseVec {
         let mut v: SparseVec = counts.iter().map(|&(k, c)| (k, sublinear_tf(c) * self.weight(k))).collect();
-        let norm = v.iter().map(|(_, w)| w * w).sum::<f32>().sqrt();
-        if norm > 0.0 {
-            for (_, w) in &mut v {
-                *w /= norm;
-            }
-        }
+        normalize(&mut v);
         v
+    }
+}
+
+/// Scales `v` to unit L2 norm (an all-zero vector stays as it is).
+pub fn normalize(v: &mut SparseVec) {
+    let norm = v.iter().map(|(_, w)| w * w).sum::<f32>().sqrt();
+    if norm > 0.0 {
+        for (_, w) in v {
+            *w /= norm;
+        }
     }
 }
 

@@ -156,7 +156,7 @@ impl TopK {
     /// Offers `d` with score `s`: the common case (not good enough) returns inline.
     #[inline(always)]
     fn offer(&mut self, d: usize, s: f32) {
-        if s <= 0.0 || (self.heap.len() == self.k && s < self.heap[0].1) {
+        if s <= 0.0 || s < self.bar() {
             return;
         }
         self.insert(d, s);
@@ -429,12 +429,7 @@ impl KnnEstimator {
             }
             v.push((f, crate::features::sublinear_tf(c) * self.index[f as usize].weight));
         }
-        let norm = v.iter().map(|(_, w)| w * w).sum::<f32>().sqrt();
-        if norm > 0.0 {
-            for (_, w) in &mut v {
-                *w /= norm;
-            }
-        }
+        crate::features::normalize(&mut v);
         v
     }
 
@@ -449,12 +444,7 @@ impl KnnEstimator {
         if t > 0 && v.len() > t {
             v.select_nth_unstable_by(t, |a, b| b.1.total_cmp(&a.1));
             v.truncate(t);
-            let norm = v.iter().map(|(_, w)| w * w).sum::<f32>().sqrt();
-            if norm > 0.0 {
-                for (_, w) in &mut v {
-                    *w /= norm;
-                }
-            }
+            crate::features::normalize(&mut v);
         }
         v
     }
@@ -462,8 +452,8 @@ impl KnnEstimator {
     /// The k nearest training documents (index, cosine), best first, skipping `exclude`: term at
     /// a time over the postings into a dense per-thread accumulator (one float per training
     /// document). A prompt of a few hundred features touches most documents, so a scan of all
-    /// beats tracking which were touched; a query with fewer postings than half the documents
-    /// keeps the touched list instead.
+    /// beats tracking which were touched; a query with fewer postings than an eighth of the
+    /// documents keeps the touched list instead.
     ///
     /// Exact pruning (MaxScore-style: stop scanning once the k-th best score exceeds what the
     /// terms left can add) was measured and dropped: on the dcrouter prompts (~500 features each,

@@ -86,11 +86,15 @@ pub struct Overflow {
 }
 
 impl Overflow {
-    /// `threads` 0: none. Probes the current runtime's lateness.
-    pub fn start(threads: usize) -> crate::Result<Option<Arc<Overflow>>> {
+    /// `threads` 0: none. `lag`: the serving runtime's lateness probe.
+    pub fn start(threads: usize, lag: Arc<LoopLag>) -> crate::Result<Option<Arc<Overflow>>> {
         if threads == 0 {
             return Ok(None);
         }
+        Ok(Some(Arc::new(Overflow::new(threads, lag)?)))
+    }
+
+    fn new(threads: usize, lag: Arc<LoopLag>) -> crate::Result<Overflow> {
         let rt = tokio::runtime::Builder::new_multi_thread()
             .worker_threads(threads)
             .thread_name("llmroute-overflow")
@@ -100,31 +104,13 @@ impl Overflow {
         let handle = rt.handle().clone();
         // Present from the start (0), so a dashboard tells "none" from "no data".
         metrics::gauge!(names::OVERFLOW_CALLS).set(0.0);
-        Ok(Some(Arc::new(Overflow {
-            rt: Some(rt),
-            handle,
-            lag: LoopLag::start(),
-            running: Arc::new(std::sync::atomic::AtomicUsize::new(0)),
-        })))
+        Ok(Overflow { rt: Some(rt), handle, lag, running: Arc::new(std::sync::atomic::AtomicUsize::new(0)) })
     }
 
-    /// An overflow runtime that always takes the calls (its runtime thread named
-    /// `llmroute-overflow`), for tests.
+    /// An overflow runtime that always takes the calls (its lateness fixed at 1 s), for tests.
     #[cfg(test)]
     fn forced(threads: usize) -> Arc<Overflow> {
-        let rt = tokio::runtime::Builder::new_multi_thread()
-            .worker_threads(threads)
-            .thread_name("llmroute-overflow")
-            .enable_all()
-            .build()
-            .unwrap();
-        let handle = rt.handle().clone();
-        Arc::new(Overflow {
-            rt: Some(rt),
-            handle,
-            lag: LoopLag::fixed(Duration::from_secs(1)),
-            running: Arc::new(std::sync::atomic::AtomicUsize::new(0)),
-        })
+        Arc::new(Overflow::new(threads, LoopLag::fixed(Duration::from_secs(1))).unwrap())
     }
 
     fn saturated(&self, in_flight: usize) -> bool {
@@ -400,7 +386,7 @@ mod tests {
                 tokio::time::sleep(Duration::from_millis(5)).await;
             }
             assert!(dropped.load(std::sync::atomic::Ordering::SeqCst), "the hung call's task was not stopped");
-            // Not saturated (no lag, nothing running there): the call runs on the reading thread.
+            // Not saturated (no lag, few calls in flight): the call runs on the reading thread.
             let calm = Arc::new(Overflow {
                 rt: None,
                 handle: overflow.handle.clone(),

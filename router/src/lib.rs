@@ -114,10 +114,15 @@ pub async fn start(config: Config, config_path: PathBuf) -> Result<Running> {
     }
     let api = Api::new(shared.clone(), config_path);
     monitor::start(shared.clone());
-    let lag =
-        live.config.admission.max_loop_lag().map(|max| admission::LagLimit { lag: pressure::LoopLag::start(), max });
-    let overflow = admission::Overflow::start(live.config.admission.overflow_threads)?;
-    let admission = AdmissionLayer::new(live.config.admission.max_concurrency, lag, overflow);
+    // One lateness probe serves both signals that read it.
+    let adm = &live.config.admission;
+    let probe = (adm.max_loop_lag().is_some() || adm.overflow_threads > 0).then(pressure::LoopLag::start);
+    let lag = adm.max_loop_lag().zip(probe.clone()).map(|(max, lag)| admission::LagLimit { lag, max });
+    let overflow = match probe {
+        Some(probe) => admission::Overflow::start(adm.overflow_threads, probe)?,
+        None => None,
+    };
+    let admission = AdmissionLayer::new(adm.max_concurrency, lag, overflow);
 
     let grpc_listener = TcpListener::bind(grpc_addr).await.map_err(io(grpc_addr))?;
     let http_listener = TcpListener::bind(http_addr).await.map_err(io(http_addr))?;

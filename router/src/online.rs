@@ -23,12 +23,7 @@ pub fn heaviest(mut v: SparseVec, n: usize) -> SparseVec {
         v.select_nth_unstable_by(n, |a, b| b.1.total_cmp(&a.1));
         v.truncate(n);
     }
-    let norm = v.iter().map(|(_, w)| w * w).sum::<f32>().sqrt();
-    if norm > 0.0 {
-        for (_, w) in &mut v {
-            *w /= norm;
-        }
-    }
+    estimator::features::normalize(&mut v);
     v.sort_unstable_by_key(|p| p.0);
     v
 }
