@@ -103,7 +103,7 @@ print(f"# Soak: {minutes} min, replay backends{' + SmolLM2 on llama.cpp (restart
       f"dispatch on, {qps}/s offered (half the measured capacity {float(cap):.0f}/s), reload every 5 min")
 print(f"{'min':>3} {'sent/s':>7} {'ok/s':>7} {'p50 ms':>7} {'p99 ms':>7} {'RSS KiB':>8}  errors / faults")
 p99s, rss_at = [], []
-total_err = {}
+total_err, messages, examples = {}, {}, {}
 for m in range(1, minutes + 1):
     r = json.load(open(f"{tmp}/minute-{m}.json"))
     l = r["ok_latency_ms"]
@@ -114,6 +114,10 @@ for m in range(1, minutes + 1):
     p99s.append(l["p99"])
     for k, v in r["errors"].items():
         total_err[k] = total_err.get(k, 0) + v
+    for code, seen in r.get("error_messages", {}).items():
+        for k in seen:
+            messages[(code, k["message"])] = messages.get((code, k["message"]), 0) + k["n"]
+            examples.setdefault((code, k["message"]), k["example"])
     note = " ".join(faults.get(m, []))
     print(f"{m:>3} {r['achieved_qps']:7.0f} {r['ok_qps']:7.0f} {l['p50']:7.2f} {l['p99']:7.2f} {r_now:8d}  {r['errors'] or ''} {note}")
 warm = 2
@@ -124,5 +128,7 @@ last = statistics.median(p99s[-5:])
 print(f"\nRSS after warm-up (minute {warm}) {after} KiB, at the end {rss_at[-1]} KiB: growth {growth:+.1f} %")
 print(f"p99: median of minutes {warm + 1}-{warm + 5} {first:.2f} ms, of the last 5 {last:.2f} ms: drift {(last / first - 1) * 100:+.1f} %")
 print(f"errors over the run: {total_err or 'none'}; router alive at the end: {alive}")
+for (code, msg), n in sorted(messages.items(), key=lambda kv: -kv[1]):
+    print(f"  {n:6d} x {code}: {msg}  (e.g. {examples[(code, msg)]!r})")
 PY
 cat "$OUT/soak.txt"

@@ -12,12 +12,21 @@ const BUCKET: Duration = Duration::from_millis(100);
 const BUCKETS: usize = 10;
 /// Below this many completions in the window the rate is not trusted (no shedding on it).
 const MIN_COMPLETIONS: u32 = 10;
+/// The shortest span a rate is measured over (completions that land together do not make an
+/// unbounded rate).
+const MIN_SPAN: Duration = Duration::from_millis(10);
 
 struct Window {
     counts: [u32; BUCKETS],
     /// Start of the bucket `cur`.
     start: Instant,
     cur: usize,
+    /// When the window's oldest completion still counted came, if the window has held one
+    /// without a break since: right after start-up or an idle spell the window covers less than
+    /// its length, and the rate is the completions over that shorter span. (Counted over the
+    /// whole window, the first 10 completions after an idle minute read as 10 per second, and a
+    /// router answering 600 calls/s refused calls for an expected wait of 9.7 s.)
+    since: Option<Instant>,
 }
 
 impl Window {
@@ -34,6 +43,28 @@ impl Window {
             // Idle for longer than the window: start afresh.
             self.start = now;
         }
+        if self.counts.iter().all(|&c| c == 0) {
+            self.since = None;
+        }
+    }
+
+    fn record(&mut self, now: Instant) {
+        self.advance(now);
+        self.since.get_or_insert(now);
+        self.counts[self.cur] += 1;
+    }
+
+    /// Completions per second over the window (or over the shorter span since its oldest
+    /// completion, see `since`); None below `MIN_COMPLETIONS`.
+    fn rate(&mut self, now: Instant) -> Option<f64> {
+        self.advance(now);
+        let done: u32 = self.counts.iter().sum();
+        if done < MIN_COMPLETIONS {
+            return None;
+        }
+        let window = BUCKET * BUCKETS as u32;
+        let span = self.since.map_or(window, |s| now.duration_since(s)).clamp(MIN_SPAN, window);
+        Some(done as f64 / span.as_secs_f64())
     }
 }
 
@@ -46,7 +77,7 @@ impl Default for Pressure {
     fn default() -> Self {
         Pressure {
             held: AtomicUsize::new(0),
-            window: Mutex::new(Window { counts: [0; BUCKETS], start: Instant::now(), cur: 0 }),
+            window: Mutex::new(Window { counts: [0; BUCKETS], start: Instant::now(), cur: 0, since: None }),
         }
     }
 }
@@ -57,10 +88,7 @@ pub struct Held(Arc<Pressure>);
 impl Drop for Held {
     fn drop(&mut self) {
         self.0.held.fetch_sub(1, Ordering::Relaxed);
-        let mut w = self.0.window.lock().unwrap_or_else(|p| p.into_inner());
-        w.advance(Instant::now());
-        let cur = w.cur;
-        w.counts[cur] += 1;
+        self.0.window().record(Instant::now());
     }
 }
 
@@ -70,18 +98,19 @@ impl Pressure {
         Held(self.clone())
     }
 
+    fn window(&self) -> std::sync::MutexGuard<'_, Window> {
+        // A poisoned lock only means a panic elsewhere; the counts are still valid.
+        self.window.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
     /// How long a call arriving now would wait to leave the router: (calls held + 1) / the
     /// completion rate of the last second; None while that rate rests on too few completions.
     pub fn expected_wait(&self) -> Option<Duration> {
-        let done: u32 = {
-            let mut w = self.window.lock().unwrap_or_else(|p| p.into_inner());
-            w.advance(Instant::now());
-            w.counts.iter().sum()
-        };
-        if done < MIN_COMPLETIONS {
-            return None;
-        }
-        let rate = done as f64 / (BUCKET.as_secs_f64() * BUCKETS as f64);
+        self.expected_wait_at(Instant::now())
+    }
+
+    fn expected_wait_at(&self, now: Instant) -> Option<Duration> {
+        let rate = self.window().rate(now)?;
         Some(Duration::from_secs_f64((self.held.load(Ordering::Relaxed) + 1) as f64 / rate))
     }
 }
@@ -134,18 +163,49 @@ impl LoopLag {
 mod tests {
     use super::*;
 
+    /// `n` completions spread evenly over `over`, the first at `t0`.
+    fn complete(p: &Pressure, t0: Instant, n: u32, over: Duration) {
+        for k in 0..n {
+            p.held.fetch_add(1, Ordering::Relaxed);
+            p.held.fetch_sub(1, Ordering::Relaxed);
+            p.window().record(t0 + over * k / n);
+        }
+    }
+
     #[test]
     fn the_wait_is_calls_held_over_the_completion_rate() {
         let p = Arc::new(Pressure::default());
         assert_eq!(p.expected_wait(), None, "no completions yet");
-        // 20 calls leave within the window: 20 per second.
-        for _ in 0..20 {
-            drop(p.enter());
-        }
+        let t0 = Instant::now();
+        // 40 calls leave over two seconds: 20 per second in the last one.
+        complete(&p, t0, 40, Duration::from_secs(2));
         let held: Vec<Held> = (0..39).map(|_| p.enter()).collect();
-        let w = p.expected_wait().unwrap();
-        assert!((w.as_secs_f64() - 2.0).abs() < 1e-9, "{w:?}"); // (39 + 1) / 20
-        drop(held);
+        let w = p.expected_wait_at(t0 + Duration::from_secs(2)).unwrap();
+        // (39 + 1) / 20 = 2 s, give or take the completions of one 100 ms bucket.
+        assert!((w.as_secs_f64() - 2.0).abs() < 0.25, "{w:?}");
+        std::mem::forget(held); // their drops would record at the real clock
+    }
+
+    /// After an idle spell the window covers only the time since the first new completion: 10
+    /// calls leaving within 15 ms is ~670 per second, not 10 (which made a router answering
+    /// 600 calls/s refuse calls for an expected wait of 9.7 s at the start of each load run).
+    #[test]
+    fn a_ramp_after_idle_is_measured_over_its_own_span() {
+        let p = Pressure::default();
+        let t0 = Instant::now();
+        complete(&p, t0, 30, Duration::from_millis(500));
+        let later = t0 + Duration::from_secs(60);
+        assert_eq!(p.expected_wait_at(later), None, "idle: the old completions are gone");
+        complete(&p, later, 10, Duration::from_millis(15));
+        p.held.store(96, Ordering::Relaxed);
+        let w = p.expected_wait_at(later + Duration::from_millis(15)).unwrap();
+        assert!(w < Duration::from_millis(200), "{w:?}"); // 97 / (10 / 15 ms) = 146 ms
+        assert!(w > Duration::from_millis(100), "{w:?}");
+        // Ten completing at one instant: the rate is taken over at least MIN_SPAN.
+        let q = Pressure::default();
+        complete(&q, later, 10, Duration::ZERO);
+        q.held.store(9, Ordering::Relaxed);
+        assert_eq!(q.expected_wait_at(later), Some(Duration::from_millis(10)));
     }
 
     #[test]

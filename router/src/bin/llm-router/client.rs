@@ -82,12 +82,25 @@ pub struct LoadReport {
     /// Calls not sent because `concurrency` calls were already outstanding (open loop only).
     pub skipped_client_limit: u64,
     pub errors: BTreeMap<String, u64>,
+    /// Per error code, the distinct messages seen (numbers masked; up to `MESSAGE_SAMPLES` each,
+    /// with their counts and one unmasked example), so a run says why calls failed, not only how
+    /// many.
+    #[serde(skip_serializing_if = "BTreeMap::is_empty")]
+    pub error_messages: BTreeMap<String, Vec<MessageCount>>,
     pub ok_latency_ms: Percentiles,
     pub rejected_latency_ms: Percentiles,
     pub duration_s: f64,
     /// Latencies per time slice of `LoadSpec::timeline` (by when calls were sent); empty without.
     #[serde(skip_serializing_if = "Vec::is_empty")]
     pub timeline: Vec<Slice>,
+}
+
+/// A kind of error message (numbers masked as `#`), how often it came, and its first instance.
+#[derive(Debug, Clone, Serialize)]
+pub struct MessageCount {
+    pub message: String,
+    pub n: u64,
+    pub example: String,
 }
 
 /// One time slice of a load run.
@@ -108,6 +121,31 @@ pub struct Percentiles {
     pub max: f64,
 }
 
+/// Distinct error messages kept per code in `LoadReport::error_messages` (the rest are counted in
+/// `errors` only).
+const MESSAGE_SAMPLES: usize = 5;
+
+/// A status message with its numbers replaced by `#` (waits, counts and ids vary per call), so
+/// messages that differ only in them are counted together.
+fn message_shape(m: &str) -> String {
+    let mut out = String::with_capacity(m.len());
+    let mut in_num = false;
+    for c in m.chars() {
+        if c.is_ascii_digit() {
+            if !in_num {
+                out.push('#');
+            }
+            in_num = true;
+        } else {
+            if !(in_num && c == '.') {
+                out.push(c);
+            }
+            in_num = false;
+        }
+    }
+    out
+}
+
 pub fn percentiles(mut v: Vec<f64>) -> Percentiles {
     if v.is_empty() {
         return Percentiles::default();
@@ -125,7 +163,7 @@ pub async fn loadgen(spec: LoadSpec) -> Result<LoadReport> {
     for _ in 0..spec.connections.max(1) {
         clients.push(RouterClient::new(connect(&spec.addr).await?));
     }
-    let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel::<(f64, Option<tonic::Code>, f64)>();
+    let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel::<(f64, Option<(tonic::Code, String)>, f64)>();
     let permits = std::sync::Arc::new(tokio::sync::Semaphore::new(spec.concurrency.max(1)));
     let start = Instant::now();
     let end = start + spec.duration;
@@ -180,7 +218,8 @@ pub async fn loadgen(spec: LoadSpec) -> Result<LoadReport> {
                 let t0 = Instant::now();
                 let r = client.route(req).await;
                 let ms = t0.elapsed().as_secs_f64() * 1e3;
-                let _ = tx.send((ms, r.err().map(|s| s.code()), t0.duration_since(start).as_secs_f64()));
+                let err = r.err().map(|s| (s.code(), s.message().to_string()));
+                let _ = tx.send((ms, err, t0.duration_since(start).as_secs_f64()));
                 drop(permit);
             });
         }
@@ -189,21 +228,29 @@ pub async fn loadgen(spec: LoadSpec) -> Result<LoadReport> {
     let mut ok_lat = Vec::new();
     let mut rej_lat = Vec::new();
     let mut errors: BTreeMap<String, u64> = BTreeMap::new();
+    let mut error_messages: BTreeMap<String, Vec<MessageCount>> = BTreeMap::new();
     // Per time slice (by when each call was sent): ok and refused latencies.
     let mut slices: BTreeMap<u64, (Vec<f64>, Vec<f64>)> = BTreeMap::new();
     while let Some((ms, code, at)) = rx.recv().await {
         if let Some(every) = spec.timeline.filter(|d| !d.is_zero()) {
             let slice = slices.entry((at / every.as_secs_f64()) as u64).or_default();
-            match code {
+            match &code {
                 None => slice.0.push(ms),
-                Some(tonic::Code::ResourceExhausted) => slice.1.push(ms),
+                Some((tonic::Code::ResourceExhausted, _)) => slice.1.push(ms),
                 Some(_) => {}
             }
         }
         match code {
             None => ok_lat.push(ms),
-            Some(c) => {
+            Some((c, message)) => {
                 *errors.entry(format!("{c:?}")).or_default() += 1;
+                let seen = error_messages.entry(format!("{c:?}")).or_default();
+                let shape = message_shape(&message);
+                if let Some(k) = seen.iter_mut().find(|k| k.message == shape) {
+                    k.n += 1;
+                } else if seen.len() < MESSAGE_SAMPLES {
+                    seen.push(MessageCount { message: shape, n: 1, example: message });
+                }
                 if c == tonic::Code::ResourceExhausted {
                     rej_lat.push(ms);
                 }
@@ -229,6 +276,7 @@ pub async fn loadgen(spec: LoadSpec) -> Result<LoadReport> {
         ok,
         skipped_client_limit: skipped,
         errors,
+        error_messages,
         ok_latency_ms: percentiles(ok_lat),
         rejected_latency_ms: percentiles(rej_lat),
         duration_s: elapsed,
@@ -245,5 +293,15 @@ mod tests {
         let p = percentiles((1..=100).map(f64::from).collect());
         assert_eq!((p.n, p.p50, p.p99, p.max), (100, 51.0, 99.0, 100.0));
         assert_eq!(percentiles(vec![]).n, 0);
+    }
+
+    #[test]
+    fn messages_that_differ_only_in_numbers_have_one_shape() {
+        let a = message_shape("the expected wait (1204 ms) is longer than the call's deadline (998 ms); retry later");
+        let b = message_shape("the expected wait (87 ms) is longer than the call's deadline (5 ms); retry later");
+        assert_eq!(a, b);
+        assert_eq!(a, "the expected wait (# ms) is longer than the call's deadline (# ms); retry later");
+        assert_eq!(message_shape("spent $0.25 of $1.5"), "spent $# of $#");
+        assert_ne!(message_shape("model a is down"), message_shape("model b is down"));
     }
 }
