@@ -392,11 +392,21 @@ pub struct BackendsSection {
     pub replicas: usize,
     pub breaker_failures: u32,
     pub breaker_open_ms: u64,
+    /// Pass over a model whose learned answer time for a query (from its recent answers, by
+    /// prompt and output length) is past the call's remaining deadline, while another allowed
+    /// model is predicted to answer in time.
+    pub deadline_aware: bool,
 }
 
 impl Default for BackendsSection {
     fn default() -> Self {
-        BackendsSection { timeout_ms: 30_000, replicas: 1, breaker_failures: 3, breaker_open_ms: 2000 }
+        BackendsSection {
+            timeout_ms: 30_000,
+            replicas: 1,
+            breaker_failures: 3,
+            breaker_open_ms: 2000,
+            deadline_aware: true,
+        }
     }
 }
 

@@ -3,6 +3,7 @@
 //! with `fast` as the fallback when it fails or runs out of time.
 
 use super::config::AssignerKind;
+use super::latency::LatencyFit;
 use super::query::Query;
 use super::state::{next_batch_id, Live, Shared};
 use crate::metrics::names;
@@ -108,12 +109,54 @@ pub(crate) fn batch_limits(n: usize, loads: &[ModelLoad]) -> (Vec<usize>, Vec<f6
     (slots, kv, overflow)
 }
 
+/// With `backends.deadline_aware`: takes out of `allowed` each model whose learned answer time
+/// for this query (its prompt, and its predicted output plus one standard deviation, capped by
+/// `max_tokens`) is past the call's remaining deadline — while at least one allowed model is
+/// predicted in time (otherwise the query keeps them all: the prediction may be wrong, and a
+/// late answer beats none). Models with too few answers yet, or none for `latency::STALE`, are
+/// never taken out.
+fn pass_over_late(allowed: &mut [bool], q: &Query, latency: &[Option<LatencyFit>], live: &Live) {
+    if latency.iter().all(Option::is_none) {
+        return;
+    }
+    let left = q.deadline.saturating_duration_since(Instant::now());
+    let p = &q.prediction;
+    let late: Vec<bool> = latency
+        .iter()
+        .enumerate()
+        .map(|(j, fit)| {
+            let Some(fit) = fit else { return false };
+            let out = p.output_tokens[j] + p.output_tokens_sd.get(j).copied().unwrap_or(0.0);
+            fit.predict(q.input_tokens as f64, out.min(q.max_tokens as f64)).is_some_and(|t| t > left)
+        })
+        .collect();
+    if !allowed.iter().zip(&late).any(|(&a, &l)| a && !l) {
+        return;
+    }
+    for (j, a) in allowed.iter_mut().enumerate() {
+        if *a && late[j] {
+            *a = false;
+            metrics::counter!(names::PASSED_OVER_LATE_TOTAL, "model" => live.models[j].entry.name.clone()).increment(1);
+        }
+    }
+}
+
 pub async fn decide(shared: &Arc<Shared>, queries: Vec<Query>) -> Option<Decided> {
     let start = Instant::now();
     let live = shared.live();
     let cfg = &live.config;
     let m = live.models.len();
     let open: Vec<bool> = live.models.iter().map(|md| !md.state.breaker().allows()).collect();
+    // Each model's learned answer time, read once per batch (`backends.deadline_aware`).
+    let now = Instant::now();
+    let latency: Vec<Option<LatencyFit>> = live
+        .models
+        .iter()
+        .map(|md| {
+            let fit = md.state.latency();
+            (cfg.backends.deadline_aware && fit.usable(now)).then(|| fit.clone())
+        })
+        .collect();
     // Rows of the problem; queries with no feasible model are answered now.
     let mut kept: Vec<Query> = Vec::with_capacity(queries.len());
     let mut rows: Vec<Row> = Vec::with_capacity(queries.len());
@@ -142,6 +185,7 @@ pub async fn decide(shared: &Arc<Shared>, queries: Vec<Query>) -> Option<Decided
             tokens[j] = q.input_tokens as f64 + out;
             allowed[j] = usable(q.allowed[j], open[j], md.capacity, cost[j], q.cost_cap);
         }
+        pass_over_late(&mut allowed, &q, &latency, &live);
         if !allowed.iter().any(|&a| a) {
             let why = if q.allowed.iter().zip(&open).any(|(&a, &o)| a && o) {
                 "every allowed model's circuit is open, it has no instances in the plan, or its predicted cost is above max_cost_usd"

@@ -428,6 +428,7 @@ async fn run_query(
                 metrics::histogram!(names::BACKEND_SECONDS, "model" => name.clone()).record(c.total.as_secs_f64());
                 let input_tokens = if c.input_tokens > 0 { c.input_tokens } else { q.input_tokens };
                 let output_tokens = billable_output(c.output_tokens, c.text.chars().count(), q.max_tokens);
+                model.state.latency().observe(input_tokens as f64, output_tokens as f64, c.total);
                 reply.cost_usd = model.entry.cost(input_tokens as f64, output_tokens as f64) + failed_cost;
                 reply.model = name;
                 reply.predicted = predicted(p, q, i, j);

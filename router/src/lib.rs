@@ -17,6 +17,7 @@ pub mod feedback;
 pub mod fuzzing;
 pub mod grpc;
 mod http;
+mod latency;
 pub mod metrics;
 mod monitor;
 pub mod online;

@@ -38,6 +38,7 @@ pub mod names {
     pub const IN_FLIGHT: &str = "llmroute_in_flight";
     pub const OVERDRAFT_BATCHES_TOTAL: &str = "llmroute_overdraft_batches_total";
     pub const OVERFLOW_CALLS: &str = "llmroute_overflow_calls";
+    pub const PASSED_OVER_LATE_TOTAL: &str = "llmroute_passed_over_late_total";
     pub const PREDICTED_QUALITY: &str = "llmroute_predicted_quality";
     pub const PREDICTION_CACHE_TOTAL: &str = "llmroute_prediction_cache_total";
     pub const QUERIES_OVER_CAPACITY_TOTAL: &str = "llmroute_queries_over_capacity_total";
@@ -135,6 +136,10 @@ fn describe() {
         "Estimator predictions served from the prompt cache (hit) or computed (miss)."
     );
     describe_counter!(names::FALLBACKS_TOTAL, "Queries moved to another model after a backend failure.");
+    describe_counter!(
+        names::PASSED_OVER_LATE_TOTAL,
+        "Queries for which a model was passed over because its learned answer time was past their deadline, by model."
+    );
     describe_counter!(names::BACKEND_FAILURES_TOTAL, "Backend errors and timeouts, by model.");
     describe_counter!(
         names::QUERIES_OVER_CAPACITY_TOTAL,

@@ -6,6 +6,7 @@ use super::backend::{Backend, OpenAi, Replay, ReplayData};
 use super::breaker::Breaker;
 use super::budgets::Budgets;
 use super::config::{Config, Price, Tenant};
+use super::latency::LatencyFit;
 use super::predictions::{Cached, PredictionCache};
 use super::tls::TlsState;
 use crate::{Result, RouterError};
@@ -38,6 +39,8 @@ pub struct ModelState {
     pub slots: Arc<tokio::sync::Semaphore>,
     /// The permits `slots` was given (a reload that changes the capacity adds or forgets some).
     slot_total: AtomicUsize,
+    /// How long its answers take, learned from them (`latency.rs`).
+    latency: Mutex<LatencyFit>,
 }
 
 /// One call running on a model: counted in its slots and KV tokens until dropped (also when the
@@ -62,6 +65,7 @@ impl Default for ModelState {
             breaker: Mutex::new(Breaker::default()),
             slots: Arc::new(tokio::sync::Semaphore::new(0)),
             slot_total: AtomicUsize::new(0),
+            latency: Mutex::new(LatencyFit::default()),
         }
     }
 }
@@ -93,6 +97,12 @@ impl ModelState {
         self.in_flight.fetch_add(1, Ordering::Relaxed);
         self.kv_in_flight.fetch_add(kv, Ordering::Relaxed);
         InFlight { state: self.clone(), kv }
+    }
+
+    /// The model's learned answer time (`latency.rs`).
+    pub fn latency(&self) -> std::sync::MutexGuard<'_, LatencyFit> {
+        // As for the breaker: a poisoned lock leaves a valid fit.
+        self.latency.lock().unwrap_or_else(|p| p.into_inner())
     }
 
     pub fn breaker(&self) -> std::sync::MutexGuard<'_, Breaker> {

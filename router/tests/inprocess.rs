@@ -524,6 +524,58 @@ async fn calls_that_would_wait_past_their_deadline_are_refused_at_once() {
     r.stop().await.unwrap();
 }
 
+/// Found by the `--llama` soak: a slow backend (a 1-thread llama.cpp server, seconds per
+/// answer) kept getting calls it could not finish before their deadline, and their callers
+/// timed out. Now the router learns each model's answer time from its answers and passes a
+/// model over for a call whose deadline comes first, while another allowed model is in time.
+/// Here the model the router prefers for a prompt is made slow (600 ms an answer), taught by 10
+/// calls restricted to it, then 20 calls in turn allowed it and one fast model with a 400 ms
+/// deadline: every one is answered, by the fast model. (Before, they went to the preferred slow
+/// model and ran out of time. One after another, so the queue-aware shedding, whose completion
+/// rate still reflects the slow answers, does not refuse them.)
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_model_too_slow_for_the_deadline_is_passed_over() {
+    let (dir, backend, cfg) = fleet("deadline-aware", Script::default(), 4).await;
+    let r = start_in_process(&dir, &cfg).await;
+    let channel = connect(&r.bound.grpc.to_string()).await.unwrap();
+    let text = std::fs::read_to_string(dir.join("catalog.yaml")).unwrap();
+    let catalog: serde_yaml::Value = serde_yaml::from_str(&text).unwrap();
+    let names: Vec<String> =
+        catalog["models"].as_sequence().unwrap().iter().map(|m| m["name"].as_str().unwrap().to_string()).collect();
+    let prompt = "explain how a hash map resolves collisions";
+    let call = |allowed: Vec<String>, timeout: Duration| {
+        let mut c = RouterClient::new(channel.clone());
+        let mut q = query(prompt);
+        q.allowed_models = allowed;
+        tokio::spawn(async move {
+            let mut req = tonic::Request::new(q);
+            req.set_timeout(timeout);
+            c.route(req).await.map(|r| r.into_inner().model).map_err(|e| e.code())
+        })
+    };
+    // The model the router picks between the first two when time does not matter.
+    let pair = vec![names[0].clone(), names[1].clone()];
+    let slow = call(pair.clone(), Duration::from_secs(10)).await.unwrap().unwrap();
+    let fast = pair.iter().find(|n| **n != slow).unwrap().clone();
+    backend.set(&slow, Script { latency: Duration::from_millis(600), ..Script::default() });
+    let teach: Vec<_> = (0..10).map(|_| call(vec![slow.clone()], Duration::from_secs(10))).collect();
+    for h in teach {
+        assert_eq!(h.await.unwrap().unwrap(), slow);
+    }
+    let mut by_model: BTreeMap<String, usize> = BTreeMap::new();
+    for _ in 0..20 {
+        match call(pair.clone(), Duration::from_millis(400)).await.unwrap() {
+            Ok(m) => *by_model.entry(m).or_default() += 1,
+            Err(code) => panic!("a call failed with {code:?} (answers so far: {by_model:?}; slow {slow}, fast {fast})"),
+        }
+    }
+    assert_eq!(by_model.get(&fast).copied(), Some(20), "{by_model:?} (slow {slow}, fast {fast})");
+    let (_, metrics) = common::http_get(&r.bound.http.to_string(), "/metrics");
+    let line = metrics.lines().find(|l| l.starts_with("llmroute_passed_over_late_total") && l.contains(&slow));
+    assert!(line.is_some_and(|l| !l.ends_with(" 0")), "no passed-over count for {slow}: {line:?}");
+    r.stop().await.unwrap();
+}
+
 /// Issue 18, item 4: every answer carries a unique request id — gRPC `request_id`; over HTTP the
 /// `x-llmroute-request-id` header and `llmroute.request_id` in the body, the same id — and the
 /// router keeps the query's tenant, prompt hash, model, μ and σ under it (not the prompt).
