@@ -89,6 +89,9 @@ for m in $(seq 1 "$MIN"); do
   echo "soak: minute $m of $MIN done" >&2
 done
 alive=yes; kill -0 "$rpid" 2>/dev/null || alive=no
+# What the router says it did: answers by model and outcome, models passed over for a deadline.
+curl -s http://127.0.0.1:8191/metrics | grep -E '^llmroute_(requests_total|passed_over_late_total|fallbacks_total)\{' \
+  | grep -v ' 0$' > "$tmp/metrics.txt" || true
 
 python3 - "$tmp" "$MIN" "$cap" "$qps" "$t0" "$alive" "$LLAMA" > "$OUT/soak.txt" <<'PY'
 import json, statistics, sys
@@ -130,5 +133,8 @@ print(f"p99: median of minutes {warm + 1}-{warm + 5} {first:.2f} ms, of the last
 print(f"errors over the run: {total_err or 'none'}; router alive at the end: {alive}")
 for (code, msg), n in sorted(messages.items(), key=lambda kv: -kv[1]):
     print(f"  {n:6d} x {code}: {msg}  (e.g. {examples[(code, msg)]!r})")
+print("router counters at the end (non-zero):")
+for l in open(f"{tmp}/metrics.txt"):
+    print("  " + l.strip())
 PY
 cat "$OUT/soak.txt"

@@ -109,10 +109,17 @@ pub(crate) fn batch_limits(n: usize, loads: &[ModelLoad]) -> (Vec<usize>, Vec<f6
     (slots, kv, overflow)
 }
 
+/// The output length a query's answer time is judged by on model `j`: the predicted output plus
+/// one standard deviation, at most `max_tokens`.
+pub(crate) fn planned_output(q: &Query, j: usize) -> f64 {
+    let p = &q.prediction;
+    let out = p.output_tokens.get(j).copied().unwrap_or(0.0) + p.output_tokens_sd.get(j).copied().unwrap_or(0.0);
+    out.min(q.max_tokens as f64)
+}
+
 /// With `backends.deadline_aware`: takes out of `allowed` each model whose learned answer time
-/// for this query (its prompt, and its predicted output plus one standard deviation, capped by
-/// `max_tokens`) is past the call's remaining deadline — while at least one allowed model is
-/// predicted in time (otherwise the query keeps them all: the prediction may be wrong, and a
+/// for this query (90th percentile, `latency.rs`, by its prompt and `planned_output`) is past
+/// the call's remaining deadline — while at least one allowed model is predicted in time (otherwise the query keeps them all: the prediction may be wrong, and a
 /// late answer beats none). Models with too few answers yet, or none for `latency::STALE`, are
 /// never taken out.
 fn pass_over_late(allowed: &mut [bool], q: &Query, latency: &[Option<LatencyFit>], live: &Live) {
@@ -120,14 +127,12 @@ fn pass_over_late(allowed: &mut [bool], q: &Query, latency: &[Option<LatencyFit>
         return;
     }
     let left = q.deadline.saturating_duration_since(Instant::now());
-    let p = &q.prediction;
     let late: Vec<bool> = latency
         .iter()
         .enumerate()
         .map(|(j, fit)| {
             let Some(fit) = fit else { return false };
-            let out = p.output_tokens[j] + p.output_tokens_sd.get(j).copied().unwrap_or(0.0);
-            fit.predict(q.input_tokens as f64, out.min(q.max_tokens as f64)).is_some_and(|t| t > left)
+            fit.predict(q.input_tokens as f64, planned_output(q, j)).is_some_and(|t| t > left)
         })
         .collect();
     if !allowed.iter().zip(&late).any(|(&a, &l)| a && !l) {

@@ -4,7 +4,7 @@
 
 use super::backend::BackendRequest;
 use super::budgets::SlotLease;
-use super::decide::Decided;
+use super::decide::{planned_output, Decided};
 use super::query::{Predicted, Query, Reply};
 use super::state::{InFlight, Live, Shared};
 use crate::metrics::names;
@@ -428,7 +428,8 @@ async fn run_query(
                 metrics::histogram!(names::BACKEND_SECONDS, "model" => name.clone()).record(c.total.as_secs_f64());
                 let input_tokens = if c.input_tokens > 0 { c.input_tokens } else { q.input_tokens };
                 let output_tokens = billable_output(c.output_tokens, c.text.chars().count(), q.max_tokens);
-                model.state.latency().observe(input_tokens as f64, output_tokens as f64, c.total);
+                let planned = planned_output(q, j);
+                model.state.latency().observe(input_tokens as f64, output_tokens as f64, planned, c.total);
                 reply.cost_usd = model.entry.cost(input_tokens as f64, output_tokens as f64) + failed_cost;
                 reply.model = name;
                 reply.predicted = predicted(p, q, i, j);

@@ -4,7 +4,12 @@
 //! count), each coefficient kept ≥ 0. The decision passes over a model whose predicted time for
 //! a query is past the call's remaining deadline while another model can answer in time
 //! (`backends.deadline_aware`): a slow backend (a 1-thread llama.cpp server, 5–10 s an answer)
-//! no longer takes calls it cannot finish, which its callers saw as timeouts. A model passed
+//! no longer takes calls it cannot finish, which its callers saw as timeouts. The time compared
+//! with the deadline is the fit's prediction for what the decision knows (the prompt, the
+//! predicted output) times the 90th percentile of the recent ratios of actual to such
+//! predictions, each made before its answer was learned (so it also covers the output-length
+//! error and a backend's own queue: two calls sharing a 1-thread server each take longer). A
+//! model passed
 //! over gets no answers to learn from, so a fit with no new answer for `STALE` is not used: the
 //! next calls measure the model again (it may have recovered, or been restarted elsewhere).
 
@@ -20,6 +25,9 @@ const SCALE: f64 = 1e-3;
 const RIDGE: f64 = 1e-6;
 /// A fit with no answer for this long is not used.
 pub const STALE: Duration = Duration::from_secs(60);
+/// Recent ratios of actual to predicted answer time kept, and the quantile taken of them.
+const RATIOS: usize = 64;
+const QUANTILE: f64 = 0.9;
 
 #[derive(Debug, Clone)]
 pub struct LatencyFit {
@@ -30,24 +38,47 @@ pub struct LatencyFit {
     coef: [f64; 3],
     /// When the last answer came.
     last: Option<Instant>,
+    /// Actual / predicted time of the last `RATIOS` answers (the prediction from what the
+    /// decision knew, made before the answer was learned); a ring.
+    ratios: Vec<f64>,
+    next_ratio: usize,
 }
 
 impl Default for LatencyFit {
     fn default() -> Self {
-        LatencyFit { xx: [[0.0; 3]; 3], xy: [0.0; 3], answers: 0, coef: [0.0; 3], last: None }
+        LatencyFit {
+            xx: [[0.0; 3]; 3],
+            xy: [0.0; 3],
+            answers: 0,
+            coef: [0.0; 3],
+            last: None,
+            ratios: Vec::with_capacity(RATIOS),
+            next_ratio: 0,
+        }
     }
 }
 
 impl LatencyFit {
-    pub fn observe(&mut self, input_tokens: f64, output_tokens: f64, took: Duration) {
-        self.observe_at(input_tokens, output_tokens, took, Instant::now());
+    /// Learns an answer: its prompt and output tokens and how long it took; `planned_output` is
+    /// the output length the decision went by (for the ratio of actual to predicted time).
+    pub fn observe(&mut self, input_tokens: f64, output_tokens: f64, planned_output: f64, took: Duration) {
+        self.observe_at(input_tokens, output_tokens, planned_output, took, Instant::now());
     }
 
-    fn observe_at(&mut self, input_tokens: f64, output_tokens: f64, took: Duration, now: Instant) {
+    fn observe_at(&mut self, input_tokens: f64, output_tokens: f64, planned_output: f64, took: Duration, now: Instant) {
         let x = [1.0, input_tokens.max(0.0) * SCALE, output_tokens.max(0.0) * SCALE];
         let y = took.as_secs_f64();
         if !y.is_finite() {
             return;
+        }
+        if let Some(pred) = self.point(input_tokens, planned_output).filter(|p| *p > 1e-6) {
+            let r = y / pred;
+            if self.ratios.len() < RATIOS {
+                self.ratios.push(r);
+            } else {
+                self.ratios[self.next_ratio] = r;
+            }
+            self.next_ratio = (self.next_ratio + 1) % RATIOS;
         }
         for r in 0..3 {
             for c in 0..3 {
@@ -65,14 +96,28 @@ impl LatencyFit {
         self.answers >= MIN_ANSWERS && self.last.is_some_and(|t| now.saturating_duration_since(t) < STALE)
     }
 
-    /// Predicted seconds for a call, once `MIN_ANSWERS` answers came in.
-    pub fn predict(&self, input_tokens: f64, output_tokens: f64) -> Option<Duration> {
+    /// The fit's seconds for a call, once `MIN_ANSWERS` answers came in.
+    fn point(&self, input_tokens: f64, output_tokens: f64) -> Option<f64> {
         if self.answers < MIN_ANSWERS {
             return None;
         }
         let [a, b, c] = self.coef;
-        let s = a + b * input_tokens.max(0.0) * SCALE + c * output_tokens.max(0.0) * SCALE;
-        Duration::try_from_secs_f64(s.max(0.0)).ok()
+        Some((a + b * input_tokens.max(0.0) * SCALE + c * output_tokens.max(0.0) * SCALE).max(0.0))
+    }
+
+    /// The 90th-percentile answer time of a call with this prompt and planned output, once
+    /// `MIN_ANSWERS` answers came in: the fit's time × the 90th percentile of recent actual /
+    /// predicted ratios (× 1 until `MIN_ANSWERS` ratios are in).
+    pub fn predict(&self, input_tokens: f64, planned_output: f64) -> Option<Duration> {
+        let t = self.point(input_tokens, planned_output)?;
+        let scale = if self.ratios.len() >= MIN_ANSWERS as usize {
+            let mut r = self.ratios.clone();
+            r.sort_by(f64::total_cmp);
+            r[((r.len() - 1) as f64 * QUANTILE).round() as usize]
+        } else {
+            1.0
+        };
+        Duration::try_from_secs_f64(t * scale).ok()
     }
 
     /// The least-squares coefficients with every one ≥ 0: the full model if its solution is,
@@ -158,7 +203,7 @@ mod tests {
             if k < MIN_ANSWERS as usize {
                 assert_eq!(f.predict(i, o), None, "answer {k}: too few to predict");
             }
-            f.observe(i, o, secs(truth(i, o)));
+            f.observe(i, o, o, secs(truth(i, o)));
         }
         let p = f.predict(500.0, 200.0).unwrap().as_secs_f64();
         assert!((p - truth(500.0, 200.0)).abs() < 0.01, "{p}");
@@ -170,12 +215,12 @@ mod tests {
         let t0 = Instant::now();
         for k in 0..MIN_ANSWERS {
             assert!(!f.usable(t0), "answer {k}");
-            f.observe_at(100.0, 10.0, secs(3.0), t0);
+            f.observe_at(100.0, 10.0, 10.0, secs(3.0), t0);
         }
         assert!(f.usable(t0));
         assert!(f.usable(t0 + STALE - Duration::from_secs(1)));
         assert!(!f.usable(t0 + STALE), "no answer for STALE: measure the model again");
-        f.observe_at(100.0, 10.0, secs(3.0), t0 + STALE);
+        f.observe_at(100.0, 10.0, 10.0, secs(3.0), t0 + STALE);
         assert!(f.usable(t0 + STALE));
     }
 
@@ -185,7 +230,7 @@ mod tests {
         // Longer prompts came back a little faster (noise): no negative prefill cost.
         for k in 0..30 {
             let i = 100.0 + 50.0 * (k % 6) as f64;
-            f.observe(i, 50.0, secs(2.0 - 0.0001 * i));
+            f.observe(i, 50.0, 50.0, secs(2.0 - 0.0001 * i));
         }
         assert!(f.coef.iter().all(|&c| c >= 0.0), "{:?}", f.coef);
         let short = f.predict(10.0, 50.0).unwrap();
@@ -194,15 +239,39 @@ mod tests {
         assert!((short.as_secs_f64() - 1.98).abs() < 0.05, "{short:?}");
     }
 
+    /// Two calls share a 1-thread server half the time (then each takes twice as long), and the
+    /// planned output is twice the real one: the fit alone is right on average, so about half
+    /// the calls would run past a prediction of it; the ratio quantile lifts the prediction to
+    /// what 90 % of calls stay within.
+    #[test]
+    fn the_prediction_covers_nine_in_ten_answers() {
+        let mut f = LatencyFit::default();
+        let took = |k: usize, o: f64| secs((0.5 + 0.01 * o) * if k.is_multiple_of(2) { 1.0 } else { 2.0 });
+        for k in 0..200 {
+            let o = 20.0 + (k % 9) as f64 * 10.0;
+            f.observe(300.0, o, 2.0 * o, took(k, o));
+        }
+        let mut within = 0;
+        for k in 0..100 {
+            let o = 20.0 + (k % 9) as f64 * 10.0;
+            let p = f.predict(300.0, 2.0 * o).unwrap();
+            within += usize::from(took(k, o) <= p);
+        }
+        assert!(within >= 85, "{within} of 100 within the prediction");
+        // And not wildly above: the slow half stays within ~1.3× of it.
+        let p = f.predict(300.0, 2.0 * 60.0).unwrap().as_secs_f64();
+        assert!(p < 1.3 * took(1, 60.0).as_secs_f64(), "{p}");
+    }
+
     #[test]
     fn recent_answers_outweigh_old_ones() {
         let mut f = LatencyFit::default();
         for _ in 0..50 {
-            f.observe(200.0, 100.0, secs(0.5));
+            f.observe(200.0, 100.0, 100.0, secs(0.5));
         }
         // The backend slowed down tenfold (a restart onto a slower host, a noisy neighbour).
         for _ in 0..100 {
-            f.observe(200.0, 100.0, secs(5.0));
+            f.observe(200.0, 100.0, 100.0, secs(5.0));
         }
         let p = f.predict(200.0, 100.0).unwrap().as_secs_f64();
         assert!(p > 4.5, "{p}");
