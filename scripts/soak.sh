@@ -90,7 +90,7 @@ for m in $(seq 1 "$MIN"); do
 done
 alive=yes; kill -0 "$rpid" 2>/dev/null || alive=no
 # What the router says it did: answers by model and outcome, models passed over for a deadline.
-curl -s http://127.0.0.1:8191/metrics | grep -E '^llmroute_(requests_total|passed_over_late_total|fallbacks_total)\{' \
+python3 -c "import urllib.request; print(urllib.request.urlopen('http://127.0.0.1:8191/metrics', timeout=10).read().decode())" | grep -E '^llmroute_(requests_total|passed_over_late_total|fallbacks_total)\{' \
   | grep -v ' 0$' > "$tmp/metrics.txt" || true
 
 python3 - "$tmp" "$MIN" "$cap" "$qps" "$t0" "$alive" "$LLAMA" > "$OUT/soak.txt" <<'PY'
