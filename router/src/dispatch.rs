@@ -403,6 +403,7 @@ async fn run_query(
             }
             None => (None, None),
         };
+        let started = Instant::now();
         let result = model.backend.complete(&name, &req, tx.as_ref()).await;
         match &result {
             Ok(c) if call.is_recording() => {
@@ -449,7 +450,10 @@ async fn run_query(
                     failed_cost += model.entry.cost(q.input_tokens as f64, out as f64);
                 }
                 if Instant::now() >= q.deadline {
-                    // The call's own deadline cut the attempt short: not the backend's fault.
+                    // The call's own deadline cut the attempt short: not the backend's fault, but
+                    // what the deadline-aware decision learns from (the answer would have taken
+                    // at least this long).
+                    model.state.latency().observe_cut(q.input_tokens as f64, planned_output(q, j), started.elapsed());
                     break Err(RouterError::DeadlineExceeded(format!(
                         "{name} did not answer before the call's deadline"
                     )));

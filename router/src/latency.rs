@@ -9,9 +9,10 @@
 //! predicted output) times the 90th percentile of the recent ratios of actual to such
 //! predictions, each made before its answer was learned (so it also covers the output-length
 //! error and a backend's own queue: two calls sharing a 1-thread server each take longer). A
-//! model passed
-//! over gets no answers to learn from, so a fit with no new answer for `STALE` is not used: the
-//! next calls measure the model again (it may have recovered, or been restarted elsewhere).
+//! model passed over gets no answers to learn from, so a fit with no new answer for `STALE` is not
+//! used: the next calls measure the model again (it may have recovered, or been restarted
+//! elsewhere); a call the deadline cuts short is learned as an answer that took that long, so a
+//! model still too slow is passed over again after one such call per slot.
 
 use std::time::{Duration, Instant};
 
@@ -63,6 +64,14 @@ impl LatencyFit {
     /// the output length the decision went by (for the ratio of actual to predicted time).
     pub fn observe(&mut self, input_tokens: f64, output_tokens: f64, planned_output: f64, took: Duration) {
         self.observe_at(input_tokens, output_tokens, planned_output, took, Instant::now());
+    }
+
+    /// Learns a call its deadline cut short after `took`: as an answer of the planned length
+    /// that took that long (it would have taken at least that), so a model too slow to finish
+    /// any call still has a fresh fit that passes it over, instead of going stale and being
+    /// sent call after call that times out.
+    pub fn observe_cut(&mut self, input_tokens: f64, planned_output: f64, took: Duration) {
+        self.observe(input_tokens, planned_output, planned_output, took);
     }
 
     fn observe_at(&mut self, input_tokens: f64, output_tokens: f64, planned_output: f64, took: Duration, now: Instant) {
@@ -222,6 +231,20 @@ mod tests {
         assert!(!f.usable(t0 + STALE), "no answer for STALE: measure the model again");
         f.observe_at(100.0, 10.0, 10.0, secs(3.0), t0 + STALE);
         assert!(f.usable(t0 + STALE));
+    }
+
+    #[test]
+    fn a_call_cut_by_its_deadline_refreshes_the_fit() {
+        let mut f = LatencyFit::default();
+        let t0 = Instant::now();
+        for _ in 0..MIN_ANSWERS {
+            f.observe_at(100.0, 50.0, 50.0, secs(6.0), t0);
+        }
+        let later = t0 + STALE + Duration::from_secs(5);
+        assert!(!f.usable(later));
+        f.observe_cut(100.0, 50.0, secs(5.0)); // at the real clock: now
+        assert!(f.usable(Instant::now()), "fresh again: passed over for another STALE");
+        assert!(f.predict(100.0, 50.0).unwrap() >= secs(5.0));
     }
 
     #[test]

@@ -21,12 +21,17 @@ struct Window {
     /// Start of the bucket `cur`.
     start: Instant,
     cur: usize,
-    /// When the window's oldest completion still counted came, if the window has held one
-    /// without a break since: right after start-up or an idle spell the window covers less than
-    /// its length, and the rate is the completions over that shorter span. (Counted over the
-    /// whole window, the first 10 completions after an idle minute read as 10 per second, and a
-    /// router answering 600 calls/s refused calls for an expected wait of 9.7 s.)
+    /// Where the span the rate is measured over starts, when that is later than the window's
+    /// start: right after start-up or an idle spell the window covers less than its length, and
+    /// the rate is the completions over that shorter span. (Counted over the whole window, the
+    /// first 10 completions after an idle minute read as 10 per second, and a router answering
+    /// 600 calls/s refused calls for an expected wait of 9.7 s.) A completion that comes after
+    /// a pause of a bucket or more while the window holds fewer than `MIN_COMPLETIONS` starts
+    /// the span again: one straggler (a slow backend's answer in an otherwise idle gap) does not
+    /// stretch the span of the load that follows it.
     since: Option<Instant>,
+    /// When the last completion came.
+    last: Option<Instant>,
 }
 
 impl Window {
@@ -50,7 +55,12 @@ impl Window {
 
     fn record(&mut self, now: Instant) {
         self.advance(now);
-        self.since.get_or_insert(now);
+        let done: u32 = self.counts.iter().sum();
+        let paused = self.last.is_none_or(|l| now.saturating_duration_since(l) >= BUCKET);
+        if self.since.is_none() || (done < MIN_COMPLETIONS && paused) {
+            self.since = Some(now);
+        }
+        self.last = Some(now);
         self.counts[self.cur] += 1;
     }
 
@@ -77,7 +87,7 @@ impl Default for Pressure {
     fn default() -> Self {
         Pressure {
             held: AtomicUsize::new(0),
-            window: Mutex::new(Window { counts: [0; BUCKETS], start: Instant::now(), cur: 0, since: None }),
+            window: Mutex::new(Window { counts: [0; BUCKETS], start: Instant::now(), cur: 0, since: None, last: None }),
         }
     }
 }
@@ -201,6 +211,15 @@ mod tests {
         let w = p.expected_wait_at(later + Duration::from_millis(15)).unwrap();
         assert!(w < Duration::from_millis(200), "{w:?}"); // 97 / (10 / 15 ms) = 146 ms
         assert!(w > Duration::from_millis(100), "{w:?}");
+        // A straggler 0.9 s before the load (a slow backend's answer in the gap) does not
+        // stretch the load's span to the whole window (10 / s, 9.7 s).
+        let r = Pressure::default();
+        complete(&r, later, 1, Duration::ZERO);
+        let load = later + Duration::from_millis(900);
+        complete(&r, load, 9, Duration::from_millis(15));
+        r.held.store(96, Ordering::Relaxed);
+        let w = r.expected_wait_at(load + Duration::from_millis(15)).unwrap();
+        assert!(w < Duration::from_millis(200), "{w:?}");
         // Ten completing at one instant: the rate is taken over at least MIN_SPAN.
         let q = Pressure::default();
         complete(&q, later, 10, Duration::ZERO);
