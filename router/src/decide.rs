@@ -117,22 +117,51 @@ pub(crate) fn planned_output(q: &Query, j: usize) -> f64 {
     out.min(q.max_tokens as f64)
 }
 
+/// A model's learned answer time as one batch sees it.
+struct Timing {
+    fit: LatencyFit,
+    /// The fit was stale: this query of the batch (the one with the most time left) is let
+    /// through to measure the model again.
+    probe: Option<usize>,
+}
+
+/// With `backends.deadline_aware`, each model's `Timing` for this batch of `queries` (None: too
+/// few answers yet). A stale fit is marked probed on the model, so later batches go by it until
+/// the probe's answer (or cut) updates it.
+fn timings(live: &Live, queries: &[Query], now: Instant) -> Vec<Option<Timing>> {
+    let probe = queries.iter().enumerate().max_by_key(|(_, q)| q.deadline).map(|(i, _)| i);
+    live.models
+        .iter()
+        .map(|md| {
+            let mut fit = md.state.latency();
+            if fit.usable(now) {
+                Some(Timing { fit: fit.clone(), probe: None })
+            } else if fit.stale(now) {
+                fit.probed(now);
+                Some(Timing { fit: fit.clone(), probe })
+            } else {
+                None
+            }
+        })
+        .collect()
+}
+
 /// With `backends.deadline_aware`: takes out of `allowed` each model whose learned answer time
-/// for this query (90th percentile, `latency.rs`, by its prompt and `planned_output`) is past
-/// the call's remaining deadline — while at least one allowed model is predicted in time (otherwise the query keeps them all: the prediction may be wrong, and a
-/// late answer beats none). Models with too few answers yet, or none for `latency::STALE`, are
-/// never taken out.
-fn pass_over_late(allowed: &mut [bool], q: &Query, latency: &[Option<LatencyFit>], live: &Live) {
-    if latency.iter().all(Option::is_none) {
+/// for query `i` (90th percentile, `latency.rs`, by its prompt and `planned_output`) is past the
+/// call's remaining deadline — while at least one allowed model is predicted in time (otherwise
+/// the query keeps them all: the prediction may be wrong, and a late answer beats none). Models
+/// with too few answers yet are never taken out; a stale one not for its probe query.
+fn pass_over_late(allowed: &mut [bool], q: &Query, i: usize, timing: &[Option<Timing>], live: &Live) {
+    if timing.iter().all(Option::is_none) {
         return;
     }
     let left = q.deadline.saturating_duration_since(Instant::now());
-    let late: Vec<bool> = latency
+    let late: Vec<bool> = timing
         .iter()
         .enumerate()
-        .map(|(j, fit)| {
-            let Some(fit) = fit else { return false };
-            fit.predict(q.input_tokens as f64, planned_output(q, j)).is_some_and(|t| t > left)
+        .map(|(j, t)| {
+            let Some(t) = t else { return false };
+            t.probe != Some(i) && t.fit.predict(q.input_tokens as f64, planned_output(q, j)).is_some_and(|t| t > left)
         })
         .collect();
     if !allowed.iter().zip(&late).any(|(&a, &l)| a && !l) {
@@ -153,20 +182,12 @@ pub async fn decide(shared: &Arc<Shared>, queries: Vec<Query>) -> Option<Decided
     let m = live.models.len();
     let open: Vec<bool> = live.models.iter().map(|md| !md.state.breaker().allows()).collect();
     // Each model's learned answer time, read once per batch (`backends.deadline_aware`).
-    let now = Instant::now();
-    let latency: Vec<Option<LatencyFit>> = live
-        .models
-        .iter()
-        .map(|md| {
-            let fit = md.state.latency();
-            (cfg.backends.deadline_aware && fit.usable(now)).then(|| fit.clone())
-        })
-        .collect();
+    let timing = if cfg.backends.deadline_aware { timings(&live, &queries, Instant::now()) } else { Vec::new() };
     // Rows of the problem; queries with no feasible model are answered now.
     let mut kept: Vec<Query> = Vec::with_capacity(queries.len());
     let mut rows: Vec<Row> = Vec::with_capacity(queries.len());
     let mut spans: Vec<Span> = Vec::with_capacity(queries.len());
-    for mut q in queries {
+    for (i, mut q) in queries.into_iter().enumerate() {
         if Instant::now() >= q.deadline {
             let e = RouterError::DeadlineExceeded("the call's deadline passed while it waited for a batch".into());
             q.waiting.fail(&e);
@@ -190,7 +211,7 @@ pub async fn decide(shared: &Arc<Shared>, queries: Vec<Query>) -> Option<Decided
             tokens[j] = q.input_tokens as f64 + out;
             allowed[j] = usable(q.allowed[j], open[j], md.capacity, cost[j], q.cost_cap);
         }
-        pass_over_late(&mut allowed, &q, &latency, &live);
+        pass_over_late(&mut allowed, &q, i, &timing, &live);
         if !allowed.iter().any(|&a| a) {
             let why = if q.allowed.iter().zip(&open).any(|(&a, &o)| a && o) {
                 "every allowed model's circuit is open, it has no instances in the plan, or its predicted cost is above max_cost_usd"

@@ -9,10 +9,11 @@
 //! predicted output) times the 90th percentile of the recent ratios of actual to such
 //! predictions, each made before its answer was learned (so it also covers the output-length
 //! error and a backend's own queue: two calls sharing a 1-thread server each take longer). A
-//! model passed over gets no answers to learn from, so a fit with no new answer for `STALE` is not
-//! used: the next calls measure the model again (it may have recovered, or been restarted
-//! elsewhere); a call the deadline cuts short is learned as an answer that took that long, so a
-//! model still too slow is passed over again after one such call per slot.
+//! model passed over gets no answers to learn from, so when a fit has had no new answer for
+//! `STALE`, one call (the one with the most time left in its batch) is let through to measure
+//! the model again (it may have recovered, or been restarted elsewhere); a call the deadline cuts
+//! short is learned as an answer that took that long, so a model still too slow costs one
+//! late call per `STALE`.
 
 use std::time::{Duration, Instant};
 
@@ -102,7 +103,19 @@ impl LatencyFit {
 
     /// The fit can be used at `now`: `MIN_ANSWERS` answers came in, the last within `STALE`.
     pub fn usable(&self, now: Instant) -> bool {
-        self.answers >= MIN_ANSWERS && self.last.is_some_and(|t| now.saturating_duration_since(t) < STALE)
+        self.answers >= MIN_ANSWERS && !self.stale(now)
+    }
+
+    /// `MIN_ANSWERS` answers came in, but none within `STALE`: the model should be measured
+    /// again (by one call, `probed`).
+    pub fn stale(&self, now: Instant) -> bool {
+        self.answers >= MIN_ANSWERS && self.last.is_none_or(|t| now.saturating_duration_since(t) >= STALE)
+    }
+
+    /// One call was let through to measure a stale model: the fit counts as fresh for another
+    /// `STALE` (its answer, or its cut, updates it), so the next ones are judged by it.
+    pub fn probed(&mut self, now: Instant) {
+        self.last = Some(now);
     }
 
     /// The fit's seconds for a call, once `MIN_ANSWERS` answers came in.
@@ -229,6 +242,9 @@ mod tests {
         assert!(f.usable(t0));
         assert!(f.usable(t0 + STALE - Duration::from_secs(1)));
         assert!(!f.usable(t0 + STALE), "no answer for STALE: measure the model again");
+        assert!(f.stale(t0 + STALE));
+        f.probed(t0 + STALE);
+        assert!(f.usable(t0 + STALE) && !f.stale(t0 + STALE), "one call measures it; the rest go by the fit");
         f.observe_at(100.0, 10.0, 10.0, secs(3.0), t0 + STALE);
         assert!(f.usable(t0 + STALE));
     }

@@ -12,6 +12,8 @@ const BUCKET: Duration = Duration::from_millis(100);
 const BUCKETS: usize = 10;
 /// Below this many completions in the window the rate is not trusted (no shedding on it).
 const MIN_COMPLETIONS: u32 = 10;
+/// At most this many completions before a pause are stragglers (see `Window::since`).
+const STRAGGLERS: u32 = 2;
 /// The shortest span a rate is measured over (completions that land together do not make an
 /// unbounded rate).
 const MIN_SPAN: Duration = Duration::from_millis(10);
@@ -23,12 +25,15 @@ struct Window {
     cur: usize,
     /// Where the span the rate is measured over starts, when that is later than the window's
     /// start: right after start-up or an idle spell the window covers less than its length, and
-    /// the rate is the completions over that shorter span. (Counted over the whole window, the
-    /// first 10 completions after an idle minute read as 10 per second, and a router answering
-    /// 600 calls/s refused calls for an expected wait of 9.7 s.) A completion that comes after
-    /// a pause of a bucket or more while the window holds fewer than `MIN_COMPLETIONS` starts
-    /// the span again: one straggler (a slow backend's answer in an otherwise idle gap) does not
-    /// stretch the span of the load that follows it.
+    /// the rate is the completions over the time since the first call of the new load arrived.
+    /// (Counted over the whole window, the first 10 completions after an idle minute read as 10
+    /// per second, and a router answering 600 calls/s refused calls for an expected wait of
+    /// 9.7 s. Counted from the first completion, the span leaves out one service time and reads
+    /// the rate high: 30 answers over 0.8 s read as 50/s, not 37.5/s.) A completion after a
+    /// pause of a bucket or more that follows at most `STRAGGLERS` others starts the span again:
+    /// a straggler or two (a slow backend's answers in an otherwise idle gap, which keep the
+    /// router from ever being idle) do not stretch the span of the load that follows. (Not more:
+    /// completions in bursts — a few slots, 200 ms an answer — would restart it at every burst.)
     since: Option<Instant>,
     /// When the last completion came.
     last: Option<Instant>,
@@ -48,8 +53,20 @@ impl Window {
             // Idle for longer than the window: start afresh.
             self.start = now;
         }
-        if self.counts.iter().all(|&c| c == 0) {
+        // An empty window whose span began more than a window ago (no call came, or none
+        // completed since): the next arrival or completion starts it again.
+        let window = BUCKET * BUCKETS as u32;
+        if self.counts.iter().all(|&c| c == 0) && self.since.is_some_and(|s| now.saturating_duration_since(s) >= window)
+        {
             self.since = None;
+        }
+    }
+
+    /// A call arrives while none is held: if the window is empty, the span starts here.
+    fn arrive(&mut self, now: Instant) {
+        self.advance(now);
+        if self.since.is_none() {
+            self.since = Some(now);
         }
     }
 
@@ -57,7 +74,7 @@ impl Window {
         self.advance(now);
         let done: u32 = self.counts.iter().sum();
         let paused = self.last.is_none_or(|l| now.saturating_duration_since(l) >= BUCKET);
-        if self.since.is_none() || (done < MIN_COMPLETIONS && paused) {
+        if self.since.is_none() || ((1..=STRAGGLERS).contains(&done) && paused) {
             self.since = Some(now);
         }
         self.last = Some(now);
@@ -104,7 +121,9 @@ impl Drop for Held {
 
 impl Pressure {
     pub fn enter(self: &Arc<Self>) -> Held {
-        self.held.fetch_add(1, Ordering::Relaxed);
+        if self.held.fetch_add(1, Ordering::Relaxed) == 0 {
+            self.window().arrive(Instant::now());
+        }
         Held(self.clone())
     }
 
@@ -196,35 +215,50 @@ mod tests {
         std::mem::forget(held); // their drops would record at the real clock
     }
 
-    /// After an idle spell the window covers only the time since the first new completion: 10
-    /// calls leaving within 15 ms is ~670 per second, not 10 (which made a router answering
-    /// 600 calls/s refuse calls for an expected wait of 9.7 s at the start of each load run).
+    /// After an idle spell the span starts when the new load's first call arrived: 10 calls
+    /// leaving 155–170 ms into a load read as ~59 per second, not 10 (which made a router
+    /// answering 600 calls/s refuse calls for an expected wait of 9.7 s at the start of each
+    /// load run), nor ~670 (from the first completion, which leaves out the service time).
     #[test]
     fn a_ramp_after_idle_is_measured_over_its_own_span() {
+        let ms = Duration::from_millis;
         let p = Pressure::default();
         let t0 = Instant::now();
-        complete(&p, t0, 30, Duration::from_millis(500));
+        p.window().arrive(t0);
+        complete(&p, t0, 30, ms(500));
         let later = t0 + Duration::from_secs(60);
         assert_eq!(p.expected_wait_at(later), None, "idle: the old completions are gone");
-        complete(&p, later, 10, Duration::from_millis(15));
+        p.window().arrive(later);
+        complete(&p, later + ms(155), 10, ms(15));
         p.held.store(96, Ordering::Relaxed);
-        let w = p.expected_wait_at(later + Duration::from_millis(15)).unwrap();
-        assert!(w < Duration::from_millis(200), "{w:?}"); // 97 / (10 / 15 ms) = 146 ms
-        assert!(w > Duration::from_millis(100), "{w:?}");
-        // A straggler 0.9 s before the load (a slow backend's answer in the gap) does not
-        // stretch the load's span to the whole window (10 / s, 9.7 s).
+        let w = p.expected_wait_at(later + ms(170)).unwrap().as_secs_f64();
+        assert!((w - 97.0 / (10.0 / 0.17)).abs() < 0.05, "{w}");
+        // A straggler 0.9 s before the load (a slow backend's answer in the gap, the router
+        // never idle) does not stretch the load's span to the whole window (10 / s, 9.7 s).
         let r = Pressure::default();
+        r.window().arrive(later);
         complete(&r, later, 1, Duration::ZERO);
-        let load = later + Duration::from_millis(900);
-        complete(&r, load, 9, Duration::from_millis(15));
+        let load = later + ms(900);
+        complete(&r, load, 9, ms(15));
         r.held.store(96, Ordering::Relaxed);
-        let w = r.expected_wait_at(load + Duration::from_millis(15)).unwrap();
-        assert!(w < Duration::from_millis(200), "{w:?}");
+        let w = r.expected_wait_at(load + ms(15)).unwrap();
+        assert!(w < ms(200), "{w:?}");
+        // Bursts of 9 every 200 ms (9 slots, 200 ms an answer): the span runs from the first
+        // arrival, 27 / 600 ms = 45/s, the real rate (restarted at each burst it read 27 / 0 s,
+        // and admitted 74 calls for 33 answers in the in-process shedding test).
+        let b = Pressure::default();
+        b.window().arrive(later);
+        for k in 1..=3 {
+            complete(&b, later + ms(200 * k), 9, Duration::ZERO);
+        }
+        let w = b.expected_wait_at(later + ms(600)).unwrap();
+        let rate = 1.0 / w.as_secs_f64(); // held 0: wait = 1 / rate
+        assert!((rate - 45.0).abs() < 0.5, "{rate}");
         // Ten completing at one instant: the rate is taken over at least MIN_SPAN.
         let q = Pressure::default();
         complete(&q, later, 10, Duration::ZERO);
         q.held.store(9, Ordering::Relaxed);
-        assert_eq!(q.expected_wait_at(later), Some(Duration::from_millis(10)));
+        assert_eq!(q.expected_wait_at(later), Some(ms(10)));
     }
 
     #[test]
