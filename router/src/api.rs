@@ -1,7 +1,7 @@
 //! The request path shared by gRPC and the HTTP facade: authenticate → validate (and estimate) →
 //! queue for a batch (or shed) → wait for the answer within the call's deadline.
 
-use super::batcher::{decide_inline, Batcher, Job};
+use super::batcher::{Batcher, Job};
 use super::pressure::{Held, Pressure};
 use super::query::{resolve_tenant, validate, Reply, RouteInput, StreamSink};
 use super::state::Shared;
@@ -158,10 +158,7 @@ impl Api {
             q.trace = span.handle();
             q.waiting = span.child("llmroute.batch_wait", Kind::Internal);
             let held = self.pressure(q.dispatch).enter();
-            let inline = if live.config.batch.window().is_zero() { self.batcher.try_inline() } else { None };
-            if let Some(guard) = inline {
-                decide_inline(&self.shared, q, guard).await;
-            } else if !self.batcher.submit(Job::One(Box::new(q))) {
+            if !self.batcher.submit(Job::One(Box::new(q))) {
                 return Err(RouterError::Overloaded("the batch queue is full; retry later".into()));
             }
             Ok(Pending { rx, deadline, _held: held, span: Span::none() })

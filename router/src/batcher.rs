@@ -35,14 +35,11 @@ impl Timed for Query {
 pub struct Batcher<T = Query> {
     tx: mpsc::Sender<Job<T>>,
     depth: Arc<AtomicI64>,
-    /// Held while a batch is decided and launched: by the deciding task for each closed batch,
-    /// and by a call deciding itself at once (`try_inline`).
-    deciding: Arc<tokio::sync::Mutex<()>>,
 }
 
 impl<T> Clone for Batcher<T> {
     fn clone(&self) -> Self {
-        Batcher { tx: self.tx.clone(), depth: self.depth.clone(), deciding: self.deciding.clone() }
+        Batcher { tx: self.tx.clone(), depth: self.depth.clone() }
     }
 }
 
@@ -58,26 +55,15 @@ impl Batcher<Query> {
             }
         };
         tokio::spawn(collect_loop(rx, batcher.depth.clone(), limits, closed_tx));
-        tokio::spawn(decide_loop(shared, closed_rx, batcher.deciding.clone()));
+        tokio::spawn(decide_loop(shared, closed_rx));
         batcher
     }
 }
 
 impl<T> Batcher<T> {
-    /// With a zero window, a call may be decided on its own caller's task, as a batch of one,
-    /// when nothing is queued and no decision runs: the same batch the collector would close at
-    /// once, without the two task hand-offs (to the collector, to the deciding task) that each
-    /// wake a thread. The guard keeps decisions one at a time, as the deciding task does.
-    pub fn try_inline(&self) -> Option<tokio::sync::OwnedMutexGuard<()>> {
-        if self.depth.load(Ordering::Relaxed) > 0 {
-            return None;
-        }
-        self.deciding.clone().try_lock_owned().ok()
-    }
-
     fn channel(capacity: usize) -> (Batcher<T>, mpsc::Receiver<Job<T>>) {
         let (tx, rx) = mpsc::channel(capacity);
-        (Batcher { tx, depth: Arc::new(AtomicI64::new(0)), deciding: Arc::new(tokio::sync::Mutex::new(())) }, rx)
+        (Batcher { tx, depth: Arc::new(AtomicI64::new(0)) }, rx)
     }
 
     /// Queues a job; false when the queue is full (the caller answers RESOURCE_EXHAUSTED).
@@ -178,25 +164,12 @@ async fn collect_loop<T: Timed>(
 
 /// Decides and launches closed batches in order, one at a time: each decision sees the slots
 /// the previous one took.
-async fn decide_loop(
-    shared: Arc<Shared>,
-    mut rx: mpsc::UnboundedReceiver<Closed<Query>>,
-    deciding: Arc<tokio::sync::Mutex<()>>,
-) {
+async fn decide_loop(shared: Arc<Shared>, mut rx: mpsc::UnboundedReceiver<Closed<Query>>) {
     while let Some(c) = rx.recv().await {
-        let _one_at_a_time = deciding.lock().await;
         metrics::histogram!(names::DECISION_QUEUE_SECONDS).record(c.at.elapsed().as_secs_f64());
         if let Some(d) = decide(&shared, c.items).await {
             launch(&shared, d);
         }
-    }
-}
-
-/// Decides and launches `q` on the caller's task (see `Batcher::try_inline`, whose guard it
-/// holds until launched).
-pub async fn decide_inline(shared: &Arc<Shared>, q: Query, _guard: tokio::sync::OwnedMutexGuard<()>) {
-    if let Some(d) = decide(shared, vec![q]).await {
-        launch(shared, d);
     }
 }
 
@@ -227,23 +200,6 @@ mod tests {
         let (tx, out) = mpsc::unbounded_channel();
         tokio::spawn(collect_loop(rx, b.depth.clone(), move || (WINDOW, max_batch), tx));
         (b, out)
-    }
-
-    /// A call decides itself only when nothing is queued and no decision runs; while it does,
-    /// the next call (and the deciding task) wait their turn.
-    #[tokio::test]
-    async fn a_call_decides_inline_only_when_the_batcher_is_idle() {
-        let (b, _rx) = Batcher::<Item>::channel(8);
-        let guard = b.try_inline().expect("idle: a call may decide itself");
-        assert!(b.try_inline().is_none(), "one decision at a time");
-        drop(guard);
-        assert!(b.submit(item(1)));
-        assert!(b.try_inline().is_none(), "a queued query goes first: this call queues behind it");
-        b.depth.store(0, Ordering::Relaxed); // the collector took it
-        let held = b.deciding.clone().lock_owned().await; // the deciding task at work
-        assert!(b.try_inline().is_none(), "a batch is being decided");
-        drop(held);
-        assert!(b.try_inline().is_some());
     }
 
     /// Window 0: a batch is what is queued when its first query is taken, closed at once — no
