@@ -6,7 +6,7 @@
 #
 #   bash scripts/soak.sh [MINUTES] [--llama]
 #
-# Writes docs/results/soak.txt: per minute the calls sent and answered, p50 / p99 latency, errors
+# Writes docs/results/soak.txt (soak-llama.txt with --llama): per minute the calls sent and answered, p50 / p99 latency, errors
 # by code and the router's RSS (sampled every 10 s); then the RSS growth after the warm-up (the
 # first 2 minutes), the p99 drift (median of the last 5 minutes over the median of the 5 after the
 # warm-up) and every error with the fault that explains it.
@@ -93,7 +93,8 @@ alive=yes; kill -0 "$rpid" 2>/dev/null || alive=no
 python3 -c "import urllib.request; print(urllib.request.urlopen('http://127.0.0.1:8191/metrics', timeout=10).read().decode())" | grep -E '^llmroute_(requests_total|passed_over_late_total|fallbacks_total)\{' \
   | grep -v ' 0$' > "$tmp/metrics.txt" || true
 
-python3 - "$tmp" "$MIN" "$cap" "$qps" "$t0" "$alive" "$LLAMA" > "$OUT/soak.txt" <<'PY'
+REPORT="$OUT/soak.txt"; [ "$LLAMA" = yes ] && REPORT="$OUT/soak-llama.txt"
+python3 - "$tmp" "$MIN" "$cap" "$qps" "$t0" "$alive" "$LLAMA" > "$REPORT" <<'PY'
 import json, statistics, sys
 tmp, minutes, cap, qps, t0, alive, llama = sys.argv[1:]
 minutes, t0 = int(minutes), int(t0)
@@ -137,4 +138,4 @@ print("router counters at the end (non-zero):")
 for l in open(f"{tmp}/metrics.txt"):
     print("  " + l.strip())
 PY
-cat "$OUT/soak.txt"
+cat "$REPORT"

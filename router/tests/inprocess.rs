@@ -524,6 +524,40 @@ async fn calls_that_would_wait_past_their_deadline_are_refused_at_once() {
     r.stop().await.unwrap();
 }
 
+/// Window 0 on the request path: 300 decision-only and 30 dispatched calls at once are all
+/// answered, no batch holds more replies than its size, and a lone call afterwards is a batch
+/// of one (the collector closes at once with what is queued).
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_zero_window_answers_every_call() {
+    let (dir, _backend, mut cfg) = fleet("window-zero", Script::default(), 8).await;
+    set(&mut cfg, "batch.window_ms", 0.into());
+    let r = start_in_process(&dir, &cfg).await;
+    let channel = connect(&r.bound.grpc.to_string()).await.unwrap();
+    let calls: Vec<_> = (0..330)
+        .map(|i| {
+            let mut c = RouterClient::new(channel.clone());
+            let mut q = query(&format!("question {i}: what is a closure"));
+            q.dispatch = Some(i % 11 == 0);
+            tokio::spawn(async move { c.route(q).await.map(|r| r.into_inner()) })
+        })
+        .collect();
+    let mut sizes: BTreeMap<u64, u32> = BTreeMap::new();
+    let mut dispatched = 0;
+    for h in calls {
+        let rep = h.await.unwrap().unwrap();
+        dispatched += usize::from(rep.dispatched);
+        let n = sizes.entry(rep.batch_id).or_insert(0);
+        *n += 1;
+        assert!(*n <= rep.batch_size, "batch {} holds more replies than its size {}", rep.batch_id, rep.batch_size);
+    }
+    assert_eq!(dispatched, 30);
+    eprintln!("330 calls in {} batches", sizes.len());
+    let mut c = RouterClient::new(channel.clone());
+    let lone = c.route(query("a lone question")).await.unwrap().into_inner();
+    assert_eq!(lone.batch_size, 1, "{lone:?}");
+    r.stop().await.unwrap();
+}
+
 /// Found by the `--llama` soak: a slow backend (a 1-thread llama.cpp server, seconds per
 /// answer) kept getting calls it could not finish before their deadline, and their callers
 /// timed out. Now the router learns each model's answer time from its answers and passes a
