@@ -41,9 +41,12 @@ pub struct LatencyFit {
     /// When the last answer came.
     last: Option<Instant>,
     /// Actual / predicted time of the last `RATIOS` answers (the prediction from what the
-    /// decision knew, made before the answer was learned); a ring.
-    ratios: Vec<f64>,
+    /// decision knew, made before the answer was learned); a ring of `n_ratios`.
+    ratios: [f64; RATIOS],
+    n_ratios: usize,
     next_ratio: usize,
+    /// Their 90th percentile (1 until `MIN_ANSWERS` are in), kept up to date by `observe`.
+    scale: f64,
 }
 
 impl Default for LatencyFit {
@@ -54,8 +57,10 @@ impl Default for LatencyFit {
             answers: 0,
             coef: [0.0; 3],
             last: None,
-            ratios: Vec::with_capacity(RATIOS),
+            ratios: [0.0; RATIOS],
+            n_ratios: 0,
             next_ratio: 0,
+            scale: 1.0,
         }
     }
 }
@@ -82,13 +87,15 @@ impl LatencyFit {
             return;
         }
         if let Some(pred) = self.point(input_tokens, planned_output).filter(|p| *p > 1e-6) {
-            let r = y / pred;
-            if self.ratios.len() < RATIOS {
-                self.ratios.push(r);
-            } else {
-                self.ratios[self.next_ratio] = r;
-            }
+            self.ratios[self.next_ratio] = y / pred;
             self.next_ratio = (self.next_ratio + 1) % RATIOS;
+            self.n_ratios = (self.n_ratios + 1).min(RATIOS);
+            if self.n_ratios >= MIN_ANSWERS as usize {
+                let mut r = self.ratios;
+                let r = &mut r[..self.n_ratios];
+                r.sort_by(f64::total_cmp);
+                self.scale = r[((r.len() - 1) as f64 * QUANTILE).round() as usize];
+            }
         }
         for r in 0..3 {
             for c in 0..3 {
@@ -132,14 +139,7 @@ impl LatencyFit {
     /// predicted ratios (× 1 until `MIN_ANSWERS` ratios are in).
     pub fn predict(&self, input_tokens: f64, planned_output: f64) -> Option<Duration> {
         let t = self.point(input_tokens, planned_output)?;
-        let scale = if self.ratios.len() >= MIN_ANSWERS as usize {
-            let mut r = self.ratios.clone();
-            r.sort_by(f64::total_cmp);
-            r[((r.len() - 1) as f64 * QUANTILE).round() as usize]
-        } else {
-            1.0
-        };
-        Duration::try_from_secs_f64(t * scale).ok()
+        Duration::try_from_secs_f64(t * self.scale).ok()
     }
 
     /// The least-squares coefficients with every one ≥ 0: the full model if its solution is,
