@@ -129,18 +129,20 @@ const MESSAGE_SAMPLES: usize = 5;
 /// messages that differ only in them are counted together.
 fn message_shape(m: &str) -> String {
     let mut out = String::with_capacity(m.len());
-    let mut in_num = false;
-    for c in m.chars() {
+    let mut chars = m.chars().peekable();
+    while let Some(c) = chars.next() {
         if c.is_ascii_digit() {
-            if !in_num {
-                out.push('#');
+            out.push('#');
+            // The rest of the number, a decimal point inside it included.
+            while let Some(&d) = chars.peek() {
+                let point = d == '.' && chars.clone().nth(1).is_some_and(|e| e.is_ascii_digit());
+                if !(d.is_ascii_digit() || point) {
+                    break;
+                }
+                chars.next();
             }
-            in_num = true;
         } else {
-            if !(in_num && c == '.') {
-                out.push(c);
-            }
-            in_num = false;
+            out.push(c);
         }
     }
     out
@@ -302,6 +304,7 @@ mod tests {
         assert_eq!(a, b);
         assert_eq!(a, "the expected wait (# ms) is longer than the call's deadline (# ms); retry later");
         assert_eq!(message_shape("spent $0.25 of $1.5"), "spent $# of $#");
+        assert_eq!(message_shape("took 5. Then 7"), "took #. Then #");
         assert_ne!(message_shape("model a is down"), message_shape("model b is down"));
     }
 }
