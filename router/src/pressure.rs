@@ -10,6 +10,7 @@ use std::time::{Duration, Instant};
 /// Completions are counted in 10 buckets of 100 ms.
 const BUCKET: Duration = Duration::from_millis(100);
 const BUCKETS: usize = 10;
+const WINDOW: Duration = BUCKET.saturating_mul(BUCKETS as u32);
 /// Below this many completions in the window the rate is not trusted (no shedding on it).
 const MIN_COMPLETIONS: u32 = 10;
 /// At most this many completions before a pause are stragglers (see `Window::since`).
@@ -55,8 +56,7 @@ impl Window {
         }
         // An empty window whose span began more than a window ago (no call came, or none
         // completed since): the next arrival or completion starts it again.
-        let window = BUCKET * BUCKETS as u32;
-        if self.counts.iter().all(|&c| c == 0) && self.since.is_some_and(|s| now.saturating_duration_since(s) >= window)
+        if self.counts.iter().all(|&c| c == 0) && self.since.is_some_and(|s| now.saturating_duration_since(s) >= WINDOW)
         {
             self.since = None;
         }
@@ -81,16 +81,15 @@ impl Window {
         self.counts[self.cur] += 1;
     }
 
-    /// Completions per second over the window (or over the shorter span since its oldest
-    /// completion, see `since`); None below `MIN_COMPLETIONS`.
+    /// Completions per second over the window (or over the shorter span from `since`); None
+    /// below `MIN_COMPLETIONS`.
     fn rate(&mut self, now: Instant) -> Option<f64> {
         self.advance(now);
         let done: u32 = self.counts.iter().sum();
         if done < MIN_COMPLETIONS {
             return None;
         }
-        let window = BUCKET * BUCKETS as u32;
-        let span = self.since.map_or(window, |s| now.duration_since(s)).clamp(MIN_SPAN, window);
+        let span = self.since.map_or(WINDOW, |s| now.duration_since(s)).clamp(MIN_SPAN, WINDOW);
         Some(done as f64 / span.as_secs_f64())
     }
 }
@@ -195,8 +194,6 @@ mod tests {
     /// `n` completions spread evenly over `over`, the first at `t0`.
     fn complete(p: &Pressure, t0: Instant, n: u32, over: Duration) {
         for k in 0..n {
-            p.held.fetch_add(1, Ordering::Relaxed);
-            p.held.fetch_sub(1, Ordering::Relaxed);
             p.window().record(t0 + over * k / n);
         }
     }
