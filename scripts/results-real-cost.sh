@@ -5,7 +5,8 @@
 # dcrouter (fixed 256 output tokens) and dcrouter with log-normal cost noise — under random and
 # adversarial batching, spends 0.02 … 0.5: fast, mip and per-query-price on the default estimator,
 # fast and per-query-price on the plain TF-IDF kNN reference, and the oracle. Then the summary
-# tables (docs/results/real-cost.md) by scripts/real_cost_summary.py. ~15 min on 2 cores.
+# tables (docs/results/real-cost.md) by scripts/real_cost_summary.py, and the multi-seed table
+# (docs/results/real-cost-seeds.txt) by scripts/real_cost_seeds.py. ~17 min on 2 cores.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 bash scripts/setup.sh
@@ -42,4 +43,7 @@ done
 "$BIN/estimator" eval --records data/routellm.jsonl.gz --catalog deploy/catalogs/routellm.yaml > "$OUT/estimator-routellm.txt"
 "$BIN/estimator" eval --records data/dcrouter.jsonl.gz --catalog deploy/catalogs/dcrouter.yaml > "$OUT/estimator-dcrouter.txt"
 python3 scripts/real_cost_summary.py "$OUT" > docs/results/real-cost.md
+# The same comparison over 6 splits (seeds) per dataset, with variants of the budget options
+# (~2 min): one seed's matched-cost figures move by a point or more on the small sets.
+python3 scripts/real_cost_seeds.py > docs/results/real-cost-seeds.txt
 echo "wrote docs/results/real-cost.md" >&2

@@ -55,6 +55,9 @@ pub struct EvalConfig {
     /// Priced batch assigners price for allowance / (1 + headroom); None: from the calibration
     /// batches (`ledger::auto_headroom`).
     pub headroom: Option<f64>,
+    /// Priced batch assigners ration an over-budget batch by raising its price (`assign::price`)
+    /// instead of solving the budgeted problem.
+    pub ration_by_price: bool,
 }
 
 #[derive(Debug, Clone, Serialize)]
@@ -237,6 +240,7 @@ pub fn run_eval(cfg: &EvalConfig) -> Result<EvalReport> {
             pacing: cfg.pacing,
             headroom: 0.0,
             adapt_rate: cfg.adapt_rate,
+            ration_by_price: cfg.ration_by_price,
             max_over_probability: cfg.max_over_probability,
             calibration: Vec::new(),
         };
@@ -338,7 +342,7 @@ pub fn run_eval(cfg: &EvalConfig) -> Result<EvalReport> {
             "seed": cfg.seed, "bootstrap": cfg.bootstrap, "ledger": cfg.ledger, "carry_unspent": cfg.carry_unspent, "dual_price": cfg.dual_price, "k": cfg.knn.k,
             "task_hint": cfg.knn.use_task, "estimator_artifact": cfg.estimator_artifact, "c_min": c_min, "c_max": c_max,
             "prior_cost_margin": main_opts.prior_margin, "kappa": kappa, "max_over_probability": cfg.max_over_probability,
-            "cost_noise_lognormal_s": cfg.cost_noise, "pacing": cfg.pacing, "headroom": main_opts.headroom, "headroom_auto": cfg.headroom.is_none(), "adapt_rate": cfg.adapt_rate, "plain_estimator": cfg.plain_estimator,
+            "cost_noise_lognormal_s": cfg.cost_noise, "pacing": cfg.pacing, "headroom": main_opts.headroom, "headroom_auto": cfg.headroom.is_none(), "adapt_rate": cfg.adapt_rate, "plain_estimator": cfg.plain_estimator, "ration_by_price": cfg.ration_by_price,
         }),
         single_models,
         results,

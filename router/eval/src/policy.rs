@@ -90,6 +90,8 @@ pub struct RunOptions {
     pub headroom: f64,
     /// The ledger's adaptive-conformal step γ.
     pub adapt_rate: f64,
+    /// Priced batch assigners ration an over-budget batch by a uniform price (`assign::price`).
+    pub ration_by_price: bool,
     /// The ledger's allowed per-batch over-budget probability.
     pub max_over_probability: f64,
     /// Batches planned on train traffic (cross-fitted predictions): the ledger's starting
@@ -211,13 +213,17 @@ pub fn run(
             p.budget = allowance;
             (p.budget, false)
         };
-        if priced {
-            for k in 0..p.mu.len() {
-                p.mu[k] -= lambda * p.cost[k];
-            }
-        }
         let t = Instant::now();
-        let a = solver.solve(&p)?;
+        let a = if priced && opts.ration_by_price {
+            llmroute_core::assign::price::ration(&p, lambda, |q| solver.solve(q))?.0
+        } else {
+            if priced {
+                for k in 0..p.mu.len() {
+                    p.mu[k] -= lambda * p.cost[k];
+                }
+            }
+            solver.solve(&p)?
+        };
         let solve_s = t.elapsed().as_secs_f64();
         let (mut realized, mut score) = (0.0, 0.0);
         for (i, &q) in batch.iter().enumerate() {

@@ -5,6 +5,7 @@ pub mod chance;
 mod fast;
 pub mod instances;
 mod mip;
+pub mod price;
 mod problem;
 
 pub use baselines::{PerQueryPrice, PerQueryThreshold, RandomAssigner, Single};

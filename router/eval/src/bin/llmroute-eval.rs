@@ -156,6 +156,13 @@ struct EvalArgs {
     /// exactly, 0.2 on heavy-tailed real costs (docs/results/real-cost.md).
     #[arg(long, default_value = "auto", value_parser = parse_headroom)]
     headroom: Headroom,
+    /// How priced fast / mip ration a batch whose priced answer does not fit its grant: `price`
+    /// raises the batch's price, the same for every query, to the least that fits (answers stay
+    /// on the per-query-price family); `solver` solves the budgeted problem (its chance row
+    /// rations by cost spread, and its choice of what to cut favours the pairs whose gain the
+    /// estimator over-predicts).
+    #[arg(long, value_enum, default_value = "solver")]
+    ration: Ration,
     /// Knob values per assigner in the test sweep (matched costs, AIQ, plot).
     #[arg(long, default_value_t = 20)]
     sweep_points: usize,
@@ -186,6 +193,12 @@ struct EvalArgs {
     /// Also write the JSON report here (whatever --format says).
     #[arg(long)]
     json_out: Option<PathBuf>,
+}
+
+#[derive(Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+enum Ration {
+    Price,
+    Solver,
 }
 
 #[derive(Clone, Copy, clap::ValueEnum)]
@@ -224,6 +237,7 @@ fn eval(a: EvalArgs) -> Result<(), String> {
         pacing: a.pacing,
         adapt_rate: a.adapt_rate,
         headroom: a.headroom.0,
+        ration_by_price: a.ration == Ration::Price,
     };
     let r = run_eval(&cfg).map_err(|e| e.to_string())?;
     let json = serde_json::to_string_pretty(&r).map_err(|e| e.to_string())?;

@@ -1,0 +1,90 @@
+#!/usr/bin/env python3
+"""How the priced batch assigner (`fast`) compares with per-query pricing over many splits.
+
+One `llmroute-eval eval` split (one seed) of a small real-cost dataset moves the matched-cost
+difference by a point or more; this runs every dataset over several seeds and reports, per
+dataset and per variant of the eval's options:
+
+- AIQ Δ: fast − per-query-price mean accuracy over the common cost range (mean and worst seed);
+- worst Δ: the most negative matched-cost difference of each seed (mean and worst seed);
+- over: fast's batches over their grant, all seeds and spends together;
+- spent/target: fast's realized mean cost over its target, averaged over spends and seeds;
+- roll: fast's largest rolling overspend.
+
+Usage: scripts/real_cost_seeds.py [--seeds N] [--datasets a,b] [--variant "ARGS"]...
+Each --variant is a string of extra eval arguments ("" = the defaults); with none given the
+defaults and the variants of docs/results/real-cost-seeds.txt run. Random batching, spends
+0.05, 0.1, 0.2 and 0.5. Needs the release binaries (cargo build --release --bins).
+"""
+import argparse
+import json
+import os
+import shlex
+import statistics as st
+import subprocess
+import sys
+import tempfile
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+TARGET = os.environ.get("CARGO_TARGET_DIR", os.path.expanduser("~/.cache/llmroute-target"))
+EVAL = os.path.join(TARGET, "release", "llmroute-eval")
+DATASETS = {
+    "simpleqa": ["data/pricing-reversal-simpleqa.jsonl.gz"],
+    "reasoning": ["data/pricing-reversal-reasoning.jsonl.gz", "--batch-size", "16"],
+    "routellm": ["data/routellm.jsonl.gz", "--catalog", "deploy/catalogs/routellm.yaml"],
+    "dcrouter": ["data/dcrouter.jsonl.gz", "--catalog", "deploy/catalogs/dcrouter.yaml"],
+    "local-llama": ["data/collected-local-llama.jsonl", "--batch-size", "16"],
+}
+DEFAULT_VARIANTS = ["", "--ration price", "--no-chance", "--headroom 0", "--headroom 0.5", "--pacing 0.1"]
+
+
+def run(ds, seed, extra, tmp):
+    args = DATASETS[ds]
+    out = os.path.join(tmp, "r.json")
+    cmd = [EVAL, "eval", "--records", args[0], *args[1:], "--batching", "random",
+           "--assigners", "fast,per-query-price", "--spend", "0.05,0.1,0.2,0.5", "--seed", str(seed),
+           "--bootstrap", "20", "--json-out", out, *extra]
+    r = subprocess.run(cmd, cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+    if r.returncode != 0:
+        sys.exit(f"{' '.join(cmd)} failed:\n{r.stderr[-2000:]}")
+    with open(out) as f:
+        d = json.load(f)
+    fast = [r for r in d["results"] if r["assigner"] == "fast"]
+    diffs = [m["vs_per_query"][0] for m in d["matched"] if m["assigner"] == "fast"]
+    return {
+        "worst": min(diffs) if diffs else 0.0,
+        "aiq": d["aiq"].get("fast", 0.0) - d["aiq"].get("per-query-price", 0.0),
+        "over": sum(r["batches_over_budget"] for r in fast),
+        "batches": sum(r["batches"] for r in fast),
+        "spent": st.mean(r["mean_cost"] / r["target_cost"] for r in fast),
+        "roll": max(r["rolling_overspend"] for r in fast),
+    }
+
+
+def main():
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument("--seeds", type=int, default=6)
+    ap.add_argument("--datasets", default=",".join(DATASETS))
+    ap.add_argument("--variant", action="append", help='extra eval arguments, e.g. "--headroom 0"')
+    a = ap.parse_args()
+    if not os.path.exists(EVAL):
+        sys.exit(f"{EVAL} not found: cargo build --release --bins first")
+    datasets = a.datasets.split(",")
+    for d in datasets:
+        if d not in DATASETS:
+            sys.exit(f"unknown dataset {d!r}; known: {', '.join(DATASETS)}")
+    variants = a.variant if a.variant is not None else DEFAULT_VARIANTS
+    print(f"seeds 1..{a.seeds}, random batching, spends 0.05/0.1/0.2/0.5; Δ in accuracy points (fast − per-query-price)")
+    print(f"{'dataset':12s} {'variant':18s} {'AIQ Δ mean':>10s} {'AIQ Δ min':>9s} {'worst Δ mean':>12s} {'worst Δ min':>11s} {'over':>9s} {'spent/target':>12s} {'roll':>6s}")
+    with tempfile.TemporaryDirectory() as tmp:
+        for v in variants:
+            for ds in datasets:
+                rs = [run(ds, s, shlex.split(v), tmp) for s in range(1, a.seeds + 1)]
+                aiq = [r["aiq"] * 100 for r in rs]
+                worst = [r["worst"] * 100 for r in rs]
+                over = f"{sum(r['over'] for r in rs)}/{sum(r['batches'] for r in rs)}"
+                print(f"{ds:12s} {v or '(defaults)':18s} {st.mean(aiq):+10.2f} {min(aiq):+9.2f} {st.mean(worst):+12.2f} {min(worst):+11.2f} {over:>9s} {st.mean(r['spent'] for r in rs):12.2f} {max(r['roll'] for r in rs):6.3f}", flush=True)
+
+
+if __name__ == "__main__":
+    main()
