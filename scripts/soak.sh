@@ -6,9 +6,14 @@
 #
 #   bash scripts/soak.sh [MINUTES] [--llama]
 #
-# Writes docs/results/soak.txt (soak-llama.txt with --llama): per minute the calls sent and answered, p50 / p99 latency, errors
+# RELOAD_EVERY / RESTART_EVERY (minutes, defaults 5 and 10) change the fault schedule: a short
+# run with faults every minute or two shows whether a fault leaves memory behind each time.
+#
+# Writes docs/results/soak.txt (soak-llama.txt with --llama; -reloadR-restartK before .txt with
+# another schedule): per minute the calls sent and answered, p50 / p99 latency, errors
 # by code and the router's RSS (sampled every 10 s); then the RSS growth after the warm-up (the
-# first 2 minutes), the p99 drift (median of the last 5 minutes over the median of the 5 after the
+# first 2 minutes; from one sample to the last, and between the medians of all samples in the same
+# windows as the p99 drift), the p99 drift (median of the last 5 minutes over the median of the 5 after the
 # warm-up) and every error with the fault that explains it.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -22,6 +27,11 @@ for a in "$@"; do
   esac
 done
 [ "$MIN" -ge 4 ] || { echo "soak: MINUTES must be at least 4 (2 of warm-up)" >&2; exit 2; }
+RELOAD_EVERY="${RELOAD_EVERY:-5}"
+RESTART_EVERY="${RESTART_EVERY:-10}"
+for v in "$RELOAD_EVERY" "$RESTART_EVERY"; do
+  case "$v" in ''|*[!0-9]*|0) echo "soak: RELOAD_EVERY and RESTART_EVERY are whole minutes, at least 1" >&2; exit 2 ;; esac
+done
 export CARGO_TARGET_DIR="${CARGO_TARGET_DIR:-$HOME/.cache/llmroute-target}"
 cargo build --release --bin llm-router -q
 BIN="$CARGO_TARGET_DIR/release/llm-router"
@@ -73,11 +83,11 @@ pids+=($!)
 : > "$tmp/faults.txt"
 t0=$(date +%s)
 for m in $(seq 1 "$MIN"); do
-  if [ $((m % 5)) -eq 0 ]; then
+  if [ $((m % RELOAD_EVERY)) -eq 0 ]; then
     kill -HUP "$rpid"
     echo "$m reload" >> "$tmp/faults.txt"
   fi
-  if [ "$LLAMA" = yes ] && [ $((m % 10)) -eq 0 ]; then
+  if [ "$LLAMA" = yes ] && [ $((m % RESTART_EVERY)) -eq 0 ]; then
     kill "$llama_pid" 2>/dev/null || true
     wait "$llama_pid" 2>/dev/null || true
     sleep 5
@@ -93,18 +103,21 @@ alive=yes; kill -0 "$rpid" 2>/dev/null || alive=no
 python3 -c "import urllib.request; print(urllib.request.urlopen('http://127.0.0.1:8191/metrics', timeout=10).read().decode())" | grep -E '^llmroute_(requests_total|passed_over_late_total|fallbacks_total)\{' \
   | grep -v ' 0$' > "$tmp/metrics.txt" || true
 
-REPORT="$OUT/soak.txt"; [ "$LLAMA" = yes ] && REPORT="$OUT/soak-llama.txt"
-python3 - "$tmp" "$MIN" "$cap" "$qps" "$t0" "$alive" "$LLAMA" > "$REPORT" <<'PY'
+REPORT="$OUT/soak"; [ "$LLAMA" = yes ] && REPORT="$REPORT-llama"
+# Another fault schedule than the default writes its own file.
+[ "$RELOAD_EVERY/$RESTART_EVERY" = 5/10 ] || REPORT="$REPORT-reload$RELOAD_EVERY-restart$RESTART_EVERY"
+REPORT="$REPORT.txt"
+python3 - "$tmp" "$MIN" "$cap" "$qps" "$t0" "$alive" "$LLAMA" "$RELOAD_EVERY" "$RESTART_EVERY" > "$REPORT" <<'PY'
 import json, statistics, sys
-tmp, minutes, cap, qps, t0, alive, llama = sys.argv[1:]
+tmp, minutes, cap, qps, t0, alive, llama, reload_every, restart_every = sys.argv[1:]
 minutes, t0 = int(minutes), int(t0)
 rss = [tuple(map(int, l.split())) for l in open(f"{tmp}/rss.txt") if len(l.split()) == 2]
 faults = {}
 for l in open(f"{tmp}/faults.txt"):
     m, what = l.split()
     faults.setdefault(int(m), []).append(what)
-print(f"# Soak: {minutes} min, replay backends{' + SmolLM2 on llama.cpp (restarted every 10 min)' if llama == 'yes' else ''}, "
-      f"dispatch on, {qps}/s offered (half the measured capacity {float(cap):.0f}/s), reload every 5 min")
+print(f"# Soak: {minutes} min, replay backends{f' + SmolLM2 on llama.cpp (restarted every {restart_every} min)' if llama == 'yes' else ''}, "
+      f"dispatch on, {qps}/s offered (half the measured capacity {float(cap):.0f}/s), reload every {reload_every} min")
 print(f"{'min':>3} {'sent/s':>7} {'ok/s':>7} {'p50 ms':>7} {'p99 ms':>7} {'RSS KiB':>8}  errors / faults")
 p99s, rss_at = [], []
 total_err, messages, examples = {}, {}, {}
@@ -130,6 +143,15 @@ growth = (rss_at[-1] - after) / after * 100 if after else float("nan")
 first = statistics.median(p99s[warm:warm + 5])
 last = statistics.median(p99s[-5:])
 print(f"\nRSS after warm-up (minute {warm}) {after} KiB, at the end {rss_at[-1]} KiB: growth {growth:+.1f} %")
+# One sample moves by ~5 % with what is in flight at that instant: the medians of all the samples
+# (every 10 s) in the same windows as the p99 drift say whether the level moved.
+def window(lo, hi):  # samples taken during minutes lo..hi
+    return [v for (t, v) in rss if t0 + 60 * (lo - 1) < t <= t0 + 60 * hi]
+early, late = window(warm + 1, warm + 5), window(minutes - 4, minutes)
+if early and late:
+    e, l = statistics.median(early), statistics.median(late)
+    print(f"RSS median of the samples in minutes {warm + 1}-{warm + 5} {e:.0f} KiB, in the last 5 {l:.0f} KiB: growth {(l / e - 1) * 100:+.1f} %"
+          f" (range over the run after warm-up {min(v for (t, v) in rss if t > t0 + 60 * warm)}-{max(v for (t, v) in rss if t > t0 + 60 * warm)} KiB)")
 print(f"p99: median of minutes {warm + 1}-{warm + 5} {first:.2f} ms, of the last 5 {last:.2f} ms: drift {(last / first - 1) * 100:+.1f} %")
 print(f"errors over the run: {total_err or 'none'}; router alive at the end: {alive}")
 for (code, msg), n in sorted(messages.items(), key=lambda kv: -kv[1]):
