@@ -1,6 +1,9 @@
 #!/usr/bin/env python3
 """How the priced batch assigner (`fast`) compares with per-query pricing over many splits.
 
+(`--against fast@plain-knn`: how `fast` on the default estimator compares with `fast` on the
+plain TF-IDF kNN reference, the same way.)
+
 One `llmroute-eval eval` split (one seed) of a small real-cost dataset moves the matched-cost
 difference by a point or more; this runs every dataset over several seeds and reports, per
 dataset and per variant of the eval's options:
@@ -38,11 +41,11 @@ DATASETS = {
 DEFAULT_VARIANTS = ["", "--ration price", "--no-chance", "--headroom 0", "--headroom 0.5", "--pacing 0.1"]
 
 
-def run(ds, seed, extra, tmp):
+def run(ds, seed, extra, tmp, against):
     args = DATASETS[ds]
     out = os.path.join(tmp, "r.json")
     cmd = [EVAL, "eval", "--records", args[0], *args[1:], "--batching", "random",
-           "--assigners", "fast,per-query-price", "--spend", "0.05,0.1,0.2,0.5", "--seed", str(seed),
+           "--assigners", f"fast,{against}", "--spend", "0.05,0.1,0.2,0.5", "--seed", str(seed),
            "--bootstrap", "20", "--json-out", out, *extra]
     r = subprocess.run(cmd, cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
     if r.returncode != 0:
@@ -50,10 +53,13 @@ def run(ds, seed, extra, tmp):
     with open(out) as f:
         d = json.load(f)
     fast = [r for r in d["results"] if r["assigner"] == "fast"]
-    diffs = [m["vs_per_query"][0] for m in d["matched"] if m["assigner"] == "fast"]
+    at = {}
+    for m in d["matched"]:
+        at.setdefault(m["cost"], {})[m["assigner"]] = m["accuracy"]
+    diffs = [a["fast"] - a[against] for a in at.values() if "fast" in a and against in a]
     return {
         "worst": min(diffs) if diffs else 0.0,
-        "aiq": d["aiq"].get("fast", 0.0) - d["aiq"].get("per-query-price", 0.0),
+        "aiq": d["aiq"].get("fast", 0.0) - d["aiq"].get(against, 0.0),
         "over": sum(r["batches_over_budget"] for r in fast),
         "batches": sum(r["batches"] for r in fast),
         "spent": st.mean(r["mean_cost"] / r["target_cost"] for r in fast),
@@ -66,6 +72,8 @@ def main():
     ap.add_argument("--seeds", type=int, default=6)
     ap.add_argument("--datasets", default=",".join(DATASETS))
     ap.add_argument("--variant", action="append", help='extra eval arguments, e.g. "--headroom 0"')
+    ap.add_argument("--against", default="per-query-price", choices=["per-query-price", "fast@plain-knn"],
+                    help="what fast is compared with (default per-query-price)")
     a = ap.parse_args()
     if not os.path.exists(EVAL):
         sys.exit(f"{EVAL} not found: cargo build --release --bins first")
@@ -73,13 +81,13 @@ def main():
     for d in datasets:
         if d not in DATASETS:
             sys.exit(f"unknown dataset {d!r}; known: {', '.join(DATASETS)}")
-    variants = a.variant if a.variant is not None else DEFAULT_VARIANTS
-    print(f"seeds 1..{a.seeds}, random batching, spends 0.05/0.1/0.2/0.5; Δ in accuracy points (fast − per-query-price)")
+    variants = a.variant if a.variant is not None else (DEFAULT_VARIANTS if a.against == "per-query-price" else [""])
+    print(f"seeds 1..{a.seeds}, random batching, spends 0.05/0.1/0.2/0.5; Δ in accuracy points (fast − {a.against})")
     print(f"{'dataset':12s} {'variant':18s} {'AIQ Δ mean':>10s} {'AIQ Δ min':>9s} {'worst Δ mean':>12s} {'worst Δ min':>11s} {'over':>9s} {'spent/target':>12s} {'roll':>6s}")
     with tempfile.TemporaryDirectory() as tmp:
         for v in variants:
             for ds in datasets:
-                rs = [run(ds, s, shlex.split(v), tmp) for s in range(1, a.seeds + 1)]
+                rs = [run(ds, s, shlex.split(v), tmp, a.against) for s in range(1, a.seeds + 1)]
                 aiq = [r["aiq"] * 100 for r in rs]
                 worst = [r["worst"] * 100 for r in rs]
                 over = f"{sum(r['over'] for r in rs)}/{sum(r['batches'] for r in rs)}"
