@@ -46,4 +46,7 @@ python3 scripts/real_cost_summary.py "$OUT" > docs/results/real-cost.md
 # The same comparison over 6 splits (seeds) per dataset, with variants of the budget options
 # (~2 min): one seed's matched-cost figures move by a point or more on the small sets.
 python3 scripts/real_cost_seeds.py > docs/results/real-cost-seeds.txt
+# The default estimator against the plain kNN reference (fast on each), over the same splits.
+python3 scripts/real_cost_seeds.py --against fast@plain-knn --datasets simpleqa,reasoning,routellm,dcrouter \
+  > docs/results/real-cost-seeds-plain.txt
 echo "wrote docs/results/real-cost.md" >&2
