@@ -159,8 +159,8 @@ struct EvalArgs {
     /// How priced fast / mip ration a batch whose priced answer does not fit its grant: `price`
     /// raises the batch's price, the same for every query, to the least that fits (answers stay
     /// on the per-query-price family); `solver` solves the budgeted problem (its chance row
-    /// rations by cost spread, and its choice of what to cut favours the pairs whose gain the
-    /// estimator over-predicts).
+    /// rations by cost spread as well as by expected cost). Over 6 splits per dataset neither
+    /// is better on every dataset (docs/results/real-cost-seeds.txt).
     #[arg(long, value_enum, default_value = "solver")]
     ration: Ration,
     /// Knob values per assigner in the test sweep (matched costs, AIQ, plot).
