@@ -68,13 +68,15 @@ def run(ds, seed, extra, tmp, against):
 
 
 def main():
-    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    ap.add_argument("--seeds", type=int, default=6)
-    ap.add_argument("--datasets", default=",".join(DATASETS))
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--seeds", type=int, default=6, help="splits per dataset: seeds 1..N (default 6)")
+    ap.add_argument("--datasets", default=",".join(DATASETS), help=f"comma-separated, from {', '.join(DATASETS)} (default all)")
     ap.add_argument("--variant", action="append", help='extra eval arguments, e.g. "--headroom 0"')
     ap.add_argument("--against", default="per-query-price", choices=["per-query-price", "fast@plain-knn"],
                     help="what fast is compared with (default per-query-price)")
     a = ap.parse_args()
+    if a.seeds < 1:
+        ap.error("--seeds must be at least 1")
     if not os.path.exists(EVAL):
         sys.exit(f"{EVAL} not found: cargo build --release --bins first")
     datasets = a.datasets.split(",")
