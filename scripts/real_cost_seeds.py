@@ -16,8 +16,8 @@ dataset and per variant of the eval's options:
 
 Usage: scripts/real_cost_seeds.py [--seeds N] [--datasets a,b] [--variant "ARGS"]...
 Each --variant is a string of extra eval arguments ("" = the defaults); with none given the
-defaults and the variants of docs/results/real-cost-seeds.txt run. Random batching, spends
-0.05, 0.1, 0.2 and 0.5. Needs the release binaries (cargo build --release --bins).
+defaults and the variants of docs/results/real-cost-seeds.txt run. Random batching unless
+--batching says otherwise, spends 0.05, 0.1, 0.2 and 0.5. Needs the release binaries (cargo build --release --bins).
 """
 import argparse
 import json
@@ -41,10 +41,10 @@ DATASETS = {
 DEFAULT_VARIANTS = ["", "--ration price", "--no-chance", "--headroom 0", "--headroom 0.5", "--pacing 0.1"]
 
 
-def run(ds, seed, extra, tmp, against):
+def run(ds, seed, extra, tmp, against, batching):
     args = DATASETS[ds]
     out = os.path.join(tmp, "r.json")
-    cmd = [EVAL, "eval", "--records", args[0], *args[1:], "--batching", "random",
+    cmd = [EVAL, "eval", "--records", args[0], *args[1:], "--batching", batching,
            "--assigners", f"fast,{against}", "--spend", "0.05,0.1,0.2,0.5", "--seed", str(seed),
            "--bootstrap", "20", "--json-out", out, *extra]
     r = subprocess.run(cmd, cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
@@ -72,6 +72,8 @@ def main():
     ap.add_argument("--seeds", type=int, default=6, help="splits per dataset: seeds 1..N (default 6)")
     ap.add_argument("--datasets", default=",".join(DATASETS), help=f"comma-separated, from {', '.join(DATASETS)} (default all)")
     ap.add_argument("--variant", action="append", help='extra eval arguments, e.g. "--headroom 0"')
+    ap.add_argument("--batching", default="random", choices=["random", "adversarial", "by-task"],
+                    help="the test traffic's order (default random)")
     ap.add_argument("--against", default="per-query-price", choices=["per-query-price", "fast@plain-knn"],
                     help="what fast is compared with (default per-query-price)")
     a = ap.parse_args()
@@ -84,12 +86,12 @@ def main():
         if d not in DATASETS:
             sys.exit(f"unknown dataset {d!r}; known: {', '.join(DATASETS)}")
     variants = a.variant if a.variant is not None else (DEFAULT_VARIANTS if a.against == "per-query-price" else [""])
-    print(f"seeds 1..{a.seeds}, random batching, spends 0.05/0.1/0.2/0.5; Δ in accuracy points (fast − {a.against})")
+    print(f"seeds 1..{a.seeds}, {a.batching} batching, spends 0.05/0.1/0.2/0.5; Δ in accuracy points (fast − {a.against})")
     print(f"{'dataset':12s} {'variant':18s} {'AIQ Δ mean':>10s} {'AIQ Δ min':>9s} {'worst Δ mean':>12s} {'worst Δ min':>11s} {'over':>9s} {'spent/target':>12s} {'roll':>6s}")
     with tempfile.TemporaryDirectory() as tmp:
         for v in variants:
             for ds in datasets:
-                rs = [run(ds, s, shlex.split(v), tmp, a.against) for s in range(1, a.seeds + 1)]
+                rs = [run(ds, s, shlex.split(v), tmp, a.against, a.batching) for s in range(1, a.seeds + 1)]
                 aiq = [r["aiq"] * 100 for r in rs]
                 worst = [r["worst"] * 100 for r in rs]
                 over = f"{sum(r['over'] for r in rs)}/{sum(r['batches'] for r in rs)}"
