@@ -49,4 +49,6 @@ python3 scripts/real_cost_seeds.py > docs/results/real-cost-seeds.txt
 # The default estimator against the plain kNN reference (fast on each), over the same splits.
 python3 scripts/real_cost_seeds.py --against fast@plain-knn --datasets simpleqa,reasoning,routellm,dcrouter \
   > docs/results/real-cost-seeds-plain.txt
+python3 scripts/real_cost_seeds.py --batching adversarial --variant '' --datasets simpleqa,reasoning,routellm,dcrouter \
+  > docs/results/real-cost-seeds-adversarial.txt
 echo "wrote docs/results/real-cost.md" >&2
