@@ -218,9 +218,7 @@ pub fn run(
             llmroute_core::assign::price::ration(&p, lambda, |q| solver.solve(q))?.0
         } else {
             if priced {
-                for k in 0..p.mu.len() {
-                    p.mu[k] -= lambda * p.cost[k];
-                }
+                p.price(lambda);
             }
             solver.solve(&p)?
         };

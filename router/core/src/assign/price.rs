@@ -35,9 +35,7 @@ pub fn ration(p: &Problem, lambda: f64, linear: impl Fn(&Problem) -> Result<Assi
         let mut q = p.clone();
         q.budget = f64::INFINITY;
         q.kappa = 0.0;
-        for (mu, c) in q.mu.iter_mut().zip(&p.cost) {
-            *mu -= l * c;
-        }
+        q.price(l);
         linear(&q)
     };
     let fits = |a: &Assignment| p.violation(&a.choice).is_none();
@@ -87,9 +85,7 @@ pub fn ration(p: &Problem, lambda: f64, linear: impl Fn(&Problem) -> Result<Assi
 /// capacity binds): the budgeted problem at price `lambda`, as the assigner solves it.
 fn whole(p: &Problem, lambda: f64, linear: impl Fn(&Problem) -> Result<Assignment>) -> Result<(Assignment, f64)> {
     let mut q = p.clone();
-    for (mu, c) in q.mu.iter_mut().zip(&p.cost) {
-        *mu -= lambda * c;
-    }
+    q.price(lambda);
     Ok((linear(&q)?, lambda))
 }
 

@@ -148,6 +148,13 @@ impl Problem {
         }
     }
 
+    /// Prices the scores: μ ← μ − λ·ĉ (a priced assigner's objective; replies keep the raw μ).
+    pub fn price(&mut self, lambda: f64) {
+        for (mu, c) in self.mu.iter_mut().zip(&self.cost) {
+            *mu -= lambda * c;
+        }
+    }
+
     /// The chance constraint has an uncertainty term.
     pub fn is_chance(&self) -> bool {
         self.kappa > 0.0 && self.budget.is_finite() && self.cost_var.iter().any(|&v| v > 0.0)
