@@ -3,7 +3,7 @@
 //! with `fast` as the fallback when it fails or runs out of time.
 
 use super::config::AssignerKind;
-use super::latency::LatencyFit;
+use super::latency::LatencyPredictor;
 use super::query::Query;
 use super::state::{next_batch_id, Live, Shared};
 use crate::metrics::names;
@@ -119,7 +119,7 @@ pub(crate) fn planned_output(q: &Query, j: usize) -> f64 {
 
 /// A model's learned answer time as one batch sees it.
 struct Timing {
-    fit: LatencyFit,
+    fit: LatencyPredictor,
     /// The fit was stale: this query of the batch (the one with the most time left) is let
     /// through to measure the model again.
     probe: Option<usize>,
@@ -134,14 +134,15 @@ fn timings(live: &Live, queries: &[Query], now: Instant) -> Vec<Option<Timing>> 
         .iter()
         .map(|md| {
             let mut fit = md.state.latency();
-            if fit.usable(now) {
-                Some(Timing { fit: fit.clone(), probe: None })
+            let probe = if fit.usable(now) {
+                None
             } else if fit.stale(now) {
                 fit.probed(now);
-                Some(Timing { fit: fit.clone(), probe })
+                probe
             } else {
-                None
-            }
+                return None;
+            };
+            fit.predictor().map(|fit| Timing { fit, probe })
         })
         .collect()
 }
@@ -275,9 +276,7 @@ pub async fn decide(shared: &Arc<Shared>, queries: Vec<Query>) -> Option<Decided
     // The batch price: solve Σ (μ − λ·ĉ)·x under the grant; replies and fallbacks keep the raw μ.
     let (assignment, assigner) = if live.price > 0.0 {
         let mut priced = (*p).clone();
-        for (mu, c) in priced.mu.iter_mut().zip(&p.cost) {
-            *mu -= live.price * c;
-        }
+        priced.price(live.price);
         solve(&live, &Arc::new(priced)).await
     } else {
         solve(&live, &p).await

@@ -65,6 +65,27 @@ impl Default for LatencyFit {
     }
 }
 
+/// A fit's seconds for a call: a + b·(input tokens / 1000) + c·(output tokens / 1000), ≥ 0.
+fn seconds([a, b, c]: [f64; 3], input_tokens: f64, output_tokens: f64) -> f64 {
+    (a + b * input_tokens.max(0.0) * SCALE + c * output_tokens.max(0.0) * SCALE).max(0.0)
+}
+
+/// A fit as one batch's decision reads it (`LatencyFit::predictor`).
+#[derive(Debug, Clone, Copy)]
+pub struct LatencyPredictor {
+    coef: [f64; 3],
+    scale: f64,
+}
+
+impl LatencyPredictor {
+    /// The 90th-percentile answer time of a call with this prompt and planned output: the fit's
+    /// time × the 90th percentile of recent actual / predicted ratios (× 1 until `MIN_ANSWERS`
+    /// ratios are in).
+    pub fn predict(&self, input_tokens: f64, planned_output: f64) -> Option<Duration> {
+        Duration::try_from_secs_f64(seconds(self.coef, input_tokens, planned_output) * self.scale).ok()
+    }
+}
+
 impl LatencyFit {
     /// Learns an answer: its prompt and output tokens and how long it took; `planned_output` is
     /// the output length the decision went by (for the ratio of actual to predicted time).
@@ -127,19 +148,19 @@ impl LatencyFit {
 
     /// The fit's seconds for a call, once `MIN_ANSWERS` answers came in.
     fn point(&self, input_tokens: f64, output_tokens: f64) -> Option<f64> {
-        if self.answers < MIN_ANSWERS {
-            return None;
-        }
-        let [a, b, c] = self.coef;
-        Some((a + b * input_tokens.max(0.0) * SCALE + c * output_tokens.max(0.0) * SCALE).max(0.0))
+        (self.answers >= MIN_ANSWERS).then(|| seconds(self.coef, input_tokens, output_tokens))
+    }
+
+    /// What a decision needs of the fit, once `MIN_ANSWERS` answers came in: a copy of its
+    /// coefficients and ratio scale (not of its sums and ratio ring).
+    pub fn predictor(&self) -> Option<LatencyPredictor> {
+        (self.answers >= MIN_ANSWERS).then_some(LatencyPredictor { coef: self.coef, scale: self.scale })
     }
 
     /// The 90th-percentile answer time of a call with this prompt and planned output, once
-    /// `MIN_ANSWERS` answers came in: the fit's time × the 90th percentile of recent actual /
-    /// predicted ratios (× 1 until `MIN_ANSWERS` ratios are in).
+    /// `MIN_ANSWERS` answers came in (`LatencyPredictor::predict`).
     pub fn predict(&self, input_tokens: f64, planned_output: f64) -> Option<Duration> {
-        let t = self.point(input_tokens, planned_output)?;
-        Duration::try_from_secs_f64(t * self.scale).ok()
+        self.predictor()?.predict(input_tokens, planned_output)
     }
 
     /// The least-squares coefficients with every one ≥ 0: the full model if its solution is,
