@@ -70,7 +70,7 @@ pub fn write(dir: &Path, tensors: &BTreeMap<String, Tensor>, cfg: &Config, tok: 
         "hidden_size": cfg.dim, "intermediate_size": cfg.ffn, "num_hidden_layers": cfg.n_layer,
         "num_attention_heads": cfg.n_head, "num_key_value_heads": cfg.n_kv_head, "head_dim": cfg.head_dim,
         "rms_norm_eps": cfg.eps, "rope_theta": cfg.rope_base, "vocab_size": cfg.vocab,
-        "tie_word_embeddings": !tensors.contains_key("output.weight"), "bos_token_id": tok.bos,
+        "tie_word_embeddings": !tensors.contains_key("output.weight"), "bos_token_id": tok.bos, "eos_token_id": tok.eos,
         "torch_dtype": if dtype == DType::F16 { "float16" } else { "float32" }, "hidden_act": "silu",
     });
     let p = dir.join("config.json");
@@ -126,6 +126,12 @@ pub fn read(dir: &Path) -> Result<(GgufModel, Tok)> {
     );
     md.insert("llama.rope.freq_base".to_string(), Value::F32(c["rope_theta"].as_f64().unwrap_or(10000.0) as f32));
     let source_dtypes = tensors.keys().map(|k| (k.clone(), candle_core::quantized::GgmlDType::F32)).collect();
-    let tok = Tok::from_file(&dir.join("tokenizer.json"), c["bos_token_id"].as_u64().map(|b| b as u32))?;
+    // `eos_token_id` is an id or a list of them (the first ends generation here).
+    let eos = c["eos_token_id"].as_u64().or_else(|| c["eos_token_id"].get(0).and_then(|e| e.as_u64()));
+    let tok = Tok::from_file(
+        &dir.join("tokenizer.json"),
+        c["bos_token_id"].as_u64().map(|b| b as u32),
+        eos.map(|e| e as u32),
+    )?;
     Ok((GgufModel { path: dir.to_path_buf(), metadata: md, tensors, source_dtypes }, tok))
 }

@@ -28,6 +28,25 @@ pub fn linear_name(layer: usize, kind: &str) -> String {
     format!("blk.{layer}.{kind}.weight")
 }
 
+/// Keys and values of the tokens a sequence has run so far, per layer (1, kv heads, len, head
+/// dim), for [`Llama::extend`]. Cloning shares the tensors: a prefix can be forked.
+#[derive(Clone, Default)]
+pub struct KvCache {
+    layers: Vec<(Tensor, Tensor)>,
+    len: usize,
+}
+
+impl KvCache {
+    /// Tokens held.
+    pub fn len(&self) -> usize {
+        self.len
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.len == 0
+    }
+}
+
 pub struct Llama {
     pub cfg: Config,
     pub tensors: BTreeMap<String, Tensor>,
@@ -98,33 +117,61 @@ impl Llama {
 
     /// Causal self-attention from the normed input, before the output projection: (L, dim).
     pub fn attention(&self, layer: usize, h: &Tensor) -> Result<Tensor> {
+        let (q, k, v) = self.qkv(layer, h)?;
+        Ok(self.attend(&q, &k, &v, None)?.0)
+    }
+
+    /// q, k and v of normed rows: (n, heads · head dim), (n, kv heads · head dim) twice.
+    fn qkv(&self, layer: usize, h: &Tensor) -> Result<(Tensor, Tensor, Tensor)> {
+        Ok((self.lin(h, layer, "attn_q")?, self.lin(h, layer, "attn_k")?, self.lin(h, layer, "attn_v")?))
+    }
+
+    /// Attention of one sequence's new rows (their q, k, v; they follow the `past` keys and values,
+    /// if any) over the past and themselves, causally: the output (n, dim) and the keys and values
+    /// of past + these rows, (1, kv heads, len, head dim) each, before grouped-query expansion.
+    fn attend(
+        &self,
+        q: &Tensor,
+        k: &Tensor,
+        v: &Tensor,
+        past: Option<&(Tensor, Tensor)>,
+    ) -> Result<(Tensor, (Tensor, Tensor))> {
         let c = &self.cfg;
-        let l = h.dims()[0];
-        if l > MAX_POS {
-            return Err(Error::Invalid(format!("sequence of {l} tokens is longer than {MAX_POS}")));
+        let n = q.dims()[0];
+        let p = past.map_or(0, |(k, _)| k.dims()[2]);
+        let total = p + n;
+        if total > MAX_POS {
+            return Err(Error::Invalid(format!("sequence of {total} tokens is longer than {MAX_POS}")));
         }
-        let shape = |t: Tensor, heads: usize| -> Result<Tensor> {
-            Ok(t.reshape((1, l, heads, c.head_dim))?.transpose(1, 2)?.contiguous()?)
+        let shape = |t: &Tensor, heads: usize| -> Result<Tensor> {
+            Ok(t.reshape((1, n, heads, c.head_dim))?.transpose(1, 2)?.contiguous()?)
         };
-        let (cos, sin) = (self.cos.narrow(0, 0, l)?, self.sin.narrow(0, 0, l)?);
-        let q = candle_nn::rotary_emb::rope_i(&shape(self.lin(h, layer, "attn_q")?, c.n_head)?, &cos, &sin)?;
-        let k = candle_nn::rotary_emb::rope_i(&shape(self.lin(h, layer, "attn_k")?, c.n_kv_head)?, &cos, &sin)?;
-        let v = shape(self.lin(h, layer, "attn_v")?, c.n_kv_head)?;
+        let (cos, sin) = (self.cos.narrow(0, p, n)?, self.sin.narrow(0, p, n)?);
+        let q = candle_nn::rotary_emb::rope_i(&shape(q, c.n_head)?, &cos, &sin)?;
+        let k = candle_nn::rotary_emb::rope_i(&shape(k, c.n_kv_head)?, &cos, &sin)?;
+        let v = shape(v, c.n_kv_head)?;
+        let (k, v) = match past {
+            Some((pk, pv)) => (Tensor::cat(&[pk, &k], 2)?, Tensor::cat(&[pv, &v], 2)?),
+            None => (k, v),
+        };
         let rep = c.n_head / c.n_kv_head.max(1);
-        let expand = |t: Tensor| -> Result<Tensor> {
+        let expand = |t: &Tensor| -> Result<Tensor> {
             if rep == 1 {
-                return Ok(t);
+                return Ok(t.clone());
             }
-            Ok(t.unsqueeze(2)?.expand((1, c.n_kv_head, rep, l, c.head_dim))?.reshape((1, c.n_head, l, c.head_dim))?)
+            Ok(t.unsqueeze(2)?
+                .expand((1, c.n_kv_head, rep, total, c.head_dim))?
+                .reshape((1, c.n_head, total, c.head_dim))?)
         };
-        let (k, v) = (expand(k)?, expand(v)?);
-        let att = (q.matmul(&k.t()?)? / (c.head_dim as f64).sqrt())?;
+        let (ke, ve) = (expand(&k)?, expand(&v)?);
+        let att = (q.matmul(&ke.t()?)? / (c.head_dim as f64).sqrt())?;
+        // Row i is the token at position p + i: it sees keys 0 ..= p + i.
         let mask: Vec<f32> =
-            (0..l).flat_map(|i| (0..l).map(move |j| if j > i { f32::NEG_INFINITY } else { 0.0 })).collect();
-        let mask = Tensor::from_vec(mask, (l, l), &Device::Cpu)?;
+            (0..n).flat_map(|i| (0..total).map(move |j| if j > p + i { f32::NEG_INFINITY } else { 0.0 })).collect();
+        let mask = Tensor::from_vec(mask, (n, total), &Device::Cpu)?;
         let att = candle_nn::ops::softmax_last_dim(&att.broadcast_add(&mask)?)?;
-        let y = att.matmul(&v.contiguous()?)?; // (1, heads, L, hd)
-        Ok(y.transpose(1, 2)?.reshape((l, c.dim))?)
+        let y = att.matmul(&ve.contiguous()?)?; // (1, heads, n, hd)
+        Ok((y.transpose(1, 2)?.reshape((n, c.dim))?, (k, v)))
     }
 
     /// x + attention output projected.
@@ -165,12 +212,166 @@ impl Llama {
             x = self.block(l, &x)?;
         }
         let x = self.norm(&x, "output_norm.weight")?;
-        let out = self.tensors.get("output.weight").unwrap_or(self.w("token_embd.weight")?);
         let n = ids.len() - 1;
-        let logits = x.narrow(0, 0, n)?.matmul(&out.t()?)?; // (n, vocab)
+        let logits = self.logits(&x.narrow(0, 0, n)?)?; // (n, vocab)
         let logp = candle_nn::ops::log_softmax(&logits, D::Minus1)?;
         let target = Tensor::new(&ids[1..], &Device::Cpu)?.unsqueeze(1)?;
         let picked = logp.gather(&target, 1)?.sum_all()?.to_scalar::<f32>()?;
         Ok((-(picked as f64), n))
+    }
+
+    /// The output layer's logits of final-normed hidden states: (n, vocab).
+    pub fn logits(&self, hidden: &Tensor) -> Result<Tensor> {
+        let out = self.tensors.get("output.weight").unwrap_or(self.w("token_embd.weight")?);
+        Ok(hidden.matmul(&out.t()?)?)
+    }
+
+    /// Runs `ids` after the tokens already in `cache` (positions continue from them), appends
+    /// their keys and values to it, and returns their final-normed hidden states (n, dim): greedy
+    /// generation and multiple-choice scoring without recomputing a shared prefix.
+    pub fn extend(&self, ids: &[u32], cache: &mut KvCache) -> Result<Tensor> {
+        let mut out = self.extend_many(&[ids], std::slice::from_mut(cache))?;
+        out.pop().ok_or_else(|| Error::Invalid("no sequence to run".into()))
+    }
+
+    /// [`Llama::extend`] for several sequences at once, each after its own cache: the linear
+    /// layers run on all their rows together (one pass over the weights), attention per sequence.
+    pub fn extend_many(&self, ids: &[&[u32]], caches: &mut [KvCache]) -> Result<Vec<Tensor>> {
+        if ids.len() != caches.len() {
+            return Err(Error::Invalid(format!("{} sequences and {} caches", ids.len(), caches.len())));
+        }
+        if ids.iter().any(|s| s.is_empty()) {
+            return Err(Error::Invalid("no tokens to run".into()));
+        }
+        let all: Vec<u32> = ids.iter().flat_map(|s| s.iter().copied()).collect();
+        let mut x = self.embed(&all)?;
+        let mut layers: Vec<Vec<(Tensor, Tensor)>> = vec![Vec::with_capacity(self.cfg.n_layer); ids.len()];
+        for l in 0..self.cfg.n_layer {
+            let (q, k, v) = self.qkv(l, &self.attn_in(l, &x)?)?;
+            let mut outs = Vec::with_capacity(ids.len());
+            let mut at = 0;
+            for (s, seq) in ids.iter().enumerate() {
+                let n = seq.len();
+                let (q, k, v) = (q.narrow(0, at, n)?, k.narrow(0, at, n)?, v.narrow(0, at, n)?);
+                let (y, kv) = self.attend(&q, &k, &v, caches[s].layers.get(l))?;
+                outs.push(y);
+                layers[s].push(kv);
+                at += n;
+            }
+            let att = if outs.len() == 1 { outs.remove(0) } else { Tensor::cat(&outs, 0)? };
+            x = self.attn_residual(l, &x, &att)?;
+            let act = self.mlp_act(l, &self.mlp_in(l, &x)?)?;
+            x = self.mlp_residual(l, &x, &act)?;
+        }
+        let x = self.norm(&x, "output_norm.weight")?;
+        let mut out = Vec::with_capacity(ids.len());
+        let mut at = 0;
+        for ((seq, cache), kv) in ids.iter().zip(caches.iter_mut()).zip(layers) {
+            cache.layers = kv;
+            cache.len += seq.len();
+            out.push(x.narrow(0, at, seq.len())?);
+            at += seq.len();
+        }
+        Ok(out)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::gguf::Value;
+    use std::collections::HashMap;
+
+    /// A random two-layer model with grouped-query attention (4 heads over 2 key/value heads).
+    fn tiny() -> Llama {
+        let (dim, ffn, vocab, layers) = (16usize, 24usize, 40usize, 2usize);
+        let mut md: HashMap<String, Value> = HashMap::new();
+        md.insert("general.architecture".into(), Value::String("llama".into()));
+        for (k, v) in [
+            ("llama.attention.head_count", 4u32),
+            ("llama.attention.head_count_kv", 2),
+            ("llama.embedding_length", dim as u32),
+            ("llama.block_count", layers as u32),
+            ("llama.feed_forward_length", ffn as u32),
+        ] {
+            md.insert(k.into(), Value::U32(v));
+        }
+        let mut tensors = BTreeMap::new();
+        let r = |shape: &[usize]| Tensor::randn(0f32, 0.3, shape, &Device::Cpu).unwrap();
+        tensors.insert("token_embd.weight".to_string(), r(&[vocab, dim]));
+        tensors.insert("output_norm.weight".to_string(), Tensor::ones(dim, DType::F32, &Device::Cpu).unwrap());
+        for l in 0..layers {
+            for (k, shape) in [
+                ("attn_q", [dim, dim]),
+                ("attn_k", [dim / 2, dim]),
+                ("attn_v", [dim / 2, dim]),
+                ("attn_output", [dim, dim]),
+                ("ffn_gate", [ffn, dim]),
+                ("ffn_up", [ffn, dim]),
+                ("ffn_down", [dim, ffn]),
+            ] {
+                tensors.insert(linear_name(l, k), r(&shape));
+            }
+            for k in ["attn_norm", "ffn_norm"] {
+                tensors.insert(format!("blk.{l}.{k}.weight"), Tensor::ones(dim, DType::F32, &Device::Cpu).unwrap());
+            }
+        }
+        let m = GgufModel { path: "tiny".into(), metadata: md, tensors, source_dtypes: BTreeMap::new() };
+        Llama::from_gguf(&m).unwrap()
+    }
+
+    fn nll_from_hidden(net: &Llama, hidden: &Tensor, ids: &[u32]) -> f64 {
+        let n = ids.len() - 1;
+        let logp =
+            candle_nn::ops::log_softmax(&net.logits(&hidden.narrow(0, 0, n).unwrap()).unwrap(), D::Minus1).unwrap();
+        let target = Tensor::new(&ids[1..], &Device::Cpu).unwrap().unsqueeze(1).unwrap();
+        -(logp.gather(&target, 1).unwrap().sum_all().unwrap().to_scalar::<f32>().unwrap() as f64)
+    }
+
+    #[test]
+    fn a_sequence_run_in_pieces_through_the_cache_equals_the_full_forward() {
+        let net = tiny();
+        let ids: Vec<u32> = vec![3, 17, 5, 39, 0, 22, 8, 8, 31, 12, 1];
+        let (full, n) = net.nll(&ids).unwrap();
+        assert_eq!(n, ids.len() - 1);
+        // All at once, then a prefix of 4 followed by pieces of 1, 3 and the rest.
+        let mut c = KvCache::default();
+        let whole = net.extend(&ids, &mut c).unwrap();
+        assert_eq!(c.len(), ids.len());
+        let mut c = KvCache::default();
+        let mut parts = vec![net.extend(&ids[..4], &mut c).unwrap()];
+        parts.push(net.extend(&ids[4..5], &mut c).unwrap());
+        parts.push(net.extend(&ids[5..8], &mut c).unwrap());
+        parts.push(net.extend(&ids[8..], &mut c).unwrap());
+        let pieces = Tensor::cat(&parts, 0).unwrap();
+        for h in [&whole, &pieces] {
+            let got = nll_from_hidden(&net, h, &ids);
+            assert!((got - full).abs() < 1e-4 * full.abs().max(1.0), "{got} vs {full}");
+        }
+        // A fork of the cache does not see what the other branch appended.
+        let mut a = KvCache::default();
+        net.extend(&ids[..4], &mut a).unwrap();
+        let mut b = a.clone();
+        net.extend(&[9, 9, 9], &mut b).unwrap();
+        let h1 = net.extend(&ids[4..6], &mut a).unwrap();
+        let h2 = parts[1].clone();
+        let d =
+            (h1.narrow(0, 0, 1).unwrap() - h2).unwrap().abs().unwrap().max_all().unwrap().to_scalar::<f32>().unwrap();
+        assert!(d < 1e-5, "{d}");
+        assert!(net.extend(&[], &mut a).is_err());
+        // Several sequences at once, each after its own cache, equal each run alone.
+        let mut base = KvCache::default();
+        net.extend(&ids[..3], &mut base).unwrap();
+        let seqs: [&[u32]; 3] = [&ids[3..7], &[4], &ids[1..3]];
+        let mut caches = vec![base.clone(), base.clone(), KvCache::default()];
+        let many = net.extend_many(&seqs, &mut caches).unwrap();
+        for (i, s) in seqs.iter().enumerate() {
+            let mut c = if i < 2 { base.clone() } else { KvCache::default() };
+            let alone = net.extend(s, &mut c).unwrap();
+            let d = (&many[i] - alone).unwrap().abs().unwrap().max_all().unwrap().to_scalar::<f32>().unwrap();
+            assert!(d < 1e-4, "sequence {i}: {d}");
+            assert_eq!(caches[i].len(), c.len());
+        }
+        assert!(net.extend_many(&seqs, &mut caches[..2]).is_err());
     }
 }

@@ -13,6 +13,8 @@ const CONTROL_TOKEN: i64 = 3;
 pub struct Tok {
     inner: Tokenizer,
     pub bos: Option<u32>,
+    /// End of a turn or text (`tokenizer.ggml.eos_token_id`): generation stops there.
+    pub eos: Option<u32>,
 }
 
 impl Tok {
@@ -50,14 +52,14 @@ impl Tok {
         inner.with_pre_tokenizer(Some(ByteLevel::new(false, true, true)));
         inner.with_decoder(Some(ByteLevel::default()));
         inner.add_special_tokens(&special);
-        let bos = m.metadata.get("tokenizer.ggml.bos_token_id").and_then(|v| v.to_u32().ok());
-        Ok(Tok { inner, bos })
+        let id = |k: &str| m.metadata.get(k).and_then(|v| v.to_u32().ok());
+        Ok(Tok { inner, bos: id("tokenizer.ggml.bos_token_id"), eos: id("tokenizer.ggml.eos_token_id") })
     }
 
     /// A `tokenizer.json` (Hugging Face layout).
-    pub fn from_file(path: &std::path::Path, bos: Option<u32>) -> Result<Tok> {
+    pub fn from_file(path: &std::path::Path, bos: Option<u32>, eos: Option<u32>) -> Result<Tok> {
         let inner = Tokenizer::from_file(path).map_err(|e| Error::Tokenizer(format!("{}: {e}", path.display())))?;
-        Ok(Tok { inner, bos })
+        Ok(Tok { inner, bos, eos })
     }
 
     pub fn save(&self, path: &std::path::Path) -> Result<()> {
@@ -66,6 +68,11 @@ impl Tok {
 
     pub fn encode(&self, text: &str) -> Result<Vec<u32>> {
         Ok(self.inner.encode(text, false).map_err(|e| Error::Tokenizer(e.to_string()))?.get_ids().to_vec())
+    }
+
+    /// A token's text (control tokens as written, e.g. `<|im_start|>`).
+    pub fn token(&self, id: u32) -> Option<String> {
+        self.inner.id_to_token(id)
     }
 
     pub fn decode(&self, ids: &[u32]) -> Result<String> {

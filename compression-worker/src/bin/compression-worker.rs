@@ -3,7 +3,7 @@
 use clap::{Parser, Subcommand};
 use compression_worker::pipeline::{self, Method};
 use compression_worker::prune::{alps, lowrank, mask::Pattern, sparsegpt};
-use compression_worker::{card, gguf, hf, llama::Llama, text, tokenizer::Tok};
+use compression_worker::{card, gguf, hf, llama::Llama, tasks, text, tokenizer::Tok};
 use std::io::{IsTerminal, Write};
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -38,6 +38,28 @@ enum Cmd {
         #[arg(long, default_value_t = 1)]
         seed: u64,
     },
+    /// Task accuracy of a model through the worker's own forward pass (no llama.cpp): the
+    /// multiple-choice and greedy exact-match questions of `run --eval-tasks`; prints JSON.
+    Tasks {
+        /// GGUF model file or Hugging Face folder.
+        #[arg(long)]
+        model: PathBuf,
+        #[command(flatten)]
+        sizes: TaskSizes,
+    },
+}
+
+/// How many questions the forward-pass task evaluation asks.
+#[derive(clap::Args, Clone, Copy)]
+struct TaskSizes {
+    /// Multiple-choice questions per generated task (arithmetic and next line of a held-out
+    /// play); the 49 vendored keyed MMLU questions come on top. Scored by log-likelihood.
+    #[arg(long, default_value_t = 250)]
+    mc_questions: usize,
+    /// Arithmetic word problems answered by greedy generation after 3 worked examples, graded by
+    /// exact match on the number (scripts/arith_questions.py, seed 17).
+    #[arg(long, default_value_t = 100)]
+    gen_questions: usize,
 }
 
 #[derive(clap::Args)]
@@ -139,6 +161,15 @@ struct RunArgs {
     /// (non-empty share, …) comes from these answers. 0: skip.
     #[arg(long, default_value_t = 0)]
     task_check: usize,
+    /// Then measure task accuracy of the dense and the pruned network through the worker's own
+    /// forward pass (in memory, before the GGUF's quantization; S + UV with --low-rank):
+    /// log-likelihood multiple choice (tasks `arith-mc`, `plays-next`, `mmlu-ll`) and greedy
+    /// exact match (`arith-gen`). Adds them to the card's `tasks`; the dense figures are cached
+    /// per source model.
+    #[arg(long)]
+    eval_tasks: bool,
+    #[command(flatten)]
+    task_sizes: TaskSizes,
     /// Output folder.
     #[arg(long)]
     out: PathBuf,
@@ -286,6 +317,189 @@ fn task_entries(dense: &serde_json::Value, pruned: &serde_json::Value) -> Result
         tasks.push(serde_json::json!({"name": name, "n": dv.get("n"), "dense": da, "pruned": pa, "chance": chance}));
     }
     Ok(serde_json::Value::Array(tasks))
+}
+
+/// Seeds of the forward-pass tasks' arithmetic: the multiple-choice questions and the worked
+/// examples (the generated questions are the task check's, seed 17).
+const MC_SEED: u64 = 18;
+const SHOT_SEED: u64 = 19;
+
+/// Seeded arithmetic problems from scripts/arith_questions.py, cached.
+fn arith(n: usize, seed: u64) -> Result<Vec<tasks::Generate>, String> {
+    let dir = cache_dir("task-check");
+    std::fs::create_dir_all(&dir).map_err(|e| format!("{}: {e}", dir.display()))?;
+    let file = dir.join(format!("arith-n{n}-seed{seed}.jsonl"));
+    let (n_s, seed_s) = (n.to_string(), seed.to_string());
+    run_script(
+        "arith_questions.py",
+        &["--n".as_ref(), n_s.as_ref(), "--seed".as_ref(), seed_s.as_ref(), "--out".as_ref(), file.as_os_str()],
+    )?;
+    let text = std::fs::read_to_string(&file).map_err(|e| format!("{}: {e}", file.display()))?;
+    text.lines()
+        .filter(|l| !l.trim().is_empty())
+        .enumerate()
+        .map(|(i, line)| {
+            let v: serde_json::Value =
+                serde_json::from_str(line).map_err(|e| format!("{} line {}: {e}", file.display(), i + 1))?;
+            let field = |k: &str| {
+                v.get(k)
+                    .map(|x| x.as_str().map_or_else(|| x.to_string(), str::to_string))
+                    .ok_or_else(|| format!("{} line {}: no `{k}`", file.display(), i + 1))
+            };
+            Ok(tasks::Generate { task: "arith-gen".into(), prompt: field("prompt")?, answer: field("answer")? })
+        })
+        .collect()
+}
+
+/// The forward-pass task questions: multiple choice (arithmetic, the held-out plays' next line,
+/// the vendored keyed MMLU) and greedy arithmetic with its worked examples.
+struct TaskSet {
+    choices: Vec<tasks::Choice>,
+    generate: Vec<tasks::Generate>,
+    shots: String,
+    sizes: TaskSizes,
+    /// How the arithmetic is asked: "chat template" or why not.
+    form: String,
+}
+
+impl TaskSet {
+    /// The questions; the arithmetic in the model's chat template when it has one that renders
+    /// (zero-shot, as the llama.cpp task check asks), else as "Question: … Answer:" after 3
+    /// worked examples.
+    fn build(sizes: TaskSizes, held_out_plays: &[PathBuf], m: &gguf::GgufModel, tok: &Tok) -> Result<TaskSet, String> {
+        if sizes.mc_questions == 0 && sizes.gen_questions == 0 {
+            return Err("--mc-questions and --gen-questions are both 0: no task to measure".into());
+        }
+        let template = m.metadata.get("tokenizer.chat_template").and_then(|v| v.to_string().ok());
+        let chat = match template.map(|t| tasks::ChatTemplate::new(t, tok).and_then(|c| c.user("2 + 2?").map(|_| c))) {
+            Some(Ok(c)) => Ok(c),
+            Some(Err(e)) => Err(format!("plain question form: {e}")),
+            None => Err("plain question form: the model has no chat template".to_string()),
+        };
+        let form_text = match &chat {
+            Ok(_) => "chat template".to_string(),
+            Err(why) => why.clone(),
+        };
+        if let Err(why) = &chat {
+            eprintln!("tasks: {why}");
+        }
+        let asked = |qs: Vec<tasks::Generate>| -> Result<Vec<tasks::Generate>, String> {
+            qs.into_iter()
+                .map(|q| {
+                    let prompt = match &chat {
+                        Ok(c) => c.user(&q.prompt).map_err(|e| e.to_string())?,
+                        Err(_) => tasks::qa(&q.prompt),
+                    };
+                    Ok(tasks::Generate { prompt, ..q })
+                })
+                .collect()
+        };
+        let mut choices = Vec::new();
+        if sizes.mc_questions > 0 {
+            let prefix = if chat.is_ok() { "" } else { " " };
+            choices.extend(tasks::arith_choices(&asked(arith(sizes.mc_questions, MC_SEED)?)?, MC_SEED, prefix));
+            choices.extend(
+                tasks::plays_next_line(held_out_plays, sizes.mc_questions, MC_SEED).map_err(|e| e.to_string())?,
+            );
+            let keyed = scripts_dir().join("../data/questions-gsm8k-mmlu.jsonl");
+            choices.extend(tasks::keyed_choices(&keyed).map_err(|e| e.to_string())?);
+        }
+        let generate =
+            if sizes.gen_questions > 0 { asked(arith(sizes.gen_questions, TASK_SEED)?)? } else { Vec::new() };
+        let shots: String = if chat.is_ok() {
+            String::new()
+        } else {
+            arith(3, SHOT_SEED)?.iter().map(|q| format!("{} {}\n\n", tasks::qa(&q.prompt), q.answer)).collect()
+        };
+        Ok(TaskSet { choices, generate, shots, sizes, form: form_text })
+    }
+
+    /// Scores of one network, with the greedy answers and the time taken: JSON.
+    fn measure(&self, net: &Llama, tok: &Tok, who: &str) -> Result<serde_json::Value, String> {
+        let t = std::time::Instant::now();
+        let total = self.choices.len() + self.generate.len();
+        // A line each time another 100 questions are done, and at the end.
+        let shown = std::cell::Cell::new(0);
+        let report = |done: usize| {
+            if done / 100 > shown.get() / 100 || done == total {
+                shown.set(done);
+                eprintln!("tasks ({who}): {done}/{total} questions, {:.0} s", t.elapsed().as_secs_f64());
+            }
+        };
+        let mut scores =
+            tasks::choice_accuracy(net, tok, &self.choices, &mut |d, _| report(d)).map_err(|e| e.to_string())?;
+        let offset = self.choices.len();
+        let (gen, answers) =
+            tasks::generate_accuracy(net, tok, &self.shots, &self.generate, self.stop(), &mut |d, _| {
+                report(offset + d)
+            })
+            .map_err(|e| e.to_string())?;
+        scores.extend(gen);
+        Ok(serde_json::json!({
+            "scores": scores,
+            "generated_answers": answers,
+            "seconds": t.elapsed().as_secs_f64(),
+        }))
+    }
+
+    /// Chat answers run over lines (64 tokens, as far as the end-of-turn token); the plain form's
+    /// answer is its first line (8 tokens).
+    fn stop(&self) -> tasks::Stop {
+        if self.shots.is_empty() {
+            tasks::Stop { max_new: 64, at_newline: false }
+        } else {
+            tasks::Stop { max_new: 8, at_newline: true }
+        }
+    }
+
+    /// What the card says about the questions.
+    fn describe(&self) -> serde_json::Value {
+        serde_json::json!({
+            "through": "the worker's own forward pass (f32, key/value cache), in memory before the GGUF's quantization",
+            "multiple_choice": {
+                "scoring": "log-likelihood of each option after the context: summed for numbers (arith-mc), per byte otherwise",
+                "arith-mc": {"source": "scripts/arith_questions.py", "seed": MC_SEED, "n": self.sizes.mc_questions, "distractors": "three of answer ±1, ±2, ±3, ±10"},
+                "plays-next": {"source": "held-out plays (never calibration)", "plays": text::HELD_OUT, "seed": MC_SEED, "n": self.sizes.mc_questions, "distractors": "three spoken lines from anywhere in the held-out plays"},
+                "mmlu-ll": {"source": "data/questions-gsm8k-mmlu.jsonl (grader choice)", "form": "each option's text after the question and `Answer:`"},
+            },
+            "arithmetic_form": self.form,
+            "generation": {"task": "arith-gen", "source": "scripts/arith_questions.py", "seed": TASK_SEED, "n": self.sizes.gen_questions, "shots": if self.shots.is_empty() { 0 } else { 3 }, "shot_seed": SHOT_SEED, "greedy": true, "stop": self.stop(), "graded": "exact match of the answer's final number (as estimator collect grades)"},
+        })
+    }
+}
+
+/// The card's `tasks` entries of the forward-pass evaluation.
+fn forward_task_entries(
+    dense: &serde_json::Value,
+    pruned: &serde_json::Value,
+) -> Result<Vec<serde_json::Value>, String> {
+    let scores = |v: &serde_json::Value| -> Result<Vec<tasks::Score>, String> {
+        let s = v.get("scores").cloned().ok_or("task figures without scores")?;
+        let rows: Vec<serde_json::Value> = serde_json::from_value(s).map_err(|e| e.to_string())?;
+        rows.into_iter()
+            .map(|r| {
+                let f = |k: &str| r.get(k).and_then(|x| x.as_f64()).ok_or_else(|| format!("task score without `{k}`"));
+                Ok(tasks::Score {
+                    name: r.get("name").and_then(|x| x.as_str()).ok_or("task score without `name`")?.to_string(),
+                    n: f("n")? as usize,
+                    correct: f("correct")? as usize,
+                    accuracy: f("accuracy")?,
+                    chance: f("chance")?,
+                })
+            })
+            .collect()
+    };
+    let (d, p) = (scores(dense)?, scores(pruned)?);
+    d.iter()
+        .map(|ds| {
+            let ps =
+                p.iter().find(|x| x.name == ds.name).ok_or_else(|| format!("task {}: no pruned figure", ds.name))?;
+            Ok(serde_json::json!({
+                "name": ds.name, "n": ds.n, "dense": ds.accuracy, "pruned": ps.accuracy, "chance": ds.chance,
+                "through": "worker",
+            }))
+        })
+        .collect()
 }
 
 /// Where calibration text comes from.
@@ -446,6 +660,36 @@ fn run_prune(mut a: RunArgs) -> Result<(), String> {
         "dense perplexity {ppl_dense:.3} ({} held-out windows × {} tokens, {t_ppl_dense:.1} s)",
         a.eval_n, a.eval_len
     );
+    // Forward-pass task accuracy of the dense network (cached per source model and sizes).
+    let task_eval = if a.eval_tasks {
+        let set = TaskSet::build(a.task_sizes, &held_files, &m, &tok)?;
+        let cached = cache_dir("task-eval").join(format!(
+            "{}-dense-mc{}-gen{}.json",
+            &source_hash[..16],
+            a.task_sizes.mc_questions,
+            a.task_sizes.gen_questions
+        ));
+        let dense = match std::fs::read_to_string(&cached)
+            .ok()
+            .and_then(|t| serde_json::from_str::<serde_json::Value>(&t).ok())
+        {
+            Some(v) => {
+                eprintln!("tasks: dense figures cached in {}", cached.display());
+                v
+            }
+            None => {
+                let v = set.measure(&net, &tok, "dense")?;
+                if let Some(d) = cached.parent() {
+                    std::fs::create_dir_all(d).map_err(|e| format!("{}: {e}", d.display()))?;
+                }
+                std::fs::write(&cached, v.to_string()).map_err(|e| format!("{}: {e}", cached.display()))?;
+                v
+            }
+        };
+        Some((set, dense))
+    } else {
+        None
+    };
     let tty = std::io::stderr().is_terminal();
     let t2 = std::time::Instant::now();
     let mut progress = |done: usize, total: usize| {
@@ -485,6 +729,10 @@ fn run_prune(mut a: RunArgs) -> Result<(), String> {
     let ppl_pruned = pipeline::perplexity(&net, &held).map_err(|e| e.to_string())?;
     let chat_pruned = chat_ppl(&net)?;
     let t_ppl_pruned = t3.elapsed().as_secs_f64();
+    let task_pruned = match &task_eval {
+        Some((set, _)) => Some(set.measure(&net, &tok, "pruned")?),
+        None => None,
+    };
     let bad: Vec<&str> = layers.iter().filter(|l| !l.pattern_ok).map(|l| l.name.as_str()).collect();
     if !bad.is_empty() {
         return Err(format!("pattern {} does not hold in {} layers (first {})", a.pattern, bad.len(), bad[0]));
@@ -647,6 +895,16 @@ fn run_prune(mut a: RunArgs) -> Result<(), String> {
             "dense": dense, "pruned": pruned,
         });
     }
+    if let (Some((set, dense)), Some(pruned)) = (&task_eval, &task_pruned) {
+        let entries = forward_task_entries(dense, pruned)?;
+        for e in &entries {
+            eprintln!("tasks: {e}");
+        }
+        let mut all = model_card.get("tasks").and_then(|t| t.as_array()).cloned().unwrap_or_default();
+        all.extend(entries);
+        model_card["tasks"] = serde_json::Value::Array(all);
+        model_card["task_eval"] = serde_json::json!({"questions": set.describe(), "dense": dense, "pruned": pruned});
+    }
     let card_path = a.out.join("model-card.json");
     std::fs::write(&card_path, serde_json::to_string_pretty(&model_card).map_err(|e| e.to_string())?)
         .map_err(|e| format!("{}: {e}", card_path.display()))?;
@@ -682,6 +940,17 @@ fn run_prune(mut a: RunArgs) -> Result<(), String> {
 fn run(cli: Cli) -> Result<(), String> {
     match cli.cmd {
         Cmd::Run(a) => run_prune(*a),
+        Cmd::Tasks { model, sizes } => {
+            let (m, tok, _) = load(&model)?;
+            let net = Llama::from_gguf(&m).map_err(|e| e.to_string())?;
+            let dir = text::locate().ok_or(text::INSTALL_HINT)?;
+            let (_, held) = text::split_files(&dir).map_err(|e| e.to_string())?;
+            let set = TaskSet::build(sizes, &held, &m, &tok)?;
+            let mut v = set.measure(&net, &tok, &model.display().to_string())?;
+            v["questions"] = set.describe();
+            println!("{v}");
+            Ok(())
+        }
         Cmd::Ppl { model, n, len, seed } => {
             let t0 = std::time::Instant::now();
             let (m, tok, _) = load(&model)?;
