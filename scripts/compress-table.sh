@@ -18,14 +18,15 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 if [ "${1:-}" = "--help" ] || [ "${1:-}" = "-h" ]; then sed -n 2,17p "$0"; exit 0; fi
-source scripts/worker-lib.sh
 W=out/compress-table CHECK=(--task-check 100) TABLE=table
 if [ "${1:-}" = "--eval-tasks" ]; then
   shift
   W=out/compress-tasks CHECK=(--eval-tasks) TABLE=tasks
 fi
-mkdir -p "$W"
 RUNS=("$@")
+set --  # worker-lib.sh passes its arguments to cargo
+source scripts/worker-lib.sh
+mkdir -p "$W"
 if [ ${#RUNS[@]} -eq 0 ]; then
   RUNS=(sparsegpt:2:4 alps:2:4 sparsegpt:2:4:t alps:2:4:t sparsegpt:2:4:r8 sparsegpt:2:4:r32 sparsegpt:2:4:r64
         alps:2:4:r32 wanda:2:4 sparsegpt:unstructured:0.5 alps:unstructured:0.5 sparsegpt:unstructured:0.7
