@@ -51,66 +51,55 @@ for run in "${RUNS[@]}"; do
     || { echo "$tag failed: see $W/$tag.log" >&2; tail -3 "$W/$tag.log" >&2; exit 1; }
   cat "$W/$tag.txt"
 done
-if [ "$TABLE" = tasks ]; then
-python3 - "$W" <<'PY' | tee docs/results/compress-tasks.md
-import glob, json, math, sys
-w = sys.argv[1]
-cards = [json.load(open(p)) for p in sorted(glob.glob(f"{w}/*/model-card.json"))]
-order = {"magnitude": 0, "wanda": 1, "sparsegpt": 2, "alps": 3}
-cards.sort(key=lambda c: (c["pattern_text"].startswith("unstructured"), c["pattern_text"], order.get(c["method"], 9),
-                          (c.get("low_rank") or {}).get("rank", 0)))
-NAMES = ["arith-mc", "plays-next", "mmlu-ll", "arith-gen"]
-def ci(p, n):
-    return 1.96 * math.sqrt(max(p * (1 - p), 1e-12) / n) if n else float("nan")
-def kept(rows):
-    # Chance-corrected share of the dense model's accuracy, over the tasks it is above chance on
-    # (the ratio the router's day-0 prior reads from the card's `tasks`).
-    above = [t for t in rows if t["dense"] > t["chance"]]
-    den = sum(t["dense"] - t["chance"] for t in above)
-    return sum(max(t["pruned"] - t["chance"], 0) for t in above) / den if den else float("nan")
-print("# Compression: task accuracy through the worker's own forward pass (SmolLM2-135M-Instruct)\n")
-print("`bash scripts/compress-table.sh --eval-tasks` on 2 cores. Every run: chat calibration (32 × 256 tokens of the "
-      "dense model's own answers), perplexity on 16 × 128 held-out tokens of plays and of chat, and `--eval-tasks`: "
-      "the dense and the pruned network (in memory, f32; S + UV for a rank) scored by the worker's forward pass with "
-      "a key/value cache. `arith-mc`: 250 seeded arithmetic questions in the chat template, the answer among three "
-      "near numbers, by log-likelihood; `plays-next`: 250 pairs of lines from the held-out plays (never calibration), "
-      "the next line among three from elsewhere, by log-likelihood per byte; `mmlu-ll`: the 49 vendored keyed MMLU "
-      "questions, each option's text after the question, per byte; `arith-gen`: 100 seeded arithmetic problems "
-      "answered greedily in the chat template (≤ 64 tokens), exact match on the final number. ± = 95 % normal "
-      "interval. Kept = Σ (pruned − chance)⁺ / Σ (dense − chance) over the tasks where the dense model is above "
-      "chance (0.25 for the four-option tasks, 0 for arith-gen).\n")
-if cards:
-    dense = {t["name"]: t for t in cards[0]["tasks"] if t.get("through") == "worker"}
-    p0 = cards[0]["perplexity"]
-    print("| method | pattern | transp. | rank | ppl plays (×dense) | ppl chat (×dense) | " + " | ".join(NAMES) + " | kept | prune s | tasks s | peak RSS MB |")
-    print("|---|---|---|---|---|---|" + "---|" * len(NAMES) + "---|---|---|---|")
-    cells = [f"{dense[n]['dense']:.3f} ± {ci(dense[n]['dense'], dense[n]['n']):.3f}" if n in dense else "–" for n in NAMES]
-    dsec = cards[0]["task_eval"]["dense"].get("seconds", float("nan"))
-    print(f"| dense | – | – | – | {p0['plays']['dense']:.2f} | {(p0.get('chat') or {}).get('dense', float('nan')):.2f} | "
-          + " | ".join(cells) + f" | 1.000 | – | {dsec:.0f} | – |")
-for c in cards:
-    p = c["perplexity"]
-    lr = c.get("low_rank") or {}
-    rows = [t for t in c.get("tasks", []) if t.get("through") == "worker"]
-    by = {t["name"]: t for t in rows}
-    cells = [f"{by[n]['pruned']:.3f} ± {ci(by[n]['pruned'], by[n]['n']):.3f}" if n in by else "–" for n in NAMES]
-    print(f"| {c['method']} | {c['pattern_text'].replace('-transposable', '')} | {'yes' if c.get('transposable') else 'no'} | "
-          f"{lr.get('rank', 0) or '–'} | {p['plays']['pruned']:.2f} (×{p['plays']['ratio']:.2f}) | "
-          f"{(p.get('chat') or {}).get('pruned', float('nan')):.2f} (×{(p.get('chat') or {}).get('ratio', float('nan')):.2f}) | "
-          + " | ".join(cells) + f" | {kept(rows):.3f} | {c['wall_time_s']['prune']:.0f} | "
-          f"{c['task_eval']['pruned'].get('seconds', float('nan')):.0f} | {c.get('peak_rss_mb') or float('nan'):.0f} |")
-PY
-exit 0
-fi
-python3 - "$W" <<'PY' | tee docs/results/compress-table.md
+python3 - "$W" "$TABLE" <<'PY' | tee "docs/results/compress-$TABLE.md"
 import glob, json, math, os, sys
-w = sys.argv[1]
+w, table = sys.argv[1], sys.argv[2]
 cards = [json.load(open(p)) for p in sorted(glob.glob(f"{w}/*/model-card.json"))]
 order = {"magnitude": 0, "wanda": 1, "sparsegpt": 2, "alps": 3}
 cards.sort(key=lambda c: (c["pattern_text"].startswith("unstructured"), c["pattern_text"], order.get(c["method"], 9),
                           (c.get("low_rank") or {}).get("rank", 0)))
 def ci(p, n):
     return 1.96 * math.sqrt(max(p * (1 - p), 1e-12) / n) if n else float("nan")
+if table == "tasks":
+    NAMES = ["arith-mc", "plays-next", "mmlu-ll", "arith-gen"]
+    def kept(rows):
+        # Chance-corrected share of the dense model's accuracy, over the tasks it is above chance on
+        # (the ratio the router's day-0 prior reads from the card's `tasks`).
+        above = [t for t in rows if t["dense"] > t["chance"]]
+        den = sum(t["dense"] - t["chance"] for t in above)
+        return sum(max(t["pruned"] - t["chance"], 0) for t in above) / den if den else float("nan")
+    print("# Compression: task accuracy through the worker's own forward pass (SmolLM2-135M-Instruct)\n")
+    print("`bash scripts/compress-table.sh --eval-tasks` on 2 cores. Every run: chat calibration (32 × 256 tokens of the "
+          "dense model's own answers), perplexity on 16 × 128 held-out tokens of plays and of chat, and `--eval-tasks`: "
+          "the dense and the pruned network (in memory, f32; S + UV for a rank) scored by the worker's forward pass with "
+          "a key/value cache. `arith-mc`: 250 seeded arithmetic questions in the chat template, the answer among three "
+          "near numbers, by log-likelihood; `plays-next`: 250 pairs of lines from the held-out plays (never calibration), "
+          "the next line among three from elsewhere, by log-likelihood per byte; `mmlu-ll`: the 49 vendored keyed MMLU "
+          "questions, each option's text after the question, per byte; `arith-gen`: 100 seeded arithmetic problems "
+          "answered greedily in the chat template (≤ 64 tokens), exact match on the final number. ± = 95 % normal "
+          "interval. Kept = Σ (pruned − chance)⁺ / Σ (dense − chance) over the tasks where the dense model is above "
+          "chance (0.25 for the four-option tasks, 0 for arith-gen).\n")
+    if cards:
+        dense = {t["name"]: t for t in cards[0]["tasks"] if t.get("through") == "worker"}
+        p0 = cards[0]["perplexity"]
+        print("| method | pattern | transp. | rank | ppl plays (×dense) | ppl chat (×dense) | " + " | ".join(NAMES) + " | kept | prune s | tasks s | peak RSS MB |")
+        print("|---|---|---|---|---|---|" + "---|" * len(NAMES) + "---|---|---|---|")
+        cells = [f"{dense[n]['dense']:.3f} ± {ci(dense[n]['dense'], dense[n]['n']):.3f}" if n in dense else "–" for n in NAMES]
+        dsec = cards[0]["task_eval"]["dense"].get("seconds", float("nan"))
+        print(f"| dense | – | – | – | {p0['plays']['dense']:.2f} | {(p0.get('chat') or {}).get('dense', float('nan')):.2f} | "
+              + " | ".join(cells) + f" | 1.000 | – | {dsec:.0f} | – |")
+    for c in cards:
+        p = c["perplexity"]
+        lr = c.get("low_rank") or {}
+        rows = [t for t in c.get("tasks", []) if t.get("through") == "worker"]
+        by = {t["name"]: t for t in rows}
+        cells = [f"{by[n]['pruned']:.3f} ± {ci(by[n]['pruned'], by[n]['n']):.3f}" if n in by else "–" for n in NAMES]
+        print(f"| {c['method']} | {c['pattern_text'].replace('-transposable', '')} | {'yes' if c.get('transposable') else 'no'} | "
+              f"{lr.get('rank', 0) or '–'} | {p['plays']['pruned']:.2f} (×{p['plays']['ratio']:.2f}) | "
+              f"{(p.get('chat') or {}).get('pruned', float('nan')):.2f} (×{(p.get('chat') or {}).get('ratio', float('nan')):.2f}) | "
+              + " | ".join(cells) + f" | {kept(rows):.3f} | {c['wall_time_s']['prune']:.0f} | "
+              f"{c['task_eval']['pruned'].get('seconds', float('nan')):.0f} | {c.get('peak_rss_mb') or float('nan'):.0f} |")
+    sys.exit(0)
 print("# Compression: method × pattern × transposable × rank (SmolLM2-135M-Instruct)\n")
 print("`bash scripts/compress-table.sh` on 2 cores. Every run: chat calibration (the dense model's own answers, 32 × 256 "
       "tokens); perplexity on 16 × 128 held-out tokens of plays and of chat; tasks graded through llama.cpp "

@@ -240,6 +240,25 @@ fn cache_dir(what: &str) -> PathBuf {
         .join(what)
 }
 
+/// The dense model's figures from `path` if an earlier run left them there, else `compute`d and
+/// kept there.
+fn cached_json(
+    path: &std::path::Path,
+    what: &str,
+    compute: impl FnOnce() -> Result<serde_json::Value, String>,
+) -> Result<serde_json::Value, String> {
+    if let Some(v) = std::fs::read_to_string(path).ok().and_then(|t| serde_json::from_str(&t).ok()) {
+        eprintln!("{what}: dense figures cached in {}", path.display());
+        return Ok(v);
+    }
+    let v = compute()?;
+    if let Some(d) = path.parent() {
+        std::fs::create_dir_all(d).map_err(|e| format!("{}: {e}", d.display()))?;
+    }
+    std::fs::write(path, v.to_string()).map_err(|e| format!("{}: {e}", path.display()))?;
+    Ok(v)
+}
+
 /// Seed of the task check's arithmetic questions (the closed loop's are seed 7).
 const TASK_SEED: u64 = 17;
 
@@ -669,23 +688,7 @@ fn run_prune(mut a: RunArgs) -> Result<(), String> {
             a.task_sizes.mc_questions,
             a.task_sizes.gen_questions
         ));
-        let dense = match std::fs::read_to_string(&cached)
-            .ok()
-            .and_then(|t| serde_json::from_str::<serde_json::Value>(&t).ok())
-        {
-            Some(v) => {
-                eprintln!("tasks: dense figures cached in {}", cached.display());
-                v
-            }
-            None => {
-                let v = set.measure(&net, &tok, "dense")?;
-                if let Some(d) = cached.parent() {
-                    std::fs::create_dir_all(d).map_err(|e| format!("{}: {e}", d.display()))?;
-                }
-                std::fs::write(&cached, v.to_string()).map_err(|e| format!("{}: {e}", cached.display()))?;
-                v
-            }
-        };
+        let dense = cached_json(&cached, "tasks", || set.measure(&net, &tok, "dense"))?;
         Some((set, dense))
     } else {
         None
@@ -866,21 +869,10 @@ fn run_prune(mut a: RunArgs) -> Result<(), String> {
             &source_hash[..16],
             a.task_check
         ));
-        let dense = match std::fs::read_to_string(&cached)
-            .ok()
-            .and_then(|t| serde_json::from_str::<serde_json::Value>(&t).ok())
-        {
-            Some(v) => {
-                eprintln!("task check: dense figures cached in {}", cached.display());
-                v
-            }
-            None => {
-                eprintln!("task check: llama.cpp grades the dense model on {n} questions …");
-                let v = chat_check(&a.model, None, Some(&questions), n)?;
-                std::fs::write(&cached, v.to_string()).map_err(|e| format!("{}: {e}", cached.display()))?;
-                v
-            }
-        };
+        let dense = cached_json(&cached, "task check", || {
+            eprintln!("task check: llama.cpp grades the dense model on {n} questions …");
+            chat_check(&a.model, None, Some(&questions), n)
+        })?;
         eprintln!("task check: llama.cpp grades {} on {n} questions …", gguf_out.display());
         let pruned = chat_check(gguf_out, adapter_file.as_deref(), Some(&questions), n)?;
         let tasks = task_entries(&dense, &pruned)?;
