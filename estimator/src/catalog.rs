@@ -234,10 +234,12 @@ impl Catalog {
 }
 
 /// The quality ratio a model card measured: Σ (pruned − chance)⁺ / Σ (dense − chance) over its
-/// `tasks` (`[{name, dense, pruned, chance?}]`, each in [0, 1]; `chance` — what guessing scores,
-/// 0.25 for four options — defaults to 0), counting only the tasks where the dense model is above
-/// chance: a task both models guess at says nothing about what pruning kept. An error names what
-/// the card lacks.
+/// `tasks` (`[{name, dense, pruned, chance?, n?}]`, each in [0, 1]; `chance` — what guessing
+/// scores, 0.25 for four options — defaults to 0), counting only the tasks where the dense model is
+/// above chance: a task both models guess at says nothing about what pruning kept. With `n` (the
+/// questions asked) the dense model must beat chance by more than sampling explains — one-sided
+/// 95 %: dense − chance > 1.645 · √(chance (1 − chance) / n) — so a task where it is only a few
+/// lucky answers above guessing does not weigh in. An error names what the card lacks.
 pub fn card_quality_ratio(path: &Path) -> Result<f64> {
     let text = std::fs::read_to_string(path).map_err(|e| Error::io(path, e))?;
     let bad = |msg: String| field_err(path, "tasks".into(), msg);
@@ -261,7 +263,17 @@ pub fn card_quality_ratio(path: &Path) -> Result<f64> {
             Some(_) => acc("chance")?,
         };
         let (d, p) = (acc("dense")?, acc("pruned")?);
-        if d > chance {
+        let margin = match t.get("n") {
+            None => 0.0,
+            Some(n) => {
+                let n = n
+                    .as_f64()
+                    .filter(|n| n.is_finite() && *n >= 1.0)
+                    .ok_or_else(|| bad(format!("tasks[{i}].n is not a count of questions (1 or more)")))?;
+                1.645 * (chance * (1.0 - chance) / n).sqrt()
+            }
+        };
+        if d - chance > margin {
             dense += d - chance;
             pruned += (p - chance).max(0.0);
         }
@@ -330,6 +342,22 @@ mod tests {
         std::fs::write(&card, r#"{"tasks": [{"name": "mmlu", "dense": 0.2, "pruned": 0.3, "chance": 0.25}]}"#).unwrap();
         let e = card_quality_ratio(&card).unwrap_err().to_string();
         assert!(e.contains("above chance"), "{e}");
+        // With n, a task counts only where the dense model beats chance by more than sampling
+        // explains: 0.268 of 250 four-option questions is not (margin 1.645 · 0.0274 = 0.045);
+        // 0.392 of 250 is; an exact-number task (chance 0) counts from any right answer.
+        let t = |d: f64, n: u32| format!(r#"{{"name": "mc", "dense": {d}, "pruned": 0.25, "chance": 0.25, "n": {n}}}"#);
+        let arith = r#"{"name": "arith", "dense": 0.2, "pruned": 0.05, "chance": 0, "n": 100}"#;
+        std::fs::write(&card, format!(r#"{{"tasks": [{}, {arith}]}}"#, t(0.268, 250))).unwrap();
+        assert!((card_quality_ratio(&card).unwrap() - 0.25).abs() < 1e-12);
+        std::fs::write(&card, format!(r#"{{"tasks": [{}, {arith}]}}"#, t(0.392, 250))).unwrap();
+        assert!((card_quality_ratio(&card).unwrap() - 0.05 / (0.142 + 0.2)).abs() < 1e-9);
+        // Without n, as before: 0.268 counts.
+        std::fs::write(&card, format!(r#"{{"tasks": [{}, {arith}]}}"#, t(0.268, 250).replace(r#", "n": 250"#, "")))
+            .unwrap();
+        assert!((card_quality_ratio(&card).unwrap() - 0.05 / (0.018 + 0.2)).abs() < 1e-9);
+        std::fs::write(&card, format!(r#"{{"tasks": [{}]}}"#, t(0.4, 0))).unwrap();
+        let e = card_quality_ratio(&card).unwrap_err().to_string();
+        assert!(e.contains("tasks[0].n"), "{e}");
         std::fs::write(&card, r#"{"tasks": [{"name": "mmlu", "dense": 0.4, "pruned": 0.3, "chance": 2}]}"#).unwrap();
         let e = card_quality_ratio(&card).unwrap_err().to_string();
         assert!(e.contains("tasks[0].chance"), "{e}");
