@@ -63,9 +63,9 @@ def ci(p, n):
 if table == "tasks":
     NAMES = ["arith-mc", "plays-next", "mmlu-ll", "arith-gen"]
     def kept(rows):
-        # Chance-corrected share of the dense model's accuracy, over the tasks it is above chance on
-        # (the ratio the router's day-0 prior reads from the card's `tasks`).
-        above = [t for t in rows if t["dense"] > t["chance"]]
+        # Chance-corrected share of the dense model's accuracy, over the tasks it beats chance on by
+        # more than sampling explains (the ratio the router's day-0 prior reads from the card).
+        above = [t for t in rows if t["dense"] - t["chance"] > 1.645 * math.sqrt(t["chance"] * (1 - t["chance"]) / t["n"])]
         den = sum(t["dense"] - t["chance"] for t in above)
         return sum(max(t["pruned"] - t["chance"], 0) for t in above) / den if den else float("nan")
     print("# Compression: task accuracy through the worker's own forward pass (SmolLM2-135M-Instruct)\n")
@@ -77,8 +77,9 @@ if table == "tasks":
           "the next line among three from elsewhere, by log-likelihood per byte; `mmlu-ll`: the 49 vendored keyed MMLU "
           "questions, each option's text after the question, per byte; `arith-gen`: 100 seeded arithmetic problems "
           "answered greedily in the chat template (≤ 64 tokens), exact match on the final number. ± = 95 % normal "
-          "interval. Kept = Σ (pruned − chance)⁺ / Σ (dense − chance) over the tasks where the dense model is above "
-          "chance (0.25 for the four-option tasks, 0 for arith-gen).\n")
+          "interval. Kept = Σ (pruned − chance)⁺ / Σ (dense − chance) over the tasks where the dense model beats "
+          "chance (0.25 for the four-option tasks, 0 for arith-gen) by more than sampling explains (dense − chance > "
+          "1.645 · √(chance (1 − chance) / n)): the ratio the router's day-0 prior reads from the card.\n")
     if cards:
         dense = {t["name"]: t for t in cards[0]["tasks"] if t.get("through") == "worker"}
         p0 = cards[0]["perplexity"]
