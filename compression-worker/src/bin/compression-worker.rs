@@ -266,13 +266,7 @@ const TASK_SEED: u64 = 17;
 /// keyed multiple-choice questions (task `mmlu`), one JSONL file, cached.
 fn task_questions(n: usize) -> Result<(PathBuf, usize), String> {
     let dir = cache_dir("task-check");
-    std::fs::create_dir_all(&dir).map_err(|e| format!("{}: {e}", dir.display()))?;
-    let arith = dir.join(format!("arith-n{n}-seed{TASK_SEED}.jsonl"));
-    let (n_s, seed_s) = (n.to_string(), TASK_SEED.to_string());
-    run_script(
-        "arith_questions.py",
-        &["--n".as_ref(), n_s.as_ref(), "--seed".as_ref(), seed_s.as_ref(), "--out".as_ref(), arith.as_os_str()],
-    )?;
+    let arith = arith_file(n, TASK_SEED)?;
     let keyed = scripts_dir().join("../data/questions-gsm8k-mmlu.jsonl");
     let mut out = String::new();
     let mut count = 0;
@@ -343,8 +337,9 @@ fn task_entries(dense: &serde_json::Value, pruned: &serde_json::Value) -> Result
 const MC_SEED: u64 = 18;
 const SHOT_SEED: u64 = 19;
 
-/// Seeded arithmetic problems from scripts/arith_questions.py, cached.
-fn arith(n: usize, seed: u64) -> Result<Vec<tasks::Generate>, String> {
+/// `n` seeded arithmetic problems written by scripts/arith_questions.py (JSONL) into the task
+/// check's cache folder: the file.
+fn arith_file(n: usize, seed: u64) -> Result<PathBuf, String> {
     let dir = cache_dir("task-check");
     std::fs::create_dir_all(&dir).map_err(|e| format!("{}: {e}", dir.display()))?;
     let file = dir.join(format!("arith-n{n}-seed{seed}.jsonl"));
@@ -353,6 +348,12 @@ fn arith(n: usize, seed: u64) -> Result<Vec<tasks::Generate>, String> {
         "arith_questions.py",
         &["--n".as_ref(), n_s.as_ref(), "--seed".as_ref(), seed_s.as_ref(), "--out".as_ref(), file.as_os_str()],
     )?;
+    Ok(file)
+}
+
+/// Seeded arithmetic problems from scripts/arith_questions.py.
+fn arith(n: usize, seed: u64) -> Result<Vec<tasks::Generate>, String> {
+    let file = arith_file(n, seed)?;
     let text = std::fs::read_to_string(&file).map_err(|e| format!("{}: {e}", file.display()))?;
     text.lines()
         .filter(|l| !l.trim().is_empty())
