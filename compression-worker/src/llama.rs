@@ -194,30 +194,22 @@ impl Llama {
         Ok((x + self.lin(act, layer, "ffn_down")?)?)
     }
 
-    /// One whole block.
-    pub fn block(&self, layer: usize, x: &Tensor) -> Result<Tensor> {
-        let att = self.attention(layer, &self.attn_in(layer, x)?)?;
-        let x = self.attn_residual(layer, x, &att)?;
-        let act = self.mlp_act(layer, &self.mlp_in(layer, &x)?)?;
-        self.mlp_residual(layer, &x, &act)
-    }
-
     /// Summed negative log-likelihood (nats) of `ids[1..]` given their prefixes, and the count.
     pub fn nll(&self, ids: &[u32]) -> Result<(f64, usize)> {
         if ids.len() < 2 {
             return Ok((0.0, 0));
         }
-        let mut x = self.embed(ids)?;
-        for l in 0..self.cfg.n_layer {
-            x = self.block(l, &x)?;
-        }
-        let x = self.norm(&x, "output_norm.weight")?;
+        let x = self.extend(ids, &mut KvCache::default())?;
         let n = ids.len() - 1;
-        let logits = self.logits(&x.narrow(0, 0, n)?)?; // (n, vocab)
-        let logp = candle_nn::ops::log_softmax(&logits, D::Minus1)?;
-        let target = Tensor::new(&ids[1..], &Device::Cpu)?.unsqueeze(1)?;
-        let picked = logp.gather(&target, 1)?.sum_all()?.to_scalar::<f32>()?;
-        Ok((-(picked as f64), n))
+        Ok((-self.logp(&x.narrow(0, 0, n)?, &ids[1..])?, n))
+    }
+
+    /// Summed log-probability (nats) of `targets`, each given the final-normed hidden state of
+    /// the row before it (`rows`: (targets, dim)).
+    pub fn logp(&self, rows: &Tensor, targets: &[u32]) -> Result<f64> {
+        let logp = candle_nn::ops::log_softmax(&self.logits(rows)?, D::Minus1)?;
+        let target = Tensor::new(targets, &Device::Cpu)?.unsqueeze(1)?;
+        Ok(logp.gather(&target, 1)?.sum_all()?.to_scalar::<f32>()? as f64)
     }
 
     /// The output layer's logits of final-normed hidden states: (n, vocab).
@@ -321,19 +313,30 @@ mod tests {
     }
 
     fn nll_from_hidden(net: &Llama, hidden: &Tensor, ids: &[u32]) -> f64 {
-        let n = ids.len() - 1;
-        let logp =
-            candle_nn::ops::log_softmax(&net.logits(&hidden.narrow(0, 0, n).unwrap()).unwrap(), D::Minus1).unwrap();
-        let target = Tensor::new(&ids[1..], &Device::Cpu).unwrap().unsqueeze(1).unwrap();
-        -(logp.gather(&target, 1).unwrap().sum_all().unwrap().to_scalar::<f32>().unwrap() as f64)
+        -net.logp(&hidden.narrow(0, 0, ids.len() - 1).unwrap(), &ids[1..]).unwrap()
+    }
+
+    /// The plain forward pass the pruning pipeline runs (each block through `attention`, no
+    /// cache), as the reference `extend` must equal.
+    fn plain_nll(net: &Llama, ids: &[u32]) -> f64 {
+        let mut x = net.embed(ids).unwrap();
+        for l in 0..net.cfg.n_layer {
+            let att = net.attention(l, &net.attn_in(l, &x).unwrap()).unwrap();
+            x = net.attn_residual(l, &x, &att).unwrap();
+            let act = net.mlp_act(l, &net.mlp_in(l, &x).unwrap()).unwrap();
+            x = net.mlp_residual(l, &x, &act).unwrap();
+        }
+        nll_from_hidden(net, &net.norm(&x, "output_norm.weight").unwrap(), ids)
     }
 
     #[test]
     fn a_sequence_run_in_pieces_through_the_cache_equals_the_full_forward() {
         let net = tiny();
         let ids: Vec<u32> = vec![3, 17, 5, 39, 0, 22, 8, 8, 31, 12, 1];
-        let (full, n) = net.nll(&ids).unwrap();
+        let full = plain_nll(&net, &ids);
+        let (nll, n) = net.nll(&ids).unwrap();
         assert_eq!(n, ids.len() - 1);
+        assert!((nll - full).abs() < 1e-4 * full.abs().max(1.0), "{nll} vs {full}");
         // All at once, then a prefix of 4 followed by pieces of 1, 3 and the rest.
         let mut c = KvCache::default();
         let whole = net.extend(&ids, &mut c).unwrap();

@@ -14,7 +14,7 @@
 use crate::error::{Error, Result};
 use crate::llama::{KvCache, Llama};
 use crate::tokenizer::Tok;
-use candle_core::{Device, Tensor, D};
+use candle_core::{Tensor, D};
 use rand::seq::SliceRandom;
 use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
@@ -52,7 +52,7 @@ pub struct Generate {
 }
 
 /// One task's accuracy.
-#[derive(Debug, Clone, PartialEq, serde::Serialize)]
+#[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
 pub struct Score {
     pub name: String,
     pub n: usize,
@@ -136,14 +136,6 @@ impl ChatTemplate {
 /// Questions run through the network together (their rows share one pass over the weights).
 const CHUNK: usize = 8;
 
-/// Log-probability (nats) of `ids` given the rows before them: `rows` holds the hidden state
-/// before each of them (n, dim).
-fn logp_of(net: &Llama, rows: &Tensor, ids: &[u32]) -> Result<f64> {
-    let logp = candle_nn::ops::log_softmax(&net.logits(rows)?, D::Minus1)?;
-    let target = Tensor::new(ids, &Device::Cpu)?.unsqueeze(1)?;
-    Ok(logp.gather(&target, 1)?.sum_all()?.to_scalar::<f32>()? as f64)
-}
-
 /// The index of the option the network scores highest (the first of equal ones), per question.
 pub fn choose(net: &Llama, tok: &Tok, questions: &[Choice]) -> Result<Vec<usize>> {
     let mut ctx = Vec::with_capacity(questions.len());
@@ -163,8 +155,9 @@ pub fn choose(net: &Llama, tok: &Tok, questions: &[Choice]) -> Result<Vec<usize>
     let refs: Vec<&[u32]> = ctx.iter().map(Vec::as_slice).collect();
     let mut caches = vec![KvCache::default(); questions.len()];
     let hidden = net.extend_many(&refs, &mut caches)?;
-    // Every option of every question: its ids, and the rows that precede its tokens after the
-    // context's last one (all but its last token, run on a fork of the question's cache).
+    // Every option of every question, in order: its question and ids. The rows before its tokens
+    // are the context's last one and, for an option of several tokens, all but its last token
+    // run on a fork of the question's cache (all options in one batch).
     let mut opts: Vec<(usize, Vec<u32>)> = Vec::new();
     for (qi, q) in questions.iter().enumerate() {
         for (i, o) in q.options.iter().enumerate() {
@@ -178,27 +171,33 @@ pub fn choose(net: &Llama, tok: &Tok, questions: &[Choice]) -> Result<Vec<usize>
     let longer: Vec<usize> = (0..opts.len()).filter(|&i| opts[i].1.len() > 1).collect();
     let runs: Vec<&[u32]> = longer.iter().map(|&i| &opts[i].1[..opts[i].1.len() - 1]).collect();
     let mut forks: Vec<KvCache> = longer.iter().map(|&i| caches[opts[i].0].clone()).collect();
-    let ran = if runs.is_empty() { Vec::new() } else { net.extend_many(&runs, &mut forks)? };
-    let mut ran = longer.into_iter().zip(ran).collect::<std::collections::HashMap<_, _>>();
-    let mut best = vec![(0usize, f64::NEG_INFINITY); questions.len()];
-    let mut index_in_q = vec![0usize; questions.len()];
-    for (i, (qi, ids)) in opts.iter().enumerate() {
-        let q = &questions[*qi];
-        let last = hidden[*qi].narrow(0, ctx[*qi].len() - 1, 1)?;
-        let rows = match ran.remove(&i) {
-            Some(h) => Tensor::cat(&[&last, &h], 0)?,
-            None => last,
-        };
-        let lp = logp_of(net, &rows, ids)?;
-        let oi = index_in_q[*qi];
-        index_in_q[*qi] += 1;
-        let score = match q.norm {
-            Norm::Sum => lp,
-            Norm::PerByte => lp / q.options[oi].len().max(1) as f64,
-        };
-        if score > best[*qi].1 {
-            best[*qi] = (oi, score);
+    let mut ran: Vec<Option<Tensor>> = vec![None; opts.len()];
+    if !runs.is_empty() {
+        for (i, h) in longer.into_iter().zip(net.extend_many(&runs, &mut forks)?) {
+            ran[i] = Some(h);
         }
+    }
+    let mut opts = opts.into_iter().zip(ran);
+    let mut best = Vec::with_capacity(questions.len());
+    for (qi, q) in questions.iter().enumerate() {
+        let last = hidden[qi].narrow(0, ctx[qi].len() - 1, 1)?;
+        let mut top = (0usize, f64::NEG_INFINITY);
+        for (oi, o) in q.options.iter().enumerate() {
+            let Some(((_, ids), h)) = opts.next() else { break };
+            let rows = match h {
+                Some(h) => Tensor::cat(&[&last, &h], 0)?,
+                None => last.clone(),
+            };
+            let lp = net.logp(&rows, &ids)?;
+            let score = match q.norm {
+                Norm::Sum => lp,
+                Norm::PerByte => lp / o.len().max(1) as f64,
+            };
+            if score > top.1 {
+                top = (oi, score);
+            }
+        }
+        best.push(top);
     }
     Ok(best.into_iter().map(|b| b.0).collect())
 }

@@ -56,8 +56,9 @@ struct TaskSizes {
     /// play); the 49 vendored keyed MMLU questions come on top. Scored by log-likelihood.
     #[arg(long, default_value_t = 250)]
     mc_questions: usize,
-    /// Arithmetic word problems answered by greedy generation after 3 worked examples, graded by
-    /// exact match on the number (scripts/arith_questions.py, seed 17).
+    /// Arithmetic word problems answered by greedy generation (in the model's chat template, or
+    /// after 3 worked examples for a model without one), graded by exact match on the final
+    /// number (scripts/arith_questions.py, seed 17).
     #[arg(long, default_value_t = 100)]
     gen_questions: usize,
 }
@@ -493,21 +494,10 @@ fn forward_task_entries(
     dense: &serde_json::Value,
     pruned: &serde_json::Value,
 ) -> Result<Vec<serde_json::Value>, String> {
+    // The dense figures may come from the cache file: read back as `TaskSet::measure` wrote them.
     let scores = |v: &serde_json::Value| -> Result<Vec<tasks::Score>, String> {
         let s = v.get("scores").cloned().ok_or("task figures without scores")?;
-        let rows: Vec<serde_json::Value> = serde_json::from_value(s).map_err(|e| e.to_string())?;
-        rows.into_iter()
-            .map(|r| {
-                let f = |k: &str| r.get(k).and_then(|x| x.as_f64()).ok_or_else(|| format!("task score without `{k}`"));
-                Ok(tasks::Score {
-                    name: r.get("name").and_then(|x| x.as_str()).ok_or("task score without `name`")?.to_string(),
-                    n: f("n")? as usize,
-                    correct: f("correct")? as usize,
-                    accuracy: f("accuracy")?,
-                    chance: f("chance")?,
-                })
-            })
-            .collect()
+        serde_json::from_value(s).map_err(|e| format!("task scores: {e}"))
     };
     let (d, p) = (scores(dense)?, scores(pruned)?);
     d.iter()
